@@ -1,0 +1,424 @@
+"""The `kasmina` command.
+
+Only typer, click and rich are imported at start; each command imports the
+ledger (and never torch, except `demo`) when it runs, so `kasmina --help` and
+the read-only commands start fast. Every kasmina error becomes one line on
+stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import date, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from kasmina.errors import KasminaError
+
+if TYPE_CHECKING:
+    from kasmina.events import StoredEvent
+    from kasmina.ledger import Ledger
+
+DEFAULT_DB = "sqlite:///kasmina.db"
+
+app = typer.Typer(
+    name="kasmina",
+    help="Lifecycle ledger for morphogenetic training.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Schema migrations (Alembic).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+class TableFormat(StrEnum):
+    table = "table"
+    json = "json"
+
+
+class SqlFormat(StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+class _State:
+    db: str = DEFAULT_DB
+
+
+state = _State()
+
+
+@app.callback()
+def _root(
+    db: Annotated[
+        str,
+        typer.Option(
+            "--db",
+            envvar="KASMINA_DB",
+            help="Database URL (sqlite:///PATH or postgresql+psycopg://USER@HOST/DB).",
+        ),
+    ] = DEFAULT_DB,
+) -> None:
+    state.db = db
+
+
+def _open() -> Ledger:
+    from kasmina.ledger import Ledger
+
+    return Ledger.open(state.db)
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, bytes | memoryview):
+        return bytes(value).hex()
+    return value
+
+
+# -- db ---------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+) -> None:
+    """Migrate the database up to REVISION (default: head)."""
+    from kasmina.ledger import migrate
+
+    migrate.upgrade(state.db, revision)
+    out.print(f"database at revision {_current(state.db) or 'none'}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(revision: Annotated[str, typer.Argument(help="Target revision.")]) -> None:
+    """Migrate the database down to REVISION ('base' removes everything)."""
+    from kasmina.ledger import migrate
+
+    migrate.downgrade(state.db, revision)
+    out.print(f"database at revision {_current(state.db) or 'none'}")
+
+
+def _current(url: str) -> str | None:
+    from kasmina.ledger.core import _open_store
+
+    store = _open_store(url, "NORMAL")
+    try:
+        return store.schema_revision()
+    finally:
+        store.close()
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the database's schema revision and the code's head."""
+    from kasmina.ledger.migrate import HEAD_REVISION
+
+    current = _current(state.db)
+    mark = "(head)" if current == HEAD_REVISION else f"(code expects {HEAD_REVISION})"
+    out.print(f"{current or 'none'} {mark}")
+
+
+# -- runs and history -------------------------------------------------------
+
+
+@app.command()
+def runs(
+    fmt: Annotated[TableFormat, typer.Option("--format")] = TableFormat.table,
+) -> None:
+    """List runs with their status and event counts."""
+    with _open() as ledger:
+        infos = ledger.runs()
+    if fmt is TableFormat.json:
+        for info in infos:
+            out.print_json(
+                json.dumps({k: _plain(getattr(info, k)) for k in info.__dataclass_fields__})
+            )
+        return
+    table = Table("run", "name", "seed", "status", "events", "started (UTC)")
+    for info in infos:
+        table.add_row(
+            info.run_id,
+            info.name or "",
+            "" if info.seed is None else str(info.seed),
+            info.status,
+            str(info.events),
+            info.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+        )
+    out.print(table)
+
+
+def _summary(event: StoredEvent) -> str:
+    data = event.payload.model_dump(mode="json")
+    if event.event_type == "SeedStageChanged":
+        return (
+            f"{data['from_stage']} -> {data['to_stage']} ({data['trigger']}, alpha {data['alpha']})"
+        )
+    keep = {k: v for k, v in data.items() if v not in (None, [], {}) and k != "slot_id"}
+    text = ", ".join(f"{k}={v}" for k, v in keep.items())
+    return text if len(text) <= 100 else text[:99] + "…"
+
+
+def _event_json(event: StoredEvent) -> str:
+    return json.dumps(
+        {
+            "position": event.position,
+            "event_id": event.event_id,
+            "run_id": event.run_id,
+            "stream_id": event.stream_id,
+            "version": event.version,
+            "event_type": event.event_type,
+            "schema_version": event.schema_version,
+            "epoch": event.epoch,
+            "seed_id": event.seed_id,
+            "payload": event.payload.model_dump(mode="json"),
+            "recorded_at": event.recorded_at.isoformat(),
+            "hash": event.hash,
+        },
+        ensure_ascii=False,
+    )
+
+
+@app.command()
+def history(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="Run id.")],
+    seed_id: Annotated[str | None, typer.Option("--seed-id", help="Only this seed.")] = None,
+    slot: Annotated[str | None, typer.Option("--slot", help="Only this slot.")] = None,
+    fmt: Annotated[TableFormat, typer.Option("--format")] = TableFormat.table,
+) -> None:
+    """The audit timeline of a run, a seed or a slot, oldest first."""
+    with _open() as ledger:
+        events = ledger.history(run_id, seed_id=seed_id, slot_id=slot)
+        if fmt is TableFormat.json:
+            for event in events:
+                sys.stdout.write(_event_json(event) + "\n")
+            return
+        table = Table("pos", "epoch", "stream", "v", "event", "seed", "detail")
+        for event in events:
+            table.add_row(
+                str(event.position),
+                "" if event.epoch is None else str(event.epoch),
+                event.stream_id,
+                str(event.version),
+                event.event_type,
+                event.seed_id or "",
+                _summary(event),
+            )
+        out.print(table)
+
+
+# -- writing ----------------------------------------------------------------
+
+
+def _read_batch(
+    run_id: str,
+    file: str | None,
+    event_type: str | None,
+    payload: str | None,
+    stream: str | None,
+    epoch: int | None,
+    seed_id: str | None,
+) -> Iterator[tuple[int, dict[str, object]]]:
+    if file is not None:
+        handle = sys.stdin if file == "-" else open(file, encoding="utf-8")  # noqa: SIM115
+        with handle:
+            for number, line in enumerate(handle, 1):
+                if line.strip():
+                    yield number, _json_object(line, f"line {number}")
+        return
+    if event_type is None or payload is None or stream is None:
+        raise KasminaError("append needs --file, or --type, --payload and --stream")
+    yield (
+        1,
+        {
+            "event_type": event_type,
+            "payload": _json_object(payload, "--payload"),
+            "stream_id": stream,
+            "epoch": epoch,
+            "seed_id": seed_id,
+        },
+    )
+
+
+def _json_object(text: str, where: str) -> dict[str, object]:
+    from kasmina.errors import PayloadInvalid
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PayloadInvalid(f"{where} is not valid JSON: {exc.msg} (column {exc.colno})") from None
+    if not isinstance(value, dict):
+        raise PayloadInvalid(f"{where} must be a JSON object")
+    return value
+
+
+@app.command()
+def append(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="Run id.")],
+    file: Annotated[
+        str | None,
+        typer.Option(
+            "--file",
+            help="JSON lines, one event each "
+            "(event_type, stream_id, payload, epoch, seed_id); '-' for stdin. "
+            "The whole file is one atomic batch.",
+        ),
+    ] = None,
+    event_type: Annotated[str | None, typer.Option("--type", help="Event type.")] = None,
+    payload: Annotated[str | None, typer.Option("--payload", help="Payload JSON.")] = None,
+    stream: Annotated[str | None, typer.Option("--stream", help="Stream id.")] = None,
+    epoch: Annotated[int | None, typer.Option("--epoch")] = None,
+    seed_id: Annotated[str | None, typer.Option("--seed-id")] = None,
+) -> None:
+    """Record events into an existing run (validated, all or nothing)."""
+    from kasmina.errors import PayloadInvalid
+    from kasmina.events import event_from_dict
+
+    batch = []
+    for number, item in _read_batch(run_id, file, event_type, payload, stream, epoch, seed_id):
+        where = f"event {number}"
+        kind, body = item.get("event_type"), item.get("payload")
+        if not isinstance(kind, str) or not isinstance(body, dict):
+            raise PayloadInvalid(f"{where}: needs a string event_type and an object payload")
+        stream_id = item.get("stream_id")
+        if not isinstance(stream_id, str):
+            raise PayloadInvalid(f"{where}: needs a string stream_id")
+        ep, sid = item.get("epoch"), item.get("seed_id")
+        try:
+            batch.append(
+                event_from_dict(
+                    kind,
+                    body,
+                    run_id=run_id,
+                    stream_id=stream_id,
+                    epoch=ep if isinstance(ep, int) else None,
+                    seed_id=sid if isinstance(sid, str) else None,
+                )
+            )
+        except PayloadInvalid as exc:
+            raise PayloadInvalid(f"{where}: {exc}") from None
+    with _open() as ledger:
+        ledger.require_run(run_id)
+        result = ledger.append(batch)
+    out.print(f"appended {result.appended} event(s), skipped {result.skipped} already stored")
+
+
+# -- checking and querying --------------------------------------------------
+
+
+@app.command()
+def verify(
+    run_id: Annotated[
+        str | None, typer.Argument(metavar="[RUN]", help="Run id (all if omitted).")
+    ] = None,
+    fmt: Annotated[TableFormat, typer.Option("--format")] = TableFormat.table,
+) -> None:
+    """Check hash chains, version gaps and seals; exit 1 on any fault."""
+    from kasmina.ledger.verify import report_json
+
+    with _open() as ledger:
+        report = ledger.verify(run_id)
+    if fmt is TableFormat.json:
+        sys.stdout.write(report_json(report) + "\n")
+    else:
+        for check in report.runs:
+            seal = "sealed" if check.sealed else "unsealed (no RunFinished)"
+            out.print(
+                f"run {check.run_id}: {check.events} events in {check.streams} streams, {seal}"
+            )
+        for fault in report.faults:
+            out.print(f"FAULT {fault}", markup=False)
+        verdict = "OK" if report.ok else f"{len(report.faults)} fault(s)"
+        out.print(f"verify: {verdict} ({report.events} events, {len(report.runs)} runs)")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="A read-only SQL query.")],
+    fmt: Annotated[SqlFormat, typer.Option("--format")] = SqlFormat.table,
+) -> None:
+    """Run read-only SQL against the ledger (writes and ATTACH are refused)."""
+    with _open() as ledger:
+        columns, rows = ledger.sql(query)
+        _print_rows(columns, rows, fmt)
+
+
+def _print_rows(columns: Sequence[str], rows: Iterable[Sequence[object]], fmt: SqlFormat) -> None:
+    if fmt is SqlFormat.csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([_plain(v) for v in row])
+        return
+    if fmt is SqlFormat.json:
+        sys.stdout.write("[")
+        for n, row in enumerate(rows):
+            item = {c: _plain(v) for c, v in zip(columns, row, strict=True)}
+            sys.stdout.write(("," if n else "") + "\n" + json.dumps(item, default=str))
+        sys.stdout.write("\n]\n")
+        return
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*("" if v is None else str(_plain(v)) for v in row))
+    out.print(table)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of every event payload."""
+    from kasmina.events import json_schemas
+
+    sys.stdout.write(json.dumps(json_schemas(), indent=2, sort_keys=True) + "\n")
+
+
+@app.command()
+def demo(
+    epochs: Annotated[int, typer.Option(help="Epochs to run.")] = 30,
+    slots: Annotated[int, typer.Option(help="Number of slots.")] = 3,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+) -> None:
+    """The main job: record a morphogenetic run and print its id and summary."""
+    from kasmina.demo import run_demo
+
+    with _open() as ledger:
+        run_demo(ledger, epochs=epochs, slots=slots, seed=seed, console=out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: kasmina errors become one line on stderr and exit code 2."""
+    try:
+        app(args=list(argv) if argv is not None else None, prog_name="kasmina")
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    except KasminaError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        return 2
+    except OSError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        err.print("interrupted", highlight=False)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,106 @@
+"""kasmina's error hierarchy.
+
+Callers catch these and never a driver's own exceptions: the ledger translates
+sqlite3, psycopg and SQLAlchemy errors at its boundary. Each message is one line
+that names what was wrong, because the CLI prints it as is.
+"""
+
+from __future__ import annotations
+
+
+class KasminaError(Exception):
+    """Base of every error kasmina raises on purpose."""
+
+
+class InvalidTransition(KasminaError):
+    """A stage move outside the transition table; nothing was recorded."""
+
+    def __init__(self, slot_id: str, from_stage: str, to_stage: str) -> None:
+        self.slot_id = slot_id
+        self.from_stage = from_stage
+        self.to_stage = to_stage
+        super().__init__(f"illegal stage move {from_stage} -> {to_stage} in slot {slot_id!r}")
+
+
+class EventError(KasminaError):
+    """An event that cannot be recorded or read as given."""
+
+
+class UnknownEventType(EventError):
+    def __init__(self, event_type: str) -> None:
+        self.event_type = event_type
+        super().__init__(f"unknown event type {event_type!r}")
+
+
+class PayloadInvalid(EventError):
+    """A payload failed validation against its model."""
+
+
+class LedgerError(KasminaError):
+    """A problem with the store itself."""
+
+
+class BadDatabaseURL(LedgerError):
+    pass
+
+
+class DatabaseUnavailable(LedgerError):
+    """The database could not be reached or opened."""
+
+
+class SchemaMismatch(LedgerError):
+    """The database's schema revision is not the one this code writes."""
+
+
+class ConcurrencyError(LedgerError):
+    """Another writer appended to the stream first (optimistic concurrency)."""
+
+    def __init__(self, run_id: str, stream_id: str, expected_version: int, actual: int) -> None:
+        self.run_id = run_id
+        self.stream_id = stream_id
+        self.expected_version = expected_version
+        self.actual_version = actual
+        super().__init__(
+            f"stream {stream_id!r} of run {run_id!r}: expected next version "
+            f"{expected_version}, but the stream is at version {actual}"
+        )
+
+
+class RunNotFound(LedgerError):
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(f"no run with id {run_id!r}")
+
+
+class ReadOnlyViolation(LedgerError):
+    """A write attempted through the read-only SQL path."""
+
+
+class QueryError(LedgerError):
+    """A read-only query that the database rejected."""
+
+
+class RunClosed(LedgerError):
+    """An append to a run that already has its `RunFinished` seal."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(f"run {run_id!r} is finished and sealed; it takes no more events")
+
+
+__all__ = [
+    "BadDatabaseURL",
+    "ConcurrencyError",
+    "DatabaseUnavailable",
+    "EventError",
+    "InvalidTransition",
+    "KasminaError",
+    "LedgerError",
+    "PayloadInvalid",
+    "QueryError",
+    "ReadOnlyViolation",
+    "RunClosed",
+    "RunNotFound",
+    "SchemaMismatch",
+    "UnknownEventType",
+]

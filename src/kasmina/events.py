@@ -1,0 +1,447 @@
+"""Event payloads, the envelope, and reading old payload versions.
+
+Every payload is a frozen pydantic model with ``extra="forbid"``: a typo in a
+field name is an error at the point of recording, not a silent hole in the
+audit trail years later. The model's class name is the stored ``event_type``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, ClassVar, Literal, TypeAlias
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    PlainSerializer,
+    ValidationError,
+)
+
+from kasmina.canonical import SPECIAL_FLOATS, Json
+from kasmina.errors import PayloadInvalid, UnknownEventType
+from kasmina.stages import SeedStage, parse_stage
+
+RUN_STREAM = "run"
+
+
+def slot_stream(slot_id: str) -> str:
+    return f"slot/{slot_id}"
+
+
+def memory_stream(name: str) -> str:
+    return f"memory/{name}"
+
+
+def _decode_float(value: object) -> object:
+    if isinstance(value, str):
+        try:
+            return SPECIAL_FLOATS[value]
+        except KeyError:
+            raise ValueError(
+                f"expected a number or one of {sorted(SPECIAL_FLOATS)}, got {value!r}"
+            ) from None
+    if isinstance(value, bool):
+        raise ValueError("expected a number, got a boolean")
+    return value
+
+
+#: The one float type of every payload: NaN, infinities and -0.0 survive both
+#: databases because the canonical encoder writes them as explicit strings.
+Real = Annotated[float, BeforeValidator(_decode_float)]
+
+#: Stages are stored by name; esper's integer values are accepted on input.
+Stage = Annotated[
+    SeedStage,
+    BeforeValidator(lambda v: v if isinstance(v, SeedStage) else parse_stage(v)),
+    PlainSerializer(lambda s: s.name, return_type=str),
+]
+
+Trigger: TypeAlias = Literal["command", "gate", "auto", "prune"]
+Initiator: TypeAlias = Literal["policy", "governor", "auto", "command"]
+GateName: TypeAlias = Literal["G0", "G1", "G2", "G3", "G5"]
+AlphaMode: TypeAlias = Literal["HOLD", "UP", "DOWN"]
+EvictionReason: TypeAlias = Literal["ttl", "emergency", "capacity"]
+RunStatus: TypeAlias = Literal["completed", "failed", "aborted"]
+Count = Annotated[int, Field(ge=0)]
+
+
+class Payload(BaseModel):
+    """Base of every payload. ``schema_version`` is bumped with an upcaster."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    schema_version: ClassVar[int] = 1
+    #: Samples may be dropped under pressure (counted exactly); facts never.
+    droppable: ClassVar[bool] = False
+
+
+class _Causal(Payload):
+    """Optional identity of the decision behind a move (question 13)."""
+
+    morphology_proposal_id: str | None = None
+    morphology_verdict_id: str | None = None
+    morphology_mutation_id: str | None = None
+    rng_stream: str | None = None
+    rng_seed: int | None = None
+
+
+class RunStarted(Payload):
+    name: str
+    seed: int
+    config: dict[str, JsonValue] = Field(default_factory=dict)
+    kasmina_version: str
+    python_version: str
+    torch_version: str | None = None
+    platform: str = ""
+
+
+class EpochCompleted(Payload):
+    val_accuracy: Real | None = None
+    val_loss: Real | None = None
+    train_accuracy: Real | None = None
+    train_loss: Real | None = None
+    host_grad_norm: Real | None = None
+    param_digests: dict[str, str] = Field(default_factory=dict)
+
+
+class SeedGerminated(_Causal):
+    slot_id: str
+    env_id: int = -1
+    blueprint_id: str
+    params: Count
+    alpha: Real = 0.0
+    blend_tempo_epochs: Count = 5
+    alpha_curve: str = "LINEAR"
+    init_seed: int | None = None
+
+
+class SeedStageChanged(_Causal):
+    schema_version: ClassVar[int] = 2
+    slot_id: str
+    env_id: int = -1
+    from_stage: Stage
+    to_stage: Stage
+    trigger: Trigger
+    alpha: Real
+    accuracy_delta: Real = 0.0
+    epochs_in_stage: Count = 0
+    grad_ratio: Real = 0.0
+    has_vanishing: bool = False
+    has_exploding: bool = False
+    alpha_curve: str = "LINEAR"
+
+
+class SeedGateEvaluated(Payload):
+    slot_id: str
+    env_id: int = -1
+    gate: GateName
+    passed: bool
+    score: Real
+    target_stage: Stage
+    checks_passed: list[str] = Field(default_factory=list)
+    checks_failed: list[str] = Field(default_factory=list)
+    message: str = ""
+
+
+class AlphaTargetSet(Payload):
+    slot_id: str
+    alpha_start: Real
+    target: Real
+    steps: Count
+    curve: str
+    steepness: Real
+    mode: AlphaMode
+    algorithm: str = "ADD"
+    initiator: Initiator = "policy"
+    prune_ramp: bool = False
+
+
+class SeedFossilized(_Causal):
+    slot_id: str
+    env_id: int = -1
+    blueprint_id: str
+    improvement: Real
+    params_added: Count
+    alpha: Real
+    epochs_total: Count
+    counterfactual: Real | None = None
+    blending_delta: Real | None = None
+    param_digest: str | None = None
+
+
+class SeedPruned(_Causal):
+    slot_id: str
+    env_id: int = -1
+    reason: str
+    blueprint_id: str | None = None
+    improvement: Real = 0.0
+    auto_pruned: bool = False
+    epochs_total: Count = 0
+    counterfactual: Real | None = None
+    blending_delta: Real | None = None
+    initiator: Initiator = "policy"
+
+
+class CacheEvicted(Payload):
+    cache: str
+    evicted: Annotated[int, Field(ge=1)]
+    reason: EvictionReason
+    size_before: Count
+    size_after: Count
+
+
+class MemoryReleased(Payload):
+    slot_id: str
+    blocks: Count
+    bytes: Count | None = None
+
+
+class EventsDropped(Payload):
+    count: Annotated[int, Field(ge=1)]
+    dropped_type: str = "SeedTelemetrySampled"
+    first_epoch: int | None = None
+    last_epoch: int | None = None
+
+
+class SeedTelemetrySampled(Payload):
+    droppable: ClassVar[bool] = True
+    slot_id: str
+    stage: Stage
+    alpha: Real
+    alpha_target: Real | None = None
+    alpha_mode: AlphaMode | None = None
+    accuracy: Real | None = None
+    accuracy_delta: Real | None = None
+    epochs_in_stage: Count = 0
+    grad_norm: Real | None = None
+    grad_health: Real | None = None
+    has_vanishing: bool | None = None
+    has_exploding: bool | None = None
+
+
+class RunFinished(Payload):
+    status: RunStatus = "completed"
+    #: stream id -> hash of its last event before this one, so truncation shows.
+    seal: dict[str, str]
+
+
+EVENT_TYPES: Mapping[str, type[Payload]] = {
+    cls.__name__: cls
+    for cls in (
+        RunStarted,
+        EpochCompleted,
+        SeedGerminated,
+        SeedStageChanged,
+        SeedGateEvaluated,
+        AlphaTargetSet,
+        SeedFossilized,
+        SeedPruned,
+        CacheEvicted,
+        MemoryReleased,
+        EventsDropped,
+        SeedTelemetrySampled,
+        RunFinished,
+    )
+}
+
+JsonObject: TypeAlias = dict[str, Json]
+Upcaster: TypeAlias = Callable[[JsonObject], JsonObject]
+
+
+def _stage_changed_v1_to_v2(data: JsonObject) -> JsonObject:
+    """v1 stored stages as esper integers and had no trigger."""
+    out = dict(data)
+    for key in ("from_stage", "to_stage"):
+        value = out.get(key)
+        if isinstance(value, int):
+            out[key] = parse_stage(value).name
+    out.setdefault("trigger", "command")
+    return out
+
+
+#: (event_type, from_version) -> function giving the next version's payload.
+UPCASTERS: Mapping[tuple[str, int], Upcaster] = {
+    ("SeedStageChanged", 1): _stage_changed_v1_to_v2,
+}
+
+
+def payload_class(event_type: str) -> type[Payload]:
+    try:
+        return EVENT_TYPES[event_type]
+    except KeyError:
+        raise UnknownEventType(event_type) from None
+
+
+def _validation_line(event_type: str, exc: ValidationError) -> str:
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or '<payload>'}: {err['msg']}"
+        for err in exc.errors()
+    )
+    return f"invalid {event_type} payload: {problems}"
+
+
+def load_payload(event_type: str, schema_version: int, data: Mapping[str, Json]) -> Payload:
+    """Validate a payload, upcasting an old schema version to the current one."""
+    cls = payload_class(event_type)
+    if schema_version > cls.schema_version:
+        raise PayloadInvalid(
+            f"{event_type} schema version {schema_version} is newer than this "
+            f"kasmina understands ({cls.schema_version})"
+        )
+    current = dict(data)
+    for version in range(schema_version, cls.schema_version):
+        step = UPCASTERS.get((event_type, version))
+        if step is None:
+            raise PayloadInvalid(f"no upcaster for {event_type} v{version} -> v{version + 1}")
+        current = step(current)
+    try:
+        return cls.model_validate(current)
+    except ValidationError as exc:
+        raise PayloadInvalid(_validation_line(event_type, exc)) from None
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event on its way into the ledger; built only by :func:`make_event`."""
+
+    event_id: str
+    run_id: str
+    stream_id: str
+    payload: Payload
+    epoch: int | None
+    seed_id: str | None
+    #: The version the writer expects to take; None lets the ledger assign it.
+    version: int | None
+
+    @property
+    def event_type(self) -> str:
+        return type(self.payload).__name__
+
+    @property
+    def schema_version(self) -> int:
+        return type(self.payload).schema_version
+
+
+def make_event(
+    payload: Payload,
+    *,
+    run_id: str,
+    stream_id: str,
+    epoch: int | None = None,
+    seed_id: str | None = None,
+    event_id: str | None = None,
+    version: int | None = None,
+) -> NewEvent:
+    """The one place an envelope is built."""
+    if type(payload).__name__ not in EVENT_TYPES:
+        raise UnknownEventType(type(payload).__name__)
+    if not run_id or not stream_id:
+        raise PayloadInvalid("an event needs a run_id and a stream_id")
+    if version is not None and version < 1:
+        raise PayloadInvalid(f"versions start at 1, got {version}")
+    return NewEvent(
+        event_id=event_id or str(uuid.uuid4()),
+        run_id=run_id,
+        stream_id=stream_id,
+        payload=payload,
+        epoch=epoch,
+        seed_id=seed_id,
+        version=version,
+    )
+
+
+def event_from_dict(
+    event_type: str,
+    payload: Mapping[str, Json],
+    *,
+    run_id: str,
+    stream_id: str,
+    epoch: int | None = None,
+    seed_id: str | None = None,
+    event_id: str | None = None,
+    version: int | None = None,
+) -> NewEvent:
+    """Validate raw input (CLI, imports, benchmarks) into an event."""
+    payload_model = load_payload(event_type, payload_class(event_type).schema_version, payload)
+    return make_event(
+        payload_model,
+        run_id=run_id,
+        stream_id=stream_id,
+        epoch=epoch,
+        seed_id=seed_id,
+        event_id=event_id,
+        version=version,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event as read back from the ledger, its payload upcast to the current model."""
+
+    position: int
+    event_id: str
+    run_id: str
+    stream_id: str
+    version: int
+    event_type: str
+    schema_version: int
+    epoch: int | None
+    seed_id: str | None
+    payload: Payload
+    recorded_at: datetime
+    prev_hash: str
+    hash: str
+
+    @property
+    def slot_id(self) -> str | None:
+        prefix = "slot/"
+        return self.stream_id[len(prefix) :] if self.stream_id.startswith(prefix) else None
+
+
+def json_schemas() -> dict[str, JsonObject]:
+    """JSON Schema of every payload, keyed by event type."""
+    out: dict[str, JsonObject] = {}
+    for name, cls in EVENT_TYPES.items():
+        schema = cls.model_json_schema(mode="validation")
+        schema["x-schema-version"] = cls.schema_version
+        schema["x-droppable"] = cls.droppable
+        out[name] = schema  # pydantic's schema is plain JSON
+    return out
+
+
+__all__ = [
+    "EVENT_TYPES",
+    "RUN_STREAM",
+    "UPCASTERS",
+    "AlphaTargetSet",
+    "CacheEvicted",
+    "EpochCompleted",
+    "EventsDropped",
+    "JsonObject",
+    "MemoryReleased",
+    "NewEvent",
+    "Payload",
+    "Real",
+    "RunFinished",
+    "RunStarted",
+    "SeedFossilized",
+    "SeedGateEvaluated",
+    "SeedGerminated",
+    "SeedPruned",
+    "SeedStageChanged",
+    "SeedTelemetrySampled",
+    "Stage",
+    "StoredEvent",
+    "event_from_dict",
+    "json_schemas",
+    "load_payload",
+    "make_event",
+    "memory_stream",
+    "payload_class",
+    "slot_stream",
+]

@@ -1,0 +1,500 @@
+"""The Ledger: append, read, runs, verify — over any `Store`.
+
+Appends do the expensive per-event work (payload encoding, canonical text)
+before taking the write lock, then, inside one transaction: skip event ids
+already stored (a retried batch is a no-op), read each stream's head, assign
+or check versions, chain the hashes and insert everything at once. Any error
+inside rolls the whole batch back.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from typing import Literal
+
+from kasmina.canonical import GENESIS_HASH, Json, canonical_json, chain_hash, envelope_text
+from kasmina.errors import (
+    BadDatabaseURL,
+    ConcurrencyError,
+    DatabaseUnavailable,
+    LedgerError,
+    PayloadInvalid,
+    RunClosed,
+    RunNotFound,
+    SchemaMismatch,
+)
+from kasmina.events import (
+    RUN_STREAM,
+    NewEvent,
+    RunFinished,
+    RunStarted,
+    StoredEvent,
+    load_payload,
+    make_event,
+    slot_stream,
+)
+from kasmina.ledger import migrate
+from kasmina.ledger.errors import UPGRADE_HINT, redact, translate
+from kasmina.ledger.store import Cursor, Param, Row, Store
+from kasmina.ledger.verify import VerifyReport, verify_runs
+
+DEFAULT_URL = "sqlite:///kasmina.db"
+PAGE_SIZE = 1000
+_ID_CHUNK = 500
+
+_SELECT = (
+    "SELECT position, event_id, run_id, stream_id, version, event_type, schema_version, "
+    "epoch, seed_id, payload, recorded_at, prev_hash, hash FROM events"
+)
+_HEAD = (
+    "SELECT version, hash, event_type FROM events WHERE run_id = ? AND stream_id = ? "
+    "ORDER BY version DESC LIMIT 1"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    appended: int
+    skipped: int
+    #: stream id -> (version, hash) of its last event after the append.
+    heads: Mapping[str, tuple[int, str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    run_id: str
+    name: str | None
+    seed: int | None
+    started_at: datetime
+    finished_at: datetime | None
+    status: str
+    events: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    event: NewEvent
+    payload_text: str
+
+
+def _package_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _open_store(url: str, synchronous: Literal["NORMAL", "FULL"]) -> Store:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise BadDatabaseURL(
+            f"bad database URL {redact(url)!r}: expected sqlite:///PATH or "
+            "postgresql+psycopg://USER@HOST/DB"
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        from kasmina.ledger.sqlite import SQLiteStore
+
+        path = parsed.database
+        if not path or path == ":memory:":
+            raise BadDatabaseURL(
+                f"bad database URL {url!r}: the ledger needs a file (sqlite:///PATH)"
+            )
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise DatabaseUnavailable(f"cannot open {url}: folder {folder} does not exist")
+        with translate(url):
+            return SQLiteStore(url, path, synchronous=synchronous)
+    if backend == "postgresql":
+        if parsed.get_driver_name() not in ("psycopg", "psycopg2", "postgresql", ""):
+            raise BadDatabaseURL(
+                f"bad database URL {redact(url)!r}: use the psycopg driver "
+                "(postgresql+psycopg://...)"
+            )
+        from kasmina.ledger.postgres import PostgresStore
+
+        conninfo = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+        with translate(url):
+            return PostgresStore(url, conninfo)
+    raise BadDatabaseURL(
+        f"bad database URL {redact(url)!r}: unsupported backend {backend!r} "
+        "(use sqlite or postgresql)"
+    )
+
+
+class Ledger:
+    """An immutable, hash-chained event log in SQLite or PostgreSQL."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.url = store.url
+        self.revision = store.schema_revision()
+        self._insert = store.sql(
+            "INSERT INTO events (event_id, run_id, stream_id, version, event_type, "
+            "schema_version, epoch, seed_id, payload, recorded_at, prev_hash, hash) "
+            f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, {store.payload_placeholder}, ?, ?, ?)"
+        )
+        self._head = store.sql(_HEAD)
+
+    # -- opening -----------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        url: str = DEFAULT_URL,
+        *,
+        synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+    ) -> Ledger:
+        """Open a ledger; a new embedded SQLite file is migrated on first open.
+
+        Any other database must be at the code's schema head before kasmina
+        writes to it (``kasmina db upgrade``); reading an older one is allowed.
+        """
+        store = _open_store(url, synchronous)
+        try:
+            with translate(url):
+                if store.dialect == "sqlite" and not store.has_events_table():
+                    migrate.upgrade(url)
+                if not store.has_events_table():
+                    raise SchemaMismatch(f"{redact(url)} has no kasmina schema; {UPGRADE_HINT}")
+            return cls(store)
+        except BaseException:
+            store.close()
+            raise
+
+    def close(self) -> None:
+        self._store.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def dialect(self) -> str:
+        return self._store.dialect
+
+    def _require_head(self) -> None:
+        if self.revision != migrate.HEAD_REVISION:
+            raise SchemaMismatch(
+                f"{redact(self.url)} is at schema revision {self.revision or 'none'}, "
+                f"this kasmina writes {migrate.HEAD_REVISION}; {UPGRADE_HINT}"
+            )
+
+    # -- appending ---------------------------------------------------------
+
+    def append(self, batch: Sequence[NewEvent]) -> AppendResult:
+        """Append a batch atomically: all of it or none of it.
+
+        Events whose ``event_id`` is already stored are skipped, so a batch
+        retried after an unknown outcome never duplicates. An event carrying
+        ``version`` must take exactly that version of its stream, else
+        `ConcurrencyError`; without one it takes the next.
+        """
+        if not batch:
+            return AppendResult(0, 0)
+        run_id = batch[0].run_id
+        prepared: list[_Prepared] = []
+        for event in batch:
+            if not isinstance(event, NewEvent):
+                raise PayloadInvalid(
+                    f"append takes events built by make_event, got {type(event).__name__}"
+                )
+            if event.run_id != run_id:
+                raise PayloadInvalid(
+                    f"a batch belongs to one run; got {run_id!r} and {event.run_id!r}"
+                )
+            prepared.append(_Prepared(event, canonical_json(event.payload.model_dump())))
+        self._require_head()
+        with translate(self.url), self._store.write(run_id) as cur:
+            return self._append_locked(cur, run_id, prepared)
+
+    def _append_locked(
+        self, cur: Cursor, run_id: str, prepared: Sequence[_Prepared]
+    ) -> AppendResult:
+        ids = [p.event.event_id for p in prepared]
+        stored = self._existing_ids(cur, ids)
+        fresh: list[_Prepared] = []
+        for item in prepared:
+            if item.event.event_id in stored:
+                continue
+            stored.add(item.event.event_id)
+            fresh.append(item)
+        heads: dict[str, tuple[int, str]] = {}
+        run_head = self._read_head(cur, run_id, RUN_STREAM)
+        if run_head is None:
+            first = fresh[0].event if fresh else None
+            if first is None or not isinstance(first.payload, RunStarted):
+                raise RunNotFound(run_id)
+        elif run_head[2] == "RunFinished":
+            raise RunClosed(run_id)
+        else:
+            heads[RUN_STREAM] = (run_head[0], run_head[1])
+        now = datetime.now(UTC)
+        recorded_at = now.isoformat(timespec="microseconds")
+        recorded_param = self._store.recorded_at_param(now, recorded_at)
+        rows: list[tuple[Param, ...]] = []
+        for item in fresh:
+            event = item.event
+            stream = event.stream_id
+            head = heads.get(stream)
+            if head is None:
+                found = self._read_head(cur, run_id, stream) if stream != RUN_STREAM else None
+                head = (found[0], found[1]) if found else (0, GENESIS_HASH)
+            version = head[0] + 1
+            if event.version is not None and event.version != version:
+                raise ConcurrencyError(run_id, stream, event.version, head[0])
+            text = envelope_text(
+                event_id=event.event_id,
+                run_id=run_id,
+                stream_id=stream,
+                version=version,
+                event_type=event.event_type,
+                schema_version=event.schema_version,
+                epoch=event.epoch,
+                seed_id=event.seed_id,
+                payload_text=item.payload_text,
+                recorded_at=recorded_at,
+                prev_hash=head[1],
+            )
+            digest = chain_hash(head[1], text)
+            heads[stream] = (version, digest)
+            rows.append(
+                (
+                    event.event_id,
+                    run_id,
+                    stream,
+                    version,
+                    event.event_type,
+                    event.schema_version,
+                    event.epoch,
+                    event.seed_id,
+                    item.payload_text,
+                    recorded_param,
+                    head[1],
+                    digest,
+                )
+            )
+        if rows:
+            cur.executemany(self._insert, rows)
+        return AppendResult(len(rows), len(prepared) - len(rows), heads)
+
+    def _read_head(self, cur: Cursor, run_id: str, stream: str) -> tuple[int, str, str] | None:
+        cur.execute(self._head, (run_id, stream))
+        row = cur.fetchone()
+        if row is None:
+            return None
+        return int(row[0]), str(row[1]), str(row[2])  # type: ignore[call-overload]
+
+    def _existing_ids(self, cur: Cursor, ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(ids), _ID_CHUNK):
+            chunk = ids[start : start + _ID_CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            cur.execute(
+                self._store.sql(f"SELECT event_id FROM events WHERE event_id IN ({marks})"),
+                chunk,
+            )
+            found.update(str(row[0]) for row in cur.fetchall())
+        return found
+
+    # -- runs --------------------------------------------------------------
+
+    def start_run(
+        self,
+        name: str,
+        seed: int,
+        config: Mapping[str, Json] | None = None,
+        *,
+        run_id: str | None = None,
+    ) -> Run:
+        """Begin a run: appends `RunStarted` with the versions that produced it."""
+        from kasmina.ledger.run import Run, new_run_id
+
+        rid = run_id or new_run_id()
+        payload = RunStarted(
+            name=name,
+            seed=seed,
+            config=dict(config or {}),
+            kasmina_version=_package_version("kasmina") or "unknown",
+            python_version=platform.python_version(),
+            torch_version=_package_version("torch"),
+            platform=f"{sys.platform}-{platform.machine()}",
+        )
+        self.append([make_event(payload, run_id=rid, stream_id=RUN_STREAM, version=1)])
+        return Run(self, rid)
+
+    def finish_run(self, run_id: str, status: Literal["completed", "failed", "aborted"]) -> str:
+        """Append `RunFinished`, sealing the last hash of every stream; returns its hash.
+
+        The seal is taken inside the same transaction as the append, so no
+        event can slip in between the seal and the end of the run.
+        """
+        self._require_head()
+        with translate(self.url), self._store.write(run_id) as cur:
+            seal = {str(stream): str(digest) for stream, digest in self._heads(cur, run_id)}
+            if RUN_STREAM not in seal:
+                raise RunNotFound(run_id)
+            event = make_event(
+                RunFinished(status=status, seal=seal), run_id=run_id, stream_id=RUN_STREAM
+            )
+            prepared = [_Prepared(event, canonical_json(event.payload.model_dump()))]
+            result = self._append_locked(cur, run_id, prepared)
+        return result.heads[RUN_STREAM][1]
+
+    def _heads(self, cur: Cursor, run_id: str) -> list[Row]:
+        cur.execute(
+            self._store.sql(
+                "SELECT e.stream_id, e.hash FROM events e WHERE e.run_id = ? AND e.version = "
+                "(SELECT MAX(m.version) FROM events m WHERE m.run_id = e.run_id "
+                "AND m.stream_id = e.stream_id) ORDER BY e.stream_id"
+            ),
+            (run_id,),
+        )
+        return cur.fetchall()
+
+    def runs(self) -> list[RunInfo]:
+        with translate(self.url):
+            rows = self._store.fetch(
+                "SELECT run_id, name, seed, started_at, finished_at, status, events "
+                "FROM runs ORDER BY started_at, run_id"
+            )
+        return [
+            RunInfo(
+                run_id=str(r[0]),
+                name=None if r[1] is None else str(r[1]),
+                seed=None if r[2] is None else int(r[2]),  # type: ignore[call-overload]
+                started_at=self._store.recorded_at_value(r[3]),
+                finished_at=None if r[4] is None else self._store.recorded_at_value(r[4]),
+                status=str(r[5]),
+                events=int(r[6]),  # type: ignore[call-overload]
+            )
+            for r in rows
+        ]
+
+    def run_exists(self, run_id: str) -> bool:
+        with translate(self.url):
+            rows = self._store.fetch(
+                "SELECT 1 FROM events WHERE run_id = ? AND stream_id = ? AND version = 1",
+                (run_id, RUN_STREAM),
+            )
+        return bool(rows)
+
+    def require_run(self, run_id: str) -> None:
+        if not self.run_exists(run_id):
+            raise RunNotFound(run_id)
+
+    # -- reading -----------------------------------------------------------
+
+    def raw_rows(
+        self,
+        run_id: str | None = None,
+        *,
+        after: int = 0,
+        stream_id: str | None = None,
+        seed_id: str | None = None,
+        page_size: int = PAGE_SIZE,
+    ) -> Iterator[Row]:
+        """Rows in position order, a page at a time (keyset paging: constant memory)."""
+        where: list[str] = ["position > ?"]
+        params: list[Param] = []
+        if run_id is not None:
+            where.append("run_id = ?")
+            params.append(run_id)
+        if stream_id is not None:
+            where.append("stream_id = ?")
+            params.append(stream_id)
+        if seed_id is not None:
+            where.append("seed_id = ?")
+            params.append(seed_id)
+        sql = f"{_SELECT} WHERE {' AND '.join(where)} ORDER BY position LIMIT ?"
+        position = after
+        while True:
+            with translate(self.url):
+                page = self._store.fetch(sql, [position, *params, page_size])
+            yield from page
+            if len(page) < page_size:
+                return
+            position = int(page[-1][0])  # type: ignore[call-overload]
+
+    def _to_event(self, row: Row) -> StoredEvent:
+        data = self._store.payload_value(row[9])
+        if not isinstance(data, dict):
+            raise PayloadInvalid(f"event at position {row[0]} has a non-object payload")
+        return StoredEvent(
+            position=int(row[0]),  # type: ignore[call-overload]
+            event_id=str(row[1]),
+            run_id=str(row[2]),
+            stream_id=str(row[3]),
+            version=int(row[4]),  # type: ignore[call-overload]
+            event_type=str(row[5]),
+            schema_version=int(row[6]),  # type: ignore[call-overload]
+            epoch=None if row[7] is None else int(row[7]),  # type: ignore[call-overload]
+            seed_id=None if row[8] is None else str(row[8]),
+            payload=load_payload(str(row[5]), int(row[6]), data),  # type: ignore[call-overload]
+            recorded_at=self._store.recorded_at_value(row[10]),
+            prev_hash=str(row[11]),
+            hash=str(row[12]),
+        )
+
+    def read(
+        self,
+        run_id: str | None = None,
+        *,
+        after: int = 0,
+        stream_id: str | None = None,
+        seed_id: str | None = None,
+    ) -> Iterator[StoredEvent]:
+        """Events in position order, streamed; ``after`` resumes from a position."""
+        for row in self.raw_rows(run_id, after=after, stream_id=stream_id, seed_id=seed_id):
+            yield self._to_event(row)
+
+    def stream(self, run_id: str, stream_id: str) -> Iterator[StoredEvent]:
+        return self.read(run_id, stream_id=stream_id)
+
+    def history(
+        self, run_id: str, seed_id: str | None = None, slot_id: str | None = None
+    ) -> Iterator[StoredEvent]:
+        """The audit timeline of a run, a seed or a slot, oldest first."""
+        self.require_run(run_id)
+        stream = slot_stream(slot_id) if slot_id is not None else None
+        return self.read(run_id, stream_id=stream, seed_id=seed_id)
+
+    def run_ids(self) -> list[str]:
+        with translate(self.url):
+            rows = self._store.fetch("SELECT DISTINCT run_id FROM events ORDER BY run_id")
+        return [str(r[0]) for r in rows]
+
+    # -- checking and querying ---------------------------------------------
+
+    def verify(self, run_id: str | None = None) -> VerifyReport:
+        """Check hash chains, versions and seals; every fault is listed."""
+        if run_id is not None:
+            self.require_run(run_id)
+            targets: Iterable[str] = [run_id]
+        else:
+            targets = self.run_ids()
+        return verify_runs(self._store, targets, self.raw_rows)
+
+    def sql(self, query: str) -> tuple[list[str], Iterator[Row]]:
+        """Run a user query on a read-only connection."""
+        if not query.strip():
+            raise LedgerError("empty SQL query")
+        with translate(self.url):
+            return self._store.readonly_query(query)
+
+
+from kasmina.ledger.run import Run  # noqa: E402  (Run refers back to Ledger)
+
+__all__ = ["DEFAULT_URL", "AppendResult", "Ledger", "Run", "RunInfo"]

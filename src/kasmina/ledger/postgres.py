@@ -1,0 +1,93 @@
+"""The PostgreSQL backend (psycopg 3): the shared store for many writers.
+
+Appends to one run take a transaction-scoped advisory lock keyed by the run,
+so positions within a run are handed out in commit order: a reader tailing a
+run from a position never misses an event that commits later with a lower one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import cast
+
+import psycopg
+
+from kasmina.canonical import Json, dumps_canonical
+from kasmina.ledger.store import Cursor, Param, Row, Store
+
+
+class PostgresStore(Store):
+    dialect = "postgresql"
+    payload_placeholder = "CAST(? AS jsonb)"
+
+    def __init__(self, url: str, conninfo: str, *, connect_timeout: int = 5) -> None:
+        super().__init__(url)
+        self._conninfo = conninfo
+        self._timeout = connect_timeout
+        self._conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=connect_timeout)
+
+    def sql(self, text: str) -> str:
+        return text.replace("?", "%s")
+
+    @contextmanager
+    def write(self, run_id: str) -> Iterator[Cursor]:
+        with self.lock, self._conn.transaction(), self._conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (run_id,))
+            yield cast(Cursor, cur)
+
+    def fetch(self, sql: str, params: Sequence[Param] = ()) -> list[Row]:
+        with self.lock, self._conn.cursor() as cur:
+            cur.execute(self.sql(sql), params)
+            return cur.fetchall()
+
+    def has_events_table(self) -> bool:
+        rows = self.fetch("SELECT to_regclass('events') IS NOT NULL")
+        return bool(rows and rows[0][0])
+
+    def schema_revision(self) -> str | None:
+        exists = self.fetch("SELECT to_regclass('alembic_version') IS NOT NULL")
+        if not exists or not exists[0][0]:
+            return None
+        rows = self.fetch("SELECT version_num FROM alembic_version")
+        return str(rows[0][0]) if rows else None
+
+    def payload_value(self, raw: object) -> Json:
+        return cast(Json, raw)
+
+    def payload_text(self, raw: object) -> str:
+        return dumps_canonical(cast(Json, raw))
+
+    def recorded_at_param(self, when: datetime, text: str) -> Param:
+        return when
+
+    def recorded_at_value(self, raw: object) -> datetime:
+        return cast(datetime, raw).astimezone(UTC)
+
+    def readonly_query(self, sql: str) -> tuple[list[str], Iterator[Row]]:
+        conn = psycopg.connect(self._conninfo, connect_timeout=self._timeout)
+        conn.read_only = True
+        try:
+            cur = conn.cursor()
+            cur.execute(sql.encode())
+        except BaseException:
+            conn.close()
+            raise
+        columns = [d.name for d in cur.description or ()]
+
+        def rows() -> Iterator[Row]:
+            try:
+                if cur.description is None:
+                    return
+                while batch := cur.fetchmany(1000):
+                    yield from batch
+            finally:
+                conn.rollback()
+                conn.close()
+
+        return columns, rows()
+
+    def close(self) -> None:
+        with self.lock:
+            self._conn.close()

@@ -1,0 +1,88 @@
+"""The `events` table as SQLAlchemy metadata.
+
+Migrations are the only place DDL runs; this model exists so that Alembic can
+prove (``alembic check``) that the migrations and the code agree, and so that
+every constraint has a stable name through the naming convention.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from kasmina.canonical import Json
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+#: SQLite only makes a rowid alias (and so a cheap increasing key) of INTEGER.
+PositionType = BigInteger().with_variant(Integer(), "sqlite")
+PayloadType = JSON().with_variant(JSONB(), "postgresql")
+
+
+class Base(DeclarativeBase):
+    metadata = metadata
+
+
+class EventRow(Base):
+    __tablename__ = "events"
+
+    position: Mapped[int] = mapped_column(PositionType, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(36))
+    run_id: Mapped[str] = mapped_column(String(64))
+    stream_id: Mapped[str] = mapped_column(String(200))
+    version: Mapped[int] = mapped_column(Integer)
+    event_type: Mapped[str] = mapped_column(String(64))
+    schema_version: Mapped[int] = mapped_column(Integer)
+    epoch: Mapped[int | None] = mapped_column(Integer)
+    seed_id: Mapped[str | None] = mapped_column(String(200))
+    payload: Mapped[Json] = mapped_column(PayloadType)
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+    __table_args__ = (
+        UniqueConstraint("event_id"),
+        UniqueConstraint("run_id", "stream_id", "version"),
+        Index(None, "run_id", "position"),
+        Index(None, "seed_id"),
+        Index(None, "run_id", "event_type"),
+        {"sqlite_autoincrement": True},
+    )
+
+
+#: Columns in the order the ledger reads and writes them.
+COLUMNS = (
+    "position",
+    "event_id",
+    "run_id",
+    "stream_id",
+    "version",
+    "event_type",
+    "schema_version",
+    "epoch",
+    "seed_id",
+    "payload",
+    "recorded_at",
+    "prev_hash",
+    "hash",
+)

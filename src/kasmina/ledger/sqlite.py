@@ -1,0 +1,139 @@
+"""The embedded SQLite backend: WAL, a tunable `synchronous`, BEGIN IMMEDIATE."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Literal, cast
+
+from kasmina.canonical import Json
+from kasmina.ledger.store import Cursor, Param, Row, Store
+
+Synchronous = Literal["NORMAL", "FULL"]
+
+_DENIED_ACTIONS = {
+    sqlite3.SQLITE_ATTACH,
+    sqlite3.SQLITE_DETACH,
+    sqlite3.SQLITE_INSERT,
+    sqlite3.SQLITE_UPDATE,
+    sqlite3.SQLITE_DELETE,
+    sqlite3.SQLITE_ALTER_TABLE,
+    sqlite3.SQLITE_CREATE_INDEX,
+    sqlite3.SQLITE_CREATE_TABLE,
+    sqlite3.SQLITE_CREATE_TEMP_INDEX,
+    sqlite3.SQLITE_CREATE_TEMP_TABLE,
+    sqlite3.SQLITE_CREATE_TEMP_TRIGGER,
+    sqlite3.SQLITE_CREATE_TEMP_VIEW,
+    sqlite3.SQLITE_CREATE_TRIGGER,
+    sqlite3.SQLITE_CREATE_VIEW,
+    sqlite3.SQLITE_CREATE_VTABLE,
+    sqlite3.SQLITE_DROP_INDEX,
+    sqlite3.SQLITE_DROP_TABLE,
+    sqlite3.SQLITE_DROP_TRIGGER,
+    sqlite3.SQLITE_DROP_VIEW,
+    sqlite3.SQLITE_DROP_VTABLE,
+}
+
+
+def _readonly_authorizer(
+    action: int, arg1: str | None, arg2: str | None, db: str | None, source: str | None
+) -> int:
+    if action in _DENIED_ACTIONS:
+        return sqlite3.SQLITE_DENY
+    if action == sqlite3.SQLITE_PRAGMA and arg2 is not None:
+        return sqlite3.SQLITE_DENY  # setting a pragma; reading one is fine
+    return sqlite3.SQLITE_OK
+
+
+class SQLiteStore(Store):
+    dialect = "sqlite"
+
+    def __init__(
+        self,
+        url: str,
+        path: str,
+        *,
+        synchronous: Synchronous = "NORMAL",
+        busy_timeout_ms: int = 10_000,
+    ) -> None:
+        super().__init__(url)
+        self.path = path
+        self._conn = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000
+        )
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute(f"PRAGMA synchronous={synchronous}")
+        self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        self._conn.execute("PRAGMA foreign_keys=ON")
+
+    def sql(self, text: str) -> str:
+        return text
+
+    @contextmanager
+    def write(self, run_id: str) -> Iterator[Cursor]:
+        with self.lock:
+            cur = self._conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                yield cast(Cursor, cur)
+            except BaseException:
+                self._conn.rollback()
+                raise
+            cur.execute("COMMIT")
+
+    def fetch(self, sql: str, params: Sequence[Param] = ()) -> list[Row]:
+        with self.lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    def has_events_table(self) -> bool:
+        rows = self.fetch("SELECT 1 FROM sqlite_master WHERE type='table' AND name='events'")
+        return bool(rows)
+
+    def schema_revision(self) -> str | None:
+        exists = self.fetch(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='alembic_version'"
+        )
+        if not exists:
+            return None
+        rows = self.fetch("SELECT version_num FROM alembic_version")
+        return str(rows[0][0]) if rows else None
+
+    def payload_value(self, raw: object) -> Json:
+        return cast(Json, json.loads(cast(str, raw)))
+
+    def payload_text(self, raw: object) -> str:
+        return cast(str, raw)
+
+    def recorded_at_param(self, when: datetime, text: str) -> Param:
+        return text
+
+    def recorded_at_value(self, raw: object) -> datetime:
+        return datetime.fromisoformat(cast(str, raw)).astimezone(UTC)
+
+    def readonly_query(self, sql: str) -> tuple[list[str], Iterator[Row]]:
+        uri = "file:" + self.path + "?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        conn.execute("PRAGMA query_only=ON")
+        conn.set_authorizer(_readonly_authorizer)
+        try:
+            cur = conn.execute(sql)
+        except BaseException:
+            conn.close()
+            raise
+        columns = [d[0] for d in cur.description or ()]
+
+        def rows() -> Iterator[Row]:
+            try:
+                while batch := cur.fetchmany(1000):
+                    yield from batch
+            finally:
+                conn.close()
+
+        return columns, rows()
+
+    def close(self) -> None:
+        with self.lock:
+            self._conn.close()

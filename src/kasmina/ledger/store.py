@@ -1,0 +1,79 @@
+"""What the ledger needs from a database, written once; one subclass per backend.
+
+The ledger's logic (hash chain, versions, idempotency, verification) lives in
+`kasmina.ledger.core` and speaks only to this interface, so "how does Postgres
+append?" has a one-file answer and both backends provably behave alike (the
+contract suite runs against each).
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import ClassVar, Protocol, TypeAlias
+
+from kasmina.canonical import Json
+
+Param: TypeAlias = "str | int | float | None | datetime"
+Row: TypeAlias = tuple[object, ...]
+
+
+class Cursor(Protocol):
+    def execute(self, sql: str, params: Sequence[Param] = ..., /) -> object: ...
+    def executemany(self, sql: str, params: Sequence[Sequence[Param]], /) -> object: ...
+    def fetchall(self) -> list[Row]: ...
+    def fetchone(self) -> Row | None: ...
+
+
+class Store(ABC):
+    """A connection to one database, used under a lock by one `Ledger`."""
+
+    dialect: ClassVar[str]
+    #: Where the payload's canonical text goes in an INSERT.
+    payload_placeholder: ClassVar[str] = "?"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.lock = threading.RLock()
+
+    @abstractmethod
+    def sql(self, text: str) -> str:
+        """Adapt SQL written with ``?`` placeholders to the driver's style."""
+
+    @abstractmethod
+    def write(self, run_id: str) -> AbstractContextManager[Cursor]:
+        """One write transaction; appends to one run are serialised by it."""
+
+    @abstractmethod
+    def fetch(self, sql: str, params: Sequence[Param] = ()) -> list[Row]:
+        """Run a read outside any write transaction and return every row."""
+
+    @abstractmethod
+    def schema_revision(self) -> str | None: ...
+
+    @abstractmethod
+    def has_events_table(self) -> bool: ...
+
+    @abstractmethod
+    def payload_value(self, raw: object) -> Json:
+        """The stored payload as a JSON value."""
+
+    @abstractmethod
+    def payload_text(self, raw: object) -> str:
+        """The canonical text of a stored payload, rebuilt where the store reformats it."""
+
+    @abstractmethod
+    def recorded_at_param(self, when: datetime, text: str) -> Param: ...
+
+    @abstractmethod
+    def recorded_at_value(self, raw: object) -> datetime: ...
+
+    @abstractmethod
+    def readonly_query(self, sql: str) -> tuple[list[str], Iterator[Row]]:
+        """A user query on a connection that cannot write."""
+
+    @abstractmethod
+    def close(self) -> None: ...

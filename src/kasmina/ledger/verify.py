@@ -1,0 +1,206 @@
+"""Verification: recompute every hash, walk every chain, check every seal.
+
+A run is read once, in position order, keeping only the last version and
+hash of each stream, so memory grows with the number of streams, not events.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from kasmina.canonical import GENESIS_HASH, chain_hash, envelope_text
+from kasmina.ledger.store import Row
+
+if TYPE_CHECKING:
+    from kasmina.ledger.store import Store
+
+FaultKind = Literal[
+    "hash_mismatch",
+    "broken_link",
+    "version_gap",
+    "out_of_order",
+    "seal_mismatch",
+    "seal_missing_stream",
+    "seal_unknown_stream",
+    "after_seal",
+    "bad_seal",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    run_id: str
+    stream_id: str
+    position: int | None
+    version: int | None
+    kind: FaultKind
+    detail: str
+
+    def __str__(self) -> str:
+        where = f"run {self.run_id} stream {self.stream_id}"
+        if self.position is not None:
+            where += f" position {self.position} version {self.version}"
+        return f"{self.kind}: {where}: {self.detail}"
+
+
+@dataclass(frozen=True, slots=True)
+class RunCheck:
+    run_id: str
+    events: int
+    streams: int
+    sealed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    runs: list[RunCheck] = field(default_factory=list)
+    faults: list[Fault] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.faults
+
+    @property
+    def events(self) -> int:
+        return sum(r.events for r in self.runs)
+
+
+RowSource = Callable[..., Iterator[Row]]
+
+
+def verify_runs(store: Store, run_ids: Iterable[str], rows: RowSource) -> VerifyReport:
+    report = VerifyReport()
+    for run_id in run_ids:
+        check, faults = _verify_run(store, run_id, rows(run_id))
+        report.runs.append(check)
+        report.faults.extend(faults)
+    return report
+
+
+def _verify_run(store: Store, run_id: str, rows: Iterator[Row]) -> tuple[RunCheck, list[Fault]]:
+    faults: list[Fault] = []
+    heads: dict[str, tuple[int, str]] = {}
+    sealed = False
+    count = 0
+    for row in rows:
+        count += 1
+        position = int(row[0])  # type: ignore[call-overload]
+        stream = str(row[3])
+        version = int(row[4])  # type: ignore[call-overload]
+        event_type = str(row[5])
+        prev_hash = str(row[11])
+        stored_hash = str(row[12])
+
+        def fault(kind: FaultKind, detail: str) -> None:
+            faults.append(Fault(run_id, stream, position, version, kind, detail))  # noqa: B023
+
+        if sealed:
+            fault("after_seal", f"{event_type} recorded after the run's RunFinished seal")
+        last_version, last_hash = heads.get(stream, (0, GENESIS_HASH))
+        if version <= last_version:
+            fault("out_of_order", f"version {version} after version {last_version}")
+        elif version != last_version + 1:
+            fault("version_gap", f"versions {last_version + 1}..{version - 1} are missing")
+        if prev_hash != last_hash:
+            fault("broken_link", "prev_hash does not match the previous event's hash")
+        text = envelope_text(
+            event_id=str(row[1]),
+            run_id=str(row[2]),
+            stream_id=stream,
+            version=version,
+            event_type=event_type,
+            schema_version=int(row[6]),  # type: ignore[call-overload]
+            epoch=None if row[7] is None else int(row[7]),  # type: ignore[call-overload]
+            seed_id=None if row[8] is None else str(row[8]),
+            payload_text=store.payload_text(row[9]),
+            recorded_at=store.recorded_at_value(row[10]).isoformat(timespec="microseconds"),
+            prev_hash=prev_hash,
+        )
+        if chain_hash(prev_hash, text) != stored_hash:
+            fault("hash_mismatch", "the row's content does not match its hash")
+        if event_type == "RunFinished":
+            faults.extend(_check_seal(run_id, stream, position, version, row, store, heads))
+            sealed = True
+        heads[stream] = (version, stored_hash)
+    return RunCheck(run_id, count, len(heads), sealed), faults
+
+
+def _check_seal(
+    run_id: str,
+    stream: str,
+    position: int,
+    version: int,
+    row: Row,
+    store: Store,
+    heads: dict[str, tuple[int, str]],
+) -> list[Fault]:
+    payload = store.payload_value(row[9])
+    seal = payload.get("seal") if isinstance(payload, dict) else None
+    if not isinstance(seal, dict):
+        return [Fault(run_id, stream, position, version, "bad_seal", "RunFinished has no seal")]
+    faults: list[Fault] = []
+    for sealed_stream, sealed_hash in sorted(seal.items()):
+        head = heads.get(sealed_stream)
+        if head is None:
+            faults.append(
+                Fault(
+                    run_id,
+                    sealed_stream,
+                    None,
+                    None,
+                    "seal_missing_stream",
+                    "the seal names a stream with no events (deleted?)",
+                )
+            )
+        elif head[1] != sealed_hash:
+            faults.append(
+                Fault(
+                    run_id,
+                    sealed_stream,
+                    None,
+                    None,
+                    "seal_mismatch",
+                    f"sealed head {str(sealed_hash)[:12]}… but the stream ends at "
+                    f"version {head[0]} ({head[1][:12]}…): events truncated or altered",
+                )
+            )
+    for live_stream in sorted(set(heads) - set(seal)):
+        faults.append(
+            Fault(
+                run_id,
+                live_stream,
+                None,
+                None,
+                "seal_unknown_stream",
+                "stream has events before the seal but is not in it",
+            )
+        )
+    return faults
+
+
+def report_json(report: VerifyReport) -> str:
+    return json.dumps(
+        {
+            "ok": report.ok,
+            "events": report.events,
+            "runs": [
+                {"run_id": r.run_id, "events": r.events, "streams": r.streams, "sealed": r.sealed}
+                for r in report.runs
+            ],
+            "faults": [
+                {
+                    "run_id": f.run_id,
+                    "stream_id": f.stream_id,
+                    "position": f.position,
+                    "version": f.version,
+                    "kind": f.kind,
+                    "detail": f.detail,
+                }
+                for f in report.faults
+            ],
+        },
+        indent=2,
+    )

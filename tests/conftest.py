@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from pgserver import PgServer, start_server  # noqa: E402
+
+from kasmina.ledger import Ledger, migrate  # noqa: E402
+
+REQUIRE_PG = os.environ.get("KASMINA_REQUIRE_PG") == "1"
+TEMPLATE = "kasmina_template"
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    try:
+        server = start_server()
+    except RuntimeError as exc:
+        if REQUIRE_PG:
+            pytest.fail(f"KASMINA_REQUIRE_PG=1 but no PostgreSQL server: {exc}")
+        pytest.skip(f"no PostgreSQL server: {exc}")
+    try:
+        with psycopg.connect(server.conninfo(), autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {TEMPLATE}")
+        migrate.upgrade(server.url(TEMPLATE))
+        yield server
+    finally:
+        server.stop()
+
+
+def new_pg_database(server: PgServer, *, migrated: bool = True) -> str:
+    name = f"t{os.getpid()}_{next(_counter)}"
+    with psycopg.connect(server.conninfo(), autocommit=True) as conn:
+        template = f" TEMPLATE {TEMPLATE}" if migrated else ""
+        conn.execute(f"CREATE DATABASE {name}{template}")
+    return server.url(name)
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer) -> str:
+    return new_pg_database(pg_server)
+
+
+@pytest.fixture
+def empty_pg_url(pg_server: PgServer) -> str:
+    return new_pg_database(pg_server, migrated=False)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'ledger.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def db_url(backend: str, request: pytest.FixtureRequest) -> str:
+    """One URL per backend: the contract suite runs once on each."""
+    if backend == "sqlite":
+        return str(request.getfixturevalue("sqlite_url"))
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def ledger(db_url: str) -> Iterator[Ledger]:
+    led = Ledger.open(db_url)
+    yield led
+    led.close()

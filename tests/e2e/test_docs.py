@@ -1,0 +1,46 @@
+"""README and docs examples are executed, so they cannot rot."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+BIN = str(Path(sys.executable).with_name("kasmina"))
+
+
+def blocks(path: Path, lang: str) -> list[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", path.read_text(), flags=re.S)
+
+
+def _docs_with(lang: str) -> list[Path]:
+    return [p for p in DOCS if blocks(p, lang)]
+
+
+@pytest.mark.parametrize("path", _docs_with("python"), ids=lambda p: p.name)
+def test_python_examples_run(path: Path, tmp_path: Path) -> None:
+    for code in blocks(path, "python"):
+        proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("path", _docs_with("sh"), ids=lambda p: p.name)
+def test_cli_examples_run(path: Path, tmp_path: Path) -> None:
+    for code in blocks(path, "python"):
+        subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True, timeout=120)
+    commands = [line for block in blocks(path, "sh") for line in block.splitlines()
+                if line.startswith("kasmina ")]
+    assert commands
+    for line in commands:
+        argv = shlex.split(line.split(" #")[0])
+        proc = subprocess.run([BIN, *argv[1:]], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 0, f"{line}\n{proc.stderr}"
+        assert proc.stdout.strip(), line

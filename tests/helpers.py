@@ -1,0 +1,24 @@
+"""Small builders shared by the tests."""
+
+from __future__ import annotations
+
+from kasmina.events import NewEvent, SeedStageChanged, SeedTelemetrySampled, make_event, slot_stream
+from kasmina.stages import SeedStage
+
+
+def sample(run_id: str, slot: str = "r0c0", *, epoch: int = 0, n: int = 0,
+           version: int | None = None, event_id: str | None = None) -> NewEvent:
+    return make_event(
+        SeedTelemetrySampled(slot_id=slot, stage=SeedStage.TRAINING, alpha=0.25,
+                             accuracy=50.0 + n * 1e-3, epochs_in_stage=n % 7),
+        run_id=run_id, stream_id=slot_stream(slot), epoch=epoch, seed_id=f"seed-{slot}",
+        version=version, event_id=event_id,
+    )
+
+
+def stage_change(run_id: str, slot: str, a: SeedStage, b: SeedStage, *, epoch: int = 0,
+                 seed_id: str = "s1") -> NewEvent:
+    return make_event(
+        SeedStageChanged(slot_id=slot, from_stage=a, to_stage=b, trigger="command", alpha=0.0),
+        run_id=run_id, stream_id=slot_stream(slot), epoch=epoch, seed_id=seed_id,
+    )

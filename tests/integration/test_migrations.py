@@ -1,0 +1,88 @@
+"""Migrations are the only source of the schema, and they round-trip on both databases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import rawdb
+
+from kasmina.errors import SchemaMismatch
+from kasmina.ledger import Ledger, migrate
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+def _tables(url: str) -> set[str]:
+    conn = rawdb.connect(url)
+    try:
+        if rawdb.is_pg(conn):
+            sql = ("SELECT table_name FROM information_schema.tables "
+                   "WHERE table_schema = 'public'")
+        else:
+            sql = "SELECT name FROM sqlite_master WHERE type IN ('table', 'view')"
+        return {str(r[0]) for r in conn.execute(sql).fetchall()} - {"sqlite_sequence"}
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def empty_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'empty.db'}"
+    return str(request.getfixturevalue("empty_pg_url"))
+
+
+EXPECTED = {"alembic_version", "events", "runs", "stage_changes", "stage_intervals",
+            "seed_outcomes", "gc_evictions"}
+
+
+def test_upgrade_downgrade_upgrade(empty_url: str) -> None:
+    migrate.upgrade(empty_url)
+    assert _tables(empty_url) == EXPECTED
+    migrate.downgrade(empty_url, "base")
+    assert _tables(empty_url) <= {"alembic_version"}
+    migrate.upgrade(empty_url)
+    assert _tables(empty_url) == EXPECTED
+    with Ledger.open(empty_url) as led:
+        run = led.start_run("after-roundtrip", seed=1)
+        run.finish()
+        assert led.verify().ok
+
+
+def test_no_drift_between_models_and_migrations(empty_url: str) -> None:
+    migrate.upgrade(empty_url)
+    migrate.check(empty_url)  # raises if autogenerate would emit anything
+
+
+def test_head_constant_matches_alembic() -> None:
+    assert migrate.HEAD_REVISION == migrate.script_head()
+
+
+def test_schema_is_never_created_outside_migrations() -> None:
+    offenders = [str(p) for p in SRC.rglob("*.py") if "create_all(" in p.read_text()]
+    assert offenders == []
+
+
+def test_postgres_without_schema_is_refused_with_a_hint(empty_pg_url: str) -> None:
+    with pytest.raises(SchemaMismatch, match="kasmina db upgrade"):
+        Ledger.open(empty_pg_url)
+
+
+def test_new_sqlite_file_is_migrated_on_first_open(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    with Ledger.open(url) as led:
+        assert led.revision == migrate.HEAD_REVISION
+    assert _tables(url) == EXPECTED
+
+
+def test_sqlite_pragmas(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    with Ledger.open(url) as led:
+        store = led._store
+        assert store.fetch("PRAGMA journal_mode")[0][0] == "wal"
+        assert store.fetch("PRAGMA synchronous")[0][0] == 1  # NORMAL
+        assert store.fetch("PRAGMA foreign_keys")[0][0] == 1
+        assert int(store.fetch("PRAGMA busy_timeout")[0][0]) > 0  # type: ignore[call-overload]
+    with Ledger.open(url, synchronous="FULL") as led:
+        assert led._store.fetch("PRAGMA synchronous")[0][0] == 2

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kasmina.canonical import canonical_json, canonical_value, envelope_text
+from kasmina.errors import PayloadInvalid
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner,
+                                                                 max_size=4),
+    max_leaves=20,
+)
+
+
+@given(json_values)
+def test_canonical_text_is_a_fixed_point_of_parsing(value: object) -> None:
+    try:
+        text = canonical_json(value)
+    except PayloadInvalid:
+        return  # NUL in a string: refused, never stored
+    assert canonical_json(json.loads(text)) == text
+
+
+def test_sorted_keys_no_spaces_floats_as_repr() -> None:
+    assert canonical_json({"b": 0.1, "a": [1, 2.5e-7]}) == '{"a":[1,2.5e-07],"b":0.1}'
+
+
+def test_special_floats_are_explicit() -> None:
+    assert canonical_value([math.nan, math.inf, -math.inf, -0.0]) == [
+        "NaN", "Infinity", "-Infinity", "-0.0"]
+    assert canonical_value(1e300) == int(1e300)
+    assert canonical_value(123.0) == 123.0
+
+
+def test_refuses_what_json_cannot_hold() -> None:
+    with pytest.raises(PayloadInvalid):
+        canonical_json({1: "x"})
+    with pytest.raises(PayloadInvalid):
+        canonical_json({"x": object()})
+    with pytest.raises(PayloadInvalid):
+        canonical_json("a\x00b")
+
+
+@given(st.integers(min_value=1, max_value=10**6), st.one_of(st.none(), st.text(max_size=8)),
+       st.one_of(st.none(), st.integers(-5, 10**6)))
+def test_envelope_text_equals_canonical_json_of_the_columns(
+    version: int, seed_id: str | None, epoch: int | None
+) -> None:
+    columns = dict(event_id="e-1", run_id="r\u00e9", stream_id="slot/\"x\"", version=version,
+                   event_type="T", schema_version=2, epoch=epoch, seed_id=seed_id,
+                   recorded_at="2026-01-01T00:00:00.000001+00:00", prev_hash="0" * 64)
+    payload = {"alpha": 0.5, "z": [1, "two"]}
+    expected = canonical_json({**columns, "payload": payload})
+    assert envelope_text(**columns, payload_text=canonical_json(payload)) == expected  # type: ignore[arg-type]
