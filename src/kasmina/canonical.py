@@ -23,6 +23,7 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping
+from json.encoder import encode_basestring
 from typing import TypeAlias
 
 from kasmina.errors import PayloadInvalid
@@ -39,42 +40,71 @@ SPECIAL_FLOATS: Mapping[str, float] = {
     "-0.0": -0.0,
 }
 
+#: The C string quoter the encoder itself uses (ensure_ascii=False): fast per field.
+_quote = encode_basestring
+
 _encode = json.JSONEncoder(
     ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False
 ).encode
 
 
 def canonical_float(value: float) -> float | int | str:
+    if value == value and value != 0.0 and -1e16 < value < 1e16:
+        return value  # the common case: finite, non-zero, printed without an exponent
     if value != value:
         return "NaN"
     if value in (math.inf, -math.inf):
         return "Infinity" if value > 0 else "-Infinity"
-    if value == 0.0 and math.copysign(1.0, value) < 0:
-        return "-0.0"
-    if value.is_integer() and abs(value) >= 1e16:
+    if value == 0.0:
+        return "-0.0" if math.copysign(1.0, value) < 0 else value
+    if value.is_integer():
         return int(value)
     return value
 
 
 def canonical_value(value: object) -> Json:
     """Map a Python value to its canonical JSON value, refusing what JSON cannot hold."""
-    if value is None or value is True or value is False:
-        return value
-    if isinstance(value, str):
-        if "\x00" in value:
+    kind = type(value)
+    if kind is str:
+        if "\x00" in value:  # type: ignore[operator]
             raise PayloadInvalid("strings may not contain NUL characters")
-        return value
+        return value  # type: ignore[return-value]
+    if kind is float:
+        return canonical_float(value)  # type: ignore[arg-type]
+    if kind is int or kind is bool or value is None:
+        return value  # type: ignore[return-value]
+    if kind is dict:
+        out: dict[str, Json] = {}
+        for key, item in value.items():  # type: ignore[attr-defined]
+            if type(key) is not str:
+                raise PayloadInvalid(f"JSON object keys must be strings, got {key!r}")
+            if "\x00" in key:
+                raise PayloadInvalid("strings may not contain NUL characters")
+            item_kind = type(item)
+            if item_kind is float:
+                out[key] = canonical_float(item)
+            elif item_kind is int or item_kind is bool or item is None:
+                out[key] = item
+            else:
+                out[key] = canonical_value(item)
+        return out
+    if kind is list or kind is tuple:
+        return [canonical_value(item) for item in value]  # type: ignore[attr-defined]
+    return _canonical_subclass(value)
+
+
+def _canonical_subclass(value: object) -> Json:
+    """The slow path, for subclasses of the JSON types (IntEnum, StrEnum, Mapping...)."""
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, str):
+        return canonical_value(str(value))
     if isinstance(value, int):
         return int(value)
     if isinstance(value, float):
-        return canonical_float(value)
+        return canonical_float(float(value))
     if isinstance(value, Mapping):
-        out: dict[str, Json] = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise PayloadInvalid(f"JSON object keys must be strings, got {key!r}")
-            out[canonical_value(key)] = canonical_value(item)  # type: ignore[index]
-        return out
+        return canonical_value(dict(value))
     if isinstance(value, list | tuple):
         return [canonical_value(item) for item in value]
     raise PayloadInvalid(f"value of type {type(value).__name__} is not JSON")
@@ -111,15 +141,15 @@ def envelope_text(
     """
     return (
         f'{{"epoch":{"null" if epoch is None else int(epoch)}'
-        f',"event_id":{_encode(event_id)}'
-        f',"event_type":{_encode(event_type)}'
+        f',"event_id":{_quote(event_id)}'
+        f',"event_type":{_quote(event_type)}'
         f',"payload":{payload_text}'
-        f',"prev_hash":{_encode(prev_hash)}'
-        f',"recorded_at":{_encode(recorded_at)}'
-        f',"run_id":{_encode(run_id)}'
+        f',"prev_hash":{_quote(prev_hash)}'
+        f',"recorded_at":{_quote(recorded_at)}'
+        f',"run_id":{_quote(run_id)}'
         f',"schema_version":{int(schema_version)}'
-        f',"seed_id":{"null" if seed_id is None else _encode(seed_id)}'
-        f',"stream_id":{_encode(stream_id)}'
+        f',"seed_id":{"null" if seed_id is None else _quote(seed_id)}'
+        f',"stream_id":{_quote(stream_id)}'
         f',"version":{int(version)}}}'
     )
 

@@ -88,3 +88,15 @@ def test_json_schemas_cover_every_type() -> None:
     schemas = json_schemas()
     assert set(schemas) == REQUIRED
     assert schemas["SeedStageChanged"]["additionalProperties"] is False
+
+
+def test_event_ids_are_random_version_4_uuids() -> None:
+    import uuid
+
+    from kasmina.events import new_event_id
+
+    ids = {new_event_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    for value in list(ids)[:50]:
+        parsed = uuid.UUID(value)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, value)
