@@ -351,6 +351,14 @@ def make_event(
         raise UnknownEventType(type(payload).__name__)
     if not run_id or not stream_id:
         raise PayloadInvalid("an event needs a run_id and a stream_id")
+    for name, text in (
+        ("run_id", run_id),
+        ("stream_id", stream_id),
+        ("seed_id", seed_id),
+        ("event_id", event_id),
+    ):
+        if text is not None and "\x00" in text:
+            raise PayloadInvalid(f"{name} may not contain NUL characters")
     if version is not None and version < 1:
         raise PayloadInvalid(f"versions start at 1, got {version}")
     return NewEvent(

@@ -100,3 +100,8 @@ def test_event_ids_are_random_version_4_uuids() -> None:
     for value in list(ids)[:50]:
         parsed = uuid.UUID(value)
         assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, value)
+
+
+def test_envelope_refuses_nul_in_ids() -> None:
+    with pytest.raises(PayloadInvalid, match="seed_id"):
+        make_event(EpochCompleted(), run_id="r", stream_id="run", seed_id="a\x00b")

@@ -492,7 +492,13 @@ class Ledger:
         if not query.strip():
             raise LedgerError("empty SQL query")
         with translate(self.url):
-            return self._store.readonly_query(query)
+            columns, rows = self._store.readonly_query(query)
+
+        def translated() -> Iterator[Row]:
+            with translate(self.url):
+                yield from rows
+
+        return columns, translated()
 
 
 from kasmina.ledger.run import Run  # noqa: E402  (Run refers back to Ledger)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -66,7 +67,7 @@ def script_head() -> str | None:
     return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
 
 
-def _run(step: object, url: str) -> None:
+def _run(step: Callable[[Config], object], url: str) -> None:
     from sqlalchemy import create_engine, pool
 
     from kasmina.ledger.errors import translate
@@ -76,6 +77,6 @@ def _run(step: object, url: str) -> None:
         with translate(url), engine.begin() as conn:
             cfg = alembic_config(url)
             cfg.attributes["connection"] = conn
-            step(cfg)  # type: ignore[operator]
+            step(cfg)
     finally:
         engine.dispose()
