@@ -23,7 +23,7 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping
-from json.encoder import encode_basestring
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import TypeAlias
 
 from kasmina.errors import PayloadInvalid
@@ -43,9 +43,27 @@ SPECIAL_FLOATS: Mapping[str, float] = {
 #: The C string quoter the encoder itself uses (ensure_ascii=False): fast per field.
 _quote = encode_basestring
 
-_encode = json.JSONEncoder(
+_encoder = json.JSONEncoder(
     ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False
-).encode
+)
+#: The C encoder built once: `JSONEncoder.encode` builds a new one per call,
+#: which costs more than encoding a small payload. No circular-reference
+#: markers: canonical values are trees by construction.
+_c_encode = (
+    c_make_encoder(
+        None, _encoder.default, encode_basestring, None, ":", ",", True, False, False
+    )
+    if c_make_encoder is not None
+    else None
+)
+
+
+def _encode(value: Json) -> str:
+    if _c_encode is None:
+        return _encoder.encode(value)
+    if isinstance(value, str):
+        return encode_basestring(value)
+    return "".join(_c_encode(value, 0))
 
 
 def canonical_float(value: float) -> float | int | str:

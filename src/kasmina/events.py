@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, ClassVar, Literal, TypeAlias
+from typing import Annotated, ClassVar, Literal, TypeAlias, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -21,6 +21,7 @@ from pydantic import (
     JsonValue,
     PlainSerializer,
     ValidationError,
+    model_validator,
 )
 
 from kasmina.canonical import SPECIAL_FLOATS, Json
@@ -38,22 +39,23 @@ def memory_stream(name: str) -> str:
     return f"memory/{name}"
 
 
-def _decode_float(value: object) -> object:
-    if isinstance(value, str):
-        try:
-            return SPECIAL_FLOATS[value]
-        except KeyError:
-            raise ValueError(
-                f"expected a number or one of {sorted(SPECIAL_FLOATS)}, got {value!r}"
-            ) from None
-    if isinstance(value, bool):
-        raise ValueError("expected a number, got a boolean")
-    return value
+class _RealMarker:
+    """Marks the payload fields that hold floats (see `Real`)."""
 
 
-#: The one float type of every payload: NaN, infinities and -0.0 survive both
-#: databases because the canonical encoder writes them as explicit strings.
-Real = Annotated[float, BeforeValidator(_decode_float)]
+_REAL = _RealMarker()
+
+#: The one float type of every payload. NaN, the infinities and -0.0 survive
+#: both databases because the canonical encoder writes them as the explicit
+#: strings of `SPECIAL_FLOATS`; `Payload` reads those strings back as floats.
+Real = Annotated[float, _REAL]
+
+
+def _mentions_real(annotation: object) -> bool:
+    if get_origin(annotation) is Annotated and _REAL in get_args(annotation)[1:]:
+        return True
+    return any(_mentions_real(arg) for arg in get_args(annotation))
+
 
 #: Stages are stored by name; esper's integer values are accepted on input.
 Stage = Annotated[
@@ -72,12 +74,47 @@ Count = Annotated[int, Field(ge=0)]
 
 
 class Payload(BaseModel):
-    """Base of every payload. ``schema_version`` is bumped with an upcaster."""
+    """Base of every payload. ``schema_version`` is bumped with an upcaster.
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    Validation is strict (no "5" for 5, no True for 1.0): a payload is a record
+    of fact, so a value of the wrong kind is refused rather than coerced. The
+    one translation is the special-float strings, done in a single pass per
+    payload rather than a callback per field, because it runs on every event.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
     schema_version: ClassVar[int] = 1
     #: Samples may be dropped under pressure (counted exactly); facts never.
     droppable: ClassVar[bool] = False
+    _real_fields: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: object) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        cls._real_fields = tuple(
+            name
+            for name, info in cls.model_fields.items()
+            if _mentions_real(info.annotation) or _REAL in info.metadata
+        )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _decode_special_floats(cls, data: object) -> object:
+        if not isinstance(data, dict):
+            return data
+        decoded = data
+        for name in cls._real_fields:
+            value = data.get(name)
+            if type(value) is str:
+                if value not in SPECIAL_FLOATS:
+                    raise ValueError(
+                        f"{name}: expected a number or one of {sorted(SPECIAL_FLOATS)}, "
+                        f"got {value!r}"
+                    )
+                if decoded is data:
+                    decoded = dict(data)
+                decoded[name] = SPECIAL_FLOATS[value]
+        return decoded
 
 
 class _Causal(Payload):
@@ -293,7 +330,7 @@ def load_payload(event_type: str, schema_version: int, data: Mapping[str, Json])
             f"{event_type} schema version {schema_version} is newer than this "
             f"kasmina understands ({cls.schema_version})"
         )
-    current = dict(data)
+    current = data if isinstance(data, dict) else dict(data)
     for version in range(schema_version, cls.schema_version):
         step = UPCASTERS.get((event_type, version))
         if step is None:
@@ -351,14 +388,8 @@ def make_event(
         raise UnknownEventType(type(payload).__name__)
     if not run_id or not stream_id:
         raise PayloadInvalid("an event needs a run_id and a stream_id")
-    for name, text in (
-        ("run_id", run_id),
-        ("stream_id", stream_id),
-        ("seed_id", seed_id),
-        ("event_id", event_id),
-    ):
-        if text is not None and "\x00" in text:
-            raise PayloadInvalid(f"{name} may not contain NUL characters")
+    if "\x00" in f"{run_id}{stream_id}{seed_id}{event_id}":
+        raise PayloadInvalid("run_id, stream_id, seed_id and event_id may not contain NUL")
     if version is not None and version < 1:
         raise PayloadInvalid(f"versions start at 1, got {version}")
     return NewEvent(

@@ -103,5 +103,5 @@ def test_event_ids_are_random_version_4_uuids() -> None:
 
 
 def test_envelope_refuses_nul_in_ids() -> None:
-    with pytest.raises(PayloadInvalid, match="seed_id"):
+    with pytest.raises(PayloadInvalid, match="NUL"):
         make_event(EpochCompleted(), run_id="r", stream_id="run", seed_id="a\x00b")

@@ -1,0 +1,1 @@
+"""The torch runtime: slots, alpha, isolation, blueprints."""
