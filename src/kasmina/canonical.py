@@ -50,9 +50,7 @@ _encoder = json.JSONEncoder(
 #: which costs more than encoding a small payload. No circular-reference
 #: markers: canonical values are trees by construction.
 _c_encode = (
-    c_make_encoder(
-        None, _encoder.default, encode_basestring, None, ":", ",", True, False, False
-    )
+    c_make_encoder(None, _encoder.default, encode_basestring, None, ":", ",", True, False, False)
     if c_make_encoder is not None
     else None
 )
@@ -102,6 +100,10 @@ def canonical_value(value: object) -> Json:
             if item_kind is float:
                 out[key] = canonical_float(item)
             elif item_kind is int or item_kind is bool or item is None:
+                out[key] = item
+            elif item_kind is str:
+                if "\x00" in item:
+                    raise PayloadInvalid("strings may not contain NUL characters")
                 out[key] = item
             else:
                 out[key] = canonical_value(item)

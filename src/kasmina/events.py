@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, ClassVar, Literal, TypeAlias, get_args, get_origin
+from typing import Annotated, ClassVar, Literal, NamedTuple, TypeAlias, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -351,9 +351,12 @@ def new_event_id() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-@dataclass(frozen=True, slots=True)
-class NewEvent:
-    """An event on its way into the ledger; built only by :func:`make_event`."""
+class NewEvent(NamedTuple):
+    """An event on its way into the ledger; built only by :func:`make_event`.
+
+    A named tuple rather than a frozen dataclass: just as immutable, and
+    several times cheaper to build, which matters once per recorded event.
+    """
 
     event_id: str
     run_id: str
