@@ -318,6 +318,7 @@ class Ledger:
         config: Mapping[str, Json] | None = None,
         *,
         run_id: str | None = None,
+        buffer_size: int = 0,
     ) -> Run:
         """Begin a run: appends `RunStarted` with the versions that produced it."""
         from kasmina.ledger.run import Run, new_run_id
@@ -333,7 +334,7 @@ class Ledger:
             platform=f"{sys.platform}-{platform.machine()}",
         )
         self.append([make_event(payload, run_id=rid, stream_id=RUN_STREAM, version=1)])
-        return Run(self, rid)
+        return Run(self, rid, buffer_size=buffer_size)
 
     def finish_run(self, run_id: str, status: Literal["completed", "failed", "aborted"]) -> str:
         """Append `RunFinished`, sealing the last hash of every stream; returns its hash.
