@@ -390,13 +390,20 @@ def schema() -> None:
 
 @app.command()
 def demo(
-    epochs: Annotated[int, typer.Option(help="Epochs to run.")] = 30,
-    slots: Annotated[int, typer.Option(help="Number of slots.")] = 3,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+    epochs: Annotated[int, typer.Option(help="Epochs to train.")] = 30,
+    slots: Annotated[int, typer.Option(help="Number of seed slots.")] = 3,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same events).")] = 7,
 ) -> None:
-    """The main job: record a morphogenetic run and print its id and summary."""
-    from kasmina.demo import run_demo
-
+    """The main job: train a CNN on the bundled digits while seeds grow; record everything."""
+    try:
+        from kasmina.demo import run_demo
+    except ImportError as exc:
+        raise KasminaError(
+            f"kasmina demo needs torch and scikit-learn ({exc.name} is missing): "
+            "pip install 'kasmina[demo]'"
+        ) from None
+    if epochs < 1 or slots < 1:
+        raise KasminaError("--epochs and --slots must be at least 1")
     with _open() as ledger:
         run_demo(ledger, epochs=epochs, slots=slots, seed=seed, console=out)
 

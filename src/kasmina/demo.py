@@ -1,230 +1,305 @@
-"""The demo job: a scripted morphogenetic run recorded through the ledger.
+"""The demo job: a small CNN learns scikit-learn's bundled digits while seeds grow in it.
 
-Until the torch runtime lands, seeds here follow a seeded random script rather
-than real training: each slot germinates, trains, blends, holds and is then
-fossilized or pruned and recycled through the cooldown, with every gate
-verdict, alpha target and cache eviction recorded. Every stage move is checked
-against the transition table, so the log is a legal history.
+Three slots sit between the host's conv blocks. A simple built-in policy
+plants a seed in an empty slot, lets the gates carry it through training and
+blending, and at HOLDING fossilizes it if its counterfactual contribution (the
+accuracy lost when its alpha is forced to 0) clears a threshold, else prunes
+it, after which the slot cools down and is planted again. Everything is
+recorded in the ledger. The same seed gives the same events on CPU.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import torch
+import torch.nn.functional as F
 from rich.console import Console
+from rich.progress import Progress
+from torch import nn
 
-from kasmina.events import (
-    AlphaTargetSet,
-    CacheEvicted,
-    EpochCompleted,
-    GateName,
-    Payload,
-    SeedFossilized,
-    SeedGateEvaluated,
-    SeedGerminated,
-    SeedPruned,
-    SeedStageChanged,
-    Trigger,
-    memory_stream,
-    slot_stream,
-)
+from kasmina.events import EpochCompleted, SeedStageChanged, SeedTelemetrySampled, slot_stream
+from kasmina.gates import QualityGates
 from kasmina.ledger import Ledger, Recorder
-from kasmina.stages import SeedStage, is_legal
+from kasmina.runtime.blueprints import param_digest
+from kasmina.runtime.slot import SeedSlot
+from kasmina.stages import SeedStage
 
-BLUEPRINTS = ("conv_small", "bottleneck", "depthwise", "norm")
-EMBARGO_EPOCHS = 5
-_GATES: dict[SeedStage, GateName] = {
-    SeedStage.TRAINING: "G1",
-    SeedStage.BLENDING: "G2",
-    SeedStage.HOLDING: "G3",
-    SeedStage.FOSSILIZED: "G5",
-}
+BLUEPRINTS = ("conv_small", "conv_light", "depthwise", "norm")
+WIDTH = 32
+BATCH = 64
+LEARNING_RATE = 3e-3
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    epochs: int = 30
+    slots: int = 3
+    seed: int = 7
+    min_contribution: float = 0.5
+    #: Seeds the policy may keep for good; a seed reaching HOLDING after the
+    #: budget is spent is pruned and its slot recycled.
+    fossil_budget: int = 2
+    germinate_every: int = 2
+    blend_tempo: int = 3
+    gates: QualityGates = field(
+        default_factory=lambda: QualityGates(
+            permissive=True, min_training_epochs=3, min_blending_epochs=3
+        )
+    )
+
+
+class DigitsHost(nn.Module):
+    """stem conv -> [slot -> conv block] x N -> pool -> linear."""
+
+    def __init__(self, slots: Sequence[SeedSlot]) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, WIDTH, 3, padding=1)
+        self.slots = nn.ModuleList(slots)
+        self.blocks = nn.ModuleList(nn.Conv2d(WIDTH, WIDTH, 3, padding=1) for _ in slots)
+        self.head = nn.Linear(WIDTH, 10)
+
+    def host_parameters(self) -> list[nn.Parameter]:
+        return [p for name, p in self.named_parameters() if not name.startswith("slots.")]
+
+    def forward(self, x: torch.Tensor, silenced: str | None = None) -> torch.Tensor:
+        h = F.relu(self.stem(x))
+        for slot, block in zip(self.slots, self.blocks, strict=True):
+            assert isinstance(slot, SeedSlot)
+            h = slot(h, alpha_override=0.0 if slot.slot_id == silenced else None)
+            h = F.relu(block(h))
+        pooled: torch.Tensor = h.mean(dim=(2, 3))
+        logits: torch.Tensor = self.head(pooled)
+        return logits
+
+
+def load_digits_tensors(seed: int) -> tuple[torch.Tensor, ...]:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    y = torch.tensor(digits.target, dtype=torch.long)
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+    x, y = x[order], y[order]
+    cut = int(len(y) * 0.8)
+    return x[:cut], y[:cut], x[cut:], y[cut:]
+
+
+def _accuracy(
+    model: DigitsHost, x: torch.Tensor, y: torch.Tensor, silenced: str | None = None
+) -> tuple[float, float]:
+    model.eval()
+    with torch.no_grad():
+        logits = model(x, silenced=silenced)
+        loss = float(F.cross_entropy(logits, y))
+        acc = float((logits.argmax(1) == y).float().mean()) * 100.0
+    model.train()
+    return round(acc, 4), round(loss, 6)
+
+
+class DemoPolicy:
+    """Plant, wait for the gates, then keep what helps and prune what does not."""
+
+    def __init__(self, config: DemoConfig, rng: random.Random) -> None:
+        self.config = config
+        self.rng = rng
+        self.planted = 0
+        self.kept = 0
+
+    def act(self, slot: SeedSlot, epoch: int, contribution: float | None) -> None:
+        stage = slot.stage
+        if stage is SeedStage.DORMANT and epoch % self.config.germinate_every == 0:
+            self.planted += 1
+            slot.germinate(
+                self.rng.choice(BLUEPRINTS),
+                f"seed-{self.planted}",
+                init_seed=self.rng.randrange(2**31),
+                tempo=self.config.blend_tempo,
+            )
+        elif stage is SeedStage.HOLDING and contribution is not None:
+            if self.kept >= self.config.fossil_budget:
+                slot.prune("fossil_budget_spent", initiator="policy")
+            elif contribution < self.config.min_contribution:
+                slot.prune(f"low_contribution_{contribution:.2f}", initiator="policy")
+            elif slot.advance_stage(SeedStage.FOSSILIZED).passed:
+                self.kept += 1
+            else:
+                slot.prune("fossilize_gate_failed", initiator="policy")
 
 
 @dataclass
-class _Slot:
-    slot_id: str
-    stage: SeedStage = SeedStage.DORMANT
-    seed_id: str | None = None
-    blueprint: str = ""
-    alpha: float = 0.0
-    in_stage: int = 0
-    age: int = 0
-    path: list[str] = field(default_factory=list)
+class DemoResult:
+    run_id: str
+    accuracy_before: float
+    accuracy_after: float
+    paths: dict[str, list[str]]
+    events: int
 
 
-class _Script:
-    def __init__(self, recorder: Recorder, rng: random.Random) -> None:
-        self.recorder = recorder
-        self.rng = rng
-        self.epoch = 0
-        self.seeds = 0
-        self.paths: dict[str, list[str]] = {}
-
-    def emit(self, slot: _Slot, payload: Payload) -> None:
-        self.recorder.emit(
-            payload, stream_id=slot_stream(slot.slot_id), epoch=self.epoch, seed_id=slot.seed_id
-        )
-
-    def move(self, slot: _Slot, to: SeedStage, trigger: Trigger) -> None:
-        if not is_legal(slot.stage, to):
-            raise AssertionError(f"demo script made an illegal move {slot.stage.name}->{to.name}")
-        self.emit(
-            slot,
-            SeedStageChanged(
-                slot_id=slot.slot_id,
-                from_stage=slot.stage,
-                to_stage=to,
-                trigger=trigger,
-                alpha=slot.alpha,
-                epochs_in_stage=slot.in_stage,
-            ),
-        )
-        slot.stage, slot.in_stage = to, 0
-        if slot.seed_id is not None:
-            self.paths[slot.seed_id].append(to.name)
-
-    def gate(self, slot: _Slot, target: SeedStage, passed: bool) -> bool:
-        self.emit(
-            slot,
-            SeedGateEvaluated(
-                slot_id=slot.slot_id,
-                gate=_GATES[target],
-                passed=passed,
-                score=1.0 if passed else round(self.rng.random() * 0.5, 3),
-                target_stage=target,
-                checks_passed=["stage_ok"] if passed else [],
-                checks_failed=[] if passed else [f"insufficient_{slot.stage.name.lower()}"],
-            ),
-        )
-        return passed
-
-    def tick(self, slot: _Slot) -> None:
-        slot.in_stage += 1
-        slot.age += 1
-        stage = slot.stage
-        if stage is SeedStage.DORMANT:
-            if self.rng.random() < 0.6:
-                self.seeds += 1
-                slot.seed_id = f"s{self.seeds}"
-                slot.blueprint = self.rng.choice(BLUEPRINTS)
-                slot.alpha, slot.age = 0.0, 0
-                self.paths[slot.seed_id] = ["DORMANT"]
-                self.emit(
-                    slot,
-                    SeedGerminated(
-                        slot_id=slot.slot_id,
-                        blueprint_id=slot.blueprint,
-                        params=self.rng.randint(100, 5000),
-                    ),
-                )
-                self.move(slot, SeedStage.GERMINATED, "command")
-        elif stage is SeedStage.GERMINATED:
-            if self.gate(slot, SeedStage.TRAINING, True):
-                self.move(slot, SeedStage.TRAINING, "gate")
-        elif stage is SeedStage.TRAINING:
-            if slot.in_stage >= 3 and self.rng.random() < 0.15:
-                self.prune(slot, "no_improvement")
-            elif slot.in_stage >= 2 and self.gate(
-                slot, SeedStage.BLENDING, self.rng.random() < 0.6
-            ):
-                self.move(slot, SeedStage.BLENDING, "gate")
-                self.emit(
-                    slot,
-                    AlphaTargetSet(
-                        slot_id=slot.slot_id,
-                        alpha_start=0.0,
-                        target=1.0,
-                        steps=3,
-                        curve="LINEAR",
-                        steepness=12.0,
-                        mode="UP",
-                    ),
-                )
-        elif stage is SeedStage.BLENDING:
-            slot.alpha = min(1.0, round(slot.alpha + 1 / 3, 6))
-            if slot.alpha >= 1.0 and self.gate(slot, SeedStage.HOLDING, True):
-                self.move(slot, SeedStage.HOLDING, "gate")
-        elif stage is SeedStage.HOLDING:
-            gain = round(self.rng.uniform(-1.0, 4.0), 3)
-            if self.gate(slot, SeedStage.FOSSILIZED, gain >= 1.0):
-                self.move(slot, SeedStage.FOSSILIZED, "command")
-                self.emit(
-                    slot,
-                    SeedFossilized(
-                        slot_id=slot.slot_id,
-                        blueprint_id=slot.blueprint,
-                        improvement=gain,
-                        params_added=100,
-                        alpha=1.0,
-                        epochs_total=slot.age,
-                        counterfactual=gain,
-                    ),
-                )
-            else:
-                self.prune(slot, "low_contribution")
-        elif stage is SeedStage.PRUNED:
-            self.move(slot, SeedStage.EMBARGOED, "auto")
-        elif stage is SeedStage.EMBARGOED:
-            if slot.in_stage >= EMBARGO_EPOCHS:
-                self.move(slot, SeedStage.RESETTING, "auto")
-        elif stage is SeedStage.RESETTING:
-            self.move(slot, SeedStage.DORMANT, "auto")
-            slot.seed_id = None
-
-    def prune(self, slot: _Slot, reason: str) -> None:
-        self.move(slot, SeedStage.PRUNED, "prune")
-        self.emit(
-            slot,
-            SeedPruned(
-                slot_id=slot.slot_id,
-                reason=reason,
-                blueprint_id=slot.blueprint,
-                epochs_total=slot.age,
-                initiator="policy",
-            ),
-        )
-        slot.alpha = 0.0
+def run_demo(
+    ledger: Ledger,
+    *,
+    epochs: int = 30,
+    slots: int = 3,
+    seed: int = 7,
+    console: Console | None = None,
+) -> DemoResult:
+    """Train, grow, record; returns the run id, accuracies and each seed's path."""
+    config = DemoConfig(epochs=epochs, slots=slots, seed=seed)
+    console = console or Console(quiet=True)
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    try:
+        return _run(ledger, config, console)
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
 
 
-def run_demo(ledger: Ledger, *, epochs: int, slots: int, seed: int, console: Console) -> str:
-    """Record a scripted run; returns its run id."""
-    rng = random.Random(seed)
+def _run(ledger: Ledger, config: DemoConfig, console: Console) -> DemoResult:
+    torch.manual_seed(config.seed)
+    rng = random.Random(config.seed)
+    x_train, y_train, x_val, y_val = load_digits_tensors(config.seed)
     run = ledger.start_run(
-        name="demo-scripted", seed=seed, config={"epochs": epochs, "slots": slots}
+        name="digits",
+        seed=config.seed,
+        config={
+            "epochs": config.epochs,
+            "slots": config.slots,
+            "width": WIDTH,
+            "batch": BATCH,
+            "lr": LEARNING_RATE,
+            "threads": 1,
+            "min_contribution": config.min_contribution,
+            "host": "DigitsHost",
+            "dataset": "sklearn.load_digits",
+        },
+        buffer_size=512,
     )
-    script = _Script(run.recorder, rng)
-    state = [_Slot(f"r0c{i}") for i in range(slots)]
-    cache_size = 0
-    for epoch in range(epochs):
-        script.epoch = epoch
-        for slot in state:
-            script.tick(slot)
-        cache_size += rng.randint(2, 6)
-        if epoch % 3 == 2 and cache_size:
-            evicted = rng.randint(1, cache_size)
-            run.recorder.emit(
-                CacheEvicted(
-                    cache="kernels",
-                    evicted=evicted,
-                    reason="ttl",
-                    size_before=cache_size,
-                    size_after=cache_size - evicted,
+    recorder = run.recorder
+    slot_list = [
+        SeedSlot(f"r0c{i}", WIDTH, recorder=recorder, gates=config.gates, auto_advance=True)
+        for i in range(config.slots)
+    ]
+    model = DigitsHost(slot_list)
+    host_opt = torch.optim.Adam(model.host_parameters(), lr=LEARNING_RATE)
+    seed_opts: dict[str, tuple[nn.Module, torch.optim.Optimizer]] = {}
+    policy = DemoPolicy(config, rng)
+    shuffle = torch.Generator().manual_seed(config.seed)
+    before, _ = _accuracy(model, x_val, y_val)
+    accuracy = before
+
+    with Progress(console=console, disable=not console.is_terminal, transient=True) as bar:
+        task = bar.add_task("training", total=config.epochs)
+        for epoch in range(config.epochs):
+            train_loss = _train_epoch(
+                model, slot_list, host_opt, seed_opts, x_train, y_train, shuffle
+            )
+            accuracy, loss = _accuracy(model, x_val, y_val)
+            for slot in slot_list:
+                contribution = None
+                if slot.seed is not None and slot.stage in (SeedStage.BLENDING, SeedStage.HOLDING):
+                    silenced, _ = _accuracy(model, x_val, y_val, silenced=slot.slot_id)
+                    contribution = round(accuracy - silenced, 4)
+                slot.step_epoch(accuracy=accuracy, counterfactual=contribution, epoch=epoch)
+                policy.act(slot, epoch, contribution)
+                _sample(recorder, slot, epoch)
+            recorder.emit(
+                EpochCompleted(
+                    val_accuracy=accuracy,
+                    val_loss=loss,
+                    train_loss=train_loss,
+                    param_digests={
+                        s.seed_id: param_digest(s.seed)
+                        for s in slot_list
+                        if s.seed is not None and s.seed_id is not None
+                    },
                 ),
-                stream_id=memory_stream("kernels"),
+                stream_id="run",
                 epoch=epoch,
             )
-            cache_size -= evicted
-        run.recorder.emit(
-            EpochCompleted(val_accuracy=round(60 + 30 * epoch / max(epochs, 1), 3)),
-            stream_id="run",
-            epoch=epoch,
-        )
+            recorder.flush()
+            bar.advance(task)
     run.finish()
     report = ledger.verify(run.run_id)
+    paths: dict[str, list[str]] = {}
+    for event in ledger.read(run.run_id):
+        if isinstance(event.payload, SeedStageChanged) and event.seed_id is not None:
+            path = paths.setdefault(event.seed_id, [event.payload.from_stage.name])
+            path.append(event.payload.to_stage.name)
+    result = DemoResult(run.run_id, before, accuracy, paths, report.events)
     console.print(f"run id: {run.run_id}")
-    console.print(f"events: {report.events}, verify: {'OK' if report.ok else 'FAULTS'}")
-    for seed_id, path in script.paths.items():
+    console.print(
+        f"host accuracy: {before:.1f}% before, {accuracy:.1f}% after "
+        f"{config.epochs} epochs; {report.events} events, verify "
+        f"{'OK' if report.ok else 'FAILED'}"
+    )
+    for seed_id, path in paths.items():
         console.print(f"  {seed_id}: {' -> '.join(path)}")
-    return run.run_id
+    return result
+
+
+def _train_epoch(
+    model: DigitsHost,
+    slots: Sequence[SeedSlot],
+    host_opt: torch.optim.Optimizer,
+    seed_opts: dict[str, tuple[nn.Module, torch.optim.Optimizer]],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    shuffle: torch.Generator,
+) -> float:
+    for slot in slots:
+        known = seed_opts.get(slot.slot_id)
+        if slot.seed is None:
+            seed_opts.pop(slot.slot_id, None)
+        elif known is None or known[0] is not slot.seed:
+            seed_opts[slot.slot_id] = (
+                slot.seed,
+                torch.optim.Adam(slot.seed.parameters(), lr=LEARNING_RATE),
+            )
+            slot.watch_gradients(model.host_parameters())
+    order = torch.randperm(len(y), generator=shuffle)
+    total = 0.0
+    for start in range(0, len(y), BATCH):
+        index = order[start : start + BATCH]
+        host_opt.zero_grad()
+        for _, opt in seed_opts.values():
+            opt.zero_grad()
+        loss = F.cross_entropy(model(x[index]), y[index])
+        loss.backward()  # type: ignore[no-untyped-call]
+        host_opt.step()
+        for _, opt in seed_opts.values():
+            opt.step()
+        for slot in slots:
+            slot.capture_gradients()
+        total += loss.item() * len(index)
+    return round(total / len(y), 6)
+
+
+def _sample(recorder: Recorder, slot: SeedSlot, epoch: int) -> None:
+    if slot.seed is None:
+        return
+    m = slot.metrics
+    recorder.emit(
+        SeedTelemetrySampled(
+            slot_id=slot.slot_id,
+            stage=slot.stage,
+            alpha=slot.alpha,
+            alpha_target=slot.controller.alpha_target,
+            alpha_mode=slot.controller.mode.name,  # type: ignore[arg-type]
+            accuracy=m.accuracy,
+            accuracy_delta=m.accuracy_delta,
+            epochs_in_stage=m.epochs_in_stage,
+            grad_norm=None if m.grad_ratio is None else round(m.grad_ratio, 6),
+            grad_health=m.grad_health,
+            has_vanishing=m.has_vanishing,
+            has_exploding=m.has_exploding,
+        ),
+        stream_id=slot_stream(slot.slot_id),
+        epoch=epoch,
+        seed_id=slot.seed_id,
+    )

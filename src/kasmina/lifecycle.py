@@ -16,14 +16,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from transitions import EventData, Machine, State
-from transitions.core import TransitionConfigDict
 
 from kasmina.errors import InvalidTransition
 from kasmina.events import Payload, SeedStageChanged, Trigger
 from kasmina.stages import SeedStage, edges, is_legal
+
+if TYPE_CHECKING:
+    from transitions.core import TransitionConfigDict
 
 STATE_ATTRIBUTE = "state"
 

@@ -157,7 +157,7 @@ class TestCommands:
 
     def test_demo_prints_a_run_id_that_verifies(self, tmp_path: Path) -> None:
         url = f"sqlite:///{tmp_path / 'demo.db'}"
-        proc = kasmina("demo", "--epochs", "20", db=url)
+        proc = kasmina("demo", "--epochs", "4", db=url)
         assert proc.returncode == 0, proc.stderr
         run_id = proc.stdout.split("run id:")[1].split()[0]
         with Ledger.open(url) as led:

@@ -1,0 +1,734 @@
+"""SeedSlot: one injection point of a host network, and the seed living in it.
+
+The slot is the runtime face of the lifecycle: it owns the seed module, the
+alpha controller and the seed's metrics, checks gates, and makes every stage
+move through `kasmina.lifecycle.LIFECYCLE`, the single place moves are made
+and recorded. Side effects of a move (installing a seed, starting a ramp,
+dropping a pruned module) run only after the move and its record succeeded.
+"""
+
+from __future__ import annotations
+
+import warnings
+import weakref
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
+from typing import cast
+
+import torch
+from torch import nn
+
+from kasmina.errors import InvalidTransition, KasminaError
+from kasmina.events import AlphaMode as AlphaModeName
+from kasmina.events import (
+    AlphaTargetSet,
+    Initiator,
+    Payload,
+    SeedFossilized,
+    SeedGateEvaluated,
+    SeedGerminated,
+    SeedPruned,
+    Trigger,
+)
+from kasmina.gates import GateResult, QualityGates, SeedFacts
+from kasmina.lifecycle import LIFECYCLE, Emitter, MoveContext, Staged
+from kasmina.runtime.alpha import AlphaController, AlphaCurve, AlphaMode, AlphaScheduleError
+from kasmina.runtime.blueprints import Topology, build_blueprint, param_count, param_digest
+from kasmina.runtime.isolation import IsolationMonitor, gradient_health
+from kasmina.stages import SeedStage, is_active, is_failure, is_legal, next_stage
+
+DEFAULT_EMBARGO_EPOCHS_AFTER_PRUNE = 5
+DEFAULT_BLENDING_TOTAL_STEPS = 5
+GRADIENT_EMA_DECAY = 0.9
+_ALPHA_CACHE_LIMIT = 16
+_LIVE_SEED_STAGES = (
+    SeedStage.GERMINATED,
+    SeedStage.TRAINING,
+    SeedStage.BLENDING,
+    SeedStage.HOLDING,
+    SeedStage.FOSSILIZED,
+)
+
+
+class SlotError(KasminaError):
+    """A slot command that cannot be carried out in the slot's present state."""
+
+
+@dataclass
+class SeedMetrics:
+    """Per-seed numbers; None means never measured (which gates treat as unhealthy)."""
+
+    epochs_in_stage: int = 0
+    epochs_total: int = 0
+    initial_accuracy: float | None = None
+    training_start_accuracy: float | None = None
+    blending_start_accuracy: float | None = None
+    accuracy: float | None = None
+    counterfactual: float | None = None
+    grad_ratio: float | None = None
+    grad_health: float | None = None
+    has_vanishing: bool | None = None
+    has_exploding: bool | None = None
+
+    def observe_accuracy(self, accuracy: float) -> None:
+        self.accuracy = accuracy
+        if self.initial_accuracy is None:
+            self.initial_accuracy = accuracy
+
+    @staticmethod
+    def _delta(now: float | None, then: float | None) -> float | None:
+        return None if now is None or then is None else now - then
+
+    @property
+    def accuracy_delta(self) -> float:
+        return self._delta(self.accuracy, self.initial_accuracy) or 0.0
+
+    @property
+    def improvement_since_training(self) -> float | None:
+        return self._delta(self.accuracy, self.training_start_accuracy)
+
+    @property
+    def blending_delta(self) -> float | None:
+        return self._delta(self.accuracy, self.blending_start_accuracy)
+
+
+def _probe(topology: Topology, channels: int) -> torch.Tensor:
+    shape = (1, channels, 32, 32) if topology == "cnn" else (2, 8, channels)
+    return torch.randn(shape, generator=torch.Generator().manual_seed(0))
+
+
+def default_init_seed(seed_id: str) -> int:
+    """A stable init seed for a seed id, so a run without explicit seeds still replays."""
+    return zlib.crc32(seed_id.encode("utf-8"))
+
+
+class SeedSlot(nn.Module):
+    """A slot: identity while empty, a gated and blended seed once germinated."""
+
+    def __init__(
+        self,
+        slot_id: str,
+        channels: int,
+        *,
+        topology: Topology = "cnn",
+        recorder: Emitter | None = None,
+        gates: QualityGates | None = None,
+        embargo_epochs: int = DEFAULT_EMBARGO_EPOCHS_AFTER_PRUNE,
+        auto_advance: bool = False,
+        env_id: int = -1,
+    ) -> None:
+        super().__init__()
+        self.slot_id = slot_id
+        self.channels = channels
+        self.topology: Topology = topology
+        self.recorder = recorder
+        self.gates = gates or QualityGates()
+        self.embargo_epochs = embargo_epochs
+        self.auto_advance = auto_advance
+        self.env_id = env_id
+        self.register_buffer("_anchor", torch.zeros(0), persistent=False)
+        self.seed: nn.Module | None = None
+        self._staged = Staged(slot_id)
+        LIFECYCLE.join(self._staged)
+        weakref.finalize(self, LIFECYCLE.leave, self._staged)
+        self.epoch = 0
+        self._forced: float | None = None
+        self._warned_distributed = False
+        self._alpha_cache: dict[tuple[float, torch.device, torch.dtype], torch.Tensor] = {}
+        self._monitor: IsolationMonitor | None = None
+        self._clear_seed_state()
+
+    def _clear_seed_state(self) -> None:
+        self.seed = None
+        self.seed_id: str | None = None
+        self.blueprint_id: str | None = None
+        self.init_seed: int | None = None
+        self.blend_target = 1.0
+        self.blend_steps = DEFAULT_BLENDING_TOTAL_STEPS
+        self.blend_curve = AlphaCurve.LINEAR
+        self.controller = AlphaController()
+        self.metrics = SeedMetrics()
+        self.isolate_gradients = False
+        self._embargo = 0
+        self._pending_prune: tuple[str, Initiator] | None = None
+        self._frozen: list[nn.Parameter] = []
+        if self._monitor is not None:
+            self._monitor.close()
+            self._monitor = None
+
+    # -- state --------------------------------------------------------------
+
+    @property
+    def _device(self) -> torch.device:
+        return self.get_buffer("_anchor").device
+
+    @property
+    def stage(self) -> SeedStage:
+        return self._staged.stage
+
+    @property
+    def alpha(self) -> float:
+        return self._forced if self._forced is not None else self.controller.alpha
+
+    def facts(self) -> SeedFacts:
+        m = self.metrics
+        return SeedFacts(
+            stage=self.stage,
+            seed_id=self.seed_id,
+            blueprint_id=self.blueprint_id,
+            epochs_in_stage=m.epochs_in_stage,
+            improvement_since_training=m.improvement_since_training,
+            grad_ratio=m.grad_ratio,
+            grad_health=m.grad_health,
+            has_exploding=m.has_exploding,
+            alpha=self.controller.alpha,
+            alpha_target=self.controller.alpha_target,
+            alpha_mode=self.controller.mode.name,
+            counterfactual=m.counterfactual,
+            healthy=not m.has_exploding,
+        )
+
+    def _context(self, seed_id: str | None = None) -> MoveContext:
+        m = self.metrics
+        return MoveContext(
+            alpha=self.alpha,
+            accuracy_delta=m.accuracy_delta,
+            epochs_in_stage=m.epochs_in_stage,
+            grad_ratio=m.grad_ratio or 0.0,
+            has_vanishing=bool(m.has_vanishing),
+            has_exploding=bool(m.has_exploding),
+            alpha_curve=self.controller.curve.name,
+            epoch=self.epoch,
+            seed_id=seed_id if seed_id is not None else self.seed_id,
+            env_id=self.env_id,
+        )
+
+    def _emit(self, payloads: Sequence[Payload]) -> None:
+        if self.recorder is not None:
+            self.recorder.emit_many(
+                payloads, stream_id=f"slot/{self.slot_id}", epoch=self.epoch, seed_id=self.seed_id
+            )
+
+    def _move(
+        self,
+        to: SeedStage,
+        trigger: Trigger,
+        *,
+        before: Sequence[Payload] = (),
+        after: Sequence[Payload] = (),
+        on_moved: Callable[[], None] | None = None,
+        seed_id: str | None = None,
+    ) -> None:
+        def moved() -> None:
+            self.metrics.epochs_in_stage = 0
+            if on_moved is not None:
+                on_moved()
+            self._sync_freeze()
+
+        LIFECYCLE.move(
+            self._staged,
+            to,
+            trigger=trigger,
+            context=self._context(seed_id),
+            emitter=self.recorder,
+            before=before,
+            after=after,
+            on_moved=moved,
+        )
+
+    # -- commands -----------------------------------------------------------
+
+    def germinate(
+        self,
+        blueprint_id: str,
+        seed_id: str,
+        *,
+        init_seed: int | None = None,
+        alpha_target: float = 1.0,
+        tempo: int = DEFAULT_BLENDING_TOTAL_STEPS,
+        curve: AlphaCurve = AlphaCurve.LINEAR,
+    ) -> None:
+        """DORMANT -> GERMINATED: build the seed, check its shape and G0, then move."""
+        if self.stage is not SeedStage.DORMANT:
+            raise InvalidTransition(self.slot_id, self.stage.name, SeedStage.GERMINATED.name)
+        if not 0.0 < alpha_target <= 1.0:
+            raise SlotError(f"initial alpha target must lie in (0, 1], got {alpha_target}")
+        seed_value = default_init_seed(seed_id) if init_seed is None else init_seed
+        module = build_blueprint(blueprint_id, self.channels, self.topology, seed_value)
+        probe = _probe(self.topology, self.channels)
+        with torch.no_grad():
+            module.eval()
+            out = module(probe)
+            module.train()
+        if out.shape != probe.shape:
+            raise SlotError(
+                f"blueprint {blueprint_id!r} changes the shape {tuple(probe.shape)} to "
+                f"{tuple(out.shape)} in slot {self.slot_id!r}"
+            )
+        verdict = self.gates.check(
+            SeedStage.GERMINATED,
+            SeedFacts(stage=self.stage, seed_id=seed_id, blueprint_id=blueprint_id),
+        )
+        if not verdict.passed:
+            raise SlotError(f"germination refused in slot {self.slot_id!r}: {verdict.message}")
+        module.to(device=self._device)
+        germinated = SeedGerminated(
+            slot_id=self.slot_id,
+            env_id=self.env_id,
+            blueprint_id=blueprint_id,
+            params=param_count(module),
+            alpha=0.0,
+            blend_tempo_epochs=tempo,
+            alpha_curve=curve.name,
+            init_seed=seed_value,
+        )
+
+        def install() -> None:
+            self._clear_seed_state()
+            self.seed = module
+            self.seed_id, self.blueprint_id, self.init_seed = seed_id, blueprint_id, seed_value
+            self.blend_target, self.blend_steps, self.blend_curve = alpha_target, tempo, curve
+
+        self._move(
+            SeedStage.GERMINATED, "command", before=[germinated], on_moved=install, seed_id=seed_id
+        )
+
+    def advance_stage(
+        self, target: SeedStage | None = None, *, trigger: Trigger = "command"
+    ) -> GateResult:
+        """Check the target's gate and, if it passes, move; every attempt is recorded."""
+        stage = self.stage
+        goal = target if target is not None else next_stage(stage)
+        if goal is None:
+            raise InvalidTransition(self.slot_id, stage.name, "(nothing to advance to)")
+        if is_failure(goal):
+            raise SlotError(f"advance_stage cannot move to {goal.name}; use prune()")
+        if not is_legal(stage, goal):
+            raise InvalidTransition(self.slot_id, stage.name, goal.name)
+        if goal is SeedStage.GERMINATED:
+            raise SlotError("use germinate() to plant a seed")
+        result = self.gates.check(goal, self.facts())
+        verdict = SeedGateEvaluated(
+            slot_id=self.slot_id,
+            env_id=self.env_id,
+            gate=result.gate,  # type: ignore[arg-type]
+            passed=result.passed,
+            score=result.score,
+            target_stage=goal,
+            checks_passed=list(result.checks_passed),
+            checks_failed=list(result.checks_failed),
+            message=result.message,
+        )
+        if not result.passed:
+            self._emit([verdict])
+            return result
+        after: list[Payload] = []
+        on_moved: Callable[[], None]
+        if goal is SeedStage.TRAINING:
+            on_moved = self._enter_training
+        elif goal is SeedStage.BLENDING:
+            ramp = AlphaController(alpha=self.controller.alpha)
+            ramp.retarget(self.blend_target, self.blend_steps, self.blend_curve)
+            after.append(self._target_payload(ramp, initiator="auto", prune_ramp=False))
+            on_moved = lambda: self._enter_blending(ramp)  # noqa: E731
+        elif goal is SeedStage.HOLDING:
+            on_moved = self._enter_holding
+        else:
+            after.append(self._fossilized_payload())
+            on_moved = self._enter_fossilized
+        self._move(goal, trigger, before=[verdict], after=after, on_moved=on_moved)
+        return result
+
+    def _enter_training(self) -> None:
+        self.isolate_gradients = True
+        self.metrics.training_start_accuracy = self.metrics.accuracy
+
+    def _enter_blending(self, ramp: AlphaController) -> None:
+        self.controller = ramp
+        self.isolate_gradients = self.topology == "cnn"
+        if self.metrics.blending_start_accuracy is None:
+            self.metrics.blending_start_accuracy = self.metrics.accuracy
+
+    def _enter_holding(self) -> None:
+        self.controller = AlphaController(
+            alpha=1.0, alpha_start=1.0, alpha_target=1.0, curve=self.controller.curve
+        )
+
+    def _enter_fossilized(self) -> None:
+        self.isolate_gradients = False
+
+    def _fossilized_payload(self) -> SeedFossilized:
+        assert self.seed is not None and self.blueprint_id is not None
+        m = self.metrics
+        return SeedFossilized(
+            slot_id=self.slot_id,
+            env_id=self.env_id,
+            blueprint_id=self.blueprint_id,
+            improvement=m.accuracy_delta,
+            params_added=param_count(self.seed),
+            alpha=self.alpha,
+            epochs_total=m.epochs_total,
+            counterfactual=m.counterfactual,
+            blending_delta=m.blending_delta,
+            param_digest=param_digest(self.seed),
+        )
+
+    def _target_payload(
+        self, ramp: AlphaController, *, initiator: Initiator, prune_ramp: bool
+    ) -> AlphaTargetSet:
+        return AlphaTargetSet(
+            slot_id=self.slot_id,
+            alpha_start=ramp.alpha_start,
+            target=ramp.alpha_target,
+            steps=ramp.steps_total,
+            curve=ramp.curve.name,
+            steepness=ramp.steepness,
+            mode=cast(AlphaModeName, ramp.mode.name),
+            initiator=initiator,
+            prune_ramp=prune_ramp,
+        )
+
+    def prune(self, reason: str = "policy", initiator: Initiator = "policy") -> bool:
+        """Remove the seed at once. Refused (False) for a fossilized seed."""
+        stage = self.stage
+        if stage is SeedStage.FOSSILIZED:
+            return False
+        if not is_legal(stage, SeedStage.PRUNED):
+            raise InvalidTransition(self.slot_id, stage.name, SeedStage.PRUNED.name)
+        m = self.metrics
+        pruned = SeedPruned(
+            slot_id=self.slot_id,
+            env_id=self.env_id,
+            reason=reason,
+            blueprint_id=self.blueprint_id,
+            improvement=m.accuracy_delta,
+            auto_pruned=initiator in ("auto", "governor"),
+            epochs_total=m.epochs_total,
+            counterfactual=m.counterfactual,
+            blending_delta=m.blending_delta,
+            initiator=initiator,
+        )
+        self._move(SeedStage.PRUNED, "prune", after=[pruned], on_moved=self._drop_seed)
+        return True
+
+    def _drop_seed(self) -> None:
+        """Free the module now; the record (ids, metrics) stays through the cooldown."""
+        self._restore_frozen()
+        self.seed = None
+        self.controller = AlphaController()
+        self.isolate_gradients = False
+        self._pending_prune = None
+        if self._monitor is not None:
+            self._monitor.close()
+            self._monitor = None
+
+    def schedule_prune(
+        self,
+        steps: int = 3,
+        *,
+        curve: AlphaCurve = AlphaCurve.LINEAR,
+        steepness: float = 12.0,
+        reason: str = "scheduled_prune",
+        initiator: Initiator = "policy",
+    ) -> bool:
+        """Ramp alpha down to 0, then prune; at once if alpha is 0 or steps <= 0."""
+        if (
+            self.controller.alpha == 0.0
+            or steps <= 0
+            or self.stage in (SeedStage.GERMINATED, SeedStage.TRAINING)
+        ):
+            return self.prune(reason, initiator)
+        if self.stage not in (SeedStage.BLENDING, SeedStage.HOLDING):
+            raise InvalidTransition(self.slot_id, self.stage.name, SeedStage.PRUNED.name)
+        ramp = self._retargeted(0.0, steps, curve, steepness)
+        payload = self._target_payload(ramp, initiator=initiator, prune_ramp=True)
+
+        def start() -> None:
+            self.controller = ramp
+            self._pending_prune = (reason, initiator)
+            self._sync_freeze()
+
+        self._retarget_move(payload, start)
+        return True
+
+    def set_alpha_target(
+        self,
+        target: float,
+        steps: int = DEFAULT_BLENDING_TOTAL_STEPS,
+        *,
+        curve: AlphaCurve = AlphaCurve.LINEAR,
+        steepness: float = 12.0,
+        initiator: Initiator = "policy",
+    ) -> None:
+        """A new alpha target from BLENDING or HOLDING (use schedule_prune for 0)."""
+        if self.stage not in (SeedStage.BLENDING, SeedStage.HOLDING):
+            raise SlotError(f"alpha targets are set in BLENDING or HOLDING, not {self.stage.name}")
+        if not 0.0 < target <= 1.0:
+            raise SlotError(f"alpha target must lie in (0, 1], got {target}")
+        ramp = self._retargeted(target, steps, curve, steepness)
+        payload = self._target_payload(ramp, initiator=initiator, prune_ramp=False)
+
+        def start() -> None:
+            self.controller = ramp
+            self._sync_freeze()
+
+        self._retarget_move(payload, start)
+
+    def _retargeted(
+        self, target: float, steps: int, curve: AlphaCurve, steepness: float
+    ) -> AlphaController:
+        if self.controller.mode is not AlphaMode.HOLD:
+            raise AlphaScheduleError(
+                f"slot {self.slot_id!r} is ramping {self.controller.mode.name}; "
+                "wait until alpha reaches its target"
+            )
+        ramp = AlphaController.from_dict(self.controller.to_dict())
+        ramp.retarget(target, steps, curve, steepness)
+        return ramp
+
+    def _retarget_move(self, payload: AlphaTargetSet, start: Callable[[], None]) -> None:
+        """HOLDING means full strength, so any new target first goes back to BLENDING."""
+        if self.stage is SeedStage.HOLDING and payload.target < 1.0:
+            self._move(SeedStage.BLENDING, "command", after=[payload], on_moved=start)
+        else:
+            self._emit([payload])
+            start()
+
+    def set_alpha(self, value: float) -> None:
+        self.controller.set_alpha(value)
+
+    # -- the epoch tick -----------------------------------------------------
+
+    def step_epoch(
+        self,
+        *,
+        accuracy: float | None = None,
+        counterfactual: float | None = None,
+        epoch: int | None = None,
+    ) -> None:
+        """One epoch: alpha schedule, cooldown, metrics and (if enabled) auto-advance."""
+        self.epoch = epoch if epoch is not None else self.epoch + 1
+        stage = self.stage
+        if stage is SeedStage.DORMANT:
+            return
+        m = self.metrics
+        m.epochs_in_stage += 1
+        m.epochs_total += 1
+        if accuracy is not None and self.seed is not None:
+            m.observe_accuracy(accuracy)
+        if counterfactual is not None:
+            m.counterfactual = counterfactual
+        if stage is SeedStage.PRUNED:
+            self._move(SeedStage.EMBARGOED, "auto", on_moved=self._start_embargo)
+        elif stage is SeedStage.EMBARGOED:
+            self._embargo += 1
+            if self._embargo >= self.embargo_epochs:
+                self._move(SeedStage.RESETTING, "auto")
+        elif stage is SeedStage.RESETTING:
+            self._move(SeedStage.DORMANT, "auto", on_moved=self._clear_seed_state)
+        elif stage is SeedStage.BLENDING:
+            reached = self.controller.step()
+            self._sync_freeze()
+            if reached and self._pending_prune is not None and self.controller.alpha == 0.0:
+                reason, initiator = self._pending_prune
+                self.prune(reason, initiator)
+            elif (
+                self.auto_advance
+                and self.controller.mode is AlphaMode.HOLD
+                and (self.controller.alpha_target >= 1.0)
+            ):
+                self.advance_stage(SeedStage.HOLDING, trigger="gate")
+        elif self.auto_advance and stage is SeedStage.GERMINATED:
+            self.advance_stage(SeedStage.TRAINING, trigger="gate")
+        elif (
+            self.auto_advance
+            and stage is SeedStage.TRAINING
+            and m.epochs_in_stage >= self.gates.min_training_epochs
+        ):
+            self.advance_stage(SeedStage.BLENDING, trigger="gate")
+
+    def _start_embargo(self) -> None:
+        self._embargo = 0
+
+    # -- blend-out freeze -----------------------------------------------------
+
+    def _sync_freeze(self) -> None:
+        """While alpha ramps DOWN the seed's parameters are frozen, then restored exactly."""
+        if self.controller.mode is AlphaMode.DOWN and self.seed is not None:
+            if not self._frozen:
+                self._frozen = [p for p in self.seed.parameters() if p.requires_grad]
+                for p in self._frozen:
+                    p.requires_grad_(False)
+        else:
+            self._restore_frozen()
+
+    def _restore_frozen(self) -> None:
+        for p in self._frozen:
+            p.requires_grad_(True)
+        self._frozen = []
+
+    # -- gradients ----------------------------------------------------------------
+
+    def watch_gradients(self, host_parameters: Iterable[nn.Parameter]) -> None:
+        """Measure seed/host gradient norms after each backward (for G2)."""
+        if self.seed is None:
+            raise SlotError(f"slot {self.slot_id!r} has no seed to watch")
+        if self._monitor is not None:
+            self._monitor.close()
+        self._monitor = IsolationMonitor(host_parameters, self.seed.parameters())
+
+    def capture_gradients(self) -> None:
+        """Fold the last backward's gradients into the seed's metrics (EMA of the ratio)."""
+        if self._monitor is None or self.seed is None:
+            return
+        snap = self._monitor.snapshot()
+        self._monitor.reset()
+        m = self.metrics
+        ratio = snap.normalised_ratio
+        m.grad_ratio = (
+            ratio
+            if m.grad_ratio is None
+            else (GRADIENT_EMA_DECAY * m.grad_ratio + (1 - GRADIENT_EMA_DECAY) * ratio)
+        )
+        health = gradient_health(self.seed.parameters())
+        if health.measured:
+            m.grad_health = health.health
+            m.has_vanishing = health.has_vanishing
+            m.has_exploding = health.has_exploding
+
+    # -- forward --------------------------------------------------------------
+
+    def _alpha_tensor(self, value: float, like: torch.Tensor) -> torch.Tensor:
+        key = (value, like.device, like.dtype)
+        cached = self._alpha_cache.get(key)
+        if cached is None:
+            if len(self._alpha_cache) >= _ALPHA_CACHE_LIMIT:
+                self._alpha_cache.clear()
+            cached = torch.tensor(value, device=like.device, dtype=like.dtype)
+            self._alpha_cache[key] = cached
+        return cached
+
+    def forward(
+        self, host_features: torch.Tensor, alpha_override: float | torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """lerp(host, seed, alpha); the host features unchanged while no seed is active.
+
+        ``alpha_override`` replaces alpha for this call only and mutates
+        nothing, so it is safe across threads and DDP ranks; 0.0 gives exactly
+        the host features.
+        """
+        seed = self.seed
+        if seed is None or not is_active(self.stage):
+            return host_features
+        seed_input = (
+            host_features.detach().contiguous() if self.isolate_gradients else host_features
+        )
+        seed_out: torch.Tensor = seed(seed_input)
+        if alpha_override is not None:
+            if isinstance(alpha_override, torch.Tensor):
+                weight = alpha_override.to(host_features.dtype).clamp(0.0, 1.0)
+            else:
+                weight = self._alpha_tensor(
+                    min(1.0, max(0.0, float(alpha_override))), host_features
+                )
+            return torch.lerp(host_features, seed_out, weight)
+        alpha = self.alpha
+        if self.stage is SeedStage.TRAINING and alpha == 0.0 and self._forced is None:
+            return host_features + (seed_out - seed_out.detach())
+        return torch.lerp(host_features, seed_out, self._alpha_tensor(alpha, host_features))
+
+    @contextmanager
+    def force_alpha(self, value: float) -> Iterator[None]:
+        """Set alpha for the block, always restoring it. Single-threaded eval use only.
+
+        It mutates the slot: another thread's forward sees the forced value,
+        and under DDP ranks may run different graphs. Prefer ``alpha_override``.
+        """
+        if self._forced is not None:
+            raise SlotError(f"force_alpha cannot be nested (slot {self.slot_id!r})")
+        if (
+            not self._warned_distributed
+            and torch.distributed.is_available()
+            and torch.distributed.is_initialized()
+        ):
+            self._warned_distributed = True
+            warnings.warn(
+                "force_alpha mutates the slot under torch.distributed; ranks may diverge. "
+                "Use forward(..., alpha_override=...) instead.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        self._forced = min(1.0, max(0.0, float(value)))
+        try:
+            yield
+        finally:
+            self._forced = None
+
+    # -- checkpoints ----------------------------------------------------------
+
+    def get_extra_state(self) -> dict[str, object]:
+        return {
+            "stage": self.stage.name,
+            "seed_id": self.seed_id,
+            "blueprint_id": self.blueprint_id,
+            "init_seed": self.init_seed,
+            "blend": [self.blend_target, self.blend_steps, int(self.blend_curve)],
+            "controller": self.controller.to_dict(),
+            "metrics": asdict(self.metrics),
+            "isolate": self.isolate_gradients,
+            "embargo": self._embargo,
+            "pending_prune": list(self._pending_prune) if self._pending_prune else None,
+            "epoch": self.epoch,
+        }
+
+    def set_extra_state(self, state: Mapping[str, object]) -> None:
+        """Restore the slot; a live seed is rebuilt first so its weights can load next."""
+        self._restore_frozen()
+        self._clear_seed_state()
+        stage = SeedStage[str(state["stage"])]
+        seed_id, blueprint_id = state["seed_id"], state["blueprint_id"]
+        init_seed = state["init_seed"]
+        self.seed_id = seed_id if isinstance(seed_id, str) else None
+        self.blueprint_id = blueprint_id if isinstance(blueprint_id, str) else None
+        self.init_seed = init_seed if isinstance(init_seed, int) else None
+        blend = state["blend"]
+        assert isinstance(blend, list)
+        self.blend_target, self.blend_steps = float(blend[0]), int(blend[1])
+        self.blend_curve = AlphaCurve(int(blend[2]))
+        controller = state["controller"]
+        assert isinstance(controller, dict)
+        self.controller = AlphaController.from_dict(controller)
+        metrics = state["metrics"]
+        assert isinstance(metrics, dict)
+        self.metrics = SeedMetrics(**{f.name: metrics[f.name] for f in fields(SeedMetrics)})
+        self.isolate_gradients = bool(state["isolate"])
+        self._embargo = int(state["embargo"])  # type: ignore[call-overload]
+        pending = state["pending_prune"]
+        self._pending_prune = (
+            (str(pending[0]), cast(Initiator, pending[1])) if isinstance(pending, list) else None
+        )
+        self.epoch = int(state["epoch"])  # type: ignore[call-overload]
+        if stage in _LIVE_SEED_STAGES and self.blueprint_id and self.init_seed is not None:
+            self.seed = build_blueprint(
+                self.blueprint_id, self.channels, self.topology, self.init_seed
+            ).to(device=self._device)
+        LIFECYCLE.restore(self._staged, stage)
+        self._sync_freeze()
+
+    def extra_repr(self) -> str:
+        return (
+            f"slot_id={self.slot_id!r}, channels={self.channels}, stage={self.stage.name}, "
+            f"seed_id={self.seed_id!r}, alpha={self.alpha:.3f}"
+        )
+
+
+__all__ = [
+    "DEFAULT_BLENDING_TOTAL_STEPS",
+    "DEFAULT_EMBARGO_EPOCHS_AFTER_PRUNE",
+    "SeedMetrics",
+    "SeedSlot",
+    "SlotError",
+    "default_init_seed",
+]
