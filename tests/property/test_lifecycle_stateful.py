@@ -2,7 +2,7 @@
 
 Every accepted move is an edge of the table, every refused command appends
 nothing, and folding the recorded `SeedStageChanged` events through the table
-gives each slot's live stage. Over 5,000 commands per run (60 examples of up to
+gives each slot's live stage. Over 5,000 commands per run (100 examples of up to
 100 steps; the count is asserted).
 """
 
@@ -116,7 +116,7 @@ class SlotCommands(RuleBasedStateMachine):
 
 
 SlotCommands.TestCase.settings = settings(
-    max_examples=60,
+    max_examples=100,
     stateful_step_count=100,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
