@@ -54,7 +54,16 @@ class Recorder:
         epoch: int | None = None,
         seed_id: str | None = None,
     ) -> None:
-        self._take([self.event(payload, stream_id=stream_id, epoch=epoch, seed_id=seed_id)])
+        event = make_event(
+            payload, run_id=self.run_id, stream_id=stream_id, epoch=epoch, seed_id=seed_id
+        )
+        if not self.buffer_size:
+            self.ledger.append([event])
+            return
+        pending = self._pending
+        pending.append(event)
+        if len(pending) >= self.buffer_size:
+            self.flush()
 
     def emit_many(
         self,
