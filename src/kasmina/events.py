@@ -415,9 +415,7 @@ def make_event(
         raise PayloadInvalid("run_id, stream_id, seed_id and event_id may not contain NUL")
     if version is not None and version < 1:
         raise PayloadInvalid(f"versions start at 1, got {version}")
-    return NewEvent(
-        event_id or new_event_id(), run_id, stream_id, payload, epoch, seed_id, version
-    )
+    return NewEvent(event_id or new_event_id(), run_id, stream_id, payload, epoch, seed_id, version)
 
 
 def event_from_dict(
