@@ -357,7 +357,8 @@ class _EntropyPool(threading.local):
 
 _entropy = _EntropyPool()
 os.register_at_fork(after_in_child=lambda: setattr(_entropy, "buffer", b""))
-_VARIANT = "89ab89ab89ab89ab"
+#: The RFC 4122 variant sets the top two bits of byte 8 to 10: hex digit 8, 9, a or b.
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 
 
 def new_event_id() -> str:
@@ -368,7 +369,7 @@ def new_event_id() -> str:
     start = pool.offset
     pool.offset = start + 16
     h = pool.buffer[start : start + 16].hex()
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[int(h[16], 16)]}{h[17:20]}-{h[20:]}"
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
 
 class NewEvent(NamedTuple):

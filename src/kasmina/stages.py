@@ -25,6 +25,9 @@ class SeedStage(IntEnum):
     EMBARGOED = 9
     RESETTING = 10
 
+    def __str__(self) -> str:
+        return self.name
+
 
 #: Legal moves, in esper-lite's order: "advance" takes the first allowed
 #: stage that is not a failure stage, so the order is part of the rule.

@@ -60,3 +60,7 @@ def test_parse_stage_refuses_retired_and_unknown() -> None:
         parse_stage(5)
     with pytest.raises(ValueError):
         parse_stage("SHADOWING")
+
+
+def test_stages_print_as_names() -> None:
+    assert str(SeedStage.HOLDING) == "HOLDING" and f"{SeedStage.PRUNED}" == "PRUNED"
