@@ -363,3 +363,12 @@ def test_schema_not_at_head_refuses_writes(db_url: str) -> None:
         with pytest.raises(LedgerError, match="kasmina db upgrade"):
             led.append([sample(run.run_id)])
         assert len(list(led.read(run.run_id))) == 1
+
+
+def test_an_id_repeated_inside_one_batch_is_stored_once(ledger: Ledger, db_url: str) -> None:
+    run = ledger.start_run("t", seed=1)
+    event = sample(run.run_id, n=1)
+    result = ledger.append([event, sample(run.run_id, n=2), event])
+    assert (result.appended, result.skipped) == (2, 1)
+    assert _count(db_url) == 3
+    assert ledger.verify(run.run_id).ok

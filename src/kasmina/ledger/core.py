@@ -46,7 +46,6 @@ from kasmina.ledger.verify import VerifyReport, verify_runs
 
 DEFAULT_URL = "sqlite:///kasmina.db"
 PAGE_SIZE = 1000
-_ID_CHUNK = 500
 
 _SELECT = (
     "SELECT position, event_id, run_id, stream_id, version, event_type, schema_version, "
@@ -217,14 +216,29 @@ class Ledger:
                 )
             prepared.append(_Prepared(event, canonical_json(event.payload.model_dump())))
         self._require_head()
-        with translate(self.url), self._store.write(run_id) as cur:
-            return self._append_locked(cur, run_id, prepared)
+        with translate(self.url):
+            try:
+                with self._store.write(run_id) as cur:
+                    return self._append_locked(cur, run_id, prepared, look_up_ids=False)
+            except Exception as exc:
+                if not self._store.is_duplicate_event_id(exc):
+                    raise
+            # A retry: some ids are stored already. Do it again, skipping them.
+            with self._store.write(run_id) as cur:
+                return self._append_locked(cur, run_id, prepared, look_up_ids=True)
 
     def _append_locked(
-        self, cur: Cursor, run_id: str, prepared: Sequence[_Prepared]
+        self, cur: Cursor, run_id: str, prepared: Sequence[_Prepared], *, look_up_ids: bool
     ) -> AppendResult:
+        """Chain and insert a batch inside a write transaction.
+
+        Looking up which ids are stored costs a round trip and an index probe
+        per event, so the first attempt skips it and lets the unique index on
+        ``event_id`` say whether this is a retry (the caller then rolls back
+        and comes here again with ``look_up_ids``).
+        """
         ids = [p.event.event_id for p in prepared]
-        stored = self._existing_ids(cur, ids)
+        stored = self._existing_ids(cur, ids) if look_up_ids else set()
         fresh: list[_Prepared] = []
         for item in prepared:
             if item.event.event_id in stored:
@@ -298,16 +312,10 @@ class Ledger:
         return int(row[0]), str(row[1]), str(row[2])  # type: ignore[call-overload]
 
     def _existing_ids(self, cur: Cursor, ids: Sequence[str]) -> set[str]:
-        found: set[str] = set()
-        for start in range(0, len(ids), _ID_CHUNK):
-            chunk = ids[start : start + _ID_CHUNK]
-            marks = ", ".join("?" * len(chunk))
-            cur.execute(
-                self._store.sql(f"SELECT event_id FROM events WHERE event_id IN ({marks})"),
-                chunk,
-            )
-            found.update(str(row[0]) for row in cur.fetchall())
-        return found
+        """Which of these event ids are stored already: one statement, one parameter."""
+        sql, param = self._store.ids_lookup(list(ids))
+        cur.execute(sql, (param,))
+        return {str(row[0]) for row in cur.fetchall()}
 
     # -- runs --------------------------------------------------------------
 
@@ -351,7 +359,7 @@ class Ledger:
                 RunFinished(status=status, seal=seal), run_id=run_id, stream_id=RUN_STREAM
             )
             prepared = [_Prepared(event, canonical_json(event.payload.model_dump()))]
-            result = self._append_locked(cur, run_id, prepared)
+            result = self._append_locked(cur, run_id, prepared, look_up_ids=True)
         return result.heads[RUN_STREAM][1]
 
     def _heads(self, cur: Cursor, run_id: str) -> list[Row]:

@@ -31,6 +31,15 @@ class PostgresStore(Store):
     def sql(self, text: str) -> str:
         return text.replace("?", "%s")
 
+    def is_duplicate_event_id(self, exc: BaseException) -> bool:
+        return (
+            isinstance(exc, psycopg.errors.UniqueViolation)
+            and exc.diag.constraint_name == "uq_events_event_id"
+        )
+
+    def ids_lookup(self, ids: list[str]) -> tuple[str, Param]:
+        return "SELECT event_id FROM events WHERE event_id = ANY(%s)", ids
+
     @contextmanager
     def write(self, run_id: str) -> Iterator[Cursor]:
         with self.lock, self._conn.transaction(), self._conn.cursor() as cur:

@@ -72,6 +72,15 @@ class SQLiteStore(Store):
     def sql(self, text: str) -> str:
         return text
 
+    def is_duplicate_event_id(self, exc: BaseException) -> bool:
+        return isinstance(exc, sqlite3.IntegrityError) and "events.event_id" in str(exc)
+
+    def ids_lookup(self, ids: list[str]) -> tuple[str, Param]:
+        return (
+            "SELECT event_id FROM events WHERE event_id IN (SELECT value FROM json_each(?))",
+            json.dumps(ids),
+        )
+
     @contextmanager
     def write(self, run_id: str) -> Iterator[Cursor]:
         with self.lock:

@@ -17,7 +17,7 @@ from typing import ClassVar, Protocol, TypeAlias
 
 from kasmina.canonical import Json
 
-Param: TypeAlias = "str | int | float | None | datetime"
+Param: TypeAlias = "str | int | float | None | datetime | list[str]"
 Row: TypeAlias = tuple[object, ...]
 
 
@@ -42,6 +42,18 @@ class Store(ABC):
     @abstractmethod
     def sql(self, text: str) -> str:
         """Adapt SQL written with ``?`` placeholders to the driver's style."""
+
+    @abstractmethod
+    def ids_lookup(self, ids: list[str]) -> tuple[str, Param]:
+        """SQL selecting which of `ids` are stored, and its single parameter.
+
+        One parameter however many ids, so the statement text (and its plan)
+        is the same for every batch.
+        """
+
+    @abstractmethod
+    def is_duplicate_event_id(self, exc: BaseException) -> bool:
+        """Whether a driver error is the unique index on ``event_id`` refusing a row."""
 
     @abstractmethod
     def write(self, run_id: str) -> AbstractContextManager[Cursor]:
