@@ -148,6 +148,15 @@ class TestConcurrencyAndIdempotency:
         assert _count(db_url) == 21
         assert ledger.verify(run.run_id).ok
 
+    def test_retry_of_events_with_explicit_versions_is_a_no_op(self, ledger: Ledger) -> None:
+        run = ledger.start_run("t", seed=1)
+        batch = [sample(run.run_id, n=i, version=i + 1) for i in range(3)]
+        ledger.append(batch)
+        again = ledger.append(batch)
+        assert (again.appended, again.skipped) == (0, 3)
+        with pytest.raises(ConcurrencyError):
+            ledger.append([sample(run.run_id, version=3)])
+
     def test_partly_stored_retry_appends_only_the_rest(self, ledger: Ledger) -> None:
         run = ledger.start_run("t", seed=1)
         batch = [sample(run.run_id, n=i) for i in range(6)]

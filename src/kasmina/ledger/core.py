@@ -220,10 +220,12 @@ class Ledger:
             try:
                 with self._store.write(run_id) as cur:
                     return self._append_locked(cur, run_id, prepared, look_up_ids=False)
+            except ConcurrencyError:
+                pass  # perhaps a retry whose events took those versions already
             except Exception as exc:
                 if not self._store.is_duplicate_event_id(exc):
                     raise
-            # A retry: some ids are stored already. Do it again, skipping them.
+            # Possibly a retry: do it again, skipping the ids already stored.
             with self._store.write(run_id) as cur:
                 return self._append_locked(cur, run_id, prepared, look_up_ids=True)
 
