@@ -22,8 +22,9 @@ from torch import nn
 
 from kasmina.events import EpochCompleted, SeedStageChanged, SeedTelemetrySampled, slot_stream
 from kasmina.gates import QualityGates
-from kasmina.ledger import Ledger, Recorder
+from kasmina.ledger import Ledger
 from kasmina.runtime.blueprints import param_digest
+from kasmina.runtime.pipeline import RecorderPipeline
 from kasmina.runtime.slot import SeedSlot
 from kasmina.stages import SeedStage
 
@@ -178,9 +179,8 @@ def _run(ledger: Ledger, config: DemoConfig, console: Console) -> DemoResult:
             "host": "DigitsHost",
             "dataset": "sklearn.load_digits",
         },
-        buffer_size=512,
     )
-    recorder = run.recorder
+    recorder = RecorderPipeline(ledger, run.run_id)
     slot_list = [
         SeedSlot(f"r0c{i}", WIDTH, recorder=recorder, gates=config.gates, auto_advance=True)
         for i in range(config.slots)
@@ -224,6 +224,7 @@ def _run(ledger: Ledger, config: DemoConfig, console: Console) -> DemoResult:
             )
             recorder.flush()
             bar.advance(task)
+    recorder.close()
     run.finish()
     report = ledger.verify(run.run_id)
     paths: dict[str, list[str]] = {}
@@ -280,7 +281,7 @@ def _train_epoch(
     return round(total / len(y), 6)
 
 
-def _sample(recorder: Recorder, slot: SeedSlot, epoch: int) -> None:
+def _sample(recorder: RecorderPipeline, slot: SeedSlot, epoch: int) -> None:
     if slot.seed is None:
         return
     m = slot.metrics
