@@ -9,6 +9,7 @@ integer and nothing else, and the training run's own random stream is not moved.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import chain
@@ -188,6 +189,9 @@ def blueprint_names(topology: Topology) -> list[str]:
     return sorted(name for top, name in BLUEPRINTS if top == topology)
 
 
+_RNG_LOCK = threading.Lock()
+
+
 def build_blueprint(
     name: str, channels: int, topology: Topology = "cnn", init_seed: int = 0
 ) -> nn.Module:
@@ -197,7 +201,9 @@ def build_blueprint(
         raise UnknownBlueprint(name, topology, blueprint_names(topology))
     if channels < 1:
         raise ValueError(f"blueprint {name!r} needs at least 1 channel, got {channels}")
-    with torch.random.fork_rng(devices=[]):
+    # fork_rng reseeds the process-wide generator, so concurrent builds would
+    # draw from each other's stream: one build at a time.
+    with _RNG_LOCK, torch.random.fork_rng(devices=[]):
         torch.manual_seed(init_seed)
         return spec.factory(channels)
 
