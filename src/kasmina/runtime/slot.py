@@ -25,6 +25,7 @@ from kasmina.events import AlphaMode as AlphaModeName
 from kasmina.events import (
     AlphaTargetSet,
     Initiator,
+    MemoryReleased,
     Payload,
     SeedFossilized,
     SeedGateEvaluated,
@@ -35,6 +36,7 @@ from kasmina.events import (
 from kasmina.gates import GateResult, QualityGates, SeedFacts
 from kasmina.lifecycle import LIFECYCLE, Emitter, MoveContext, Staged
 from kasmina.runtime.alpha import AlphaController, AlphaCurve, AlphaMode, AlphaScheduleError
+from kasmina.runtime.blocks import BlockPool
 from kasmina.runtime.blueprints import Topology, build_blueprint, param_count, param_digest
 from kasmina.runtime.isolation import IsolationMonitor, gradient_health
 from kasmina.stages import SeedStage, is_active, is_failure, is_legal, next_stage
@@ -118,6 +120,8 @@ class SeedSlot(nn.Module):
         embargo_epochs: int = DEFAULT_EMBARGO_EPOCHS_AFTER_PRUNE,
         auto_advance: bool = False,
         env_id: int = -1,
+        pool: BlockPool | None = None,
+        blocks_per_seed: int = 1,
     ) -> None:
         super().__init__()
         self.slot_id = slot_id
@@ -128,6 +132,8 @@ class SeedSlot(nn.Module):
         self.embargo_epochs = embargo_epochs
         self.auto_advance = auto_advance
         self.env_id = env_id
+        self.pool = pool
+        self.blocks_per_seed = blocks_per_seed
         self.register_buffer("_anchor", torch.zeros(0), persistent=False)
         self.seed: nn.Module | None = None
         self._staged = Staged(slot_id)
@@ -291,9 +297,20 @@ class SeedSlot(nn.Module):
             self.seed_id, self.blueprint_id, self.init_seed = seed_id, blueprint_id, seed_value
             self.blend_target, self.blend_steps, self.blend_curve = alpha_target, tempo, curve
 
-        self._move(
-            SeedStage.GERMINATED, "command", before=[germinated], on_moved=install, seed_id=seed_id
-        )
+        if self.pool is not None:  # all or nothing, before anything is recorded
+            self.pool.allocate(self.blocks_per_seed, self.slot_id, seed_id)
+        try:
+            self._move(
+                SeedStage.GERMINATED,
+                "command",
+                before=[germinated],
+                on_moved=install,
+                seed_id=seed_id,
+            )
+        except BaseException:
+            if self.pool is not None:
+                self.pool.free_seed(seed_id)
+            raise
 
     def advance_stage(
         self, target: SeedStage | None = None, *, trigger: Trigger = "command"
@@ -410,11 +427,18 @@ class SeedSlot(nn.Module):
             blending_delta=m.blending_delta,
             initiator=initiator,
         )
-        self._move(SeedStage.PRUNED, "prune", after=[pruned], on_moved=self._drop_seed)
+        after: list[Payload] = [pruned]
+        if self.pool is not None and self.seed_id is not None:
+            held = sum(len(a.blocks) for a in self.pool.allocations(self.seed_id))
+            if held:
+                after.append(MemoryReleased(slot_id=self.slot_id, blocks=held))
+        self._move(SeedStage.PRUNED, "prune", after=after, on_moved=self._drop_seed)
         return True
 
     def _drop_seed(self) -> None:
         """Free the module now; the record (ids, metrics) stays through the cooldown."""
+        if self.pool is not None and self.seed_id is not None:
+            self.pool.free_seed(self.seed_id)
         self._restore_frozen()
         self.seed = None
         self.controller = AlphaController()
