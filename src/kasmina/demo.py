@@ -24,11 +24,15 @@ from kasmina.events import EpochCompleted, SeedStageChanged, SeedTelemetrySample
 from kasmina.gates import QualityGates
 from kasmina.ledger import Ledger
 from kasmina.runtime.blueprints import param_digest
+from kasmina.runtime.memory import MemoryGovernor, TTLMemoryCache
 from kasmina.runtime.pipeline import RecorderPipeline
 from kasmina.runtime.slot import SeedSlot
 from kasmina.stages import SeedStage
 
 BLUEPRINTS = ("conv_small", "conv_light", "depthwise", "norm")
+#: Cache lifetimes in epochs (the caches run on an epoch clock, so GC is deterministic).
+KERNEL_TTL_EPOCHS = 4.0
+TELEMETRY_TTL_EPOCHS = 2.0
 WIDTH = 32
 BATCH = 64
 LEARNING_RATE = 3e-3
@@ -50,6 +54,16 @@ class DemoConfig:
             permissive=True, min_training_epochs=3, min_blending_epochs=3
         )
     )
+
+
+class _EpochClock:
+    """A clock that reads the training epoch, so evictions repeat run after run."""
+
+    def __init__(self) -> None:
+        self.epoch = 0
+
+    def __call__(self) -> float:
+        return float(self.epoch)
 
 
 class DigitsHost(nn.Module):
@@ -181,6 +195,15 @@ def _run(ledger: Ledger, config: DemoConfig, console: Console) -> DemoResult:
         },
     )
     recorder = RecorderPipeline(ledger, run.run_id)
+    clock = _EpochClock()
+    governor = MemoryGovernor(
+        recorder,
+        gc_period=1,
+        caches=[
+            TTLMemoryCache[str, str]("kernels", ttl=KERNEL_TTL_EPOCHS, clock=clock),
+            TTLMemoryCache[str, float]("telemetry", ttl=TELEMETRY_TTL_EPOCHS, clock=clock),
+        ],
+    )
     slot_list = [
         SeedSlot(f"r0c{i}", WIDTH, recorder=recorder, gates=config.gates, auto_advance=True)
         for i in range(config.slots)
@@ -208,6 +231,11 @@ def _run(ledger: Ledger, config: DemoConfig, console: Console) -> DemoResult:
                 slot.step_epoch(accuracy=accuracy, counterfactual=contribution, epoch=epoch)
                 policy.act(slot, epoch, contribution)
                 _sample(recorder, slot, epoch)
+                if slot.seed_id is not None and slot.blueprint_id is not None:
+                    governor.cache("kernels").put(
+                        f"{slot.blueprint_id}:{slot.seed_id}", slot.slot_id
+                    )
+                    governor.cache("telemetry").put(f"{slot.slot_id}:{epoch}", accuracy)
             recorder.emit(
                 EpochCompleted(
                     val_accuracy=accuracy,
@@ -222,6 +250,8 @@ def _run(ledger: Ledger, config: DemoConfig, console: Console) -> DemoResult:
                 stream_id="run",
                 epoch=epoch,
             )
+            clock.epoch = epoch + 1
+            governor.periodic_gc(epoch)
             recorder.flush()
             bar.advance(task)
     recorder.close()

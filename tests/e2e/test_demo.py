@@ -26,8 +26,10 @@ def test_default_demo_fossilizes_one_seed_and_recycles_a_pruned_slot(tmp_path: P
     with Ledger.open(url) as ledger:
         result = run_demo(ledger)
         assert ledger.verify(result.run_id).ok
-        moves = [e.payload for e in ledger.read(result.run_id)
-                 if isinstance(e.payload, SeedStageChanged)]
+        events = list(ledger.read(result.run_id))
+        moves = [e.payload for e in events if isinstance(e.payload, SeedStageChanged)]
+        evictions = [e for e in events if e.event_type == "CacheEvicted"]
+    assert evictions and all(e.stream_id.startswith("memory/") for e in evictions)
     targets = [m.to_stage.name for m in moves]
     assert "FOSSILIZED" in targets
     assert "PRUNED" in targets
