@@ -23,6 +23,7 @@ from torch import nn
 from kasmina.events import EpochCompleted, SeedStageChanged, SeedTelemetrySampled, slot_stream
 from kasmina.gates import QualityGates
 from kasmina.ledger import Ledger
+from kasmina.runtime.blocks import BlockPool
 from kasmina.runtime.blueprints import param_digest
 from kasmina.runtime.memory import MemoryGovernor, TTLMemoryCache
 from kasmina.runtime.pipeline import RecorderPipeline
@@ -32,6 +33,7 @@ from kasmina.stages import SeedStage
 BLUEPRINTS = ("conv_small", "conv_light", "depthwise", "norm")
 #: Cache lifetimes in epochs (the caches run on an epoch clock, so GC is deterministic).
 KERNEL_TTL_EPOCHS = 4.0
+BLOCKS_PER_SEED = 2
 TELEMETRY_TTL_EPOCHS = 2.0
 WIDTH = 32
 BATCH = 64
@@ -204,8 +206,17 @@ def _run(ledger: Ledger, config: DemoConfig, console: Console) -> DemoResult:
             TTLMemoryCache[str, float]("telemetry", ttl=TELEMETRY_TTL_EPOCHS, clock=clock),
         ],
     )
+    pool = BlockPool(config.slots * BLOCKS_PER_SEED, (WIDTH,))
     slot_list = [
-        SeedSlot(f"r0c{i}", WIDTH, recorder=recorder, gates=config.gates, auto_advance=True)
+        SeedSlot(
+            f"r0c{i}",
+            WIDTH,
+            recorder=recorder,
+            gates=config.gates,
+            auto_advance=True,
+            pool=pool,
+            blocks_per_seed=BLOCKS_PER_SEED,
+        )
         for i in range(config.slots)
     ]
     model = DigitsHost(slot_list)

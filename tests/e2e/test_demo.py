@@ -30,6 +30,9 @@ def test_default_demo_fossilizes_one_seed_and_recycles_a_pruned_slot(tmp_path: P
         moves = [e.payload for e in events if isinstance(e.payload, SeedStageChanged)]
         evictions = [e for e in events if e.event_type == "CacheEvicted"]
     assert evictions and all(e.stream_id.startswith("memory/") for e in evictions)
+    released = [e for e in events if e.event_type == "MemoryReleased"]
+    pruned = [e for e in events if e.event_type == "SeedPruned"]
+    assert len(released) == len(pruned) > 0
     targets = [m.to_stage.name for m in moves]
     assert "FOSSILIZED" in targets
     assert "PRUNED" in targets
