@@ -14,7 +14,7 @@ import weakref
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 from typing import cast
 
 import torch
@@ -39,6 +39,7 @@ from kasmina.runtime.alpha import AlphaController, AlphaCurve, AlphaMode, AlphaS
 from kasmina.runtime.blocks import BlockPool
 from kasmina.runtime.blueprints import Topology, build_blueprint, param_count, param_digest
 from kasmina.runtime.isolation import IsolationMonitor, gradient_health
+from kasmina.runtime.metrics import SeedMetrics
 from kasmina.stages import SeedStage, is_active, is_failure, is_legal, next_stage
 
 DEFAULT_EMBARGO_EPOCHS_AFTER_PRUNE = 5
@@ -56,44 +57,6 @@ _LIVE_SEED_STAGES = (
 
 class SlotError(KasminaError):
     """A slot command that cannot be carried out in the slot's present state."""
-
-
-@dataclass
-class SeedMetrics:
-    """Per-seed numbers; None means never measured (which gates treat as unhealthy)."""
-
-    epochs_in_stage: int = 0
-    epochs_total: int = 0
-    initial_accuracy: float | None = None
-    training_start_accuracy: float | None = None
-    blending_start_accuracy: float | None = None
-    accuracy: float | None = None
-    counterfactual: float | None = None
-    grad_ratio: float | None = None
-    grad_health: float | None = None
-    has_vanishing: bool | None = None
-    has_exploding: bool | None = None
-
-    def observe_accuracy(self, accuracy: float) -> None:
-        self.accuracy = accuracy
-        if self.initial_accuracy is None:
-            self.initial_accuracy = accuracy
-
-    @staticmethod
-    def _delta(now: float | None, then: float | None) -> float | None:
-        return None if now is None or then is None else now - then
-
-    @property
-    def accuracy_delta(self) -> float:
-        return self._delta(self.accuracy, self.initial_accuracy) or 0.0
-
-    @property
-    def improvement_since_training(self) -> float | None:
-        return self._delta(self.accuracy, self.training_start_accuracy)
-
-    @property
-    def blending_delta(self) -> float | None:
-        return self._delta(self.accuracy, self.blending_start_accuracy)
 
 
 def _probe(topology: Topology, channels: int) -> torch.Tensor:
