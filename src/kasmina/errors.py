@@ -22,6 +22,10 @@ class InvalidTransition(KasminaError):
         super().__init__(f"illegal stage move {from_stage} -> {to_stage} in slot {slot_id!r}")
 
 
+class SlotError(KasminaError):
+    """A slot command that cannot be carried out in the slot's present state."""
+
+
 class EventError(KasminaError):
     """An event that cannot be recorded or read as given."""
 
@@ -102,5 +106,6 @@ __all__ = [
     "RunClosed",
     "RunNotFound",
     "SchemaMismatch",
+    "SlotError",
     "UnknownEventType",
 ]

@@ -12,15 +12,14 @@ from __future__ import annotations
 import warnings
 import weakref
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, fields
 from typing import cast
 
 import torch
 from torch import nn
 
-from kasmina.errors import InvalidTransition, KasminaError
+from kasmina.errors import InvalidTransition, SlotError
 from kasmina.events import AlphaMode as AlphaModeName
 from kasmina.events import (
     AlphaTargetSet,
@@ -35,28 +34,23 @@ from kasmina.events import (
 )
 from kasmina.gates import GateResult, QualityGates, SeedFacts
 from kasmina.lifecycle import LIFECYCLE, Emitter, MoveContext, Staged
-from kasmina.runtime.alpha import AlphaController, AlphaCurve, AlphaMode, AlphaScheduleError
+from kasmina.runtime.alpha import (
+    DEFAULT_BLENDING_TOTAL_STEPS,
+    AlphaController,
+    AlphaCurve,
+    AlphaMode,
+)
 from kasmina.runtime.blocks import BlockPool
 from kasmina.runtime.blueprints import Topology, build_blueprint, param_count, param_digest
 from kasmina.runtime.isolation import IsolationMonitor, gradient_health
 from kasmina.runtime.metrics import SeedMetrics
+from kasmina.runtime.slot_checkpoint import SlotCheckpoint
+from kasmina.runtime.slot_ramps import SlotRamps
 from kasmina.stages import SeedStage, is_active, is_failure, is_legal, next_stage
 
 DEFAULT_EMBARGO_EPOCHS_AFTER_PRUNE = 5
-DEFAULT_BLENDING_TOTAL_STEPS = 5
 GRADIENT_EMA_DECAY = 0.9
 _ALPHA_CACHE_LIMIT = 16
-_LIVE_SEED_STAGES = (
-    SeedStage.GERMINATED,
-    SeedStage.TRAINING,
-    SeedStage.BLENDING,
-    SeedStage.HOLDING,
-    SeedStage.FOSSILIZED,
-)
-
-
-class SlotError(KasminaError):
-    """A slot command that cannot be carried out in the slot's present state."""
 
 
 def _probe(topology: Topology, channels: int) -> torch.Tensor:
@@ -69,7 +63,7 @@ def default_init_seed(seed_id: str) -> int:
     return zlib.crc32(seed_id.encode("utf-8"))
 
 
-class SeedSlot(nn.Module):
+class SeedSlot(SlotRamps, SlotCheckpoint, nn.Module):
     """A slot: identity while empty, a gated and blended seed once germinated."""
 
     def __init__(
@@ -411,78 +405,6 @@ class SeedSlot(nn.Module):
             self._monitor.close()
             self._monitor = None
 
-    def schedule_prune(
-        self,
-        steps: int = 3,
-        *,
-        curve: AlphaCurve = AlphaCurve.LINEAR,
-        steepness: float = 12.0,
-        reason: str = "scheduled_prune",
-        initiator: Initiator = "policy",
-    ) -> bool:
-        """Ramp alpha down to 0, then prune; at once if alpha is 0 or steps <= 0."""
-        if (
-            self.controller.alpha == 0.0
-            or steps <= 0
-            or self.stage in (SeedStage.GERMINATED, SeedStage.TRAINING)
-        ):
-            return self.prune(reason, initiator)
-        if self.stage not in (SeedStage.BLENDING, SeedStage.HOLDING):
-            raise InvalidTransition(self.slot_id, self.stage.name, SeedStage.PRUNED.name)
-        ramp = self._retargeted(0.0, steps, curve, steepness)
-        payload = self._target_payload(ramp, initiator=initiator, prune_ramp=True)
-
-        def start() -> None:
-            self.controller = ramp
-            self._pending_prune = (reason, initiator)
-            self._sync_freeze()
-
-        self._retarget_move(payload, start)
-        return True
-
-    def set_alpha_target(
-        self,
-        target: float,
-        steps: int = DEFAULT_BLENDING_TOTAL_STEPS,
-        *,
-        curve: AlphaCurve = AlphaCurve.LINEAR,
-        steepness: float = 12.0,
-        initiator: Initiator = "policy",
-    ) -> None:
-        """A new alpha target from BLENDING or HOLDING (use schedule_prune for 0)."""
-        if self.stage not in (SeedStage.BLENDING, SeedStage.HOLDING):
-            raise SlotError(f"alpha targets are set in BLENDING or HOLDING, not {self.stage.name}")
-        if not 0.0 < target <= 1.0:
-            raise SlotError(f"alpha target must lie in (0, 1], got {target}")
-        ramp = self._retargeted(target, steps, curve, steepness)
-        payload = self._target_payload(ramp, initiator=initiator, prune_ramp=False)
-
-        def start() -> None:
-            self.controller = ramp
-            self._sync_freeze()
-
-        self._retarget_move(payload, start)
-
-    def _retargeted(
-        self, target: float, steps: int, curve: AlphaCurve, steepness: float
-    ) -> AlphaController:
-        if self.controller.mode is not AlphaMode.HOLD:
-            raise AlphaScheduleError(
-                f"slot {self.slot_id!r} is ramping {self.controller.mode.name}; "
-                "wait until alpha reaches its target"
-            )
-        ramp = AlphaController.from_dict(self.controller.to_dict())
-        ramp.retarget(target, steps, curve, steepness)
-        return ramp
-
-    def _retarget_move(self, payload: AlphaTargetSet, start: Callable[[], None]) -> None:
-        """HOLDING means full strength, so any new target first goes back to BLENDING."""
-        if self.stage is SeedStage.HOLDING and payload.target < 1.0:
-            self._move(SeedStage.BLENDING, "command", after=[payload], on_moved=start)
-        else:
-            self._emit([payload])
-            start()
-
     def set_alpha(self, value: float) -> None:
         self.controller.set_alpha(value)
 
@@ -652,57 +574,6 @@ class SeedSlot(nn.Module):
             yield
         finally:
             self._forced = None
-
-    # -- checkpoints ----------------------------------------------------------
-
-    def get_extra_state(self) -> dict[str, object]:
-        return {
-            "stage": self.stage.name,
-            "seed_id": self.seed_id,
-            "blueprint_id": self.blueprint_id,
-            "init_seed": self.init_seed,
-            "blend": [self.blend_target, self.blend_steps, int(self.blend_curve)],
-            "controller": self.controller.to_dict(),
-            "metrics": asdict(self.metrics),
-            "isolate": self.isolate_gradients,
-            "embargo": self._embargo,
-            "pending_prune": list(self._pending_prune) if self._pending_prune else None,
-            "epoch": self.epoch,
-        }
-
-    def set_extra_state(self, state: Mapping[str, object]) -> None:
-        """Restore the slot; a live seed is rebuilt first so its weights can load next."""
-        self._restore_frozen()
-        self._clear_seed_state()
-        stage = SeedStage[str(state["stage"])]
-        seed_id, blueprint_id = state["seed_id"], state["blueprint_id"]
-        init_seed = state["init_seed"]
-        self.seed_id = seed_id if isinstance(seed_id, str) else None
-        self.blueprint_id = blueprint_id if isinstance(blueprint_id, str) else None
-        self.init_seed = init_seed if isinstance(init_seed, int) else None
-        blend = state["blend"]
-        assert isinstance(blend, list)
-        self.blend_target, self.blend_steps = float(blend[0]), int(blend[1])
-        self.blend_curve = AlphaCurve(int(blend[2]))
-        controller = state["controller"]
-        assert isinstance(controller, dict)
-        self.controller = AlphaController.from_dict(controller)
-        metrics = state["metrics"]
-        assert isinstance(metrics, dict)
-        self.metrics = SeedMetrics(**{f.name: metrics[f.name] for f in fields(SeedMetrics)})
-        self.isolate_gradients = bool(state["isolate"])
-        self._embargo = int(state["embargo"])  # type: ignore[call-overload]
-        pending = state["pending_prune"]
-        self._pending_prune = (
-            (str(pending[0]), cast(Initiator, pending[1])) if isinstance(pending, list) else None
-        )
-        self.epoch = int(state["epoch"])  # type: ignore[call-overload]
-        if stage in _LIVE_SEED_STAGES and self.blueprint_id and self.init_seed is not None:
-            self.seed = build_blueprint(
-                self.blueprint_id, self.channels, self.topology, self.init_seed
-            ).to(device=self._device)
-        LIFECYCLE.restore(self._staged, stage)
-        self._sync_freeze()
 
     def extra_repr(self) -> str:
         return (
