@@ -1,10 +1,8 @@
 """Builds blueprint modules ahead of germination, off the event loop's thread.
 
-Builds run one at a time, process-wide: torch's initialisers draw from the
-global RNG and `build_blueprint` reseeds it, so two builds interleaving on
-different threads would each get some of the other's random numbers and the
-weights would no longer follow from the recorded init seed. The lock cannot
-shield a build from the main thread drawing random numbers meanwhile.
+`build_blueprint` serialises its own use of torch's global RNG, so builds on
+worker threads still give the weights their init seed names; a custom builder
+that draws from the global RNG must do the same.
 
 Each request ends exactly once, as ready, error, timeout or canceled; the
 counters count those endings. A worker thread cannot be stopped, so a timed-out
@@ -14,7 +12,6 @@ or cancelled build still runs to its end, with its result thrown away.
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -29,8 +26,6 @@ from kasmina.runtime.blueprints import Topology, build_blueprint
 
 Builder = Callable[[str, int, str, int], nn.Module]
 _Status = Literal["pending", "ready", "error", "timeout", "canceled"]
-
-_BUILD_LOCK = threading.Lock()
 
 
 class PrefetchError(KasminaError):
@@ -153,18 +148,12 @@ class PrefetchCoordinator:
         self, record: _Request, channels: int, topology: str, init_seed: int
     ) -> nn.Module:
         module = await asyncio.to_thread(
-            self._locked_build, record.blueprint_id, channels, topology, init_seed
+            self._builder, record.blueprint_id, channels, topology, init_seed
         )
         record.finished = self._clock()
         if not isinstance(module, nn.Module):
             raise TypeError(f"builder returned {type(module).__name__}, not an nn.Module")
         return module
-
-    def _locked_build(
-        self, blueprint_id: str, channels: int, topology: str, init_seed: int
-    ) -> nn.Module:
-        with _BUILD_LOCK:
-            return self._builder(blueprint_id, channels, topology, init_seed)
 
     def _end(self, record: _Request, status: _Status) -> None:
         record.status = status

@@ -117,9 +117,7 @@ class SeedSlot(SlotRamps, SlotCheckpoint, nn.Module):
         self._embargo = 0
         self._pending_prune: tuple[str, Initiator] | None = None
         self._frozen: list[nn.Parameter] = []
-        if self._monitor is not None:
-            self._monitor.close()
-            self._monitor = None
+        self._stop_watching()
 
     # -- state --------------------------------------------------------------
 
@@ -401,9 +399,7 @@ class SeedSlot(SlotRamps, SlotCheckpoint, nn.Module):
         self.controller = AlphaController()
         self.isolate_gradients = False
         self._pending_prune = None
-        if self._monitor is not None:
-            self._monitor.close()
-            self._monitor = None
+        self._stop_watching()
 
     def set_alpha(self, value: float) -> None:
         self.controller.set_alpha(value)
@@ -484,9 +480,13 @@ class SeedSlot(SlotRamps, SlotCheckpoint, nn.Module):
         """Measure seed/host gradient norms after each backward (for G2)."""
         if self.seed is None:
             raise SlotError(f"slot {self.slot_id!r} has no seed to watch")
+        self._stop_watching()
+        self._monitor = IsolationMonitor(host_parameters, self.seed.parameters())
+
+    def _stop_watching(self) -> None:
         if self._monitor is not None:
             self._monitor.close()
-        self._monitor = IsolationMonitor(host_parameters, self.seed.parameters())
+            self._monitor = None
 
     def capture_gradients(self) -> None:
         """Fold the last backward's gradients into the seed's metrics (EMA of the ratio)."""
