@@ -119,6 +119,9 @@ class SQLiteStore(Store):
     def recorded_at_param(self, when: datetime, text: str) -> Param:
         return text
 
+    def recorded_at_text(self, raw: object) -> str:
+        return cast(str, raw)  # stored as the hashed text itself
+
     def recorded_at_value(self, raw: object) -> datetime:
         return datetime.fromisoformat(cast(str, raw)).astimezone(UTC)
 

@@ -83,6 +83,10 @@ class Store(ABC):
     @abstractmethod
     def recorded_at_value(self, raw: object) -> datetime: ...
 
+    def recorded_at_text(self, raw: object) -> str:
+        """The timestamp exactly as it was hashed (UTC, microseconds, ISO 8601)."""
+        return self.recorded_at_value(raw).isoformat(timespec="microseconds")
+
     @abstractmethod
     def readonly_query(self, sql: str) -> tuple[list[str], Iterator[Row]]:
         """A user query on a connection that cannot write."""

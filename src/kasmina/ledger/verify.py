@@ -116,7 +116,7 @@ def _verify_run(store: Store, run_id: str, rows: Iterator[Row]) -> tuple[RunChec
             epoch=None if row[7] is None else int(row[7]),  # type: ignore[call-overload]
             seed_id=None if row[8] is None else str(row[8]),
             payload_text=store.payload_text(row[9]),
-            recorded_at=store.recorded_at_value(row[10]).isoformat(timespec="microseconds"),
+            recorded_at=store.recorded_at_text(row[10]),
             prev_hash=prev_hash,
         )
         if chain_hash(prev_hash, text) != stored_hash:
