@@ -10,9 +10,11 @@ recorded in the ledger. The same seed gives the same events on CPU.
 
 from __future__ import annotations
 
+import hashlib
 import random
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -20,28 +22,33 @@ from rich.console import Console
 from rich.progress import Progress
 from torch import nn
 
-from kasmina.events import EpochCompleted, SeedStageChanged, SeedTelemetrySampled, slot_stream
+from kasmina.canonical import Json
+from kasmina.errors import NotReexecutable
+from kasmina.events import EpochCompleted, SeedStageChanged
 from kasmina.gates import QualityGates
 from kasmina.ledger import Ledger
+from kasmina.replay.restore import LiveStates, check_live, live_state
 from kasmina.runtime.blocks import BlockPool
 from kasmina.runtime.blueprints import param_digest
 from kasmina.runtime.memory import MemoryGovernor, TTLMemoryCache
 from kasmina.runtime.pipeline import RecorderPipeline
 from kasmina.runtime.slot import SeedSlot
+from kasmina.runtime.telemetry import emit_sample
 from kasmina.stages import SeedStage
 
 BLUEPRINTS = ("conv_small", "conv_light", "depthwise", "norm")
-#: Cache lifetimes in epochs (the caches run on an epoch clock, so GC is deterministic).
-KERNEL_TTL_EPOCHS = 4.0
-BLOCKS_PER_SEED = 2
-TELEMETRY_TTL_EPOCHS = 2.0
-WIDTH = 32
-BATCH = 64
-LEARNING_RATE = 3e-3
+HOST = "DigitsHost"
+DATASET = "sklearn.load_digits"
+
+
+def _default_gates() -> QualityGates:
+    return QualityGates(permissive=True, min_training_epochs=3, min_blending_epochs=3)
 
 
 @dataclass(frozen=True)
 class DemoConfig:
+    """Everything the demo's behaviour depends on; recorded whole in `RunStarted`."""
+
     epochs: int = 30
     slots: int = 3
     seed: int = 7
@@ -51,11 +58,36 @@ class DemoConfig:
     fossil_budget: int = 2
     germinate_every: int = 2
     blend_tempo: int = 3
-    gates: QualityGates = field(
-        default_factory=lambda: QualityGates(
-            permissive=True, min_training_epochs=3, min_blending_epochs=3
-        )
-    )
+    width: int = 32
+    batch: int = 64
+    lr: float = 3e-3
+    #: Cache lifetimes in epochs (the caches run on an epoch clock, so GC is deterministic).
+    kernel_ttl_epochs: float = 4.0
+    telemetry_ttl_epochs: float = 2.0
+    blocks_per_seed: int = 2
+    gates: QualityGates = field(default_factory=_default_gates)
+
+    def to_json(self) -> dict[str, Json]:
+        data: dict[str, Any] = asdict(self)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> DemoConfig:
+        """The config a run recorded; refused if it is not the demo's."""
+        names = {f.name for f in fields(cls)}
+        missing = sorted(names - set(data))
+        unknown = sorted(set(data) - names)
+        if missing or unknown:
+            raise NotReexecutable(
+                "its RunStarted config is not a kasmina demo config "
+                f"(missing {missing}, unknown {unknown})"
+            )
+        values = dict(data)
+        try:
+            values["gates"] = QualityGates(**data["gates"])
+            return cls(**values)
+        except TypeError as exc:
+            raise NotReexecutable(f"its RunStarted gates config is unusable: {exc}") from None
 
 
 class _EpochClock:
@@ -71,12 +103,12 @@ class _EpochClock:
 class DigitsHost(nn.Module):
     """stem conv -> [slot -> conv block] x N -> pool -> linear."""
 
-    def __init__(self, slots: Sequence[SeedSlot]) -> None:
+    def __init__(self, slots: Sequence[SeedSlot], width: int) -> None:
         super().__init__()
-        self.stem = nn.Conv2d(1, WIDTH, 3, padding=1)
+        self.stem = nn.Conv2d(1, width, 3, padding=1)
         self.slots = nn.ModuleList(slots)
-        self.blocks = nn.ModuleList(nn.Conv2d(WIDTH, WIDTH, 3, padding=1) for _ in slots)
-        self.head = nn.Linear(WIDTH, 10)
+        self.blocks = nn.ModuleList(nn.Conv2d(width, width, 3, padding=1) for _ in slots)
+        self.head = nn.Linear(width, 10)
 
     def host_parameters(self) -> list[nn.Parameter]:
         return [p for name, p in self.named_parameters() if not name.startswith("slots.")]
@@ -90,6 +122,17 @@ class DigitsHost(nn.Module):
         pooled: torch.Tensor = h.mean(dim=(2, 3))
         logits: torch.Tensor = self.head(pooled)
         return logits
+
+
+def dataset_digest() -> str:
+    """SHA-256 of the digits' pixels and labels, as scikit-learn ships them."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    h = hashlib.sha256()
+    h.update(digits.images.astype("<f8").tobytes())
+    h.update(digits.target.astype("<i8").tobytes())
+    return h.hexdigest()
 
 
 def load_digits_tensors(seed: int) -> tuple[torch.Tensor, ...]:
@@ -114,6 +157,10 @@ def _accuracy(
         acc = float((logits.argmax(1) == y).float().mean()) * 100.0
     model.train()
     return round(acc, 4), round(loss, 6)
+
+
+class Policy(Protocol):
+    def act(self, slot: SeedSlot, epoch: int, contribution: float | None) -> None: ...
 
 
 class DemoPolicy:
@@ -153,6 +200,8 @@ class DemoResult:
     accuracy_after: float
     paths: dict[str, list[str]]
     events: int
+    #: Epochs at whose end the fold of the ledger was checked against the live slots.
+    replay_checked: int = 0
 
 
 def run_demo(
@@ -165,36 +214,56 @@ def run_demo(
 ) -> DemoResult:
     """Train, grow, record; returns the run id, accuracies and each seed's path."""
     config = DemoConfig(epochs=epochs, slots=slots, seed=seed)
+    return train(ledger, config, lambda c: DemoPolicy(c, random.Random(c.seed)), console=console)
+
+
+def train(
+    ledger: Ledger,
+    config: DemoConfig,
+    policy: Callable[[DemoConfig], Policy],
+    *,
+    console: Console | None = None,
+    run_id: str | None = None,
+    check_replay: bool = True,
+    threads: int = 1,
+) -> DemoResult:
+    """The demo's training loop, on CPU with deterministic algorithms.
+
+    `policy` makes the decisions: `DemoPolicy` for a new run, the recorded
+    decisions when `kasmina.replay.reexecute` runs a recorded one again.
+    With `check_replay`, the live slots at the end of every epoch are
+    compared with the fold of the ledger up to that epoch.
+    """
     console = console or Console(quiet=True)
-    threads = torch.get_num_threads()
+    saved_threads = torch.get_num_threads()
     deterministic = torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
     try:
-        return _run(ledger, config, console)
+        return _run(ledger, config, policy(config), console, run_id, check_replay)
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(saved_threads)
         torch.use_deterministic_algorithms(deterministic)
 
 
-def _run(ledger: Ledger, config: DemoConfig, console: Console) -> DemoResult:
+def _run(
+    ledger: Ledger,
+    config: DemoConfig,
+    policy: Policy,
+    console: Console,
+    run_id: str | None,
+    check_replay: bool,
+) -> DemoResult:
     torch.manual_seed(config.seed)
-    rng = random.Random(config.seed)
     x_train, y_train, x_val, y_val = load_digits_tensors(config.seed)
     run = ledger.start_run(
         name="digits",
         seed=config.seed,
-        config={
-            "epochs": config.epochs,
-            "slots": config.slots,
-            "width": WIDTH,
-            "batch": BATCH,
-            "lr": LEARNING_RATE,
-            "threads": 1,
-            "min_contribution": config.min_contribution,
-            "host": "DigitsHost",
-            "dataset": "sklearn.load_digits",
-        },
+        config=config.to_json(),
+        run_id=run_id,
+        host=HOST,
+        dataset=DATASET,
+        dataset_digest=dataset_digest(),
     )
     recorder = RecorderPipeline(ledger, run.run_id)
     clock = _EpochClock()
@@ -202,36 +271,36 @@ def _run(ledger: Ledger, config: DemoConfig, console: Console) -> DemoResult:
         recorder,
         gc_period=1,
         caches=[
-            TTLMemoryCache[str, str]("kernels", ttl=KERNEL_TTL_EPOCHS, clock=clock),
-            TTLMemoryCache[str, float]("telemetry", ttl=TELEMETRY_TTL_EPOCHS, clock=clock),
+            TTLMemoryCache[str, str]("kernels", ttl=config.kernel_ttl_epochs, clock=clock),
+            TTLMemoryCache[str, float]("telemetry", ttl=config.telemetry_ttl_epochs, clock=clock),
         ],
     )
-    pool = BlockPool(config.slots * BLOCKS_PER_SEED, (WIDTH,))
+    pool = BlockPool(config.slots * config.blocks_per_seed, (config.width,))
     slot_list = [
         SeedSlot(
             f"r0c{i}",
-            WIDTH,
+            config.width,
             recorder=recorder,
             gates=config.gates,
             auto_advance=True,
             pool=pool,
-            blocks_per_seed=BLOCKS_PER_SEED,
+            blocks_per_seed=config.blocks_per_seed,
         )
         for i in range(config.slots)
     ]
-    model = DigitsHost(slot_list)
-    host_opt = torch.optim.Adam(model.host_parameters(), lr=LEARNING_RATE)
+    model = DigitsHost(slot_list, config.width)
+    host_opt = torch.optim.Adam(model.host_parameters(), lr=config.lr)
     seed_opts: dict[str, tuple[nn.Module, torch.optim.Optimizer]] = {}
-    policy = DemoPolicy(config, rng)
     shuffle = torch.Generator().manual_seed(config.seed)
     before, _ = _accuracy(model, x_val, y_val)
     accuracy = before
+    live: LiveStates = {}
 
     with Progress(console=console, disable=not console.is_terminal, transient=True) as bar:
         task = bar.add_task("training", total=config.epochs)
         for epoch in range(config.epochs):
             train_loss = _train_epoch(
-                model, slot_list, host_opt, seed_opts, x_train, y_train, shuffle
+                model, slot_list, host_opt, seed_opts, x_train, y_train, shuffle, config
             )
             accuracy, loss = _accuracy(model, x_val, y_val)
             for slot in slot_list:
@@ -240,8 +309,8 @@ def _run(ledger: Ledger, config: DemoConfig, console: Console) -> DemoResult:
                     silenced, _ = _accuracy(model, x_val, y_val, silenced=slot.slot_id)
                     contribution = round(accuracy - silenced, 4)
                 slot.step_epoch(accuracy=accuracy, counterfactual=contribution, epoch=epoch)
+                emit_sample(recorder, slot, epoch)
                 policy.act(slot, epoch, contribution)
-                _sample(recorder, slot, epoch)
                 if slot.seed_id is not None and slot.blueprint_id is not None:
                     governor.cache("kernels").put(
                         f"{slot.blueprint_id}:{slot.seed_id}", slot.slot_id
@@ -264,22 +333,27 @@ def _run(ledger: Ledger, config: DemoConfig, console: Console) -> DemoResult:
             clock.epoch = epoch + 1
             governor.periodic_gc(epoch)
             recorder.flush()
+            if check_replay:
+                live[epoch] = {s.slot_id: live_state(s) for s in slot_list}
             bar.advance(task)
     recorder.close()
     run.finish()
     report = ledger.verify(run.run_id)
+    checked = check_live(ledger, run.run_id, live) if check_replay else 0
     paths: dict[str, list[str]] = {}
     for event in ledger.read(run.run_id):
         if isinstance(event.payload, SeedStageChanged) and event.seed_id is not None:
             path = paths.setdefault(event.seed_id, [event.payload.from_stage.name])
             path.append(event.payload.to_stage.name)
-    result = DemoResult(run.run_id, before, accuracy, paths, report.events)
+    result = DemoResult(run.run_id, before, accuracy, paths, report.events, checked)
     console.print(f"run id: {run.run_id}")
     console.print(
         f"host accuracy: {before:.1f}% before, {accuracy:.1f}% after "
         f"{config.epochs} epochs; {report.events} events, verify "
         f"{'OK' if report.ok else 'FAILED'}"
     )
+    if check_replay:
+        console.print(f"replay: the folded log equals the live slots at all {checked} epochs")
     for seed_id, path in paths.items():
         console.print(f"  {seed_id}: {' -> '.join(path)}")
     return result
@@ -293,6 +367,7 @@ def _train_epoch(
     x: torch.Tensor,
     y: torch.Tensor,
     shuffle: torch.Generator,
+    config: DemoConfig,
 ) -> float:
     for slot in slots:
         known = seed_opts.get(slot.slot_id)
@@ -301,13 +376,13 @@ def _train_epoch(
         elif known is None or known[0] is not slot.seed:
             seed_opts[slot.slot_id] = (
                 slot.seed,
-                torch.optim.Adam(slot.seed.parameters(), lr=LEARNING_RATE),
+                torch.optim.Adam(slot.seed.parameters(), lr=config.lr),
             )
             slot.watch_gradients(model.host_parameters())
     order = torch.randperm(len(y), generator=shuffle)
     total = 0.0
-    for start in range(0, len(y), BATCH):
-        index = order[start : start + BATCH]
+    for start in range(0, len(y), config.batch):
+        index = order[start : start + config.batch]
         host_opt.zero_grad()
         for _, opt in seed_opts.values():
             opt.zero_grad()
@@ -320,28 +395,3 @@ def _train_epoch(
             slot.capture_gradients()
         total += loss.item() * len(index)
     return round(total / len(y), 6)
-
-
-def _sample(recorder: RecorderPipeline, slot: SeedSlot, epoch: int) -> None:
-    if slot.seed is None:
-        return
-    m = slot.metrics
-    recorder.emit(
-        SeedTelemetrySampled(
-            slot_id=slot.slot_id,
-            stage=slot.stage,
-            alpha=slot.alpha,
-            alpha_target=slot.controller.alpha_target,
-            alpha_mode=slot.controller.mode.name,  # type: ignore[arg-type]
-            accuracy=m.accuracy,
-            accuracy_delta=m.accuracy_delta,
-            epochs_in_stage=m.epochs_in_stage,
-            grad_norm=None if m.grad_ratio is None else round(m.grad_ratio, 6),
-            grad_health=m.grad_health,
-            has_vanishing=m.has_vanishing,
-            has_exploding=m.has_exploding,
-        ),
-        stream_id=slot_stream(slot.slot_id),
-        epoch=epoch,
-        seed_id=slot.seed_id,
-    )

@@ -92,6 +92,23 @@ class RunClosed(LedgerError):
         super().__init__(f"run {run_id!r} is finished and sealed; it takes no more events")
 
 
+class ReplayError(KasminaError):
+    """A run cannot be folded or re-executed; `position` names the event at fault."""
+
+    def __init__(self, message: str, position: int | None = None) -> None:
+        self.position = position
+        where = f"position {position}: " if position is not None else ""
+        super().__init__(f"{where}{message}")
+
+
+class UnverifiedRun(ReplayError):
+    """The run's hash chain does not verify, so its fold is refused (see ``--trust``)."""
+
+
+class NotReexecutable(ReplayError):
+    """The run lacks what re-execution needs (an unknown host, a missing config...)."""
+
+
 __all__ = [
     "BadDatabaseURL",
     "ConcurrencyError",
@@ -100,12 +117,15 @@ __all__ = [
     "InvalidTransition",
     "KasminaError",
     "LedgerError",
+    "NotReexecutable",
     "PayloadInvalid",
     "QueryError",
     "ReadOnlyViolation",
+    "ReplayError",
     "RunClosed",
     "RunNotFound",
     "SchemaMismatch",
     "SlotError",
     "UnknownEventType",
+    "UnverifiedRun",
 ]

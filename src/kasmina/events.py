@@ -136,6 +136,14 @@ class RunStarted(Payload):
     python_version: str
     torch_version: str | None = None
     platform: str = ""
+    #: What re-execution needs besides the config: the torch thread count and
+    #: deterministic-algorithms flag at the start, the dataset's name and a
+    #: digest of its bytes, and the host network's architecture name.
+    num_threads: int | None = None
+    deterministic: bool | None = None
+    dataset: str | None = None
+    dataset_digest: str | None = None
+    host: str | None = None
 
 
 class EpochCompleted(Payload):
@@ -156,6 +164,8 @@ class SeedGerminated(_Causal):
     blend_tempo_epochs: Count = 5
     alpha_curve: str = "LINEAR"
     init_seed: int | None = None
+    #: The alpha the blending ramp will aim for once the seed reaches BLENDING.
+    alpha_target: Real = 1.0
 
 
 class SeedStageChanged(_Causal):
@@ -166,6 +176,7 @@ class SeedStageChanged(_Causal):
     to_stage: Stage
     trigger: Trigger
     alpha: Real
+    accuracy: Real | None = None
     accuracy_delta: Real = 0.0
     epochs_in_stage: Count = 0
     grad_ratio: Real = 0.0
@@ -184,6 +195,8 @@ class SeedGateEvaluated(Payload):
     checks_passed: list[str] = Field(default_factory=list)
     checks_failed: list[str] = Field(default_factory=list)
     message: str = ""
+    #: "command" for a policy's request, "gate" for the slot's own auto-advance.
+    trigger: Trigger = "command"
 
 
 class AlphaTargetSet(Payload):
@@ -197,6 +210,8 @@ class AlphaTargetSet(Payload):
     algorithm: str = "ADD"
     initiator: Initiator = "policy"
     prune_ramp: bool = False
+    #: Why a prune ramp was scheduled; its SeedPruned carries the same reason.
+    reason: str | None = None
 
 
 class SeedFossilized(_Causal):
@@ -223,6 +238,8 @@ class SeedPruned(_Causal):
     counterfactual: Real | None = None
     blending_delta: Real | None = None
     initiator: Initiator = "policy"
+    #: True when the prune completes a scheduled fade-out (schedule_prune).
+    scheduled: bool = False
 
 
 class CacheEvicted(Payload):
@@ -255,6 +272,7 @@ class SeedTelemetrySampled(Payload):
     alpha_mode: AlphaMode | None = None
     accuracy: Real | None = None
     accuracy_delta: Real | None = None
+    counterfactual: Real | None = None
     epochs_in_stage: Count = 0
     grad_norm: Real | None = None
     grad_health: Real | None = None
@@ -323,20 +341,27 @@ def _validation_line(event_type: str, exc: ValidationError) -> str:
     return f"invalid {event_type} payload: {problems}"
 
 
-def load_payload(event_type: str, schema_version: int, data: Mapping[str, Json]) -> Payload:
-    """Validate a payload, upcasting an old schema version to the current one."""
-    cls = payload_class(event_type)
-    if schema_version > cls.schema_version:
+def upcast(event_type: str, schema_version: int, data: Mapping[str, Json]) -> JsonObject:
+    """A stored payload's JSON brought to the current schema version (not validated)."""
+    current = data if isinstance(data, dict) else dict(data)
+    target = payload_class(event_type).schema_version
+    if schema_version > target:
         raise PayloadInvalid(
             f"{event_type} schema version {schema_version} is newer than this "
-            f"kasmina understands ({cls.schema_version})"
+            f"kasmina understands ({target})"
         )
-    current = data if isinstance(data, dict) else dict(data)
-    for version in range(schema_version, cls.schema_version):
+    for version in range(schema_version, target):
         step = UPCASTERS.get((event_type, version))
         if step is None:
             raise PayloadInvalid(f"no upcaster for {event_type} v{version} -> v{version + 1}")
         current = step(current)
+    return current
+
+
+def load_payload(event_type: str, schema_version: int, data: Mapping[str, Json]) -> Payload:
+    """Validate a payload, upcasting an old schema version to the current one."""
+    cls = payload_class(event_type)
+    current = upcast(event_type, schema_version, data)
     try:
         return cls.model_validate(current)
     except ValidationError as exc:

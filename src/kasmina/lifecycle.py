@@ -62,6 +62,7 @@ class MoveContext:
     """The slot's numbers at the moment of a move, as the record keeps them."""
 
     alpha: float = 0.0
+    accuracy: float | None = None
     accuracy_delta: float = 0.0
     epochs_in_stage: int = 0
     grad_ratio: float = 0.0
@@ -174,6 +175,7 @@ class Lifecycle:
             to_stage=to,
             trigger=trigger,
             alpha=context.alpha,
+            accuracy=context.accuracy,
             accuracy_delta=context.accuracy_delta,
             epochs_in_stage=context.epochs_in_stage,
             grad_ratio=context.grad_ratio,

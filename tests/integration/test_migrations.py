@@ -33,7 +33,7 @@ def empty_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> s
     return str(request.getfixturevalue("empty_pg_url"))
 
 
-EXPECTED = {"alembic_version", "events", "runs", "stage_changes", "stage_intervals",
+EXPECTED = {"alembic_version", "events", "snapshots", "runs", "stage_changes", "stage_intervals",
             "seed_outcomes", "gc_evictions"}
 
 

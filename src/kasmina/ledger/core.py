@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from kasmina.canonical import GENESIS_HASH, Json, canonical_json, chain_hash, envelope_text
 from kasmina.errors import (
@@ -43,6 +43,9 @@ from kasmina.ledger import migrate
 from kasmina.ledger.errors import UPGRADE_HINT, redact, translate
 from kasmina.ledger.store import Cursor, Param, Row, Store
 from kasmina.ledger.verify import VerifyReport, verify_runs
+
+if TYPE_CHECKING:
+    from kasmina.replay.state import ReplayState
 
 DEFAULT_URL = "sqlite:///kasmina.db"
 PAGE_SIZE = 1000
@@ -183,6 +186,11 @@ class Ledger:
     @property
     def dialect(self) -> str:
         return self._store.dialect
+
+    @property
+    def store(self) -> Store:
+        """The backend, for kasmina's own readers (replay); not a user API."""
+        return self._store
 
     def _require_head(self) -> None:
         if self.revision != migrate.HEAD_REVISION:
@@ -329,11 +337,20 @@ class Ledger:
         *,
         run_id: str | None = None,
         buffer_size: int = 0,
+        host: str | None = None,
+        dataset: str | None = None,
+        dataset_digest: str | None = None,
     ) -> Run:
-        """Begin a run: appends `RunStarted` with the versions that produced it."""
+        """Begin a run: appends `RunStarted` with what produced it.
+
+        Besides the config and seed, that is the versions, and (when torch is
+        already imported; the ledger never imports it) torch's thread count
+        and deterministic-algorithms flag: what re-executing the run needs.
+        """
         from kasmina.ledger.run import Run, new_run_id
 
         rid = run_id or new_run_id()
+        torch = sys.modules.get("torch")
         payload = RunStarted(
             name=name,
             seed=seed,
@@ -342,6 +359,13 @@ class Ledger:
             python_version=platform.python_version(),
             torch_version=_package_version("torch"),
             platform=f"{sys.platform}-{platform.machine()}",
+            num_threads=None if torch is None else int(torch.get_num_threads()),
+            deterministic=(
+                None if torch is None else bool(torch.are_deterministic_algorithms_enabled())
+            ),
+            dataset=dataset,
+            dataset_digest=dataset_digest,
+            host=host,
         )
         self.append([make_event(payload, run_id=rid, stream_id=RUN_STREAM, version=1)])
         return Run(self, rid, buffer_size=buffer_size)
@@ -413,13 +437,20 @@ class Ledger:
         run_id: str | None = None,
         *,
         after: int = 0,
+        until: int | None = None,
         stream_id: str | None = None,
         seed_id: str | None = None,
         page_size: int = PAGE_SIZE,
     ) -> Iterator[Row]:
-        """Rows in position order, a page at a time (keyset paging: constant memory)."""
+        """Rows in position order, a page at a time (keyset paging: constant memory).
+
+        ``after`` and ``until`` bound the positions: after < position <= until.
+        """
         where: list[str] = ["position > ?"]
         params: list[Param] = []
+        if until is not None:
+            where.append("position <= ?")
+            params.append(until)
         if run_id is not None:
             where.append("run_id = ?")
             params.append(run_id)
@@ -497,6 +528,29 @@ class Ledger:
         else:
             targets = self.run_ids()
         return verify_runs(self._store, targets, self.raw_rows)
+
+    def replay(
+        self,
+        run_id: str,
+        until_epoch: int | None = None,
+        until_position: int | None = None,
+        *,
+        trust: bool = False,
+        snapshots: bool = True,
+        snapshot_every: int | None = None,
+    ) -> ReplayState:
+        """The run's state at a cut, folded from its events (see `kasmina.replay.replay`)."""
+        from kasmina.replay import replay
+
+        return replay(
+            self,
+            run_id,
+            until_epoch,
+            until_position,
+            trust=trust,
+            snapshots=snapshots,
+            snapshot_every=snapshot_every,
+        )
 
     def sql(self, query: str) -> tuple[list[str], Iterator[Row]]:
         """Run a user query on a read-only connection."""

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Text,
     UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -68,6 +69,25 @@ class EventRow(Base):
         Index(None, "run_id", "event_type"),
         {"sqlite_autoincrement": True},
     )
+
+
+class SnapshotRow(Base):
+    """Folded replay state at a position (see `kasmina.replay.snapshots`)."""
+
+    __tablename__ = "snapshots"
+
+    snapshot_id: Mapped[int] = mapped_column(PositionType, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(String(64))
+    position: Mapped[int] = mapped_column(BigInteger)
+    epoch: Mapped[int | None] = mapped_column(Integer)
+    events: Mapped[int] = mapped_column(BigInteger)
+    event_hash: Mapped[str] = mapped_column(String(64))
+    format: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(Text)
+    hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (UniqueConstraint("run_id", "position"), {"sqlite_autoincrement": True})
 
 
 #: Columns in the order the ledger reads and writes them.

@@ -74,38 +74,85 @@ RowSource = Callable[..., Iterator[Row]]
 def verify_runs(store: Store, run_ids: Iterable[str], rows: RowSource) -> VerifyReport:
     report = VerifyReport()
     for run_id in run_ids:
-        check, faults = _verify_run(store, run_id, rows(run_id))
-        report.runs.append(check)
-        report.faults.extend(faults)
+        checker = ChainChecker(store, run_id)
+        for row in rows(run_id):
+            checker.check(row)
+        report.runs.append(checker.result())
+        report.faults.extend(checker.faults)
     return report
 
 
-def _verify_run(store: Store, run_id: str, rows: Iterator[Row]) -> tuple[RunCheck, list[Fault]]:
-    faults: list[Fault] = []
-    heads: dict[str, tuple[int, str]] = {}
-    sealed = False
-    count = 0
-    for row in rows:
-        count += 1
+class ChainChecker:
+    """Checks one run's rows, fed in position order; the one implementation of `verify`.
+
+    It keeps only the last version and hash of each stream, so memory grows
+    with the number of streams, not events. Replay feeds it the rows it folds
+    and resumes it from a snapshot through `heads`.
+    """
+
+    __slots__ = ("count", "faults", "heads", "run_id", "sealed", "store")
+
+    def __init__(
+        self,
+        store: Store,
+        run_id: str,
+        *,
+        heads: dict[str, tuple[int, str]] | None = None,
+        sealed: bool = False,
+        count: int = 0,
+    ) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.heads: dict[str, tuple[int, str]] = dict(heads or {})
+        self.sealed = sealed
+        self.count = count
+        self.faults: list[Fault] = []
+
+    def _fault(
+        self, stream: str, position: int, version: int, kind: FaultKind, detail: str
+    ) -> None:
+        self.faults.append(Fault(self.run_id, stream, position, version, kind, detail))
+
+    def check(self, row: Row) -> bool:
+        """Check one row (13 columns, the ledger's order); True when it added no fault."""
+        found = len(self.faults)
+        self.count += 1
         position = int(row[0])  # type: ignore[call-overload]
         stream = str(row[3])
         version = int(row[4])  # type: ignore[call-overload]
         event_type = str(row[5])
         prev_hash = str(row[11])
         stored_hash = str(row[12])
-
-        def fault(kind: FaultKind, detail: str) -> None:
-            faults.append(Fault(run_id, stream, position, version, kind, detail))  # noqa: B023
-
-        if sealed:
-            fault("after_seal", f"{event_type} recorded after the run's RunFinished seal")
-        last_version, last_hash = heads.get(stream, (0, GENESIS_HASH))
+        if self.sealed:
+            self._fault(
+                stream,
+                position,
+                version,
+                "after_seal",
+                f"{event_type} recorded after the run's RunFinished seal",
+            )
+        last_version, last_hash = self.heads.get(stream, (0, GENESIS_HASH))
         if version <= last_version:
-            fault("out_of_order", f"version {version} after version {last_version}")
+            self._fault(
+                stream, position, version, "out_of_order", f"version {version} after {last_version}"
+            )
         elif version != last_version + 1:
-            fault("version_gap", f"versions {last_version + 1}..{version - 1} are missing")
+            self._fault(
+                stream,
+                position,
+                version,
+                "version_gap",
+                f"versions {last_version + 1}..{version - 1} are missing",
+            )
         if prev_hash != last_hash:
-            fault("broken_link", "prev_hash does not match the previous event's hash")
+            self._fault(
+                stream,
+                position,
+                version,
+                "broken_link",
+                "prev_hash does not match the previous event's hash",
+            )
+        store = self.store
         text = envelope_text(
             event_id=str(row[1]),
             run_id=str(row[2]),
@@ -120,12 +167,23 @@ def _verify_run(store: Store, run_id: str, rows: Iterator[Row]) -> tuple[RunChec
             prev_hash=prev_hash,
         )
         if chain_hash(prev_hash, text) != stored_hash:
-            fault("hash_mismatch", "the row's content does not match its hash")
+            self._fault(
+                stream,
+                position,
+                version,
+                "hash_mismatch",
+                "the row's content does not match its hash",
+            )
         if event_type == "RunFinished":
-            faults.extend(_check_seal(run_id, stream, position, version, row, store, heads))
-            sealed = True
-        heads[stream] = (version, stored_hash)
-    return RunCheck(run_id, count, len(heads), sealed), faults
+            self.faults.extend(
+                _check_seal(self.run_id, stream, position, version, row, store, self.heads)
+            )
+            self.sealed = True
+        self.heads[stream] = (version, stored_hash)
+        return len(self.faults) == found
+
+    def result(self) -> RunCheck:
+        return RunCheck(self.run_id, self.count, len(self.heads), self.sealed)
 
 
 def _check_seal(

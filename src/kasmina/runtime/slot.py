@@ -155,6 +155,7 @@ class SeedSlot(SlotRamps, SlotCheckpoint, nn.Module):
         m = self.metrics
         return MoveContext(
             alpha=self.alpha,
+            accuracy=m.accuracy,
             accuracy_delta=m.accuracy_delta,
             epochs_in_stage=m.epochs_in_stage,
             grad_ratio=m.grad_ratio or 0.0,
@@ -244,6 +245,7 @@ class SeedSlot(SlotRamps, SlotCheckpoint, nn.Module):
             blend_tempo_epochs=tempo,
             alpha_curve=curve.name,
             init_seed=seed_value,
+            alpha_target=alpha_target,
         )
 
         def install() -> None:
@@ -292,6 +294,7 @@ class SeedSlot(SlotRamps, SlotCheckpoint, nn.Module):
             checks_passed=list(result.checks_passed),
             checks_failed=list(result.checks_failed),
             message=result.message,
+            trigger=trigger,
         )
         if not result.passed:
             self._emit([verdict])
@@ -348,7 +351,12 @@ class SeedSlot(SlotRamps, SlotCheckpoint, nn.Module):
         )
 
     def _target_payload(
-        self, ramp: AlphaController, *, initiator: Initiator, prune_ramp: bool
+        self,
+        ramp: AlphaController,
+        *,
+        initiator: Initiator,
+        prune_ramp: bool,
+        reason: str | None = None,
     ) -> AlphaTargetSet:
         return AlphaTargetSet(
             slot_id=self.slot_id,
@@ -360,10 +368,14 @@ class SeedSlot(SlotRamps, SlotCheckpoint, nn.Module):
             mode=cast(AlphaModeName, ramp.mode.name),
             initiator=initiator,
             prune_ramp=prune_ramp,
+            reason=reason,
         )
 
     def prune(self, reason: str = "policy", initiator: Initiator = "policy") -> bool:
         """Remove the seed at once. Refused (False) for a fossilized seed."""
+        return self._prune(reason, initiator, scheduled=False)
+
+    def _prune(self, reason: str, initiator: Initiator, *, scheduled: bool) -> bool:
         stage = self.stage
         if stage is SeedStage.FOSSILIZED:
             return False
@@ -381,6 +393,7 @@ class SeedSlot(SlotRamps, SlotCheckpoint, nn.Module):
             counterfactual=m.counterfactual,
             blending_delta=m.blending_delta,
             initiator=initiator,
+            scheduled=scheduled,
         )
         after: list[Payload] = [pruned]
         if self.pool is not None and self.seed_id is not None:
@@ -413,32 +426,48 @@ class SeedSlot(SlotRamps, SlotCheckpoint, nn.Module):
         counterfactual: float | None = None,
         epoch: int | None = None,
     ) -> None:
-        """One epoch: alpha schedule, cooldown, metrics and (if enabled) auto-advance."""
-        self.epoch = epoch if epoch is not None else self.epoch + 1
+        """Advance the slot's clock to `epoch` (default: the next one) and run its schedule.
+
+        The number of ticks is the number of epochs that passed, so the slot's
+        state is a function of the recorded epoch numbers: that is what lets
+        `kasmina.replay` fold it back exactly. A step that does not advance
+        the epoch only records the metrics.
+        """
+        target = self.epoch + 1 if epoch is None else epoch
+        if target < self.epoch:
+            raise SlotError(
+                f"slot {self.slot_id!r} is at epoch {self.epoch}; epoch {target} is in the past"
+            )
+        ticks = target - self.epoch
+        self.epoch = target
         stage = self.stage
         if stage is SeedStage.DORMANT:
             return
         m = self.metrics
-        m.epochs_in_stage += 1
-        m.epochs_total += 1
+        m.epochs_in_stage += ticks
+        m.epochs_total += ticks
         if accuracy is not None and self.seed is not None:
             m.observe_accuracy(accuracy)
         if counterfactual is not None:
             m.counterfactual = counterfactual
+        if ticks == 0:
+            return
         if stage is SeedStage.PRUNED:
             self._move(SeedStage.EMBARGOED, "auto", on_moved=self._start_embargo)
         elif stage is SeedStage.EMBARGOED:
-            self._embargo += 1
+            self._embargo += ticks
             if self._embargo >= self.embargo_epochs:
                 self._move(SeedStage.RESETTING, "auto")
         elif stage is SeedStage.RESETTING:
             self._move(SeedStage.DORMANT, "auto", on_moved=self._clear_seed_state)
         elif stage is SeedStage.BLENDING:
-            reached = self.controller.step()
+            reached = False
+            for _ in range(ticks):
+                reached = self.controller.step() or reached
             self._sync_freeze()
             if reached and self._pending_prune is not None and self.controller.alpha == 0.0:
                 reason, initiator = self._pending_prune
-                self.prune(reason, initiator)
+                self._prune(reason, initiator, scheduled=True)
             elif (
                 self.auto_advance
                 and self.controller.mode is AlphaMode.HOLD

@@ -46,7 +46,7 @@ class SlotRamps:
         if slot.stage not in (SeedStage.BLENDING, SeedStage.HOLDING):
             raise InvalidTransition(slot.slot_id, slot.stage.name, SeedStage.PRUNED.name)
         ramp = slot._retargeted(0.0, steps, curve, steepness)
-        payload = slot._target_payload(ramp, initiator=initiator, prune_ramp=True)
+        payload = slot._target_payload(ramp, initiator=initiator, prune_ramp=True, reason=reason)
 
         def start() -> None:
             slot.controller = ramp

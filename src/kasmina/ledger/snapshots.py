@@ -1,0 +1,144 @@
+"""The `snapshots` table: folded replay state at a position, kept as a cache.
+
+The ledger stores and hashes snapshot text; what the text means belongs to
+`kasmina.replay`. A snapshot is never trusted on its word: its hash is
+checked on load, and the fold also checks that the stream heads it recorded
+are still the log's heads, so a snapshot of a log since rewritten is ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from kasmina.ledger.store import Store
+
+#: The first schema revision with the table; older databases replay without snapshots.
+SNAPSHOTS_REVISION = "0002"
+
+
+class SnapshotWarning(UserWarning):
+    """A snapshot was ignored (corrupt, or no longer matching the log)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    run_id: str
+    #: The position of the last event folded into it.
+    position: int
+    #: The highest epoch among the events folded into it (None if none had one).
+    epoch: int | None
+    events: int
+    #: The hash of the event at `position`.
+    event_hash: str
+    format: int
+    state: str
+
+
+def snapshot_hash(s: Snapshot) -> str:
+    text = f"{s.run_id}\n{s.position}\n{s.epoch}\n{s.events}\n{s.event_hash}\n{s.format}\n"
+    return hashlib.sha256((text + s.state).encode("utf-8")).hexdigest()
+
+
+def has_snapshots(store: Store, revision: str | None) -> bool:
+    return revision is not None and revision >= SNAPSHOTS_REVISION
+
+
+def save(store: Store, snapshot: Snapshot) -> bool:
+    """Store a snapshot; False if one is already stored at that position."""
+    now = datetime.now(UTC)
+    with store.write(snapshot.run_id) as cur:
+        cur.execute(
+            store.sql(
+                "INSERT INTO snapshots (run_id, position, epoch, events, event_hash, format, "
+                "state, hash, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (run_id, position) DO NOTHING RETURNING snapshot_id"
+            ),
+            (
+                snapshot.run_id,
+                snapshot.position,
+                snapshot.epoch,
+                snapshot.events,
+                snapshot.event_hash,
+                snapshot.format,
+                snapshot.state,
+                snapshot_hash(snapshot),
+                store.recorded_at_param(now, now.isoformat(timespec="microseconds")),
+            ),
+        )
+        row = cur.fetchone()
+    return row is not None
+
+
+def candidates(
+    store: Store, run_id: str, *, until_position: int | None, until_epoch: int | None
+) -> Iterator[Snapshot]:
+    """Intact snapshots usable for a cut, newest first; corrupt ones are skipped with a warning."""
+    where = ["run_id = ?"]
+    params: list[str | int] = [run_id]
+    if until_position is not None:
+        where.append("position <= ?")
+        params.append(until_position)
+    if until_epoch is not None:
+        where.append("(epoch IS NULL OR epoch <= ?)")
+        params.append(until_epoch)
+    rows = store.fetch(
+        store.sql(
+            "SELECT run_id, position, epoch, events, event_hash, format, state, hash "
+            f"FROM snapshots WHERE {' AND '.join(where)} ORDER BY position DESC"
+        ),
+        params,
+    )
+    for row in rows:
+        snap = Snapshot(
+            run_id=str(row[0]),
+            position=int(row[1]),  # type: ignore[call-overload]
+            epoch=None if row[2] is None else int(row[2]),  # type: ignore[call-overload]
+            events=int(row[3]),  # type: ignore[call-overload]
+            event_hash=str(row[4]),
+            format=int(row[5]),  # type: ignore[call-overload]
+            state=str(row[6]),
+        )
+        if snapshot_hash(snap) != str(row[7]):
+            warnings.warn(
+                f"snapshot of run {run_id} at position {snap.position} does not match its "
+                "hash; ignored",
+                SnapshotWarning,
+                stacklevel=3,
+            )
+            continue
+        yield snap
+
+
+def heads_match(store: Store, run_id: str, heads: dict[str, tuple[int, str]]) -> bool:
+    """Whether each stream's recorded (version, hash) is still in the log."""
+    sql = store.sql("SELECT hash FROM events WHERE run_id = ? AND stream_id = ? AND version = ?")
+    for stream, (version, digest) in heads.items():
+        rows = store.fetch(sql, (run_id, stream, version))
+        if not rows or str(rows[0][0]) != digest:
+            return False
+    return True
+
+
+def delete(store: Store, run_id: str) -> int:
+    """Drop every snapshot of a run (they are only a cache); returns how many."""
+    with store.write(run_id) as cur:
+        cur.execute(store.sql("SELECT COUNT(*) FROM snapshots WHERE run_id = ?"), (run_id,))
+        row = cur.fetchone()
+        cur.execute(store.sql("DELETE FROM snapshots WHERE run_id = ?"), (run_id,))
+    return int(row[0]) if row else 0  # type: ignore[call-overload]
+
+
+__all__ = [
+    "SNAPSHOTS_REVISION",
+    "Snapshot",
+    "SnapshotWarning",
+    "candidates",
+    "delete",
+    "has_snapshots",
+    "heads_match",
+    "save",
+]

@@ -1,0 +1,83 @@
+"""Replay: a run's state at any epoch from its log, and proof that the run reproduces.
+
+Two kinds of replay, both from the ledger alone. The *fold* (`replay`) reads
+the events and rebuilds every slot's state; it needs no torch. *Restore*
+(`restore`) puts torch `SeedSlot`s into a folded state, and *re-execution*
+(`reexecute`) trains a recorded run again, taking every decision from the
+log, and compares the events. Those two import torch when first used.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from kasmina.replay.engine import Progress, replay_run, snapshot_run
+from kasmina.replay.state import (
+    CacheStats,
+    ControllerState,
+    GateRecord,
+    ReplayState,
+    RunState,
+    SeedMetricsState,
+    SlotState,
+)
+
+if TYPE_CHECKING:
+    from kasmina.ledger import Ledger
+
+
+def replay(
+    ledger: Ledger,
+    run_id: str,
+    until_epoch: int | None = None,
+    until_position: int | None = None,
+    *,
+    trust: bool = False,
+    snapshots: bool = True,
+    snapshot_every: int | None = None,
+    progress: Progress | None = None,
+) -> ReplayState:
+    """Fold a run into ``{slot_id: SlotState}`` (plus ``.run``) at an epoch, a position or its end.
+
+    The hash chain of every folded event is checked on the way; a fault stops
+    the fold with `UnverifiedRun` naming the position, unless ``trust``. An
+    illegal or out-of-order event stops it with `ReplayError` naming the
+    position. Snapshots, when present, only shorten the work: the result is
+    the same with ``snapshots=False``. With ``snapshot_every`` the fold stores
+    a snapshot every that many events as it goes.
+    """
+    return replay_run(
+        ledger,
+        run_id,
+        until_epoch=until_epoch,
+        until_position=until_position,
+        trust=trust,
+        use_snapshots=snapshots,
+        snapshot_every=snapshot_every,
+        progress=progress,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("restore", "live_state"):
+        from kasmina.replay import restore as module
+
+        return getattr(module, name)
+    if name in ("reexecute", "Reexecution"):
+        from kasmina.replay import reexecute as module2
+
+        return getattr(module2, name)
+    raise AttributeError(f"module 'kasmina.replay' has no attribute {name!r}")
+
+
+__all__ = [
+    "CacheStats",
+    "ControllerState",
+    "GateRecord",
+    "ReplayState",
+    "RunState",
+    "SeedMetricsState",
+    "SlotState",
+    "replay",
+    "snapshot_run",
+]

@@ -1,0 +1,195 @@
+"""Driving a fold: where to start (a snapshot), where to stop (a cut), what to save.
+
+A cut is an epoch or a position. The state "at epoch E" is the state after
+the last event recorded for epoch E or earlier, in log order, with every
+slot's clock advanced to E (its end-of-epoch ticks). The state "at position
+P" is the state right after event P, with no ticks beyond what was recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from kasmina.canonical import canonical_json
+from kasmina.errors import ReplayError
+from kasmina.ledger import snapshots
+from kasmina.ledger.snapshots import Snapshot, SnapshotWarning
+from kasmina.ledger.verify import ChainChecker
+from kasmina.replay.fold import Folder
+from kasmina.replay.state import ReplayState
+
+if TYPE_CHECKING:
+    from kasmina.ledger import Ledger
+
+#: Bumped whenever the folded state's JSON changes shape; older snapshots are ignored.
+SNAPSHOT_FORMAT = 1
+
+Progress = Callable[[int], None]
+
+
+def _encode(folder: Folder) -> Snapshot:
+    checker = folder.checker
+    assert checker is not None, "snapshots are only taken from verified folds"
+    body = {
+        "state": folder.state().to_json(),
+        "heads": {k: [v, h] for k, (v, h) in sorted(checker.heads.items())},
+        "sealed": checker.sealed,
+        "germinating": folder.germinating(),
+    }
+    return Snapshot(
+        run_id=folder.run_id,
+        position=folder.position,
+        epoch=folder.max_epoch,
+        events=folder.events,
+        event_hash=folder.last_hash,
+        format=SNAPSHOT_FORMAT,
+        state=canonical_json(body),
+    )
+
+
+def _decode(ledger: Ledger, snap: Snapshot, trust: bool) -> Folder | None:
+    """A folder resumed from a snapshot, or None (with a warning) if it does not fit the log."""
+    if snap.format != SNAPSHOT_FORMAT:
+        return None
+    store = ledger.store
+    try:
+        body = json.loads(snap.state)
+        heads = {str(k): (int(v[0]), str(v[1])) for k, v in body["heads"].items()}
+        state = ReplayState.from_json(body["state"])
+    except (KeyError, TypeError, ValueError) as exc:
+        warnings.warn(
+            f"snapshot of run {snap.run_id} at position {snap.position} is unreadable "
+            f"({exc!r}); ignored",
+            SnapshotWarning,
+            stacklevel=4,
+        )
+        return None
+    if not snapshots.heads_match(store, snap.run_id, heads):
+        warnings.warn(
+            f"snapshot of run {snap.run_id} at position {snap.position} no longer matches "
+            "the log's hash chain; ignored",
+            SnapshotWarning,
+            stacklevel=4,
+        )
+        return None
+    checker = ChainChecker(
+        store, snap.run_id, heads=heads, sealed=bool(body["sealed"]), count=snap.events
+    )
+    folder = Folder(
+        store,
+        snap.run_id,
+        trust=trust,
+        start=state,
+        checker=checker,
+        max_epoch=snap.epoch,
+        germinating=body["germinating"],
+    )
+    folder.last_hash = snap.event_hash
+    return folder
+
+
+def _start(
+    ledger: Ledger,
+    run_id: str,
+    *,
+    until_epoch: int | None,
+    until_position: int | None,
+    trust: bool,
+    use_snapshots: bool,
+) -> Folder:
+    store = ledger.store
+    if use_snapshots and snapshots.has_snapshots(store, ledger.revision):
+        for snap in snapshots.candidates(
+            store, run_id, until_position=until_position, until_epoch=until_epoch
+        ):
+            folder = _decode(ledger, snap, trust)
+            if folder is not None:
+                return folder
+    return Folder(store, run_id, trust=trust)
+
+
+def replay_run(
+    ledger: Ledger,
+    run_id: str,
+    *,
+    until_epoch: int | None = None,
+    until_position: int | None = None,
+    trust: bool = False,
+    use_snapshots: bool = True,
+    snapshot_every: int | None = None,
+    progress: Progress | None = None,
+) -> ReplayState:
+    """Fold a run to a cut; see `kasmina.replay.replay` for the contract."""
+    if until_epoch is not None and until_position is not None:
+        raise ReplayError("give an epoch or a position to replay to, not both")
+    if snapshot_every is not None and snapshot_every < 1:
+        raise ReplayError(f"snapshot_every must be at least 1, got {snapshot_every}")
+    ledger.require_run(run_id)
+    folder = _start(
+        ledger,
+        run_id,
+        until_epoch=until_epoch,
+        until_position=until_position,
+        trust=trust,
+        use_snapshots=use_snapshots,
+    )
+    saving = snapshot_every is not None and not trust
+    if saving and not snapshots.has_snapshots(ledger.store, ledger.revision):
+        raise ReplayError(
+            f"this database (schema {ledger.revision}) has no snapshots table; "
+            "run `kasmina db upgrade`"
+        )
+    next_save = folder.events + (snapshot_every or 0)
+    feed = folder.feed
+    for row in ledger.raw_rows(run_id, after=folder.position, until=until_position):
+        epoch = row[7]
+        if until_epoch is not None and epoch is not None and epoch > until_epoch:  # type: ignore[operator]
+            break
+        feed(row)
+        if progress is not None and folder.events % 4096 == 0:
+            progress(folder.events)
+        if saving and folder.events >= next_save:
+            snapshots.save(ledger.store, _encode(folder))
+            next_save = folder.events + (snapshot_every or 0)
+    if folder.events == 0:
+        raise ReplayError(f"run {run_id} has no events before the cut")
+    if progress is not None:
+        progress(folder.events)
+    if until_position is None and folder.max_epoch is not None:
+        last = folder.max_epoch if until_epoch is None else min(until_epoch, folder.max_epoch)
+        folder.tick_all(last)
+    return folder.state()
+
+
+def snapshot_run(ledger: Ledger, run_id: str, *, every: int | None = None) -> int:
+    """Fold a whole run (verified) and store snapshots every `every` events and at its end.
+
+    Returns how many new snapshots were stored. Snapshots are a cache: any
+    may be deleted, and a fold without them gives the same state.
+    """
+    ledger.require_run(run_id)
+    store = ledger.store
+    if not snapshots.has_snapshots(store, ledger.revision):
+        raise ReplayError(
+            f"this database (schema {ledger.revision}) has no snapshots table; "
+            "run `kasmina db upgrade`"
+        )
+    folder = _start(
+        ledger, run_id, until_epoch=None, until_position=None, trust=False, use_snapshots=True
+    )
+    saved = 0
+    next_save = folder.events + every if every else None
+    for row in ledger.raw_rows(run_id, after=folder.position):
+        folder.feed(row)
+        if next_save is not None and folder.events >= next_save:
+            saved += snapshots.save(store, _encode(folder))
+            next_save = folder.events + (every or 0)
+    if folder.events:
+        saved += snapshots.save(store, _encode(folder))
+    return saved
+
+
+__all__ = ["SNAPSHOT_FORMAT", "Progress", "replay_run", "snapshot_run"]
