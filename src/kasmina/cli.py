@@ -381,6 +381,79 @@ def _print_rows(columns: Sequence[str], rows: Iterable[Sequence[object]], fmt: S
 
 
 @app.command()
+def replay(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="Run id.")],
+    at_epoch: Annotated[
+        int | None, typer.Option("--at-epoch", help="State at the end of this epoch.")
+    ] = None,
+    at_position: Annotated[
+        int | None, typer.Option("--at-position", help="State right after this event.")
+    ] = None,
+    fmt: Annotated[TableFormat, typer.Option("--format")] = TableFormat.table,
+    reexecute: Annotated[
+        bool,
+        typer.Option("--verify", help="Re-execute the run and compare its events (exit 1 if not)."),
+    ] = False,
+    trust: Annotated[
+        bool, typer.Option("--trust", help="Fold even if the hash chain does not verify.")
+    ] = False,
+    no_snapshots: Annotated[
+        bool, typer.Option("--no-snapshots", help="Fold from the first event.")
+    ] = False,
+    snapshot_every: Annotated[
+        int | None,
+        typer.Option("--snapshot-every", help="Store a snapshot every N events folded."),
+    ] = None,
+) -> None:
+    """A run's state at an epoch or position, folded from its log; --verify re-executes it."""
+    from rich.progress import Progress
+
+    from kasmina.replay import render, replay
+
+    if reexecute:
+        if at_epoch is not None or at_position is not None:
+            raise KasminaError("--verify re-executes the whole run; drop --at-epoch/--at-position")
+        _reexecute(run_id, trust)
+        return
+    with _open() as ledger:
+        ledger.require_run(run_id)
+        total = next((r.events for r in ledger.runs() if r.run_id == run_id), None)
+        with Progress(console=err, disable=not err.is_terminal, transient=True) as bar:
+            task = bar.add_task("folding", total=total)
+            state = replay(
+                ledger,
+                run_id,
+                at_epoch,
+                at_position,
+                trust=trust,
+                snapshots=not no_snapshots,
+                snapshot_every=snapshot_every,
+                progress=lambda n: bar.update(task, completed=n),
+            )
+    if fmt is TableFormat.json:
+        sys.stdout.write(render.state_json(state) + "\n")
+    else:
+        render.print_state(out, state)
+
+
+def _reexecute(run_id: str, trust: bool) -> None:
+    try:
+        from kasmina.replay.reexecute import reexecute
+    except ImportError as exc:
+        raise KasminaError(
+            f"replay --verify needs torch and scikit-learn ({exc.name} is missing): "
+            "pip install 'kasmina[demo]'"
+        ) from None
+    from kasmina.replay import render
+
+    with _open() as ledger:
+        report = reexecute(ledger, run_id, trust=trust, console=err)
+    render.print_reexecution(out, report)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
 def schema() -> None:
     """Print the JSON Schema of every event payload."""
     from kasmina.events import json_schemas

@@ -85,7 +85,7 @@ class _Prepared:
     payload_text: str
 
 
-def _package_version(name: str) -> str | None:
+def package_version(name: str) -> str | None:
     try:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
@@ -355,9 +355,9 @@ class Ledger:
             name=name,
             seed=seed,
             config=dict(config or {}),
-            kasmina_version=_package_version("kasmina") or "unknown",
+            kasmina_version=package_version("kasmina") or "unknown",
             python_version=platform.python_version(),
-            torch_version=_package_version("torch"),
+            torch_version=package_version("torch"),
             platform=f"{sys.platform}-{platform.machine()}",
             num_threads=None if torch is None else int(torch.get_num_threads()),
             deterministic=(

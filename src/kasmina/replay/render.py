@@ -1,0 +1,126 @@
+"""How `kasmina replay` shows a folded state and a re-execution report (rich tables)."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.table import Table
+
+from kasmina.replay.state import ReplayState, SlotState
+
+if TYPE_CHECKING:
+    from kasmina.events import StoredEvent
+    from kasmina.replay.reexecute import Reexecution
+
+
+def _ramp(s: SlotState) -> str:
+    c = s.controller
+    if c.mode == "HOLD":
+        return "hold"
+    steps = f"{c.steps_done}/{c.steps_total}"
+    return f"{c.mode.lower()} to {c.alpha_target:g} ({steps}, {c.curve.lower()})"
+
+
+def _gates(s: SlotState) -> str:
+    return " ".join(
+        f"{g.gate}{'+' if g.last_passed else '-'}{g.attempts if g.attempts > 1 else ''}"
+        for g in s.gates
+    )
+
+
+def state_table(state: ReplayState) -> Table:
+    table = Table(
+        "slot",
+        "stage",
+        "seed",
+        "blueprint",
+        "alpha",
+        "ramp",
+        "in stage",
+        "total",
+        "gates",
+        "outcome",
+        title=_title(state),
+    )
+    for s in state.values():
+        table.add_row(
+            s.slot_id,
+            s.stage.name,
+            s.seed_id or "",
+            s.blueprint_id or "",
+            f"{s.alpha:.3f}",
+            _ramp(s),
+            str(s.epochs_in_stage),
+            str(s.epochs_total),
+            _gates(s),
+            s.outcome or "",
+        )
+    return table
+
+
+def _title(state: ReplayState) -> str:
+    run = state.run
+    epoch = "-" if run.epoch is None else str(run.epoch)
+    return (
+        f"run {run.run_id} ({run.status}) at epoch {epoch}, position {run.position}: "
+        f"{run.events} events folded"
+    )
+
+
+def print_state(console: Console, state: ReplayState) -> None:
+    console.print(state_table(state))
+    run = state.run
+    caches = ", ".join(
+        f"{name} {c.evicted} evicted in {c.passes} passes" for name, c in run.caches.items()
+    )
+    console.print(
+        f"memory: {caches or 'no evictions'}; {run.blocks_released} blocks released; "
+        f"{run.samples_dropped} samples dropped",
+        markup=False,
+    )
+
+
+def state_json(state: ReplayState) -> str:
+    return json.dumps(state.to_json(), indent=2, sort_keys=True, ensure_ascii=False)
+
+
+def _side(e: StoredEvent | None) -> str:
+    if e is None:
+        return "(no event)"
+    payload = json.dumps(e.payload.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
+    return f"position {e.position}, epoch {e.epoch}: {e.event_type} {payload}"
+
+
+def print_reexecution(console: Console, report: Reexecution) -> None:
+    for note in report.notes:
+        console.print(f"note: {note}", markup=False)
+    if report.ok:
+        console.print(
+            f"replay --verify: run {report.run_id} reproduces: {report.compared} events "
+            f"compared, {report.digests} parameter digests equal, 0 divergences",
+            markup=False,
+        )
+        return
+    table = Table("stream", "version", "differs in", "recorded", "replayed", show_lines=True)
+    for d in report.divergences:
+        table.add_row(
+            d.stream_id, str(d.version), ", ".join(d.fields), _side(d.recorded), _side(d.replayed)
+        )
+    console.print(table)
+    first = min(
+        report.divergences,
+        key=lambda d: d.recorded.position if d.recorded is not None else float("inf"),
+    )
+    where = f"position {first.recorded.position} " if first.recorded is not None else ""
+    kind = first.recorded.event_type if first.recorded is not None else "end of stream"
+    console.print(
+        f"replay --verify: run {report.run_id} DIVERGES in {len(report.divergences)} "
+        f"stream(s); first diverging event: {where}{kind} in {first.stream_id} "
+        f"(version {first.version}); {report.compared} events matched before",
+        markup=False,
+    )
+
+
+__all__ = ["print_reexecution", "print_state", "state_json", "state_table"]
