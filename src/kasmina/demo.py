@@ -23,7 +23,7 @@ from rich.progress import Progress
 from torch import nn
 
 from kasmina.canonical import Json
-from kasmina.errors import NotReexecutable
+from kasmina.errors import NotReexecutable, ReplayError
 from kasmina.events import EpochCompleted, SeedStageChanged
 from kasmina.gates import QualityGates
 from kasmina.ledger import Ledger
@@ -226,13 +226,15 @@ def train(
     run_id: str | None = None,
     check_replay: bool = True,
     threads: int = 1,
+    summary: bool = True,
 ) -> DemoResult:
     """The demo's training loop, on CPU with deterministic algorithms.
 
     `policy` makes the decisions: `DemoPolicy` for a new run, the recorded
     decisions when `kasmina.replay.reexecute` runs a recorded one again.
     With `check_replay`, the live slots at the end of every epoch are
-    compared with the fold of the ledger up to that epoch.
+    compared with the fold of the ledger up to that epoch. `console` shows
+    the progress bar and, with `summary`, the run's outcome.
     """
     console = console or Console(quiet=True)
     saved_threads = torch.get_num_threads()
@@ -240,10 +242,13 @@ def train(
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
     try:
-        return _run(ledger, config, policy(config), console, run_id, check_replay)
+        result = _run(ledger, config, policy(config), console, run_id, check_replay)
     finally:
         torch.set_num_threads(saved_threads)
         torch.use_deterministic_algorithms(deterministic)
+    if summary:
+        _print_summary(console, config, result)
+    return result
 
 
 def _run(
@@ -345,18 +350,23 @@ def _run(
         if isinstance(event.payload, SeedStageChanged) and event.seed_id is not None:
             path = paths.setdefault(event.seed_id, [event.payload.from_stage.name])
             path.append(event.payload.to_stage.name)
-    result = DemoResult(run.run_id, before, accuracy, paths, report.events, checked)
-    console.print(f"run id: {run.run_id}")
+    if not report.ok:
+        raise ReplayError(f"run {run.run_id} does not verify: {report.faults[0]}")
+    return DemoResult(run.run_id, before, accuracy, paths, report.events, checked)
+
+
+def _print_summary(console: Console, config: DemoConfig, result: DemoResult) -> None:
+    console.print(f"run id: {result.run_id}")
     console.print(
-        f"host accuracy: {before:.1f}% before, {accuracy:.1f}% after "
-        f"{config.epochs} epochs; {report.events} events, verify "
-        f"{'OK' if report.ok else 'FAILED'}"
+        f"host accuracy: {result.accuracy_before:.1f}% before, {result.accuracy_after:.1f}% "
+        f"after {config.epochs} epochs; {result.events} events, verify OK"
     )
-    if check_replay:
-        console.print(f"replay: the folded log equals the live slots at all {checked} epochs")
-    for seed_id, path in paths.items():
+    if result.replay_checked:
+        console.print(
+            f"replay: the folded log equals the live slots at all {result.replay_checked} epochs"
+        )
+    for seed_id, path in result.paths.items():
         console.print(f"  {seed_id}: {' -> '.join(path)}")
-    return result
 
 
 def _train_epoch(

@@ -245,6 +245,7 @@ def reexecute(
                 run_id=run_id,
                 check_replay=False,
                 threads=started.num_threads or 1,
+                summary=False,
             )
             compare(ledger, scratch, run_id, report)
     report.notes.extend(policy.failures)

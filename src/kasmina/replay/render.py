@@ -86,11 +86,22 @@ def state_json(state: ReplayState) -> str:
     return json.dumps(state.to_json(), indent=2, sort_keys=True, ensure_ascii=False)
 
 
-def _side(e: StoredEvent | None) -> str:
+def _side(e: StoredEvent | None, fields: tuple[str, ...]) -> str:
+    """The event, and only its fields that differ (a payload field is ``payload.NAME``)."""
     if e is None:
-        return "(no event)"
-    payload = json.dumps(e.payload.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
-    return f"position {e.position}, epoch {e.epoch}: {e.event_type} {payload}"
+        return "(no event: the stream ends here)"
+    payload = e.payload.model_dump(mode="json")
+    envelope = {"event_type": e.event_type, "epoch": e.epoch, "seed_id": e.seed_id}
+    lines = [f"{e.event_type} (position {e.position}, epoch {e.epoch})"]
+    for name in fields:
+        value = (
+            payload.get(name.removeprefix("payload."))
+            if name.startswith("payload.")
+            else envelope.get(name, e.schema_version)
+        )
+        text = json.dumps(value, sort_keys=True, ensure_ascii=False)
+        lines.append(f"{name.removeprefix('payload.')} = {text}")
+    return "\n".join(lines)
 
 
 def print_reexecution(console: Console, report: Reexecution) -> None:
@@ -106,7 +117,11 @@ def print_reexecution(console: Console, report: Reexecution) -> None:
     table = Table("stream", "version", "differs in", "recorded", "replayed", show_lines=True)
     for d in report.divergences:
         table.add_row(
-            d.stream_id, str(d.version), ", ".join(d.fields), _side(d.recorded), _side(d.replayed)
+            d.stream_id,
+            str(d.version),
+            ", ".join(f.removeprefix("payload.") for f in d.fields),
+            _side(d.recorded, d.fields),
+            _side(d.replayed, d.fields),
         )
     console.print(table)
     first = min(
@@ -118,7 +133,7 @@ def print_reexecution(console: Console, report: Reexecution) -> None:
     console.print(
         f"replay --verify: run {report.run_id} DIVERGES in {len(report.divergences)} "
         f"stream(s); first diverging event: {where}{kind} in {first.stream_id} "
-        f"(version {first.version}); {report.compared} events matched before",
+        f"(version {first.version}); {report.compared} events matched up to the divergences",
         markup=False,
     )
 
