@@ -438,7 +438,7 @@ def replay(
 
 def _reexecute(run_id: str, trust: bool) -> None:
     try:
-        from kasmina.replay.reexecute import reexecute
+        from kasmina.replay.reexecution import reexecute
     except ImportError as exc:
         raise KasminaError(
             f"replay --verify needs torch and scikit-learn ({exc.name} is missing): "
@@ -466,6 +466,9 @@ def demo(
     epochs: Annotated[int, typer.Option(help="Epochs to train.")] = 30,
     slots: Annotated[int, typer.Option(help="Number of seed slots.")] = 3,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same events).")] = 7,
+    run_id: Annotated[
+        str | None, typer.Option("--run-id", help="Name the run (default: a new UUID).")
+    ] = None,
 ) -> None:
     """The main job: train a CNN on the bundled digits while seeds grow; record everything."""
     try:
@@ -478,7 +481,7 @@ def demo(
     if epochs < 1 or slots < 1:
         raise KasminaError("--epochs and --slots must be at least 1")
     with _open() as ledger:
-        run_demo(ledger, epochs=epochs, slots=slots, seed=seed, console=out)
+        run_demo(ledger, epochs=epochs, slots=slots, seed=seed, console=out, run_id=run_id)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -27,7 +27,7 @@ from kasmina.errors import NotReexecutable, ReplayError
 from kasmina.events import EpochCompleted, SeedStageChanged
 from kasmina.gates import QualityGates
 from kasmina.ledger import Ledger
-from kasmina.replay.restore import LiveStates, check_live, live_state
+from kasmina.replay.live import LiveStates, check_live, live_state
 from kasmina.runtime.blocks import BlockPool
 from kasmina.runtime.blueprints import param_digest
 from kasmina.runtime.memory import MemoryGovernor, TTLMemoryCache
@@ -211,10 +211,17 @@ def run_demo(
     slots: int = 3,
     seed: int = 7,
     console: Console | None = None,
+    run_id: str | None = None,
 ) -> DemoResult:
     """Train, grow, record; returns the run id, accuracies and each seed's path."""
     config = DemoConfig(epochs=epochs, slots=slots, seed=seed)
-    return train(ledger, config, lambda c: DemoPolicy(c, random.Random(c.seed)), console=console)
+    return train(
+        ledger,
+        config,
+        lambda c: DemoPolicy(c, random.Random(c.seed)),
+        console=console,
+        run_id=run_id,
+    )
 
 
 def train(
@@ -231,7 +238,7 @@ def train(
     """The demo's training loop, on CPU with deterministic algorithms.
 
     `policy` makes the decisions: `DemoPolicy` for a new run, the recorded
-    decisions when `kasmina.replay.reexecute` runs a recorded one again.
+    decisions when `kasmina.replay.reexecution` runs a recorded one again.
     With `check_replay`, the live slots at the end of every epoch are
     compared with the fold of the ledger up to that epoch. `console` shows
     the progress bar and, with `summary`, the run's outcome.

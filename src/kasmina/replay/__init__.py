@@ -2,13 +2,15 @@
 
 Two kinds of replay, both from the ledger alone. The *fold* (`replay`) reads
 the events and rebuilds every slot's state; it needs no torch. *Restore*
-(`restore`) puts torch `SeedSlot`s into a folded state, and *re-execution*
-(`reexecute`) trains a recorded run again, taking every decision from the
-log, and compares the events. Those two import torch when first used.
+(`restore`, in `kasmina.replay.live`) puts torch `SeedSlot`s into a folded
+state, and *re-execution* (`reexecute`, in `kasmina.replay.reexecution`)
+trains a recorded run again, taking every decision from the log, and compares
+the events. Those two import torch when first used.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from kasmina.replay.engine import Progress, replay_run, snapshot_run
@@ -58,16 +60,21 @@ def replay(
     )
 
 
+#: Names that need torch, and the submodule that holds each: imported on first use.
+_LAZY = {
+    "restore": "kasmina.replay.live",
+    "live_state": "kasmina.replay.live",
+    "check_live": "kasmina.replay.live",
+    "reexecute": "kasmina.replay.reexecution",
+    "Reexecution": "kasmina.replay.reexecution",
+}
+
+
 def __getattr__(name: str) -> Any:
-    if name in ("restore", "live_state"):
-        from kasmina.replay import restore as module
-
-        return getattr(module, name)
-    if name in ("reexecute", "Reexecution"):
-        from kasmina.replay import reexecute as module2
-
-        return getattr(module2, name)
-    raise AttributeError(f"module 'kasmina.replay' has no attribute {name!r}")
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kasmina.replay' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
 
 
 __all__ = [

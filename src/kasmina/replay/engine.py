@@ -144,9 +144,11 @@ def replay_run(
         )
     next_save = folder.events + (snapshot_every or 0)
     feed = folder.feed
+    beyond = False
     for row in ledger.raw_rows(run_id, after=folder.position, until=until_position):
         epoch = row[7]
         if until_epoch is not None and epoch is not None and epoch > until_epoch:  # type: ignore[operator]
+            beyond = True
             break
         feed(row)
         if progress is not None and folder.events % 4096 == 0:
@@ -158,9 +160,11 @@ def replay_run(
         raise ReplayError(f"run {run_id} has no events before the cut")
     if progress is not None:
         progress(folder.events)
-    if until_position is None and folder.max_epoch is not None:
-        last = folder.max_epoch if until_epoch is None else min(until_epoch, folder.max_epoch)
-        folder.tick_all(last)
+    if until_position is None:
+        # The cut epoch if the run went past it; else the last epoch the run reached.
+        last = until_epoch if beyond else folder.max_epoch
+        if last is not None:
+            folder.tick_all(last)
     return folder.state()
 
 

@@ -324,6 +324,8 @@ class Folder:
         elif dest is SeedStage.PRUNED:
             slot.controller = AlphaController()
             slot.pending_prune = None
+            slot.metrics = replace(self._metrics(slot), accuracy=accuracy)
+            slot.sample = None
         elif dest is _DORMANT:
             slot.clear_seed()
 
@@ -367,6 +369,8 @@ class Folder:
 
     def _pruned(self, slot: _Slot, data: dict[str, Any], row: Row) -> None:
         slot.outcome = f"pruned: {data['reason']}"
+        slot.metrics = replace(self._metrics(slot), counterfactual=real(data.get("counterfactual")))
+        slot.sample = None
 
     def _memory_released(self, slot: _Slot | None, data: dict[str, Any], row: Row) -> None:
         self.run = replace(self.run, blocks_released=self.run.blocks_released + int(data["blocks"]))
@@ -379,7 +383,8 @@ class Folder:
                 slot.tick(epoch)
         self.run = replace(self.run, epoch=epoch)
 
-    def _slot_state(self, slot: _Slot) -> SlotState:
+    def _metrics(self, slot: _Slot) -> SeedMetricsState:
+        """The recorded baselines with the slot's latest sample decoded on top."""
         metrics = slot.metrics
         if slot.sample is not None:
             data = self.load(slot.sample)
@@ -393,6 +398,10 @@ class Folder:
                     has_vanishing=data.get("has_vanishing"),  # type: ignore[arg-type]
                     has_exploding=data.get("has_exploding"),  # type: ignore[arg-type]
                 )
+        return metrics
+
+    def _slot_state(self, slot: _Slot) -> SlotState:
+        metrics = self._metrics(slot)
         return SlotState(
             slot_id=slot.slot_id,
             stage=slot.stage,

@@ -12,7 +12,7 @@ from kasmina.replay.state import ReplayState, SlotState
 
 if TYPE_CHECKING:
     from kasmina.events import StoredEvent
-    from kasmina.replay.reexecute import Reexecution
+    from kasmina.replay.reexecution import Reexecution
 
 
 def _ramp(s: SlotState) -> str:

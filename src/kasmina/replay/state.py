@@ -76,8 +76,10 @@ class SeedMetricsState:
 
     Field names are those of `kasmina.runtime.metrics.SeedMetrics` (without
     the epoch counters, which `SlotState` holds exactly), so restoring is a
-    plain copy. Values come from droppable samples, so after a dropped sample
-    they can lag the live seed by an epoch; the stage, alpha and counters never do.
+    plain copy. Values come from droppable samples: after a dropped sample they
+    lag the live seed until the next one, and `initial_accuracy` (the seed's
+    first sampled accuracy) is off for the seed's life if that first sample
+    was dropped. The stage, alpha and counters never depend on samples.
     """
 
     initial_accuracy: float | None = None

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from kasmina.events import EpochCompleted
 from kasmina.gates import QualityGates
 from kasmina.ledger import Ledger
-from kasmina.replay.restore import LiveStates, live_state
+from kasmina.replay.live import LiveStates, live_state
 from kasmina.runtime.alpha import AlphaCurve, AlphaMode
 from kasmina.runtime.memory import MemoryGovernor, TTLMemoryCache
 from kasmina.runtime.slot import SeedSlot
@@ -116,6 +116,11 @@ def synthetic_run(
     for epoch in range(epochs):
         accuracy = round(50.0 + 40.0 * rng.random(), 4)
         for slot in slot_list:
+            if slot.seed is not None and slot.stage is SeedStage.TRAINING:
+                # what capture_gradients measures in real training; G2 asks for it
+                m = slot.metrics
+                m.grad_health = round(rng.uniform(0.7, 1.0), 3)
+                m.has_exploding = m.has_vanishing = False
             counterfactual = None
             if slot.seed is not None and slot.stage in (SeedStage.BLENDING, SeedStage.HOLDING):
                 counterfactual = round(rng.uniform(-1.0, 3.0), 4)

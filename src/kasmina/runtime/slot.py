@@ -446,10 +446,11 @@ class SeedSlot(SlotRamps, SlotCheckpoint, nn.Module):
         m = self.metrics
         m.epochs_in_stage += ticks
         m.epochs_total += ticks
-        if accuracy is not None and self.seed is not None:
-            m.observe_accuracy(accuracy)
-        if counterfactual is not None:
-            m.counterfactual = counterfactual
+        if self.seed is not None:  # a slot without a seed has nothing to measure
+            if accuracy is not None:
+                m.observe_accuracy(accuracy)
+            if counterfactual is not None:
+                m.counterfactual = counterfactual
         if ticks == 0:
             return
         if stage is SeedStage.PRUNED:
