@@ -12,7 +12,7 @@ from __future__ import annotations
 import warnings
 import weakref
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import cast
 
@@ -42,14 +42,14 @@ from kasmina.runtime.alpha import (
 )
 from kasmina.runtime.blocks import BlockPool
 from kasmina.runtime.blueprints import Topology, build_blueprint, param_count, param_digest
-from kasmina.runtime.isolation import IsolationMonitor, gradient_health
+from kasmina.runtime.isolation import IsolationMonitor
 from kasmina.runtime.metrics import SeedMetrics
 from kasmina.runtime.slot_checkpoint import SlotCheckpoint
+from kasmina.runtime.slot_gradients import SlotGradients
 from kasmina.runtime.slot_ramps import SlotRamps
 from kasmina.stages import SeedStage, is_active, is_failure, is_legal, next_stage
 
 DEFAULT_EMBARGO_EPOCHS_AFTER_PRUNE = 5
-GRADIENT_EMA_DECAY = 0.9
 _ALPHA_CACHE_LIMIT = 16
 
 
@@ -63,7 +63,7 @@ def default_init_seed(seed_id: str) -> int:
     return zlib.crc32(seed_id.encode("utf-8"))
 
 
-class SeedSlot(SlotRamps, SlotCheckpoint, nn.Module):
+class SeedSlot(SlotRamps, SlotCheckpoint, SlotGradients, nn.Module):
     """A slot: identity while empty, a gated and blended seed once germinated."""
 
     def __init__(
@@ -503,39 +503,6 @@ class SeedSlot(SlotRamps, SlotCheckpoint, nn.Module):
         for p in self._frozen:
             p.requires_grad_(True)
         self._frozen = []
-
-    # -- gradients ----------------------------------------------------------------
-
-    def watch_gradients(self, host_parameters: Iterable[nn.Parameter]) -> None:
-        """Measure seed/host gradient norms after each backward (for G2)."""
-        if self.seed is None:
-            raise SlotError(f"slot {self.slot_id!r} has no seed to watch")
-        self._stop_watching()
-        self._monitor = IsolationMonitor(host_parameters, self.seed.parameters())
-
-    def _stop_watching(self) -> None:
-        if self._monitor is not None:
-            self._monitor.close()
-            self._monitor = None
-
-    def capture_gradients(self) -> None:
-        """Fold the last backward's gradients into the seed's metrics (EMA of the ratio)."""
-        if self._monitor is None or self.seed is None:
-            return
-        snap = self._monitor.snapshot()
-        self._monitor.reset()
-        m = self.metrics
-        ratio = snap.normalised_ratio
-        m.grad_ratio = (
-            ratio
-            if m.grad_ratio is None
-            else (GRADIENT_EMA_DECAY * m.grad_ratio + (1 - GRADIENT_EMA_DECAY) * ratio)
-        )
-        health = gradient_health(self.seed.parameters())
-        if health.measured:
-            m.grad_health = health.health
-            m.has_vanishing = health.has_vanishing
-            m.has_exploding = health.has_exploding
 
     # -- forward --------------------------------------------------------------
 
