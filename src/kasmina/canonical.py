@@ -159,19 +159,50 @@ def envelope_text(
     Equal to ``canonical_json`` of the same columns as a dict (a test holds it
     to that); written out by hand because it runs once per appended event.
     """
-    return (
-        f'{{"epoch":{"null" if epoch is None else int(epoch)}'
-        f',"event_id":{_quote(event_id)}'
-        f',"event_type":{_quote(event_type)}'
-        f',"payload":{payload_text}'
-        f',"prev_hash":{_quote(prev_hash)}'
-        f',"recorded_at":{_quote(recorded_at)}'
-        f',"run_id":{_quote(run_id)}'
-        f',"schema_version":{int(schema_version)}'
-        f',"seed_id":{"null" if seed_id is None else _quote(seed_id)}'
-        f',"stream_id":{_quote(stream_id)}'
-        f',"version":{int(version)}}}'
+    return quoted_envelope(
+        _quote(event_id),
+        _quote(run_id),
+        _quote(stream_id),
+        int(version),
+        _quote(event_type),
+        int(schema_version),
+        "null" if epoch is None else str(int(epoch)),
+        "null" if seed_id is None else _quote(seed_id),
+        payload_text,
+        _quote(recorded_at),
+        _quote(prev_hash),
     )
+
+
+def quoted_envelope(
+    event_id: str,
+    run_id: str,
+    stream_id: str,
+    version: int,
+    event_type: str,
+    schema_version: int,
+    epoch: str,
+    seed_id: str,
+    payload_text: str,
+    recorded_at: str,
+    prev_hash: str,
+) -> str:
+    """`envelope_text` from values already encoded as JSON (strings quoted, None as null).
+
+    The one place the envelope's layout is written; verification calls it
+    directly with quoted strings it caches per stream, type and seed.
+    """
+    return (
+        f'{{"epoch":{epoch},"event_id":{event_id},"event_type":{event_type}'
+        f',"payload":{payload_text},"prev_hash":{prev_hash},"recorded_at":{recorded_at}'
+        f',"run_id":{run_id},"schema_version":{schema_version},"seed_id":{seed_id}'
+        f',"stream_id":{stream_id},"version":{version}}}'
+    )
+
+
+def quote(text: str) -> str:
+    """A JSON string literal, as the canonical encoder writes it."""
+    return _quote(text)
 
 
 def chain_hash(prev_hash: str, text: str) -> str:
@@ -189,4 +220,6 @@ __all__ = [
     "chain_hash",
     "dumps_canonical",
     "envelope_text",
+    "quote",
+    "quoted_envelope",
 ]

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
-from kasmina.canonical import GENESIS_HASH, chain_hash, envelope_text
+from kasmina.canonical import GENESIS_HASH, chain_hash, envelope_text, quote, quoted_envelope
 from kasmina.ledger.store import Row
 
 if TYPE_CHECKING:
@@ -90,7 +90,17 @@ class ChainChecker:
     and resumes it from a snapshot through `heads`.
     """
 
-    __slots__ = ("count", "faults", "heads", "run_id", "sealed", "store")
+    __slots__ = (
+        "_payload_text",
+        "_recorded_at_text",
+        "_quoted",
+        "count",
+        "faults",
+        "heads",
+        "run_id",
+        "sealed",
+        "store",
+    )
 
     def __init__(
         self,
@@ -107,6 +117,10 @@ class ChainChecker:
         self.sealed = sealed
         self.count = count
         self.faults: list[Fault] = []
+        self._payload_text = store.payload_text
+        self._recorded_at_text = store.recorded_at_text
+        #: JSON literals of the strings that repeat (run, streams, types, seeds).
+        self._quoted: dict[str | None, str] = {None: "null"}
 
     def _fault(
         self, stream: str, position: int, version: int, kind: FaultKind, detail: str
@@ -114,7 +128,51 @@ class ChainChecker:
         self.faults.append(Fault(self.run_id, stream, position, version, kind, detail))
 
     def check(self, row: Row) -> bool:
-        """Check one row (13 columns, the ledger's order); True when it added no fault."""
+        """Check one row (13 columns, the ledger's order); True when it added no fault.
+
+        The common case (the next version of its stream, linked, well typed,
+        not a seal) takes a lean path; anything else, and any row whose hash
+        does not match, goes through `_check_fully`, which names each fault.
+        """
+        (_, event_id, run_id, stream, version, event_type, schema_version, epoch, seed_id,
+         payload, recorded_at, prev_hash, stored_hash) = cast(tuple[Any, ...], row)  # fmt: skip
+        head = self.heads.get(stream)
+        last_version, last_hash = head if head is not None else (0, GENESIS_HASH)
+        if (
+            self.sealed
+            or type(version) is not int
+            or version != last_version + 1
+            or prev_hash != last_hash
+            or event_type == "RunFinished"
+            or type(schema_version) is not int
+            or not (epoch is None or type(epoch) is int)
+        ):
+            return self._check_fully(row)
+        quoted = self._quoted
+        text = quoted_envelope(
+            quote(event_id),
+            quoted.get(run_id) or self._quote(run_id),
+            quoted.get(stream) or self._quote(stream),
+            version,
+            quoted.get(event_type) or self._quote(event_type),
+            schema_version,
+            "null" if epoch is None else str(epoch),
+            quoted.get(seed_id) or self._quote(seed_id),
+            self._payload_text(payload),
+            quote(self._recorded_at_text(recorded_at)),
+            f'"{prev_hash}"',
+        )
+        if chain_hash(prev_hash, text) != stored_hash:
+            return self._check_fully(row)
+        self.count += 1
+        self.heads[stream] = (version, stored_hash)
+        return True
+
+    def _quote(self, text: str) -> str:
+        literal = self._quoted[text] = quote(text)
+        return literal
+
+    def _check_fully(self, row: Row) -> bool:
         found = len(self.faults)
         self.count += 1
         position = int(row[0])  # type: ignore[call-overload]

@@ -46,6 +46,8 @@ _SLOT_PREFIX = "slot/"
 _DORMANT = SeedStage.DORMANT
 _BLENDING = SeedStage.BLENDING
 _CURRENT_VERSION = {name: cls.schema_version for name, cls in EVENT_TYPES.items()}
+#: Undecoded gate verdicts kept per slot before they are folded (bounds memory).
+GATE_BATCH = 64
 
 
 class _Slot:
@@ -61,6 +63,7 @@ class _Slot:
         "epochs_in_stage",
         "epochs_total",
         "fossil_digest",
+        "gate_rows",
         "gates",
         "germinating",
         "init_seed",
@@ -91,6 +94,9 @@ class _Slot:
         self.metrics = state.metrics
         self.sample: object = None
         self.gates: dict[str, GateRecord] = {g.gate: g for g in state.gates}
+        #: Gate verdicts not yet decoded: most belong to seeds that end before
+        #: the state is read, and are then dropped undecoded.
+        self.gate_rows: list[Row] = []
         self.fossil_digest = state.fossil_digest
         self.outcome = state.outcome
         self.germinating = False
@@ -109,6 +115,7 @@ class _Slot:
         self.metrics = SeedMetricsState()
         self.sample = None
         self.gates = {}
+        self.gate_rows = []
         self.fossil_digest = None
 
     def tick(self, epoch: int) -> None:
@@ -162,10 +169,10 @@ class Folder:
         self.last_hash = ""
         self.max_epoch = max_epoch
         self.last_epoch_raw: object = None
+        self.run_epoch = run.epoch
         self._handlers: dict[str, Callable[[_Slot, Any, Row], None]] = {
             "SeedGerminated": self._germinated,
             "SeedStageChanged": self._stage_changed,
-            "SeedGateEvaluated": self._gate,
             "AlphaTargetSet": self._alpha_target,
             "SeedFossilized": self._fossilized,
             "SeedPruned": self._pruned,
@@ -205,6 +212,11 @@ class Folder:
                         f"epoch {epoch} after epoch {slot.epoch} of the same slot: out of order",
                     )
                 slot.tick(epoch)
+            if event_type == "SeedGateEvaluated":
+                slot.gate_rows.append(row)
+                if len(slot.gate_rows) >= GATE_BATCH:
+                    self._fold_gates(slot)
+                return
             if event_type == "SeedTelemetrySampled":
                 slot.sample = row[9]
                 if slot.metrics.initial_accuracy is None:
@@ -239,7 +251,7 @@ class Folder:
             return
         if event_type == "EpochCompleted":
             self.last_epoch_raw = row[9]
-            self.run = replace(self.run, epoch=row[7])  # type: ignore[arg-type]
+            self.run_epoch = row[7]  # type: ignore[assignment]
             return
         if event_type not in _CURRENT_VERSION:
             raise self.fail(row, "unknown event type")
@@ -329,6 +341,14 @@ class Folder:
         elif dest is _DORMANT:
             slot.clear_seed()
 
+    def _fold_gates(self, slot: _Slot) -> None:
+        for row in slot.gate_rows:
+            try:
+                self._gate(slot, self._payload(row), row)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise self.fail(row, f"malformed payload ({exc!r})") from None
+        slot.gate_rows = []
+
     def _gate(self, slot: _Slot, data: dict[str, Any], row: Row) -> None:
         gate = str(data["gate"])
         passed = bool(data["passed"])
@@ -381,7 +401,7 @@ class Folder:
         for slot in self.slots.values():
             if slot.epoch < epoch:
                 slot.tick(epoch)
-        self.run = replace(self.run, epoch=epoch)
+        self.run_epoch = epoch
 
     def _metrics(self, slot: _Slot) -> SeedMetricsState:
         """The recorded baselines with the slot's latest sample decoded on top."""
@@ -401,6 +421,7 @@ class Folder:
         return metrics
 
     def _slot_state(self, slot: _Slot) -> SlotState:
+        self._fold_gates(slot)
         metrics = self._metrics(slot)
         return SlotState(
             slot_id=slot.slot_id,
@@ -430,6 +451,7 @@ class Folder:
         run = replace(
             self.run,
             caches=dict(self.caches),
+            epoch=self.run_epoch,
             events=self.events,
             position=self.position,
             last_epoch=last_epoch,
