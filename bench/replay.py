@@ -1,7 +1,7 @@
 """Replay: fold throughput and the state at a random epoch, against a plain read, in one run.
 
     .venv/bin/python bench/replay.py [--events 1000000] [--slots 8] [--repeat 3]
-        [--epochs-sampled 7] [--snapshot-every 20000] [--db PATH] [--seed 0]
+        [--epochs-sampled 7] [--snapshot-every 10000] [--db PATH] [--seed 0]
 
 The run is a synthetic one (`kasmina.replay.synthetic`: real slots, a random
 policy using every command, ~16 events per epoch with 8 slots) in SQLite,
@@ -159,7 +159,7 @@ def main() -> int:
     parser.add_argument(
         "--epochs-sampled", type=int, default=7, help="random epochs for the state-at-epoch rows"
     )
-    parser.add_argument("--snapshot-every", type=int, default=20_000, help="events")
+    parser.add_argument("--snapshot-every", type=int, default=10_000, help="events")
     parser.add_argument("--db", type=Path, help="keep (or reuse) the generated run in this file")
     parser.add_argument("--seed", type=int, default=0, help="the run's seed and the epoch RNG's")
     args = parser.parse_args()
