@@ -34,7 +34,8 @@ def empty_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> s
 
 
 EXPECTED = {"alembic_version", "events", "snapshots", "runs", "stage_changes", "stage_intervals",
-            "seed_outcomes", "gc_evictions"}
+            "seed_outcomes", "gc_evictions", "transition_table", "gate_evaluations",
+            "seed_timeline", "run_summary"}
 
 
 def test_upgrade_downgrade_upgrade(empty_url: str) -> None:

@@ -1,0 +1,106 @@
+"""The SQL views: the same rows on SQLite and PostgreSQL for the same recorded run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+
+import pytest
+from conftest import new_pg_database
+from pgserver import PgServer
+
+from kasmina.demo import run_demo
+from kasmina.events import SeedGateEvaluated, SeedTelemetrySampled
+from kasmina.ledger import Ledger
+from kasmina.stages import edges
+
+RUN = "views-demo"
+VIEWS = ("runs", "stage_changes", "stage_intervals", "seed_outcomes", "gc_evictions",
+         "transition_table", "gate_evaluations", "seed_timeline", "run_summary")
+
+
+@pytest.fixture(scope="module")
+def ledgers(pg_server: PgServer, tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[dict[str, Ledger]]:
+    """The demo recorded twice under one run id: it is deterministic, so the rows match."""
+    urls = {"sqlite": f"sqlite:///{tmp_path_factory.mktemp('views') / 'demo.db'}",
+            "postgres": new_pg_database(pg_server)}
+    opened = {name: Ledger.open(url) for name, url in urls.items()}
+    try:
+        for ledger in opened.values():
+            run_demo(ledger, epochs=8, seed=4, run_id=RUN)
+        yield opened
+    finally:
+        for ledger in opened.values():
+            ledger.close()
+
+
+def _rows(ledger: Ledger, view: str) -> tuple[list[str], list[tuple[object, ...]]]:
+    columns, rows = ledger.sql(f"SELECT * FROM {view}")
+    keep = [i for i, c in enumerate(columns) if c not in ("recorded_at", "started_at",
+                                                          "finished_at")]
+    out = []
+    for row in rows:
+        assert not any(isinstance(row[i], datetime) for i in keep)
+        out.append(tuple(row[i] for i in keep))
+    return [columns[i] for i in keep], sorted(out, key=repr)
+
+
+@pytest.mark.parametrize("view", VIEWS)
+def test_each_view_gives_the_same_rows_on_both_databases(
+    ledgers: dict[str, Ledger], view: str
+) -> None:
+    sqlite_columns, sqlite_rows = _rows(ledgers["sqlite"], view)
+    pg_columns, pg_rows = _rows(ledgers["postgres"], view)
+    assert sqlite_columns == pg_columns
+    assert sqlite_rows, f"{view} is empty for the demo run"
+    assert sqlite_rows == pg_rows
+
+
+def test_transition_table_is_the_code_table(ledgers: dict[str, Ledger]) -> None:
+    expected = {(a.name, b.name) for a, b in edges()}
+    for ledger in ledgers.values():
+        _, rows = ledger.sql("SELECT from_stage, to_stage FROM transition_table")
+        assert {(str(a), str(b)) for a, b in rows} == expected
+
+
+def test_every_recorded_move_is_in_the_transition_table(ledgers: dict[str, Ledger]) -> None:
+    for ledger in ledgers.values():
+        _, rows = ledger.sql(
+            "SELECT COUNT(*) FROM stage_changes s WHERE NOT EXISTS (SELECT 1 FROM "
+            "transition_table t WHERE t.from_stage = s.from_stage AND t.to_stage = s.to_stage)")
+        assert list(rows) == [(0,)]
+
+
+def test_gate_evaluations_match_the_events(ledgers: dict[str, Ledger]) -> None:
+    ledger = ledgers["postgres"]
+    expected = sorted(
+        (e.position, e.payload.gate, bool(e.payload.passed),
+         ",".join(e.payload.checks_failed) or None, e.payload.trigger)
+        for e in ledger.read(RUN) if isinstance(e.payload, SeedGateEvaluated))
+    assert expected
+    for led in ledgers.values():
+        _, rows = led.sql("SELECT position, gate, passed, checks_failed, \"trigger\" "
+                          "FROM gate_evaluations ORDER BY position")
+        assert [(p, g, bool(ok), f, t) for p, g, ok, f, t in rows] == expected
+
+
+def test_seed_timeline_has_one_row_per_sample(ledgers: dict[str, Ledger]) -> None:
+    ledger = ledgers["sqlite"]
+    samples = [(e.seed_id, e.epoch, e.payload.stage.name, e.payload.alpha)
+               for e in ledger.read(RUN) if isinstance(e.payload, SeedTelemetrySampled)]
+    _, rows = ledger.sql("SELECT seed_id, epoch, stage, alpha FROM seed_timeline "
+                         "ORDER BY position")
+    assert list(rows) == samples
+
+
+def test_run_summary_counts_the_run(ledgers: dict[str, Ledger]) -> None:
+    for ledger in ledgers.values():
+        events = list(ledger.read(RUN))
+        _, rows = ledger.sql("SELECT events, epochs, seeds, fossilized, pruned, status "
+                             "FROM run_summary")
+        (row,) = list(rows)
+        count = {t: sum(e.event_type == t for e in events)
+                 for t in ("SeedGerminated", "SeedFossilized", "SeedPruned")}
+        assert row == (len(events), 8, count["SeedGerminated"], count["SeedFossilized"],
+                       count["SeedPruned"], "completed")
