@@ -15,7 +15,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, TextIO
 
 import typer
 from rich.console import Console
@@ -353,31 +354,52 @@ def verify(
 def sql(
     query: Annotated[str, typer.Argument(help="A read-only SQL query.")],
     fmt: Annotated[SqlFormat, typer.Option("--format")] = SqlFormat.table,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write the result to this file instead of stdout."),
+    ] = None,
 ) -> None:
     """Run read-only SQL against the ledger (writes and ATTACH are refused)."""
     with _open() as ledger:
         columns, rows = ledger.sql(query)
-        _print_rows(columns, rows, fmt)
+        if output is None:
+            _print_rows(columns, rows, fmt, sys.stdout, out)
+            return
+        # Written beside the target and renamed, so a failing query leaves no half file.
+        partial = output.with_name(f".{output.name}.partial")
+        try:
+            with partial.open("w", encoding="utf-8", newline="") as dest:
+                _print_rows(columns, rows, fmt, dest, Console(file=dest, width=200))
+            partial.replace(output)
+        finally:
+            partial.unlink(missing_ok=True)
+    err.print(f"wrote {output}", highlight=False)
 
 
-def _print_rows(columns: Sequence[str], rows: Iterable[Sequence[object]], fmt: SqlFormat) -> None:
+def _print_rows(
+    columns: Sequence[str],
+    rows: Iterable[Sequence[object]],
+    fmt: SqlFormat,
+    dest: TextIO,
+    console: Console,
+) -> None:
     if fmt is SqlFormat.csv:
-        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer = csv.writer(dest, lineterminator="\n")
         writer.writerow(columns)
         for row in rows:
             writer.writerow([_plain(v) for v in row])
         return
     if fmt is SqlFormat.json:
-        sys.stdout.write("[")
+        dest.write("[")
         for n, row in enumerate(rows):
             item = {c: _plain(v) for c, v in zip(columns, row, strict=True)}
-            sys.stdout.write(("," if n else "") + "\n" + json.dumps(item, default=str))
-        sys.stdout.write("\n]\n")
+            dest.write(("," if n else "") + "\n" + json.dumps(item, default=str))
+        dest.write("\n]\n")
         return
     table = Table(*columns)
     for row in rows:
         table.add_row(*("" if v is None else str(_plain(v)) for v in row))
-    out.print(table)
+    console.print(table)
 
 
 @app.command()

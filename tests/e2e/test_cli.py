@@ -134,6 +134,24 @@ class TestCommands:
         schema = json.loads(kasmina("schema").stdout)
         assert "SeedStageChanged" in schema and schema["SeedStageChanged"]["x-schema-version"] == 2
 
+    def test_sql_output_writes_the_result_to_a_file(
+        self, demo_db: tuple[str, str], tmp_path: Path
+    ) -> None:
+        url, _ = demo_db
+        target = tmp_path / "types.csv"
+        proc = kasmina("sql", "SELECT event_type FROM events ORDER BY position",
+                       "--format", "csv", "--output", str(target), db=url)
+        assert proc.returncode == 0 and proc.stdout == ""
+        assert target.read_text().splitlines() == ["event_type", "RunStarted", "SeedGerminated"]
+        table = tmp_path / "n.txt"
+        assert kasmina("sql", "SELECT COUNT(*) AS n FROM events", "-o", str(table),
+                       db=url).returncode == 0
+        assert "n" in table.read_text() and "2" in table.read_text()
+        failed = tmp_path / "bad.json"
+        _one_error_line(kasmina("sql", "SELECT nope FROM events", "--format", "json",
+                                "-o", str(failed), db=url))
+        assert not failed.exists() and list(tmp_path.glob(".*partial")) == []
+
     def test_verify_exits_1_on_a_fault(self, demo_db: tuple[str, str]) -> None:
         url, run_id = demo_db
         rawdb.drop_triggers(url)
