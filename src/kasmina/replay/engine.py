@@ -111,6 +111,43 @@ def _start(
     return Folder(store, run_id, trust=trust)
 
 
+def _require_snapshot_table(ledger: Ledger) -> None:
+    if not snapshots.has_snapshots(ledger.store, ledger.revision):
+        raise ReplayError(
+            f"this database (schema {ledger.revision}) has no snapshots table; "
+            "run `kasmina db upgrade`"
+        )
+
+
+def _fold_rows(
+    ledger: Ledger,
+    folder: Folder,
+    *,
+    until_epoch: int | None,
+    until_position: int | None,
+    snapshot_every: int | None,
+    progress: Progress | None,
+) -> tuple[bool, int]:
+    """Feed the run's rows after the folder's position up to the cut, saving snapshots.
+
+    Returns whether the run went past the cut epoch, and how many snapshots were stored.
+    """
+    next_save = folder.events + snapshot_every if snapshot_every else None
+    feed = folder.feed
+    saved = 0
+    for row in ledger.raw_rows(folder.run_id, after=folder.position, until=until_position):
+        epoch = row[7]
+        if until_epoch is not None and epoch is not None and epoch > until_epoch:  # type: ignore[operator]
+            return True, saved
+        feed(row)
+        if progress is not None and folder.events % 4096 == 0:
+            progress(folder.events)
+        if next_save is not None and folder.events >= next_save:
+            saved += snapshots.save(ledger.store, _encode(folder))
+            next_save = folder.events + (snapshot_every or 0)
+    return False, saved
+
+
 def replay_run(
     ledger: Ledger,
     run_id: str,
@@ -136,26 +173,16 @@ def replay_run(
         trust=trust,
         use_snapshots=use_snapshots,
     )
-    saving = snapshot_every is not None and not trust
-    if saving and not snapshots.has_snapshots(ledger.store, ledger.revision):
-        raise ReplayError(
-            f"this database (schema {ledger.revision}) has no snapshots table; "
-            "run `kasmina db upgrade`"
-        )
-    next_save = folder.events + (snapshot_every or 0)
-    feed = folder.feed
-    beyond = False
-    for row in ledger.raw_rows(run_id, after=folder.position, until=until_position):
-        epoch = row[7]
-        if until_epoch is not None and epoch is not None and epoch > until_epoch:  # type: ignore[operator]
-            beyond = True
-            break
-        feed(row)
-        if progress is not None and folder.events % 4096 == 0:
-            progress(folder.events)
-        if saving and folder.events >= next_save:
-            snapshots.save(ledger.store, _encode(folder))
-            next_save = folder.events + (snapshot_every or 0)
+    if snapshot_every is not None and not trust:
+        _require_snapshot_table(ledger)
+    beyond, _ = _fold_rows(
+        ledger,
+        folder,
+        until_epoch=until_epoch,
+        until_position=until_position,
+        snapshot_every=None if trust else snapshot_every,
+        progress=progress,
+    )
     if folder.events == 0:
         raise ReplayError(f"run {run_id} has no events before the cut")
     if progress is not None:
@@ -175,24 +202,15 @@ def snapshot_run(ledger: Ledger, run_id: str, *, every: int | None = None) -> in
     may be deleted, and a fold without them gives the same state.
     """
     ledger.require_run(run_id)
-    store = ledger.store
-    if not snapshots.has_snapshots(store, ledger.revision):
-        raise ReplayError(
-            f"this database (schema {ledger.revision}) has no snapshots table; "
-            "run `kasmina db upgrade`"
-        )
+    _require_snapshot_table(ledger)
     folder = _start(
         ledger, run_id, until_epoch=None, until_position=None, trust=False, use_snapshots=True
     )
-    saved = 0
-    next_save = folder.events + every if every else None
-    for row in ledger.raw_rows(run_id, after=folder.position):
-        folder.feed(row)
-        if next_save is not None and folder.events >= next_save:
-            saved += snapshots.save(store, _encode(folder))
-            next_save = folder.events + (every or 0)
+    _, saved = _fold_rows(
+        ledger, folder, until_epoch=None, until_position=None, snapshot_every=every, progress=None
+    )
     if folder.events:
-        saved += snapshots.save(store, _encode(folder))
+        saved += snapshots.save(ledger.store, _encode(folder))
     return saved
 
 

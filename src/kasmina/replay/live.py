@@ -9,7 +9,7 @@ checkpoint's ``state_dict`` on top for those.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 
 from kasmina.errors import ReplayError
 from kasmina.ledger import Ledger
@@ -46,17 +46,7 @@ def live_state(slot: SeedSlot) -> SlotState:
         epochs_in_stage=m.epochs_in_stage,
         epochs_total=m.epochs_total,
         pending_prune=(pending[0], pending[1]) if pending else None,
-        metrics=SeedMetricsState(
-            initial_accuracy=m.initial_accuracy,
-            training_start_accuracy=m.training_start_accuracy,
-            blending_start_accuracy=m.blending_start_accuracy,
-            accuracy=m.accuracy,
-            counterfactual=m.counterfactual,
-            grad_ratio=m.grad_ratio,
-            grad_health=m.grad_health,
-            has_vanishing=m.has_vanishing,
-            has_exploding=m.has_exploding,
-        ),
+        metrics=SeedMetricsState(**{f.name: getattr(m, f.name) for f in fields(SeedMetricsState)}),
     )
 
 
