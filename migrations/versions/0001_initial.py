@@ -11,6 +11,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
+from kasmina.ledger.sqljson import PayloadSql
+
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -19,19 +21,8 @@ depends_on = None
 VIEWS = ("runs", "stage_changes", "stage_intervals", "seed_outcomes", "gc_evictions")
 
 
-def _text(key: str, table: str = "") -> str:
-    col = f"{table}.payload" if table else "payload"
-    if op.get_context().dialect.name == "postgresql":
-        return f"({col} ->> '{key}')"
-    return f"json_extract({col}, '$.{key}')"
-
-
-def _int(key: str, table: str = "") -> str:
-    kind = "BIGINT" if op.get_context().dialect.name == "postgresql" else "INTEGER"
-    return f"CAST({_text(key, table)} AS {kind})"
-
-
 def upgrade() -> None:
+    j = PayloadSql(op.get_context().dialect.name)
     op.create_table(
         "events",
         sa.Column(
@@ -92,11 +83,11 @@ def upgrade() -> None:
         f"""
         CREATE VIEW runs AS
         SELECT s.run_id AS run_id,
-               {_text("name", "s")} AS name,
-               {_int("seed", "s")} AS seed,
+               {j.field("name", "s")} AS name,
+               {j.integer("seed", "s")} AS seed,
                s.recorded_at AS started_at,
                f.recorded_at AS finished_at,
-               COALESCE({_text("status", "f")}, 'open') AS status,
+               COALESCE({j.field("status", "f")}, 'open') AS status,
                (SELECT COUNT(*) FROM events c WHERE c.run_id = s.run_id) AS events
         FROM events s
         LEFT JOIN events f ON f.run_id = s.run_id AND f.event_type = 'RunFinished'
@@ -107,12 +98,12 @@ def upgrade() -> None:
         f"""
         CREATE VIEW stage_changes AS
         SELECT run_id,
-               {_text("slot_id")} AS slot_id,
+               {j.field("slot_id")} AS slot_id,
                seed_id,
                epoch,
-               {_text("from_stage")} AS from_stage,
-               {_text("to_stage")} AS to_stage,
-               {_text("trigger")} AS "trigger",
+               {j.field("from_stage")} AS from_stage,
+               {j.field("to_stage")} AS to_stage,
+               {j.field("trigger")} AS "trigger",
                position,
                recorded_at
         FROM events
@@ -132,8 +123,8 @@ def upgrade() -> None:
         CREATE VIEW seed_outcomes AS
         SELECT g.run_id AS run_id,
                g.seed_id AS seed_id,
-               {_text("slot_id", "g")} AS slot_id,
-               {_text("blueprint_id", "g")} AS blueprint_id,
+               {j.field("slot_id", "g")} AS slot_id,
+               {j.field("blueprint_id", "g")} AS blueprint_id,
                g.epoch AS germinated_epoch,
                (SELECT sc.to_stage FROM stage_changes sc
                  WHERE sc.run_id = g.run_id AND sc.seed_id = g.seed_id
@@ -151,9 +142,9 @@ def upgrade() -> None:
         f"""
         CREATE VIEW gc_evictions AS
         SELECT run_id,
-               {_text("cache")} AS cache,
-               {_text("reason")} AS reason,
-               {_int("evicted")} AS evicted,
+               {j.field("cache")} AS cache,
+               {j.field("reason")} AS reason,
+               {j.integer("evicted")} AS evicted,
                epoch,
                position
         FROM events

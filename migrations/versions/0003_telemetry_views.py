@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from alembic import op
 
+from kasmina.ledger.sqljson import PayloadSql
 from kasmina.stages import edges
 
 revision = "0003"
@@ -32,34 +33,12 @@ VIEWS = (
 )
 
 
-def _pg() -> bool:
-    return op.get_context().dialect.name == "postgresql"
-
-
-def _text(key: str, table: str = "") -> str:
-    col = f"{table}.payload" if table else "payload"
-    return f"({col} ->> '{key}')" if _pg() else f"json_extract({col}, '$.{key}')"
-
-
-def _real(key: str, table: str = "") -> str:
-    return f"CAST({_text(key, table)} AS {'DOUBLE PRECISION' if _pg() else 'REAL'})"
-
-
-def _bool(key: str, table: str = "") -> str:
-    return f"CAST({_text(key, table)} AS BOOLEAN)" if _pg() else _text(key, table)
-
-
-def _joined(key: str) -> str:
-    """A list of strings as comma-joined text, in order; NULL when empty."""
-    if _pg():
-        return (
-            f"NULLIF(array_to_string(ARRAY(SELECT jsonb_array_elements_text(payload -> '{key}')),"
-            " ','), '')"
-        )
-    return f"(SELECT group_concat(value, ',') FROM json_each(payload, '$.{key}'))"
+def _sql() -> PayloadSql:
+    return PayloadSql(op.get_context().dialect.name)
 
 
 def upgrade() -> None:
+    j = _sql()
     pairs = ", ".join(f"('{a.name}', '{b.name}')" for a, b in edges())
     op.execute(
         f"""
@@ -72,17 +51,17 @@ def upgrade() -> None:
         f"""
         CREATE VIEW gate_evaluations AS
         SELECT run_id,
-               {_text("slot_id")} AS slot_id,
+               {j.field("slot_id")} AS slot_id,
                seed_id,
                epoch,
-               {_text("gate")} AS gate,
-               {_text("target_stage")} AS target_stage,
-               {_bool("passed")} AS passed,
-               {_real("score")} AS score,
-               COALESCE({_text("trigger")}, 'command') AS "trigger",
-               {_joined("checks_failed")} AS checks_failed,
-               {_joined("checks_passed")} AS checks_passed,
-               {_text("message")} AS message,
+               {j.field("gate")} AS gate,
+               {j.field("target_stage")} AS target_stage,
+               {j.boolean("passed")} AS passed,
+               {j.real("score")} AS score,
+               COALESCE({j.field("trigger")}, 'command') AS "trigger",
+               {j.joined("checks_failed")} AS checks_failed,
+               {j.joined("checks_passed")} AS checks_passed,
+               {j.field("message")} AS message,
                position
         FROM events
         WHERE event_type = 'SeedGateEvaluated'
@@ -93,14 +72,14 @@ def upgrade() -> None:
         CREATE VIEW seed_timeline AS
         SELECT run_id,
                seed_id,
-               {_text("slot_id")} AS slot_id,
+               {j.field("slot_id")} AS slot_id,
                epoch,
-               {_text("stage")} AS stage,
-               {_real("alpha")} AS alpha,
-               {_real("alpha_target")} AS alpha_target,
-               {_real("accuracy")} AS accuracy,
-               {_real("accuracy_delta")} AS accuracy_delta,
-               {_real("counterfactual")} AS counterfactual,
+               {j.field("stage")} AS stage,
+               {j.real("alpha")} AS alpha,
+               {j.real("alpha_target")} AS alpha_target,
+               {j.real("accuracy")} AS accuracy,
+               {j.real("accuracy_delta")} AS accuracy_delta,
+               {j.real("counterfactual")} AS counterfactual,
                position
         FROM events
         WHERE event_type = 'SeedTelemetrySampled'
@@ -123,7 +102,7 @@ def upgrade() -> None:
                  WHERE e.run_id = r.run_id AND e.event_type = 'SeedPruned') AS pruned,
                (SELECT COALESCE(SUM(g.evicted), 0) FROM gc_evictions g
                  WHERE g.run_id = r.run_id) AS evicted,
-               (SELECT {_real("val_accuracy", "e")} FROM events e
+               (SELECT {j.real("val_accuracy", "e")} FROM events e
                  WHERE e.run_id = r.run_id AND e.event_type = 'EpochCompleted'
                  ORDER BY e.position DESC LIMIT 1) AS final_val_accuracy,
                r.started_at AS started_at,

@@ -9,6 +9,7 @@ import rawdb
 
 from kasmina.errors import SchemaMismatch
 from kasmina.ledger import Ledger, migrate
+from kasmina.ledger.schema import VIEWS
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -33,9 +34,7 @@ def empty_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> s
     return str(request.getfixturevalue("empty_pg_url"))
 
 
-EXPECTED = {"alembic_version", "events", "snapshots", "runs", "stage_changes", "stage_intervals",
-            "seed_outcomes", "gc_evictions", "transition_table", "gate_evaluations",
-            "seed_timeline", "run_summary"}
+EXPECTED = {"alembic_version", "events", "snapshots", *VIEWS}
 
 
 def test_upgrade_downgrade_upgrade(empty_url: str) -> None:

@@ -12,11 +12,10 @@ from pgserver import PgServer
 from kasmina.demo import run_demo
 from kasmina.events import SeedGateEvaluated, SeedTelemetrySampled
 from kasmina.ledger import Ledger
+from kasmina.ledger.schema import VIEWS
 from kasmina.stages import edges
 
 RUN = "views-demo"
-VIEWS = ("runs", "stage_changes", "stage_intervals", "seed_outcomes", "gc_evictions",
-         "transition_table", "gate_evaluations", "seed_timeline", "run_summary")
 
 
 @pytest.fixture(scope="module")

@@ -106,3 +106,23 @@ COLUMNS = (
     "prev_hash",
     "hash",
 )
+
+
+#: The read-only views the migrations create, in creation order: what
+#: exports write out beside the events, and what the migration test holds the
+#: database to.
+VIEWS: tuple[str, ...] = (
+    "runs",
+    "stage_changes",
+    "stage_intervals",
+    "seed_outcomes",
+    "gc_evictions",
+    "transition_table",
+    "gate_evaluations",
+    "seed_timeline",
+    "run_summary",
+    "seed_moves",
+    "gate_checks",
+    "seed_endings",
+    "epoch_metrics",
+)

@@ -1,0 +1,116 @@
+"""Views for the SQL cookbook: moves with their metrics, gate checks one per row,
+how seeds ended, per-epoch run metrics; and an index for queries across runs.
+
+`stage_changes` and `seed_outcomes` keep the columns DESIGN.md fixes for them;
+the fields users ask about beside those (alpha at a move, gradient health,
+prune reasons, parameters added) get views of their own instead of widening a
+contract. `gate_checks` gives each check of a gate evaluation its own row so a
+plain GROUP BY answers "which check blocks most" on both databases (neither
+shares a way to split a list).
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-11-23
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+from kasmina.ledger.sqljson import PayloadSql
+
+revision = "0004"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+VIEWS = ("seed_moves", "gate_checks", "seed_endings", "epoch_metrics")
+
+
+def upgrade() -> None:
+    j = PayloadSql(op.get_context().dialect.name)
+    op.execute(
+        f"""
+        CREATE VIEW seed_moves AS
+        SELECT run_id,
+               {j.field("slot_id")} AS slot_id,
+               seed_id,
+               epoch,
+               {j.field("from_stage")} AS from_stage,
+               {j.field("to_stage")} AS to_stage,
+               {j.field("trigger")} AS "trigger",
+               {j.real("alpha")} AS alpha,
+               {j.real("accuracy")} AS accuracy,
+               {j.real("accuracy_delta")} AS accuracy_delta,
+               {j.integer("epochs_in_stage")} AS epochs_in_stage,
+               {j.real("grad_ratio")} AS grad_ratio,
+               {j.boolean("has_vanishing")} AS has_vanishing,
+               {j.boolean("has_exploding")} AS has_exploding,
+               position
+        FROM events
+        WHERE event_type = 'SeedStageChanged'
+        """
+    )
+    checks = []
+    for key, passed in (("checks_failed", False), ("checks_passed", True)):
+        checks.append(
+            f"""
+            SELECT e.run_id AS run_id,
+                   {j.field("slot_id", "e")} AS slot_id,
+                   e.seed_id AS seed_id,
+                   e.epoch AS epoch,
+                   {j.field("gate", "e")} AS gate,
+                   {j.field("target_stage", "e")} AS target_stage,
+                   c.value AS check_name,
+                   {j.literal(passed)} AS passed,
+                   e.position AS position
+            FROM events e {j.elements(key, "e", "c")}
+            WHERE e.event_type = 'SeedGateEvaluated'
+            """
+        )
+    op.execute("CREATE VIEW gate_checks AS " + " UNION ALL ".join(checks))
+    op.execute(
+        f"""
+        CREATE VIEW seed_endings AS
+        SELECT run_id,
+               seed_id,
+               {j.field("slot_id")} AS slot_id,
+               {j.field("blueprint_id")} AS blueprint_id,
+               CASE event_type WHEN 'SeedFossilized' THEN 'FOSSILIZED' ELSE 'PRUNED' END
+                   AS outcome,
+               epoch,
+               {j.field("reason")} AS reason,
+               {j.field("initiator")} AS initiator,
+               {j.boolean("auto_pruned")} AS auto_pruned,
+               {j.boolean("scheduled")} AS scheduled,
+               {j.real("improvement")} AS improvement,
+               {j.integer("params_added")} AS params_added,
+               {j.integer("epochs_total")} AS epochs_total,
+               {j.real("alpha")} AS alpha,
+               {j.real("counterfactual")} AS counterfactual,
+               {j.real("blending_delta")} AS blending_delta,
+               position
+        FROM events
+        WHERE event_type IN ('SeedFossilized', 'SeedPruned')
+        """
+    )
+    op.execute(
+        f"""
+        CREATE VIEW epoch_metrics AS
+        SELECT run_id,
+               epoch,
+               {j.real("val_accuracy")} AS val_accuracy,
+               {j.real("val_loss")} AS val_loss,
+               {j.real("train_accuracy")} AS train_accuracy,
+               {j.real("train_loss")} AS train_loss,
+               {j.real("host_grad_norm")} AS host_grad_norm,
+               position
+        FROM events
+        WHERE event_type = 'EpochCompleted'
+        """
+    )
+
+
+def downgrade() -> None:
+    for view in reversed(VIEWS):
+        op.execute(f"DROP VIEW IF EXISTS {view}")
