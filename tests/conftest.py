@@ -45,6 +45,31 @@ def new_pg_database(server: PgServer, *, migrated: bool = True) -> str:
     return server.url(name)
 
 
+DEMO_RUN = "demo"
+
+
+@pytest.fixture(scope="session")
+def demo_ledgers(pg_server: PgServer, tmp_path_factory: pytest.TempPathFactory
+                 ) -> Iterator[dict[str, Ledger]]:
+    """The default demo recorded on SQLite and on PostgreSQL as run ``demo``; read only.
+
+    The demo is deterministic, so both databases hold the same events and any
+    query over them must give the same rows.
+    """
+    from kasmina.demo import run_demo
+
+    urls = {"sqlite": f"sqlite:///{tmp_path_factory.mktemp('demo') / 'demo.db'}",
+            "postgres": new_pg_database(pg_server)}
+    opened = {name: Ledger.open(url) for name, url in urls.items()}
+    try:
+        for ledger in opened.values():
+            run_demo(ledger, run_id=DEMO_RUN)
+        yield opened
+    finally:
+        for ledger in opened.values():
+            ledger.close()
+
+
 @pytest.fixture
 def pg_url(pg_server: PgServer) -> str:
     return new_pg_database(pg_server)

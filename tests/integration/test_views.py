@@ -2,36 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime
 
 import pytest
-from conftest import new_pg_database
-from pgserver import PgServer
+from conftest import DEMO_RUN
 
-from kasmina.demo import run_demo
 from kasmina.events import SeedGateEvaluated, SeedTelemetrySampled
 from kasmina.ledger import Ledger
 from kasmina.ledger.schema import VIEWS
 from kasmina.stages import edges
 
-RUN = "views-demo"
+RUN = DEMO_RUN
 
 
-@pytest.fixture(scope="module")
-def ledgers(pg_server: PgServer, tmp_path_factory: pytest.TempPathFactory
-            ) -> Iterator[dict[str, Ledger]]:
-    """The demo recorded twice under one run id: it is deterministic, so the rows match."""
-    urls = {"sqlite": f"sqlite:///{tmp_path_factory.mktemp('views') / 'demo.db'}",
-            "postgres": new_pg_database(pg_server)}
-    opened = {name: Ledger.open(url) for name, url in urls.items()}
-    try:
-        for ledger in opened.values():
-            run_demo(ledger, epochs=8, seed=4, run_id=RUN)
-        yield opened
-    finally:
-        for ledger in opened.values():
-            ledger.close()
+@pytest.fixture
+def ledgers(demo_ledgers: dict[str, Ledger]) -> dict[str, Ledger]:
+    return demo_ledgers
 
 
 def _rows(ledger: Ledger, view: str) -> tuple[list[str], list[tuple[object, ...]]]:
@@ -101,5 +87,6 @@ def test_run_summary_counts_the_run(ledgers: dict[str, Ledger]) -> None:
         (row,) = list(rows)
         count = {t: sum(e.event_type == t for e in events)
                  for t in ("SeedGerminated", "SeedFossilized", "SeedPruned")}
-        assert row == (len(events), 8, count["SeedGerminated"], count["SeedFossilized"],
+        epochs = max(e.epoch for e in events if e.epoch is not None) + 1
+        assert row == (len(events), epochs, count["SeedGerminated"], count["SeedFossilized"],
                        count["SeedPruned"], "completed")
