@@ -1,5 +1,5 @@
 """Views for the SQL cookbook: moves with their metrics, gate checks one per row,
-how seeds ended, per-epoch run metrics; and an index for queries across runs.
+how seeds ended, per-epoch run metrics; and an index led by the event type.
 
 `stage_changes` and `seed_outcomes` keep the columns DESIGN.md fixes for them;
 the fields users ask about beside those (alpha at a move, gradient health,
@@ -7,6 +7,13 @@ prune reasons, parameters added) get views of their own instead of widening a
 contract. `gate_checks` gives each check of a gate evaluation its own row so a
 plain GROUP BY answers "which check blocks most" on both databases (neither
 shares a way to split a list).
+
+Every view reads one or two event types across all runs, and the recipes
+join a seed's events of one type to its events of another, so the index on
+(run_id, event_type) becomes (event_type, run_id, seed_id): a view's rows
+are one index range, a seed's moves within a run are one seek, and lookups
+by run and type still use it. Swapping rather than adding keeps an append's
+index work the same.
 
 Revision ID: 0004
 Revises: 0003
@@ -28,6 +35,10 @@ VIEWS = ("seed_moves", "gate_checks", "seed_endings", "epoch_metrics")
 
 
 def upgrade() -> None:
+    op.drop_index("ix_events_run_id_event_type", table_name="events")
+    op.create_index(
+        "ix_events_event_type_run_id_seed_id", "events", ["event_type", "run_id", "seed_id"]
+    )
     j = PayloadSql(op.get_context().dialect.name)
     op.execute(
         f"""
@@ -114,3 +125,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     for view in reversed(VIEWS):
         op.execute(f"DROP VIEW IF EXISTS {view}")
+    op.drop_index("ix_events_event_type_run_id_seed_id", table_name="events")
+    op.create_index("ix_events_run_id_event_type", "events", ["run_id", "event_type"])

@@ -66,7 +66,7 @@ class EventRow(Base):
         UniqueConstraint("run_id", "stream_id", "version"),
         Index(None, "run_id", "position"),
         Index(None, "seed_id"),
-        Index(None, "run_id", "event_type"),
+        Index(None, "event_type", "run_id", "seed_id"),
         {"sqlite_autoincrement": True},
     )
 
