@@ -365,14 +365,13 @@ def sql(
         if output is None:
             _print_rows(columns, rows, fmt, sys.stdout, out)
             return
-        # Written beside the target and renamed, so a failing query leaves no half file.
-        partial = output.with_name(f".{output.name}.partial")
-        try:
-            with partial.open("w", encoding="utf-8", newline="") as dest:
-                _print_rows(columns, rows, fmt, dest, Console(file=dest, width=200))
-            partial.replace(output)
-        finally:
-            partial.unlink(missing_ok=True)
+        from kasmina.files import atomic_path
+
+        with (
+            atomic_path(output) as partial,
+            partial.open("w", encoding="utf-8", newline="") as dest,
+        ):
+            _print_rows(columns, rows, fmt, dest, Console(file=dest, width=200))
     err.print(f"wrote {output}", highlight=False)
 
 
@@ -400,6 +399,53 @@ def _print_rows(
     for row in rows:
         table.add_row(*("" if v is None else str(_plain(v)) for v in row))
     console.print(table)
+
+
+class ExportFormat(StrEnum):
+    csv = "csv"
+    jsonl = "jsonl"
+    parquet = "parquet"
+
+
+@app.command()
+def export(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="Run id.")],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Folder to write into (made if missing; files of the same names are replaced).",
+        ),
+    ],
+    fmt: Annotated[ExportFormat, typer.Option("--format")] = ExportFormat.csv,
+) -> None:
+    """Write a run's events and every SQL view to files, one per table (docs/export.md)."""
+    from kasmina.export import export_run
+
+    with _open() as ledger:
+        written = export_run(ledger, run_id, output, fmt.value)
+    err.print(f"wrote {len(written)} files to {output}", highlight=False, markup=False)
+
+
+@app.command()
+def report(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="Run id.")],
+    output: Annotated[
+        Path,
+        typer.Option("--output", "-o", help="The HTML file to write."),
+    ] = Path("run.html"),
+) -> None:
+    """Write one self-contained HTML page about a run: swimlanes, alpha, gates, evictions."""
+    from kasmina.files import atomic_path
+    from kasmina.report import render_report
+
+    with _open() as ledger:
+        page = render_report(ledger, run_id)
+    with atomic_path(output) as partial, partial.open("w", encoding="utf-8", newline="") as dest:
+        dest.write(page)
+    kib = max(1, round(output.stat().st_size / 1024))
+    err.print(f"wrote {output} ({kib:,} KiB)", highlight=False, markup=False)
 
 
 @app.command()

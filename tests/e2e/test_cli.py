@@ -184,7 +184,9 @@ class TestCommands:
 
 TORCH_FREE = [
     ["--help"], ["db", "current"], ["runs"], ["history", "{run}"], ["verify"],
-    ["sql", "SELECT 1"], ["schema"],
+    ["sql", "SELECT 1"], ["schema"], ["export", "{run}", "-o", "{tmp}/export"],
+    ["export", "{run}", "--format", "jsonl", "-o", "{tmp}/export"],
+    ["report", "{run}", "-o", "{tmp}/run.html"],
 ]
 
 
@@ -193,7 +195,7 @@ def test_commands_that_need_no_torch_never_import_it(args: list[str], tmp_path: 
     url = f"sqlite:///{tmp_path / 'l.db'}"
     with Ledger.open(url) as led:
         run_id = led.start_run("t", seed=1).run_id
-    argv = [a.replace("{run}", run_id) for a in args]
+    argv = [a.replace("{run}", run_id).replace("{tmp}", str(tmp_path)) for a in args]
     code = (
         "import sys; from kasmina.cli import main\n"
         f"rc = main({['--db', url, *argv]!r})\n"

@@ -1,0 +1,329 @@
+"""What a report shows, read from the ledger's SQL views and nothing else.
+
+The views are the public, backend-neutral face of the log (SQLite and
+PostgreSQL give the same rows), so the report cannot drift from what a user
+gets from `kasmina sql`. Values are normalised here — PostgreSQL's booleans,
+`Decimal` sums and timestamps — so the renderers see one set of Python types.
+Dense telemetry is thinned while it streams in, so a long run never sits in
+memory whole.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from kasmina.errors import LedgerError
+from kasmina.ledger import Ledger
+from kasmina.ledger.store import Row
+from kasmina.report.thinning import Curve, Thinner
+
+#: Buckets per curve over the whole run; each keeps its lowest and highest point.
+CURVE_BUCKETS = 200
+#: Views added by later migrations; an older database still gets a report without them.
+OPTIONAL_VIEWS = ("seed_endings", "epoch_metrics")
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    run_id: str
+    name: str | None
+    seed: int | None
+    status: str
+    events: int
+    epochs: int
+    seeds: int
+    fossilized: int
+    pruned: int
+    evicted: int
+    final_val_accuracy: float | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Interval:
+    slot_id: str
+    seed_id: str | None
+    stage: str
+    start: int
+    end: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    slot_id: str
+    seed_id: str | None
+    epoch: int
+    gate: str
+    target_stage: str | None
+    passed: bool
+    checks_failed: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Eviction:
+    cache: str
+    reason: str
+    evicted: int
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ending:
+    outcome: str
+    reason: str | None
+    initiator: str | None
+    improvement: float | None
+    counterfactual: float | None
+    params_added: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    seed_id: str
+    slot_id: str
+    blueprint_id: str | None
+    germinated_epoch: int | None
+    final_stage: str
+    ended_epoch: int | None
+    ending: Ending | None
+
+
+@dataclass(slots=True)
+class RunData:
+    summary: Summary
+    slots: list[str]
+    intervals: list[Interval]
+    verdicts: list[Verdict]
+    evictions: list[Eviction]
+    outcomes: list[Outcome]
+    alpha: list[Curve]
+    accuracy: list[Curve]
+    bucket_epochs: int
+    has_endings: bool
+    unplaced_evictions: int = 0
+    missing_views: list[str] = field(default_factory=list)
+
+    @property
+    def span(self) -> int:
+        """Epochs on the x axis: at least one, so an empty run still has a scale."""
+        return max(self.summary.epochs, 1)
+
+
+def read_run(ledger: Ledger, run_id: str) -> RunData:
+    """Everything one report needs; `RunNotFound` for an unknown run."""
+    ledger.require_run(run_id)
+    where = f"WHERE run_id = {_literal(run_id)}"
+    views = _views(ledger)
+    summary = _summary(ledger, run_id, where)
+    bucket = max(1, math.ceil(max(summary.epochs, 1) / CURVE_BUCKETS))
+    intervals = [
+        Interval(_str(r[0]), _opt_str(r[1]), _str(r[2]), _int(r[3]), _opt_int(r[4]))
+        for r in _rows(
+            ledger,
+            "SELECT slot_id, seed_id, stage, from_epoch, to_epoch FROM stage_intervals "
+            f"{where} ORDER BY slot_id, from_epoch",
+        )
+    ]
+    verdicts = [
+        Verdict(
+            _str(r[0]),
+            _opt_str(r[1]),
+            _int(r[2]),
+            _str(r[3]),
+            _opt_str(r[4]),
+            bool(r[5]),
+            tuple(c for c in (_opt_str(r[6]) or "").split(",") if c),
+        )
+        for r in _rows(
+            ledger,
+            "SELECT slot_id, seed_id, epoch, gate, target_stage, passed, checks_failed "
+            f"FROM gate_evaluations {where} AND epoch IS NOT NULL ORDER BY position",
+        )
+    ]
+    evictions: list[Eviction] = []
+    unplaced = 0
+    for r in _rows(ledger, f"SELECT cache, reason, evicted, epoch FROM gc_evictions {where}"):
+        if r[3] is None:
+            unplaced += 1
+            continue
+        evictions.append(Eviction(_str(r[0]), _str(r[1]), _int(r[2]), _int(r[3])))
+    has_endings = "seed_endings" in views
+    outcomes = _outcomes(ledger, where, has_endings)
+    alpha = Thinner(bucket)
+    for r in _rows(
+        ledger,
+        f"SELECT slot_id, seed_id, epoch, alpha FROM seed_timeline {where} "
+        "AND epoch IS NOT NULL AND alpha IS NOT NULL",
+    ):
+        alpha.add((_str(r[0]), _str(r[1])), _int(r[2]), _float(r[3]))
+    accuracy = Thinner(bucket)
+    if "epoch_metrics" in views:
+        for r in _rows(
+            ledger,
+            f"SELECT epoch, val_accuracy, train_accuracy FROM epoch_metrics {where} "
+            "AND epoch IS NOT NULL",
+        ):
+            for name, value in (("validation", r[1]), ("training", r[2])):
+                if value is not None:
+                    accuracy.add(("run", name), _int(r[0]), _float(value))
+    slots = {i.slot_id for i in intervals} | {v.slot_id for v in verdicts}
+    slots |= {o.slot_id for o in outcomes} | {k[0] for k in alpha.keys()}
+    return RunData(
+        summary=summary,
+        slots=sorted(slots, key=natural_key),
+        intervals=intervals,
+        verdicts=verdicts,
+        evictions=evictions,
+        outcomes=outcomes,
+        alpha=alpha.curves(),
+        accuracy=accuracy.curves(),
+        bucket_epochs=bucket,
+        has_endings=has_endings,
+        unplaced_evictions=unplaced,
+        missing_views=[v for v in OPTIONAL_VIEWS if v not in views],
+    )
+
+
+def natural_key(text: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key that puts r0c2 before r0c10."""
+    return tuple(
+        (0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", text) if part
+    )
+
+
+def _summary(ledger: Ledger, run_id: str, where: str) -> Summary:
+    found = list(
+        _rows(
+            ledger,
+            "SELECT name, seed, status, events, epochs, seeds, fossilized, pruned, evicted, "
+            f"final_val_accuracy, started_at, finished_at FROM run_summary {where}",
+        )
+    )
+    if not found:
+        raise LedgerError(f"run {run_id!r} has no row in the run_summary view")
+    r = found[0]
+    return Summary(
+        run_id=run_id,
+        name=_opt_str(r[0]),
+        seed=_opt_int(r[1]),
+        status=_str(r[2]),
+        events=_int(r[3]),
+        epochs=_opt_int(r[4]) or 0,
+        seeds=_int(r[5]),
+        fossilized=_int(r[6]),
+        pruned=_int(r[7]),
+        evicted=_int(r[8]),
+        final_val_accuracy=None if r[9] is None else _float(r[9]),
+        started_at=_time(r[10]),
+        finished_at=_time(r[11]),
+    )
+
+
+def _outcomes(ledger: Ledger, where: str, has_endings: bool) -> list[Outcome]:
+    endings: dict[tuple[str, str], Ending] = {}
+    if has_endings:
+        for r in _rows(
+            ledger,
+            "SELECT slot_id, seed_id, outcome, reason, initiator, improvement, counterfactual, "
+            f"params_added FROM seed_endings {where} ORDER BY position",
+        ):
+            endings[(_str(r[0]), _str(r[1]))] = Ending(
+                outcome=_str(r[2]),
+                reason=_opt_str(r[3]),
+                initiator=_opt_str(r[4]),
+                improvement=None if r[5] is None else _float(r[5]),
+                counterfactual=None if r[6] is None else _float(r[6]),
+                params_added=_opt_int(r[7]),
+            )
+    return [
+        Outcome(
+            seed_id=_str(r[0]),
+            slot_id=_str(r[1]),
+            blueprint_id=_opt_str(r[2]),
+            germinated_epoch=_opt_int(r[3]),
+            final_stage=_str(r[4]),
+            ended_epoch=_opt_int(r[5]),
+            ending=endings.get((_str(r[1]), _str(r[0]))),
+        )
+        for r in _rows(
+            ledger,
+            "SELECT seed_id, slot_id, blueprint_id, germinated_epoch, final_stage, ended_epoch "
+            f"FROM seed_outcomes {where} ORDER BY germinated_epoch, slot_id, seed_id",
+        )
+    ]
+
+
+def _views(ledger: Ledger) -> set[str]:
+    if ledger.dialect == "sqlite":
+        query = "SELECT name FROM sqlite_master WHERE type = 'view'"
+    else:
+        query = (
+            "SELECT table_name FROM information_schema.views WHERE table_schema = current_schema()"
+        )
+    return {_str(r[0]) for r in _rows(ledger, query)}
+
+
+def _rows(ledger: Ledger, query: str) -> Iterator[Row]:
+    _, rows = ledger.sql(query)
+    return rows
+
+
+def _literal(text: str) -> str:
+    """A SQL string literal: the read-only path takes no parameters, so quote here."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _str(value: object) -> str:
+    return "" if value is None else str(value)
+
+
+def _opt_str(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _int(value: object) -> int:
+    if isinstance(value, bool | int):
+        return int(value)
+    if isinstance(value, float | Decimal | str):
+        return int(value)
+    return 0
+
+
+def _opt_int(value: object) -> int | None:
+    return None if value is None else _int(value)
+
+
+def _float(value: object) -> float:
+    if isinstance(value, int | float | Decimal | str):
+        return float(value)
+    return math.nan
+
+
+def _time(value: object) -> datetime | None:
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    return None
+
+
+__all__ = [
+    "Ending",
+    "Eviction",
+    "Interval",
+    "Outcome",
+    "RunData",
+    "Summary",
+    "Verdict",
+    "natural_key",
+    "read_run",
+]

@@ -1,0 +1,108 @@
+"""Small SVG helpers: the shared epoch axis, tick choice and compact numbers.
+
+Every chart uses the same horizontal geometry, so an epoch sits at the same
+x in the swimlanes, the eviction bars and the accuracy curve and the eye can
+run straight down the page.
+"""
+
+from __future__ import annotations
+
+import math
+from html import escape
+
+WIDTH = 1200
+LEFT = 100
+RIGHT = 24
+PLOT = WIDTH - LEFT - RIGHT
+
+
+def esc(text: object) -> str:
+    return escape(str(text), quote=True)
+
+
+def num(value: float) -> str:
+    """A coordinate with one decimal at most: plenty on screen, and half the bytes."""
+    text = f"{value:.1f}"
+    return text[:-2] if text.endswith(".0") else text
+
+
+def title(text: str) -> str:
+    return f"<title>{esc(text)}</title>"
+
+
+class EpochScale:
+    """Maps epochs to x; the axis runs from the start of epoch 0 to the end of the last."""
+
+    def __init__(self, span: int) -> None:
+        self.span = max(span, 1)
+        self.per_epoch = PLOT / self.span
+
+    def __call__(self, epoch: float) -> float:
+        return LEFT + epoch * self.per_epoch
+
+
+def nice_step(extent: float, count: int) -> float:
+    """A 1-2-5 step giving about ``count`` ticks over ``extent``."""
+    if extent <= 0:
+        return 1.0
+    raw = extent / max(count, 1)
+    power = 10 ** math.floor(math.log10(raw))
+    for factor in (1, 2, 5, 10):
+        if raw <= factor * power:
+            return float(factor * power)
+    return float(10 * power)
+
+
+def ticks(top: float, count: int, *, whole: bool = False) -> list[float]:
+    """Tick values from 0 to at least ``top``."""
+    step = nice_step(top, count)
+    if whole:
+        step = max(1.0, round(step))
+    n = max(1, math.ceil(top / step - 1e-9))
+    return [i * step for i in range(n + 1)]
+
+
+def label(value: float) -> str:
+    if value == int(value):
+        return f"{int(value):,}"
+    return f"{value:g}"
+
+
+def epoch_axis(scale: EpochScale, top: float, bottom: float) -> str:
+    """Vertical grid lines at round epochs and their labels under ``bottom``."""
+    parts = ['<g class="axis">']
+    for value in ticks(scale.span, 10, whole=True):
+        if value > scale.span:
+            break
+        x = num(scale(value))
+        parts.append(
+            f'<line class="grid" x1="{x}" x2="{x}" y1="{num(top)}" y2="{num(bottom)}"/>'
+            f'<text x="{x}" y="{num(bottom + 14)}" text-anchor="middle">{label(value)}</text>'
+        )
+    parts.append(
+        f'<text class="axis-title" x="{LEFT + PLOT}" y="{num(bottom + 28)}" '
+        'text-anchor="end">epoch</text></g>'
+    )
+    return "".join(parts)
+
+
+def value_axis(top_value: float, y0: float, height: float, count: int = 4) -> tuple[float, str]:
+    """Horizontal grid lines with labels on the left; returns the axis maximum and the markup."""
+    values = ticks(top_value if top_value > 0 else 1.0, count)
+    vmax = values[-1]
+    parts = ['<g class="axis">']
+    for value in values:
+        y = num(y0 + height - value / vmax * height)
+        parts.append(
+            f'<line class="grid" x1="{LEFT}" x2="{LEFT + PLOT}" y1="{y}" y2="{y}"/>'
+            f'<text x="{LEFT - 8}" y="{y}" dy="0.32em" text-anchor="end">{label(value)}</text>'
+        )
+    parts.append("</g>")
+    return vmax, "".join(parts)
+
+
+def svg_open(height: float, name: str, description: str) -> str:
+    return (
+        f'<svg class="chart" id="{esc(name)}" '
+        f'viewBox="0 0 {WIDTH} {num(height)}" role="img" aria-label="{esc(description)}">'
+    )

@@ -1,0 +1,219 @@
+"""`kasmina report` as a user runs it, and the page as a browser draws it.
+
+One default demo run (30 epochs, 3 slots) is recorded for the module; the
+report is made through the real `kasmina` binary and opened in headless
+Chromium, which the session fixture installs with apt-get when it is missing
+(set KASMINA_NO_BROWSER_INSTALL=1 to skip instead). The screenshot is kept
+under $KASMINA_ARTIFACTS when set.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from kasmina.ledger import Ledger
+
+BIN = str(Path(sys.executable).with_name("kasmina"))
+RUN = "demo"
+MAX_BYTES = 2 * 1024 * 1024
+
+
+class Marks(HTMLParser):
+    """Elements with their attributes and the text of their <title> child."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.elements: list[tuple[str, dict[str, str], list[str]]] = []
+        self._open: list[int] = []
+        self._in_title = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "title":
+            self._in_title = True
+            return
+        self.elements.append((tag, {k: v or "" for k, v in attrs}, []))
+        self._open.append(len(self.elements) - 1)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.elements.append((tag, {k: v or "" for k, v in attrs}, []))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "title":
+            self._in_title = False
+        elif self._open:
+            self._open.pop()
+
+    def handle_data(self, data: str) -> None:
+        if self._in_title and self._open:
+            self.elements[self._open[-1]][2].append(data)
+
+    def having(self, tag: str, cls: str) -> list[tuple[dict[str, str], str]]:
+        return [
+            (attrs, "".join(text))
+            for t, attrs, text in self.elements
+            if t == tag and cls in attrs.get("class", "").split()
+        ]
+
+
+def marks(html: str) -> Marks:
+    parser = Marks()
+    parser.feed(html)
+    return parser
+
+
+def kasmina(*args: str, db: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "KASMINA_DB"}
+    return subprocess.run([BIN, "--db", db, *args], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=120)
+
+
+def rows(url: str, query: str) -> list[tuple[object, ...]]:
+    with Ledger.open(url) as led:
+        _, found = led.sql(query)
+        return [tuple(r) for r in found]
+
+
+@pytest.fixture(scope="module")
+def demo_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    from kasmina.demo import run_demo
+
+    url = f"sqlite:///{tmp_path_factory.mktemp('report') / 'demo.db'}"
+    with Ledger.open(url) as led:
+        run_demo(led, run_id=RUN)
+    return url
+
+
+@pytest.fixture(scope="module")
+def report(demo_url: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    target = tmp_path_factory.mktemp("out") / "run.html"
+    proc = kasmina("report", RUN, "-o", str(target), db=demo_url)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip() == f"wrote {target} ({round(target.stat().st_size / 1024)} KiB)"
+    return target
+
+
+def test_report_is_one_small_file_that_loads_nothing(report: Path) -> None:
+    html = report.read_text(encoding="utf-8")
+    assert report.stat().st_size < MAX_BYTES
+    lowered = html.lower()
+    for reference in ("http://", "https://", "<script", "<link", "<img", "<iframe", "url("):
+        assert reference not in lowered, reference
+    assert "content-security-policy" in lowered and "default-src 'none'" in html
+    assert list(report.parent.glob(".*partial")) == []
+
+
+def test_report_draws_every_slot_interval_gate_and_seed(report: Path, demo_url: str) -> None:
+    page = marks(report.read_text(encoding="utf-8"))
+    where = f"WHERE run_id = '{RUN}'"
+    slots = {str(r[0]) for r in rows(demo_url, f"SELECT slot_id FROM stage_intervals {where}")}
+    assert len(slots) == 3
+    assert [a["data-slot"] for a, _ in page.having("g", "lane")] == sorted(slots)
+    intervals = rows(demo_url, f"SELECT COUNT(*) FROM stage_intervals {where}")[0][0]
+    assert len(page.having("rect", "st")) == intervals
+    gates = rows(demo_url, f"SELECT COUNT(*) FROM gate_evaluations {where}")[0][0]
+    drawn = page.having("circle", "pass") + page.having("path", "fail")
+    assert sum(len(text.splitlines()) for _, text in drawn) == gates
+    seeds = {str(r[0]) for r in rows(demo_url, f"SELECT seed_id FROM seed_outcomes {where}")}
+    html = report.read_text(encoding="utf-8")
+    for seed in seeds:
+        assert f">{seed}</text>" in html and f">{seed}</td>" in html
+    curves = page.having("polyline", "curve")
+    assert len(curves) == len(seeds)
+    assert len(page.having("g", "bar")) == len(
+        {r[0] for r in rows(demo_url, f"SELECT epoch FROM gc_evictions {where}")}
+    )
+
+
+def test_unknown_run_is_one_error_line_and_no_file(demo_url: str, tmp_path: Path) -> None:
+    target = tmp_path / "nothing.html"
+    proc = kasmina("report", "no-such-run", "-o", str(target), db=demo_url)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines == ["error: no run with id 'no-such-run'"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def _find_chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def _apt_install_chromium() -> str:
+    """Try apt-get (Debian's `chromium`); returns why it did not work, or ''."""
+    if os.environ.get("KASMINA_NO_BROWSER_INSTALL") == "1":
+        return "KASMINA_NO_BROWSER_INSTALL=1"
+    if shutil.which("apt-get") is None or os.geteuid() != 0:
+        return "no apt-get, or not root"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium",
+               "fonts-liberation"]
+    why = ""
+    for step in (install, ["apt-get", "update", "-q"], install):
+        try:
+            proc = subprocess.run(step, capture_output=True, text=True, env=env, timeout=600)
+        except subprocess.TimeoutExpired:
+            return f"{' '.join(step)} timed out"
+        if step is install and proc.returncode == 0:
+            return ""
+        why = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+    return why
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    found = _find_chromium()
+    if found is None:
+        why = _apt_install_chromium()
+        found = _find_chromium()
+        if found is None:
+            pytest.skip(f"headless Chromium is not installed and could not be: {why}")
+    return found
+
+
+def _browse(
+    chromium: str, page: Path, profile: Path, *args: str
+) -> subprocess.CompletedProcess[str]:
+    argv = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+            "--no-first-run", f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
+            "--window-size=1400,2300", *args, page.as_uri()]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120)
+
+
+def _console_lines(stderr: str) -> list[str]:
+    """What the page wrote to the console: Chromium logs each message as an INFO:CONSOLE line.
+
+    The page has no script, so any such line is an error: a load the CSP blocked, a
+    resource that failed, a parse problem.
+    """
+    return [line for line in stderr.splitlines() if ":CONSOLE" in line]
+
+
+def test_report_renders_in_headless_chromium(
+    report: Path, chromium: str, tmp_path: Path
+) -> None:
+    folder = Path(os.environ.get("KASMINA_ARTIFACTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    shot = folder / "report-demo.png"
+    dom = _browse(chromium, report, tmp_path / "profile", "--dump-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert _console_lines(dom.stderr) == []
+    rendered = marks(dom.stdout)
+    assert [a["data-slot"] for a, _ in rendered.having("g", "lane")] == ["r0c0", "r0c1", "r0c2"]
+    assert rendered.having("rect", "st") and rendered.having("polyline", "curve")
+    snap = _browse(chromium, report, tmp_path / "profile", f"--screenshot={shot}")
+    assert snap.returncode == 0, snap.stderr[-2000:]
+    assert _console_lines(snap.stderr) == []
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+    print(f"report screenshot: {shot}")
