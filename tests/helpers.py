@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
+
 from kasmina.events import NewEvent, SeedStageChanged, SeedTelemetrySampled, make_event, slot_stream
+from kasmina.ledger import Ledger
 from kasmina.stages import SeedStage
 
 
@@ -22,3 +25,18 @@ def stage_change(run_id: str, slot: str, a: SeedStage, b: SeedStage, *, epoch: i
         SeedStageChanged(slot_id=slot, from_stage=a, to_stage=b, trigger="command", alpha=0.0),
         run_id=run_id, stream_id=slot_stream(slot), epoch=epoch, seed_id=seed_id,
     )
+
+
+def copy_run(source: Ledger, target: Ledger, run_id: str, new_id: str) -> None:
+    """Append a recorded run's events to another ledger under `new_id`.
+
+    Payloads and versions are kept, and the event ids are derived from the old
+    ones and the new run id, so two copies of one run are alike in everything
+    but their clocks.
+    """
+    target.append([
+        make_event(e.payload, run_id=new_id, stream_id=e.stream_id, epoch=e.epoch,
+                   seed_id=e.seed_id, version=e.version,
+                   event_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{new_id}/{e.event_id}")))
+        for e in source.read(run_id)
+    ])

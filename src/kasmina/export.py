@@ -34,6 +34,7 @@ from kasmina.files import atomic_path
 
 if TYPE_CHECKING:
     from kasmina.ledger import Ledger
+from kasmina.ledger.sqljson import sql_literal
 
 FORMATS = ("csv", "jsonl", "parquet")
 PARQUET_HINT = (
@@ -142,25 +143,10 @@ def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def _scalar(ledger: Ledger, query: str) -> object:
     _, rows = ledger.sql(query)
     found = list(rows)
     return found[0][0] if found else None
-
-
-def _existing_views(ledger: Ledger) -> set[str]:
-    if ledger.dialect == "postgresql":
-        query = (
-            "SELECT table_name FROM information_schema.views WHERE table_schema = current_schema()"
-        )
-    else:
-        query = "SELECT name FROM sqlite_master WHERE type = 'view'"
-    _, rows = ledger.sql(query)
-    return {str(row[0]) for row in rows}
 
 
 def _order_by(columns: Sequence[str], kinds: Sequence[Kind], dialect: str) -> str:
@@ -199,7 +185,7 @@ def _view(ledger: Ledger, view: str, run_id: str, last: int) -> Table:
     kinds = tuple(COLUMN_KINDS.get(c, Kind.TEXT) for c in columns)
     where = []
     if "run_id" in columns:
-        where.append(f"run_id = {_literal(run_id)}")
+        where.append(f"run_id = {sql_literal(run_id)}")
     if "position" in columns:
         where.append(f"position <= {last}")
     query = f"SELECT * FROM {_ident(view)}"
@@ -222,11 +208,11 @@ def run_tables(ledger: Ledger, run_id: str) -> Iterator[Table]:
 
     ledger.require_run(run_id)
     last = _to_int(
-        _scalar(ledger, f"SELECT MAX(position) FROM events WHERE run_id = {_literal(run_id)}")
+        _scalar(ledger, f"SELECT MAX(position) FROM events WHERE run_id = {sql_literal(run_id)}")
     )
     assert last is not None  # the run exists, so it has events
     yield _events(ledger, run_id, last)
-    existing = _existing_views(ledger)
+    existing = ledger.views()
     for view in VIEWS:
         if view in existing:
             yield _view(ledger, view, run_id, last)

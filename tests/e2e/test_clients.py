@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 from conftest import new_pg_database
+from helpers import copy_run
 from pgserver import PgServer
 from sqlalchemy.engine import make_url
-from test_export import copy_run
 
 from kasmina.ledger import Ledger
 

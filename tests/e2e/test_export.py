@@ -10,7 +10,6 @@ import re
 import shlex
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import new_pg_database
+from helpers import copy_run
 from pgserver import PgServer
 
 from kasmina.canonical import GENESIS_HASH
@@ -37,23 +37,6 @@ CLOCK = ("recorded_at", "started_at", "finished_at", "prev_hash", "hash")
 TABLES = ("events", *VIEWS)
 #: How those clock values look in a file.
 CLOCKED = re.compile(r"[0-9a-f]{64}|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00")
-
-
-def copy_run(source: Ledger, target: Ledger, run_id: str, new_id: str) -> None:
-    """Append a recorded run's events to another ledger under `new_id`.
-
-    Payloads and versions are kept, and the event ids are derived from the old
-    ones and the new run id, so two copies of one run are alike in everything
-    but their clocks.
-    """
-    from kasmina.events import make_event
-
-    target.append([
-        make_event(e.payload, run_id=new_id, stream_id=e.stream_id, epoch=e.epoch,
-                   seed_id=e.seed_id, version=e.version,
-                   event_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{new_id}/{e.event_id}")))
-        for e in source.read(run_id)
-    ])
 
 
 def kasmina(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

@@ -426,6 +426,18 @@ class Ledger:
             )
         return bool(rows)
 
+    def views(self) -> set[str]:
+        """The views this database has: an older revision lacks the newer ones."""
+        if self.dialect == "sqlite":
+            query = "SELECT name FROM sqlite_master WHERE type = 'view'"
+        else:
+            query = (
+                "SELECT table_name FROM information_schema.views "
+                "WHERE table_schema = current_schema()"
+            )
+        with translate(self.url):
+            return {str(row[0]) for row in self._store.fetch(query)}
+
     def require_run(self, run_id: str) -> None:
         if not self.run_exists(run_id):
             raise RunNotFound(run_id)

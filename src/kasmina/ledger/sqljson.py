@@ -11,6 +11,11 @@ added later reads fields exactly as the first ones do.
 from __future__ import annotations
 
 
+def sql_literal(text: str) -> str:
+    """A SQL string literal, for the read-only query path, which takes no parameters."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 class PayloadSql:
     """Expression builders for one dialect; `table` qualifies the payload column."""
 
@@ -55,4 +60,4 @@ class PayloadSql:
         return f"JOIN json_each({table}.payload, '$.{key}') AS {alias}"
 
 
-__all__ = ["PayloadSql"]
+__all__ = ["PayloadSql", "sql_literal"]

@@ -19,6 +19,7 @@ from decimal import Decimal
 
 from kasmina.errors import LedgerError
 from kasmina.ledger import Ledger
+from kasmina.ledger.sqljson import sql_literal
 from kasmina.ledger.store import Row
 from kasmina.report.thinning import Curve, Thinner
 
@@ -118,8 +119,8 @@ class RunData:
 def read_run(ledger: Ledger, run_id: str) -> RunData:
     """Everything one report needs; `RunNotFound` for an unknown run."""
     ledger.require_run(run_id)
-    where = f"WHERE run_id = {_literal(run_id)}"
-    views = _views(ledger)
+    where = f"WHERE run_id = {sql_literal(run_id)}"
+    views = ledger.views()
     summary = _summary(ledger, run_id, where)
     bucket = max(1, math.ceil(max(summary.epochs, 1) / CURVE_BUCKETS))
     intervals = [
@@ -259,24 +260,9 @@ def _outcomes(ledger: Ledger, where: str, has_endings: bool) -> list[Outcome]:
     ]
 
 
-def _views(ledger: Ledger) -> set[str]:
-    if ledger.dialect == "sqlite":
-        query = "SELECT name FROM sqlite_master WHERE type = 'view'"
-    else:
-        query = (
-            "SELECT table_name FROM information_schema.views WHERE table_schema = current_schema()"
-        )
-    return {_str(r[0]) for r in _rows(ledger, query)}
-
-
 def _rows(ledger: Ledger, query: str) -> Iterator[Row]:
     _, rows = ledger.sql(query)
     return rows
-
-
-def _literal(text: str) -> str:
-    """A SQL string literal: the read-only path takes no parameters, so quote here."""
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _str(value: object) -> str:
