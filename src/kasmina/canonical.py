@@ -153,11 +153,14 @@ def envelope_text(
     payload_text: str,
     recorded_at: str,
     prev_hash: str,
+    rank: int | None = None,
 ) -> str:
     """Canonical JSON of every hashed column, built without re-encoding the payload.
 
     Equal to ``canonical_json`` of the same columns as a dict (a test holds it
     to that); written out by hand because it runs once per appended event.
+    ``rank`` is left out when it is None, so events written by one process
+    hash exactly as they did before the column existed.
     """
     return quoted_envelope(
         _quote(event_id),
@@ -171,6 +174,7 @@ def envelope_text(
         payload_text,
         _quote(recorded_at),
         _quote(prev_hash),
+        None if rank is None else int(rank),
     )
 
 
@@ -186,15 +190,17 @@ def quoted_envelope(
     payload_text: str,
     recorded_at: str,
     prev_hash: str,
+    rank: int | None = None,
 ) -> str:
     """`envelope_text` from values already encoded as JSON (strings quoted, None as null).
 
     The one place the envelope's layout is written; verification calls it
     directly with quoted strings it caches per stream, type and seed.
     """
+    ranked = "" if rank is None else f',"rank":{rank}'
     return (
         f'{{"epoch":{epoch},"event_id":{event_id},"event_type":{event_type}'
-        f',"payload":{payload_text},"prev_hash":{prev_hash},"recorded_at":{recorded_at}'
+        f',"payload":{payload_text},"prev_hash":{prev_hash}{ranked},"recorded_at":{recorded_at}'
         f',"run_id":{run_id},"schema_version":{schema_version},"seed_id":{seed_id}'
         f',"stream_id":{stream_id},"version":{version}}}'
     )

@@ -201,26 +201,79 @@ def history(
     seed_id: Annotated[str | None, typer.Option("--seed-id", help="Only this seed.")] = None,
     slot: Annotated[str | None, typer.Option("--slot", help="Only this slot.")] = None,
     fmt: Annotated[TableFormat, typer.Option("--format")] = TableFormat.table,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow",
+            "-f",
+            help="Then print each new event as it commits, one line each; "
+            "exit after the run's RunFinished.",
+        ),
+    ] = False,
 ) -> None:
     """The audit timeline of a run, a seed or a slot, oldest first."""
     with _open() as ledger:
+        if follow:
+            _follow(ledger, run_id, seed_id, slot, fmt)
+            return
         events = ledger.history(run_id, seed_id=seed_id, slot_id=slot)
         if fmt is TableFormat.json:
             for event in events:
                 sys.stdout.write(_event_json(event) + "\n")
             return
-        table = Table("pos", "epoch", "stream", "v", "event", "seed", "detail")
+        table = Table(*_HISTORY_COLUMNS)
         for event in events:
-            table.add_row(
-                str(event.position),
-                "" if event.epoch is None else str(event.epoch),
-                event.stream_id,
-                str(event.version),
-                event.event_type,
-                event.seed_id or "",
-                _summary(event),
-            )
+            table.add_row(*_history_cells(event))
         out.print(table)
+
+
+_HISTORY_COLUMNS = ("pos", "epoch", "stream", "v", "event", "seed", "detail")
+
+
+def _history_cells(event: StoredEvent) -> tuple[str, str, str, str, str, str, str]:
+    return (
+        str(event.position),
+        "" if event.epoch is None else str(event.epoch),
+        event.stream_id,
+        str(event.version),
+        event.event_type,
+        event.seed_id or "",
+        _summary(event),
+    )
+
+
+def _follow_line(cells: Sequence[str]) -> str:
+    """One event per line (a table needs all its rows before it can be drawn)."""
+    pos, epoch, stream, version, kind, seed, detail = (" ".join(c.split()) for c in cells)
+    return f"{pos:>7} {epoch:>5} {stream:<14} {version:>4} {kind:<20} {seed:<8} {detail}".rstrip()
+
+
+def _follow(
+    ledger: Ledger, run_id: str, seed_id: str | None, slot: str | None, fmt: TableFormat
+) -> None:
+    """`history --follow`: the table's columns (or the JSON lines) one event per line.
+
+    The filters apply to what is printed; the run's RunFinished still ends it.
+    """
+    from kasmina.events import slot_stream
+    from kasmina.ledger.tail import follow
+
+    stream = None if slot is None else slot_stream(slot)
+    events = follow(ledger, run_id)
+    if fmt is TableFormat.table:
+        sys.stdout.write(_follow_line(_HISTORY_COLUMNS) + "\n")
+        sys.stdout.flush()
+    for event in events:
+        if (stream is not None and event.stream_id != stream) or (
+            seed_id is not None and event.seed_id != seed_id
+        ):
+            continue
+        if fmt is TableFormat.json:
+            line = _event_json(event)
+        else:
+            line = _follow_line(_history_cells(event))
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
 
 # -- writing ----------------------------------------------------------------

@@ -52,6 +52,10 @@ class DatabaseUnavailable(LedgerError):
     """The database could not be reached or opened."""
 
 
+class DatabaseLocked(DatabaseUnavailable):
+    """Other writers kept the database locked past every retry; nothing was written."""
+
+
 class SchemaMismatch(LedgerError):
     """The database's schema revision is not the one this code writes."""
 
@@ -112,6 +116,7 @@ class NotReexecutable(ReplayError):
 __all__ = [
     "BadDatabaseURL",
     "ConcurrencyError",
+    "DatabaseLocked",
     "DatabaseUnavailable",
     "EventError",
     "InvalidTransition",

@@ -40,6 +40,28 @@ def memory_stream(name: str) -> str:
     return f"memory/{name}"
 
 
+SLOT_PREFIX = "slot/"
+
+
+def stream_writer(stream_id: str, slot_writers: Mapping[str, int]) -> int | None:
+    """The rank that writes a shared stream of a distributed run, None for a local one.
+
+    `run` is rank 0's and each slot's lifecycle is its writer's (rank 0 when
+    unnamed); every other stream (memory caches, say) belongs to the process
+    that has one and is recorded under `rank_stream`.
+    """
+    if stream_id == RUN_STREAM:
+        return 0
+    if stream_id.startswith(SLOT_PREFIX):
+        return slot_writers.get(stream_id[len(SLOT_PREFIX) :], 0)
+    return None
+
+
+def rank_stream(stream_id: str, rank: int) -> str:
+    """A process-local stream's name in a distributed run: each rank has its own."""
+    return f"{stream_id}@{rank}"
+
+
 class _RealMarker:
     """Marks the payload fields that hold floats (see `Real`)."""
 
@@ -144,6 +166,11 @@ class RunStarted(Payload):
     dataset: str | None = None
     dataset_digest: str | None = None
     host: str | None = None
+    #: Processes writing the run, and which rank writes each slot's lifecycle
+    #: (slot id -> rank; a slot not named is written by rank 0). Fixed here,
+    #: at the start, so every stream has exactly one writer.
+    world_size: Annotated[int, Field(ge=1)] = 1
+    slot_writers: dict[str, Count] = Field(default_factory=dict)
 
 
 class EpochCompleted(Payload):
@@ -412,6 +439,8 @@ class NewEvent(NamedTuple):
     seed_id: str | None
     #: The version the writer expects to take; None lets the ledger assign it.
     version: int | None
+    #: The writer's rank in a distributed run; None for a run of one process.
+    rank: int | None = None
 
     @property
     def event_type(self) -> str:
@@ -431,6 +460,7 @@ def make_event(
     seed_id: str | None = None,
     event_id: str | None = None,
     version: int | None = None,
+    rank: int | None = None,
 ) -> NewEvent:
     """The one place an envelope is built (it runs once per recorded event)."""
     if type(payload).__name__ not in EVENT_TYPES:
@@ -441,7 +471,11 @@ def make_event(
         raise PayloadInvalid("run_id, stream_id, seed_id and event_id may not contain NUL")
     if version is not None and version < 1:
         raise PayloadInvalid(f"versions start at 1, got {version}")
-    return NewEvent(event_id or new_event_id(), run_id, stream_id, payload, epoch, seed_id, version)
+    if rank is not None and (type(rank) is not int or rank < 0):
+        raise PayloadInvalid(f"a rank is a non-negative integer, got {rank!r}")
+    return NewEvent(
+        event_id or new_event_id(), run_id, stream_id, payload, epoch, seed_id, version, rank
+    )
 
 
 def event_from_dict(
@@ -485,10 +519,11 @@ class StoredEvent:
     recorded_at: datetime
     prev_hash: str
     hash: str
+    rank: int | None = None
 
     @property
     def slot_id(self) -> str | None:
-        prefix = "slot/"
+        prefix = SLOT_PREFIX
         return self.stream_id[len(prefix) :] if self.stream_id.startswith(prefix) else None
 
 
@@ -531,6 +566,8 @@ __all__ = [
     "load_payload",
     "make_event",
     "memory_stream",
+    "rank_stream",
+    "stream_writer",
     "new_event_id",
     "payload_class",
     "slot_stream",

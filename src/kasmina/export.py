@@ -59,7 +59,7 @@ _NAMES: Mapping[Kind, tuple[str, ...]] = {
     Kind.INT: (
         "position", "version", "schema_version", "epoch", "seed", "events", "epochs", "seeds",
         "fossilized", "pruned", "evicted", "from_epoch", "to_epoch", "germinated_epoch",
-        "ended_epoch", "epochs_in_stage", "params_added", "epochs_total",
+        "ended_epoch", "epochs_in_stage", "params_added", "epochs_total", "rank",
     ),
     Kind.FLOAT: (
         "score", "alpha", "alpha_target", "accuracy", "accuracy_delta", "counterfactual",

@@ -186,6 +186,8 @@ def test_events_round_trip_and_the_chain_checks_from_the_file_alone(
     for event in events:
         assert event["prev_hash"] == heads.get(event["stream_id"], GENESIS_HASH)
         hashed = {k: v for k, v in event.items() if k not in ("position", "hash")}
+        if hashed["rank"] is None:
+            del hashed["rank"]
         hashed["payload"] = json.loads(str(hashed["payload"]))
         text = json.dumps(hashed, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         digest = hashlib.sha256((str(event["prev_hash"]) + text).encode()).hexdigest()

@@ -49,13 +49,16 @@ def test_refuses_what_json_cannot_hold() -> None:
 
 @given(st.integers(min_value=1, max_value=10**6),
        st.one_of(st.none(), st.text(st.characters(blacklist_characters="\x00"), max_size=8)),
-       st.one_of(st.none(), st.integers(-5, 10**6)))
+       st.one_of(st.none(), st.integers(-5, 10**6)),
+       st.one_of(st.none(), st.integers(0, 4096)))
 def test_envelope_text_equals_canonical_json_of_the_columns(
-    version: int, seed_id: str | None, epoch: int | None
+    version: int, seed_id: str | None, epoch: int | None, rank: int | None
 ) -> None:
     columns = dict(event_id="e-1", run_id="r\u00e9", stream_id="slot/\"x\"", version=version,
                    event_type="T", schema_version=2, epoch=epoch, seed_id=seed_id,
                    recorded_at="2026-01-01T00:00:00.000001+00:00", prev_hash="0" * 64)
     payload = {"alpha": 0.5, "z": [1, "two"]}
-    expected = canonical_json({**columns, "payload": payload})
-    assert envelope_text(**columns, payload_text=canonical_json(payload)) == expected  # type: ignore[arg-type]
+    hashed = {**columns, "payload": payload} | ({} if rank is None else {"rank": rank})
+    expected = canonical_json(hashed)
+    text = envelope_text(**columns, payload_text=canonical_json(payload), rank=rank)  # type: ignore[arg-type]
+    assert text == expected

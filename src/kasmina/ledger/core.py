@@ -52,7 +52,7 @@ PAGE_SIZE = 1000
 
 _SELECT = (
     "SELECT position, event_id, run_id, stream_id, version, event_type, schema_version, "
-    "epoch, seed_id, payload, recorded_at, prev_hash, hash FROM events"
+    "epoch, seed_id, payload, recorded_at, prev_hash, hash, rank FROM events"
 )
 _HEAD = (
     "SELECT version, hash, event_type FROM events WHERE run_id = ? AND stream_id = ? "
@@ -143,8 +143,8 @@ class Ledger:
         self.revision = store.schema_revision()
         self._insert = store.sql(
             "INSERT INTO events (event_id, run_id, stream_id, version, event_type, "
-            "schema_version, epoch, seed_id, payload, recorded_at, prev_hash, hash) "
-            f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, {store.payload_placeholder}, ?, ?, ?)"
+            "schema_version, epoch, seed_id, payload, recorded_at, prev_hash, hash, rank) "
+            f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, {store.payload_placeholder}, ?, ?, ?, ?)"
         )
         self._head = store.sql(_HEAD)
 
@@ -225,17 +225,21 @@ class Ledger:
             prepared.append(_Prepared(event, canonical_json(event.payload.model_dump())))
         self._require_head()
         with translate(self.url):
+            # Each attempt is one transaction, run again whole while the database is busy.
             try:
-                with self._store.write(run_id) as cur:
-                    return self._append_locked(cur, run_id, prepared, look_up_ids=False)
+                return self._store.transact(
+                    run_id,
+                    lambda cur: self._append_locked(cur, run_id, prepared, look_up_ids=False),
+                )
             except ConcurrencyError:
                 pass  # perhaps a retry whose events took those versions already
             except Exception as exc:
                 if not self._store.is_duplicate_event_id(exc):
                     raise
             # Possibly a retry: do it again, skipping the ids already stored.
-            with self._store.write(run_id) as cur:
-                return self._append_locked(cur, run_id, prepared, look_up_ids=True)
+            return self._store.transact(
+                run_id, lambda cur: self._append_locked(cur, run_id, prepared, look_up_ids=True)
+            )
 
     def _append_locked(
         self, cur: Cursor, run_id: str, prepared: Sequence[_Prepared], *, look_up_ids: bool
@@ -291,6 +295,7 @@ class Ledger:
                 payload_text=item.payload_text,
                 recorded_at=recorded_at,
                 prev_hash=head[1],
+                rank=event.rank,
             )
             digest = chain_hash(head[1], text)
             heads[stream] = (version, digest)
@@ -308,6 +313,7 @@ class Ledger:
                     recorded_param,
                     head[1],
                     digest,
+                    event.rank,
                 )
             )
         if rows:
@@ -340,12 +346,16 @@ class Ledger:
         host: str | None = None,
         dataset: str | None = None,
         dataset_digest: str | None = None,
+        world_size: int = 1,
+        slot_writers: Mapping[str, int] | None = None,
     ) -> Run:
         """Begin a run: appends `RunStarted` with what produced it.
 
         Besides the config and seed, that is the versions, and (when torch is
         already imported; the ledger never imports it) torch's thread count
         and deterministic-algorithms flag: what re-executing the run needs.
+        A run of several processes names its world size and which rank writes
+        each slot; this process is then rank 0 (see `kasmina.runtime.distributed`).
         """
         from kasmina.ledger.run import Run, new_run_id
 
@@ -366,26 +376,42 @@ class Ledger:
             dataset=dataset,
             dataset_digest=dataset_digest,
             host=host,
+            world_size=world_size,
+            slot_writers=dict(slot_writers or {}),
         )
-        self.append([make_event(payload, run_id=rid, stream_id=RUN_STREAM, version=1)])
-        return Run(self, rid, buffer_size=buffer_size)
+        rank = None if world_size == 1 else 0
+        self.append([make_event(payload, run_id=rid, stream_id=RUN_STREAM, version=1, rank=rank)])
+        return Run(self, rid, buffer_size=buffer_size, rank=rank, writers=payload.slot_writers)
 
-    def finish_run(self, run_id: str, status: Literal["completed", "failed", "aborted"]) -> str:
+    def finish_run(
+        self,
+        run_id: str,
+        status: Literal["completed", "failed", "aborted"],
+        *,
+        rank: int | None = None,
+    ) -> str:
         """Append `RunFinished`, sealing the last hash of every stream; returns its hash.
 
         The seal is taken inside the same transaction as the append, so no
         event can slip in between the seal and the end of the run.
         """
         self._require_head()
-        with translate(self.url), self._store.write(run_id) as cur:
+
+        def seal_and_append(cur: Cursor) -> AppendResult:
             seal = {str(stream): str(digest) for stream, digest in self._heads(cur, run_id)}
             if RUN_STREAM not in seal:
                 raise RunNotFound(run_id)
             event = make_event(
-                RunFinished(status=status, seal=seal), run_id=run_id, stream_id=RUN_STREAM
+                RunFinished(status=status, seal=seal),
+                run_id=run_id,
+                stream_id=RUN_STREAM,
+                rank=rank,
             )
             prepared = [_Prepared(event, canonical_json(event.payload.model_dump()))]
-            result = self._append_locked(cur, run_id, prepared, look_up_ids=True)
+            return self._append_locked(cur, run_id, prepared, look_up_ids=True)
+
+        with translate(self.url):  # one transaction, run again whole while the database is busy
+            result = self._store.transact(run_id, seal_and_append)
         return result.heads[RUN_STREAM][1]
 
     def _heads(self, cur: Cursor, run_id: str) -> list[Row]:
@@ -500,6 +526,7 @@ class Ledger:
             recorded_at=self._store.recorded_at_value(row[10]),
             prev_hash=str(row[11]),
             hash=str(row[12]),
+            rank=None if row[13] is None else int(row[13]),  # type: ignore[call-overload]
         )
 
     def read(

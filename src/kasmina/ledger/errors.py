@@ -9,6 +9,7 @@ from contextlib import contextmanager
 
 from kasmina.errors import (
     BadDatabaseURL,
+    DatabaseLocked,
     DatabaseUnavailable,
     KasminaError,
     LedgerError,
@@ -52,6 +53,8 @@ def translate_exception(exc: BaseException, url: str) -> KasminaError | None:
             return SchemaMismatch(f"{where} has no kasmina schema ({line}); {UPGRADE_HINT}")
         if "unable to open" in lowered:
             return DatabaseUnavailable(f"cannot open {where}: {line}")
+        if "database is locked" in lowered:
+            return DatabaseLocked(f"database {where} is locked by another writer ({line})")
         if isinstance(exc, sqlite3.OperationalError | sqlite3.ProgrammingError):
             return QueryError(f"SQLite: {line}")
         return LedgerError(f"SQLite: {line}")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
 
-from kasmina.events import NewEvent, Payload, make_event
+from kasmina.errors import PayloadInvalid
+from kasmina.events import NewEvent, Payload, make_event, rank_stream, stream_writer
 
 if TYPE_CHECKING:
     from kasmina.ledger.core import Ledger
@@ -26,13 +27,57 @@ class Recorder:
     happen. With a buffer, events are kept in order in memory and appended as
     one batch when the buffer fills or on `flush` (the runtime flushes at the
     end of each epoch); a failure then raises from that call.
+
+    In a distributed run the recorder has a ``rank``: every event carries it,
+    a shared stream (`run`, a slot's) is refused unless this rank is its
+    writer, and a process-local stream is renamed with `rank_stream`, so that
+    every stream has exactly one writer.
     """
 
-    def __init__(self, ledger: Ledger, run_id: str, *, buffer_size: int = 0) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        run_id: str,
+        *,
+        buffer_size: int = 0,
+        rank: int | None = None,
+        writers: Mapping[str, int] | None = None,
+    ) -> None:
         self.ledger = ledger
         self.run_id = run_id
         self.buffer_size = buffer_size
+        self.rank = rank
+        self.writers = dict(writers or {})
         self._pending: list[NewEvent] = []
+        #: Stream asked for -> stream written, for a recorder with a rank.
+        self._routes: dict[str, str] = {}
+        #: Version and hash of the last event this recorder stored, per stream.
+        self.heads: dict[str, tuple[int, str]] = {}
+
+    def _route(self, stream_id: str) -> str:
+        rank = self.rank
+        if rank is None:
+            return stream_id
+        routed = self._routes.get(stream_id)
+        if routed is not None:
+            return routed
+        writer = stream_writer(stream_id, self.writers)
+        if writer is None:
+            routed = rank_stream(stream_id, rank)
+        elif writer == rank:
+            routed = stream_id
+        else:
+            raise PayloadInvalid(
+                f"rank {rank} may not write stream {stream_id!r} of run {self.run_id}: "
+                f"its writer is rank {writer} (a stream has exactly one writer)"
+            )
+        self._routes[stream_id] = routed
+        return routed
+
+    def writes(self, stream_id: str) -> bool:
+        """Whether this recorder may record to a stream (shared streams have one writer)."""
+        writer = stream_writer(stream_id, self.writers) if self.rank is not None else None
+        return writer is None or writer == self.rank
 
     def event(
         self,
@@ -43,7 +88,12 @@ class Recorder:
         seed_id: str | None = None,
     ) -> NewEvent:
         return make_event(
-            payload, run_id=self.run_id, stream_id=stream_id, epoch=epoch, seed_id=seed_id
+            payload,
+            run_id=self.run_id,
+            stream_id=self._route(stream_id),
+            epoch=epoch,
+            seed_id=seed_id,
+            rank=self.rank,
         )
 
     def emit(
@@ -55,10 +105,15 @@ class Recorder:
         seed_id: str | None = None,
     ) -> None:
         event = make_event(
-            payload, run_id=self.run_id, stream_id=stream_id, epoch=epoch, seed_id=seed_id
+            payload,
+            run_id=self.run_id,
+            stream_id=self._route(stream_id),
+            epoch=epoch,
+            seed_id=seed_id,
+            rank=self.rank,
         )
         if not self.buffer_size:
-            self.ledger.append([event])
+            self._append([event])
             return
         pending = self._pending
         pending.append(event)
@@ -80,7 +135,7 @@ class Recorder:
 
     def _take(self, events: list[NewEvent]) -> None:
         if not self.buffer_size:
-            self.ledger.append(events)
+            self._append(events)
             return
         self._pending.extend(events)
         if len(self._pending) >= self.buffer_size:
@@ -90,7 +145,10 @@ class Recorder:
         """Append everything buffered, in emit order, as one batch."""
         if self._pending:
             batch, self._pending = self._pending, []
-            self.ledger.append(batch)
+            self._append(batch)
+
+    def _append(self, batch: list[NewEvent]) -> None:
+        self.heads.update(self.ledger.append(batch).heads)
 
     @property
     def pending(self) -> int:
@@ -98,16 +156,31 @@ class Recorder:
 
 
 class Run:
-    def __init__(self, ledger: Ledger, run_id: str, *, buffer_size: int = 0) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        run_id: str,
+        *,
+        buffer_size: int = 0,
+        rank: int | None = None,
+        writers: Mapping[str, int] | None = None,
+    ) -> None:
         self.ledger = ledger
         self.run_id = run_id
-        self.recorder = Recorder(ledger, run_id, buffer_size=buffer_size)
+        self.rank = rank
+        self.recorder = Recorder(
+            ledger, run_id, buffer_size=buffer_size, rank=rank, writers=writers
+        )
         self.finished = False
 
     def finish(self, status: Literal["completed", "failed", "aborted"] = "completed") -> str:
-        """Seal the run with `RunFinished`; returns the seal event's hash."""
+        """Seal the run with `RunFinished`; returns the seal event's hash.
+
+        In a distributed run only rank 0 seals, after every rank has flushed
+        (`kasmina.runtime.distributed.DistributedRun.finish` does both).
+        """
         self.recorder.flush()
-        digest = self.ledger.finish_run(self.run_id, status)
+        digest = self.ledger.finish_run(self.run_id, status, rank=self.rank)
         self.finished = True
         return digest
 

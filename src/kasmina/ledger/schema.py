@@ -60,6 +60,8 @@ class EventRow(Base):
     recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+    #: The writing process's rank in a distributed run; NULL for one process.
+    rank: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (
         UniqueConstraint("event_id"),
@@ -105,6 +107,7 @@ COLUMNS = (
     "recorded_at",
     "prev_hash",
     "hash",
+    "rank",
 )
 
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from kasmina.ledger.store import Store
+from kasmina.ledger.store import Cursor, Row, Store
 
 #: The first schema revision with the table; older databases replay without snapshots.
 SNAPSHOTS_REVISION = "0002"
@@ -50,7 +50,8 @@ def has_snapshots(store: Store, revision: str | None) -> bool:
 def save(store: Store, snapshot: Snapshot) -> bool:
     """Store a snapshot; False if one is already stored at that position."""
     now = datetime.now(UTC)
-    with store.write(snapshot.run_id) as cur:
+
+    def insert(cur: Cursor) -> Row | None:
         cur.execute(
             store.sql(
                 "INSERT INTO snapshots (run_id, position, epoch, events, event_hash, format, "
@@ -69,8 +70,9 @@ def save(store: Store, snapshot: Snapshot) -> bool:
                 store.recorded_at_param(now, now.isoformat(timespec="microseconds")),
             ),
         )
-        row = cur.fetchone()
-    return row is not None
+        return cur.fetchone()
+
+    return store.transact(snapshot.run_id, insert) is not None
 
 
 def candidates(
@@ -125,10 +127,14 @@ def heads_match(store: Store, run_id: str, heads: dict[str, tuple[int, str]]) ->
 
 def delete(store: Store, run_id: str) -> int:
     """Drop every snapshot of a run (they are only a cache); returns how many."""
-    with store.write(run_id) as cur:
+
+    def drop(cur: Cursor) -> Row | None:
         cur.execute(store.sql("SELECT COUNT(*) FROM snapshots WHERE run_id = ?"), (run_id,))
         row = cur.fetchone()
         cur.execute(store.sql("DELETE FROM snapshots WHERE run_id = ?"), (run_id,))
+        return row
+
+    row = store.transact(run_id, drop)
     return int(row[0]) if row else 0  # type: ignore[call-overload]
 
 

@@ -1,4 +1,27 @@
-"""The embedded SQLite backend: WAL, a tunable `synchronous`, BEGIN IMMEDIATE."""
+"""The embedded SQLite backend: WAL, a tunable `synchronous`, BEGIN IMMEDIATE.
+
+Several processes may append to one SQLite ledger, within limits:
+
+- One writer at a time. Every append is one ``BEGIN IMMEDIATE`` transaction,
+  so writers queue for the database's single write lock (and positions are
+  handed out in commit order: a reader tailing the file never skips an
+  event). Readers never wait for writers, nor writers for readers (WAL).
+- A writer that finds the lock taken waits inside SQLite for
+  ``busy_timeout_ms`` (10 s); if it is still taken, or SQLite answers
+  ``SQLITE_BUSY`` without waiting, `Store.transact` runs the whole
+  transaction again after a pause that doubles each time (20 ms up to 1 s,
+  with jitter) for up to `busy_retry_s` (30 s) in all, then raises
+  `DatabaseLocked`. A retry never duplicates: a busy transaction is rolled
+  back whole, and `Ledger.append` skips event ids already stored.
+- A few writers on one machine: DDP ranks of one node, a trainer and an
+  evaluator. Throughput is that of one writer (the lock is held per append),
+  so batch appends; SQLite's busy waiting is not fair, so with many writers
+  one can starve until it gives up. Use PostgreSQL for many writers, or
+  writers on several machines.
+- A local disk only. WAL needs shared memory between the processes, and
+  SQLite's file locks are unreliable on network filesystems (NFS, SMB,
+  most cluster filesystems); there the database can be corrupted.
+"""
 
 from __future__ import annotations
 
@@ -50,6 +73,7 @@ def _readonly_authorizer(
 
 class SQLiteStore(Store):
     dialect = "sqlite"
+    busy_hint = "; SQLite suits a few writers on one machine, use PostgreSQL for more"
 
     def __init__(
         self,
@@ -58,9 +82,11 @@ class SQLiteStore(Store):
         *,
         synchronous: Synchronous = "NORMAL",
         busy_timeout_ms: int = 10_000,
+        busy_retry_s: float = 30.0,
     ) -> None:
         super().__init__(url)
         self.path = path
+        self.busy_retry_s = busy_retry_s
         self._conn = sqlite3.connect(
             path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000
         )
@@ -75,6 +101,14 @@ class SQLiteStore(Store):
     def is_duplicate_event_id(self, exc: BaseException) -> bool:
         return isinstance(exc, sqlite3.IntegrityError) and "events.event_id" in str(exc)
 
+    def is_busy(self, exc: BaseException) -> bool:
+        if not isinstance(exc, sqlite3.OperationalError):
+            return False
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is not None:
+            return int(code) & 0xFF == sqlite3.SQLITE_BUSY  # and its extended codes
+        return "database is locked" in str(exc)
+
     def ids_lookup(self, ids: list[str]) -> tuple[str, Param]:
         return (
             "SELECT event_id FROM events WHERE event_id IN (SELECT value FROM json_each(?))",
@@ -88,10 +122,10 @@ class SQLiteStore(Store):
             cur.execute("BEGIN IMMEDIATE")
             try:
                 yield cast(Cursor, cur)
+                cur.execute("COMMIT")
             except BaseException:
-                self._conn.rollback()
+                self._conn.rollback()  # also after a failed COMMIT, which leaves it open
                 raise
-            cur.execute("COMMIT")
 
     def fetch(self, sql: str, params: Sequence[Param] = ()) -> list[Row]:
         with self.lock:

@@ -8,17 +8,22 @@ contract suite runs against each).
 
 from __future__ import annotations
 
+import random
 import threading
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import ClassVar, Protocol, TypeAlias
+from typing import ClassVar, Protocol, TypeAlias, TypeVar
 
 from kasmina.canonical import Json
+from kasmina.errors import DatabaseLocked
+from kasmina.ledger.errors import redact
 
 Param: TypeAlias = "str | int | float | None | datetime | list[str]"
 Row: TypeAlias = tuple[object, ...]
+T = TypeVar("T")
 
 
 class Cursor(Protocol):
@@ -34,6 +39,13 @@ class Store(ABC):
     dialect: ClassVar[str]
     #: Where the payload's canonical text goes in an INSERT.
     payload_placeholder: ClassVar[str] = "?"
+    #: How long `transact` keeps retrying a busy database, in seconds, all attempts together.
+    busy_retry_s: float = 30.0
+    #: The first pause between attempts; it doubles each time, up to `busy_max_delay_s`.
+    busy_first_delay_s: float = 0.02
+    busy_max_delay_s: float = 1.0
+    #: Ends the `DatabaseLocked` message: what to do about it on this backend.
+    busy_hint: ClassVar[str] = ""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -58,6 +70,39 @@ class Store(ABC):
     @abstractmethod
     def write(self, run_id: str) -> AbstractContextManager[Cursor]:
         """One write transaction; appends to one run are serialised by it."""
+
+    def is_busy(self, exc: BaseException) -> bool:
+        """Whether a driver error means another writer held the database: worth a retry."""
+        return False
+
+    def transact(self, run_id: str, work: Callable[[Cursor], T]) -> T:
+        """Run `work` in one write transaction, from the start again while the database is busy.
+
+        Each attempt is a whole transaction (`write`), so a retry redoes every
+        read and check as well as the inserts. Between attempts it sleeps with
+        capped exponential backoff and jitter, outside the store's lock; after
+        `busy_retry_s` seconds in all it gives up with `DatabaseLocked`.
+        """
+        started = time.monotonic()
+        delay = self.busy_first_delay_s
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                with self.write(run_id) as cur:
+                    return work(cur)
+            except Exception as exc:
+                if not self.is_busy(exc):
+                    raise
+                waited = time.monotonic() - started
+                left = self.busy_retry_s - waited
+                if left <= 0:
+                    raise DatabaseLocked(
+                        f"database {redact(self.url)} stayed locked by other writers for "
+                        f"{waited:.1f} s ({attempts} attempts){self.busy_hint}"
+                    ) from exc
+                time.sleep(min(left, delay / 2 + random.uniform(0, delay / 2)))
+                delay = min(delay * 2, self.busy_max_delay_s)
 
     @abstractmethod
     def fetch(self, sql: str, params: Sequence[Param] = ()) -> list[Row]:

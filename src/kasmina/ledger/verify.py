@@ -128,14 +128,15 @@ class ChainChecker:
         self.faults.append(Fault(self.run_id, stream, position, version, kind, detail))
 
     def check(self, row: Row) -> bool:
-        """Check one row (13 columns, the ledger's order); True when it added no fault.
+        """Check one row (14 columns, the ledger's order); True when it added no fault.
 
         The common case (the next version of its stream, linked, well typed,
         not a seal) takes a lean path; anything else, and any row whose hash
         does not match, goes through `_check_fully`, which names each fault.
         """
-        (_, event_id, run_id, stream, version, event_type, schema_version, epoch, seed_id,
-         payload, recorded_at, prev_hash, stored_hash) = cast(tuple[Any, ...], row)  # fmt: skip
+        (_, event_id, run_id, stream, version, event_type, schema_version, epoch,
+         seed_id, payload, recorded_at, prev_hash, stored_hash,
+         rank) = cast(tuple[Any, ...], row)  # fmt: skip
         head = self.heads.get(stream)
         last_version, last_hash = head if head is not None else (0, GENESIS_HASH)
         if (
@@ -146,6 +147,7 @@ class ChainChecker:
             or event_type == "RunFinished"
             or type(schema_version) is not int
             or not (epoch is None or type(epoch) is int)
+            or not (rank is None or type(rank) is int)
         ):
             return self._check_fully(row)
         quoted = self._quoted
@@ -161,6 +163,7 @@ class ChainChecker:
             self._payload_text(payload),
             quote(self._recorded_at_text(recorded_at)),
             f'"{prev_hash}"',
+            rank,
         )
         if chain_hash(prev_hash, text) != stored_hash:
             return self._check_fully(row)
@@ -223,6 +226,7 @@ class ChainChecker:
             payload_text=store.payload_text(row[9]),
             recorded_at=store.recorded_at_text(row[10]),
             prev_hash=prev_hash,
+            rank=None if row[13] is None else int(row[13]),  # type: ignore[call-overload]
         )
         if chain_hash(prev_hash, text) != stored_hash:
             self._fault(

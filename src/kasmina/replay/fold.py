@@ -138,7 +138,7 @@ def _stage(value: object) -> SeedStage:
 
 
 class Folder:
-    """Feeds on rows (the ledger's 13 columns, position order) and yields `ReplayState`."""
+    """Feeds on rows (the ledger's 14 columns, position order) and yields `ReplayState`."""
 
     def __init__(
         self,

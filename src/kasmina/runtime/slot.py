@@ -42,6 +42,7 @@ from kasmina.runtime.alpha import (
 )
 from kasmina.runtime.blocks import BlockPool
 from kasmina.runtime.blueprints import Topology, build_blueprint, param_count, param_digest
+from kasmina.runtime.distributed import agree
 from kasmina.runtime.isolation import IsolationMonitor
 from kasmina.runtime.metrics import SeedMetrics
 from kasmina.runtime.slot_checkpoint import SlotCheckpoint
@@ -272,7 +273,12 @@ class SeedSlot(SlotRamps, SlotCheckpoint, SlotGradients, nn.Module):
     def advance_stage(
         self, target: SeedStage | None = None, *, trigger: Trigger = "command"
     ) -> GateResult:
-        """Check the target's gate and, if it passes, move; every attempt is recorded."""
+        """Check the target's gate and, if it passes, move; every attempt is recorded.
+
+        Under `torch.distributed` the verdict is rank 0's, broadcast to every
+        rank (`kasmina.runtime.distributed.agree`): a collective, so every rank
+        advances its replica of the slot at the same point of the loop.
+        """
         stage = self.stage
         goal = target if target is not None else next_stage(stage)
         if goal is None:
@@ -283,7 +289,7 @@ class SeedSlot(SlotRamps, SlotCheckpoint, SlotGradients, nn.Module):
             raise InvalidTransition(self.slot_id, stage.name, goal.name)
         if goal is SeedStage.GERMINATED:
             raise SlotError("use germinate() to plant a seed")
-        result = self.gates.check(goal, self.facts())
+        result = agree(self.gates.check(goal, self.facts()))
         verdict = SeedGateEvaluated(
             slot_id=self.slot_id,
             env_id=self.env_id,

@@ -1,0 +1,167 @@
+"""One rank of the DDP test: a DDP-wrapped digits host with two slots, recording.
+
+Run by `torch.multiprocessing.spawn` (gloo on CPU in `make test`, nccl on a
+machine with two GPUs: ``python tests/concurrency/ddp_worker.py URL OUT --backend nccl``).
+Each rank trains on its own shard, so its accuracy differs from the other
+rank's and only the agreed gate verdicts keep the replicas on one path. Each
+rank writes what the parent checks to ``OUT/rank<N>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from kasmina.demo import DigitsHost, load_digits_tensors
+from kasmina.events import CacheEvicted, EpochCompleted, memory_stream
+from kasmina.gates import QualityGates
+from kasmina.ledger import Ledger
+from kasmina.runtime.distributed import DistributedRun
+from kasmina.runtime.slot import SeedSlot
+from kasmina.runtime.telemetry import emit_sample
+from kasmina.stages import SeedStage
+
+SLOTS = ("r0c0", "r0c1")
+EPOCHS = 9
+WIDTH = 8
+
+
+def _accuracy(model: DigitsHost, x: torch.Tensor, y: torch.Tensor,
+              silenced: str | None = None) -> float:
+    model.eval()
+    with torch.no_grad():
+        acc = float((model(x, silenced=silenced).argmax(1) == y).float().mean()) * 100.0
+    model.train()
+    return round(acc, 3)
+
+
+def _wrap(model: DigitsHost, device: torch.device) -> tuple[DDP, torch.optim.Optimizer]:
+    """A fresh DDP wrapper and optimiser: a germinated seed brings new parameters."""
+    ids = [device.index] if device.type == "cuda" else None
+    ddp = DDP(model, device_ids=ids, find_unused_parameters=True)
+    return ddp, torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.05)
+
+
+def run_rank(rank: int, world_size: int, init: str, url: str, out: str, backend: str) -> None:
+    torch.set_num_threads(1)
+    device = torch.device(f"cuda:{rank}") if backend == "nccl" else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend, init_method=init, rank=rank, world_size=world_size)
+    started = time.perf_counter()
+    report: dict[str, object] = {"rank": rank}
+    try:
+        torch.manual_seed(0)
+        x_train, y_train, x_val, y_val = load_digits_tensors(0)
+        x_train, y_train = (t[rank::world_size].to(device) for t in (x_train, y_train))
+        x_val, y_val = (t[rank::world_size].to(device) for t in (x_val, y_val))
+        with Ledger.open(url) as ledger:
+            shared = DistributedRun.start(ledger, "ddp", seed=0, slots=SLOTS, buffer_size=64)
+            gates = QualityGates(permissive=True, min_training_epochs=2, min_blending_epochs=2)
+            slots = [SeedSlot(s, WIDTH, recorder=shared.recorder_for(s), gates=gates,
+                              auto_advance=True) for s in SLOTS]
+            model = DigitsHost(slots, WIDTH).to(device)
+            ddp, opt = _wrap(model, device)
+            override_warnings: list[str] = []
+            for epoch in range(EPOCHS):
+                if epoch == 0:
+                    for i, slot in enumerate(slots):
+                        slot.germinate("conv_small", f"seed-{i}", init_seed=100 + i, tempo=2)
+                        slot.watch_gradients(model.host_parameters())
+                    ddp, opt = _wrap(model, device)
+                for start in range(0, len(y_train), 64):
+                    opt.zero_grad()
+                    loss = F.cross_entropy(ddp(x_train[start:start + 64]),
+                                           y_train[start:start + 64])
+                    loss.backward()
+                    opt.step()
+                    for slot in slots:
+                        slot.capture_gradients()
+                accuracy = _accuracy(model, x_val, y_val)
+                for slot in slots:
+                    contribution = None
+                    if slot.stage in (SeedStage.BLENDING, SeedStage.HOLDING):
+                        with warnings.catch_warnings(record=True) as caught:
+                            warnings.simplefilter("always")
+                            silenced = _accuracy(model, x_val, y_val, silenced=slot.slot_id)
+                        override_warnings += [str(w.message) for w in caught]
+                        contribution = round(accuracy - silenced, 3)
+                    slot.step_epoch(accuracy=accuracy, counterfactual=contribution, epoch=epoch)
+                    recorder = shared.recorder_for(slot.slot_id)
+                    if recorder is not None:
+                        emit_sample(recorder, slot, epoch)
+                    if slot.stage is SeedStage.HOLDING and contribution is not None:
+                        if slot.slot_id == SLOTS[0]:
+                            slot.advance_stage(SeedStage.FOSSILIZED)
+                        else:
+                            slot.prune("ddp_test_done", initiator="policy")
+                # Each rank's own cache stream (renamed per rank by the recorder).
+                shared.recorder.emit(CacheEvicted(cache="kernels", evicted=rank + 1, reason="ttl",
+                                                  size_before=rank + 1, size_after=0),
+                                     stream_id=memory_stream("kernels"), epoch=epoch)
+                if rank == 0:
+                    shared.recorder.emit(EpochCompleted(val_accuracy=accuracy),
+                                         stream_id="run", epoch=epoch)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                with slots[0].force_alpha(0.0):
+                    _accuracy(model, x_val, y_val)
+            report["force_alpha_warnings"] = [str(w.message) for w in caught]
+            report["override_warnings"] = override_warnings
+            report["stages"] = {s.slot_id: s.stage.name for s in slots}
+            report["params"] = {name: float(p.detach().double().sum().cpu())
+                                for name, p in model.named_parameters()}
+            report["seal"] = shared.finish()
+            report["run_id"] = shared.run_id
+            report["seconds"] = round(time.perf_counter() - started, 3)
+    finally:
+        dist.destroy_process_group()
+        Path(out, f"rank{rank}.json").write_text(json.dumps(report))
+
+
+def agree_rank(rank: int, world_size: int, init: str, out: str) -> None:
+    """Rank 0 passes a gate that rank 1 fails on its own; both must take rank 0's verdict."""
+    from kasmina.gates import GateResult
+    from kasmina.runtime.distributed import agree
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world_size)
+    try:
+        mine = GateResult(gate="G2", passed=rank == 0, score=0.5, checks_passed=(),
+                          checks_failed=() if rank == 0 else ("too_soon",),
+                          message=f"rank {rank} {'passes' if rank == 0 else 'fails'}")
+        chosen = agree(mine)
+        Path(out, f"agree{rank}.json").write_text(
+            json.dumps({"passed": chosen.passed, "message": chosen.message}))
+    finally:
+        dist.destroy_process_group()
+
+
+def spawn(url: str, out: str, *, world_size: int = 2, backend: str = "gloo") -> None:
+    """Run every rank and wait; a rank's failure raises here."""
+    init = f"file://{os.path.join(out, 'rendezvous')}"
+    torch.multiprocessing.spawn(run_rank, args=(world_size, init, url, out, backend),
+                                nprocs=world_size, join=True)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("url")
+    parser.add_argument("out")
+    parser.add_argument("--backend", default="gloo")
+    parser.add_argument("--world-size", type=int, default=2)
+    args = parser.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    spawn(args.url, args.out, world_size=args.world_size, backend=args.backend)
+    print(json.dumps([json.loads(Path(args.out, f"rank{r}.json").read_text())
+                      for r in range(args.world_size)], indent=1))
+    sys.exit(0)
