@@ -32,7 +32,7 @@ from transitions import Machine
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from kasmina.demo import BATCH, WIDTH, DigitsHost, load_digits_tensors  # noqa: E402
+from kasmina.demo import DemoConfig, DigitsHost, load_digits_tensors  # noqa: E402
 from kasmina.events import EpochCompleted, SeedTelemetrySampled, slot_stream  # noqa: E402
 from kasmina.gates import QualityGates  # noqa: E402
 from kasmina.ledger import Ledger, Recorder  # noqa: E402
@@ -41,11 +41,12 @@ from kasmina.runtime.slot import SeedSlot  # noqa: E402
 from kasmina.stages import SeedStage, edges  # noqa: E402
 
 GATES = QualityGates(permissive=True, min_training_epochs=0, min_blending_epochs=0)
+BATCH, WIDTH = DemoConfig().batch, DemoConfig().width
 
 
 def _host(recorder: Recorder | None, seeded: bool, device: torch.device) -> DigitsHost:
     slots = [SeedSlot(f"r0c{i}", WIDTH, recorder=recorder, gates=GATES) for i in range(3)]
-    model = DigitsHost(slots).to(device)
+    model = DigitsHost(slots, WIDTH).to(device)
     if seeded:
         for i, slot in enumerate(slots):
             slot.germinate("conv_small", f"bench-{i}", init_seed=i, tempo=50)
@@ -56,7 +57,7 @@ def _host(recorder: Recorder | None, seeded: bool, device: torch.device) -> Digi
 
 
 def _plain_host(device: torch.device) -> nn.Module:
-    model = DigitsHost([])
+    model = DigitsHost([], WIDTH)
     model.stem = nn.Conv2d(1, WIDTH, 3, padding=1)
     model.blocks = nn.ModuleList(nn.Conv2d(WIDTH, WIDTH, 3, padding=1) for _ in range(3))
     model.slots = nn.ModuleList(nn.Identity() for _ in range(3))

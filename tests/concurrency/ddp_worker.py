@@ -161,7 +161,26 @@ if __name__ == "__main__":
     parser.add_argument("--world-size", type=int, default=2)
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
+    t0 = time.perf_counter()
     spawn(args.url, args.out, world_size=args.world_size, backend=args.backend)
-    print(json.dumps([json.loads(Path(args.out, f"rank{r}.json").read_text())
-                      for r in range(args.world_size)], indent=1))
-    sys.exit(0)
+    wall = time.perf_counter() - t0
+    reports = [json.loads(Path(args.out, f"rank{r}.json").read_text())
+               for r in range(args.world_size)]
+    with Ledger.open(args.url) as ledger:
+        run_id = str(reports[0]["run_id"])
+        events = list(ledger.read(run_id))
+        verified = ledger.verify(run_id)
+    per_rank: dict[str, int] = {}
+    for e in events:
+        per_rank[str(e.rank)] = per_rank.get(str(e.rank), 0) + 1
+    print(json.dumps({
+        "backend": args.backend, "world_size": args.world_size, "run_id": run_id,
+        "events": len(events), "events_per_rank": per_rank, "verify_ok": verified.ok,
+        "streams": sorted({e.stream_id for e in events}),
+        "stages": [r["stages"] for r in reports],
+        "replicas_identical": all(r["params"] == reports[0]["params"] for r in reports),
+        "override_warnings": [r["override_warnings"] for r in reports],
+        "force_alpha_warned": [len(r["force_alpha_warnings"]) for r in reports],
+        "rank_seconds": [r["seconds"] for r in reports], "wall_seconds": round(wall, 2),
+    }, indent=1))
+    sys.exit(0 if verified.ok else 1)
