@@ -4,6 +4,8 @@ Importing kasmina never imports torch: the ledger, stages and events work on
 a machine without it.
 """
 
+from typing import TYPE_CHECKING
+
 from kasmina.errors import (
     ConcurrencyError,
     InvalidTransition,
@@ -15,21 +17,37 @@ from kasmina.errors import (
     UnknownEventType,
 )
 from kasmina.events import make_event
+from kasmina.gates import GateResult, QualityGates
 from kasmina.ledger import Ledger, Run, VerifyReport
 from kasmina.stages import SeedStage
+
+if TYPE_CHECKING:
+    from kasmina.runtime.slot import SeedSlot
+
+
+def __getattr__(name: str) -> object:
+    """`SeedSlot` is imported on first use, so that `import kasmina` needs no torch."""
+    if name == "SeedSlot":
+        from kasmina.runtime.slot import SeedSlot
+
+        return SeedSlot
+    raise AttributeError(f"module 'kasmina' has no attribute {name!r}")
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ConcurrencyError",
+    "GateResult",
     "InvalidTransition",
     "KasminaError",
     "Ledger",
     "LedgerError",
     "PayloadInvalid",
+    "QualityGates",
     "Run",
     "RunNotFound",
     "SchemaMismatch",
+    "SeedSlot",
     "SeedStage",
     "UnknownEventType",
     "VerifyReport",
