@@ -96,6 +96,10 @@ class RunClosed(LedgerError):
         super().__init__(f"run {run_id!r} is finished and sealed; it takes no more events")
 
 
+class FollowTimeout(LedgerError, TimeoutError):
+    """No new event of the followed run arrived within the allowed wait."""
+
+
 class ReplayError(KasminaError):
     """A run cannot be folded or re-executed; `position` names the event at fault."""
 

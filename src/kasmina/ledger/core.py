@@ -572,6 +572,19 @@ class Ledger:
         for row in self.raw_rows(run_id, after=after, stream_id=stream_id, seed_id=seed_id):
             yield self._to_event(row)
 
+    def follow(
+        self,
+        run_id: str,
+        *,
+        after: int = 0,
+        timeout: float | None = None,
+        wait_for_run: bool = False,
+    ) -> Iterator[StoredEvent]:
+        """Tail a live run until its `RunFinished` (see `kasmina.ledger.tail.follow`)."""
+        from kasmina.ledger.tail import follow
+
+        return follow(self, run_id, after=after, timeout=timeout, wait_for_run=wait_for_run)
+
     def stream(self, run_id: str, stream_id: str) -> Iterator[StoredEvent]:
         return self.read(run_id, stream_id=stream_id)
 

@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from kasmina.errors import KasminaError
+from kasmina.errors import FollowTimeout
 from kasmina.events import RUN_STREAM, StoredEvent
 from kasmina.ledger.errors import translate
 
@@ -35,10 +35,6 @@ if TYPE_CHECKING:
     from kasmina.ledger.core import Ledger
 
 FINISHED = "RunFinished"
-
-
-class FollowTimeout(KasminaError, TimeoutError):
-    """No new event of the followed run arrived within the allowed wait."""
 
 
 def follow(
