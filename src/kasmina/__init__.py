@@ -33,6 +33,7 @@ def __getattr__(name: str) -> object:
         return SeedSlot
     raise AttributeError(f"module 'kasmina' has no attribute {name!r}")
 
+
 __version__ = "0.1.0"
 
 __all__ = [

@@ -80,8 +80,9 @@ class Store(ABC):
 
         Each attempt is a whole transaction (`write`), so a retry redoes every
         read and check as well as the inserts. Between attempts it sleeps with
-        capped exponential backoff and jitter, outside the store's lock; after
-        `busy_retry_s` seconds in all it gives up with `DatabaseLocked`.
+        capped exponential backoff and jitter, outside the store's lock; once
+        `busy_retry_s` seconds have passed it gives up with `DatabaseLocked`
+        (the last attempt may have waited up to one driver busy timeout more).
         """
         started = time.monotonic()
         delay = self.busy_first_delay_s
