@@ -12,7 +12,7 @@ import sqlite3
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import pytest
@@ -47,7 +47,7 @@ def _path(url: str) -> str:
 
 
 def _rows(path: str, run_id: str) -> list[tuple[str, str, int]]:
-    with sqlite3.connect(path) as conn:
+    with closing(sqlite3.connect(path)) as conn:
         return conn.execute(
             "SELECT event_id, stream_id, version FROM events WHERE run_id = ? ORDER BY position",
             (run_id,),
@@ -203,7 +203,7 @@ def test_writers_with_no_busy_timeout_retry_until_all_is_written(
     sqlite_url: str, run_id: str
 ) -> None:
     """Four processes that never wait inside SQLite: every collision is a retry."""
-    writers, events, batch = 4, 400, 20
+    writers, events, batch = 4, 800, 10
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(writers)
     results = ctx.Queue()

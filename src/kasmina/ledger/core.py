@@ -51,10 +51,14 @@ if TYPE_CHECKING:
 DEFAULT_URL = "sqlite:///kasmina.db"
 PAGE_SIZE = 1000
 
-_SELECT = (
+_COLUMNS = (
     "SELECT position, event_id, run_id, stream_id, version, event_type, schema_version, "
-    "epoch, seed_id, payload, recorded_at, prev_hash, hash, rank FROM events"
+    "epoch, seed_id, payload, recorded_at, prev_hash, hash, "
 )
+_SELECT = _COLUMNS + "rank FROM events"
+#: A database before revision 0005 has no rank column; it is read, never written.
+_SELECT_UNRANKED = _COLUMNS + "NULL AS rank FROM events"
+RANK_REVISION = "0005"
 _HEAD = (
     "SELECT version, hash, event_type FROM events WHERE run_id = ? AND stream_id = ? "
     "ORDER BY version DESC LIMIT 1"
@@ -176,6 +180,8 @@ class Ledger:
             f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, {store.payload_placeholder}, ?, ?, ?, ?)"
         )
         self._head = store.sql(_HEAD)
+        ranked = self.revision is not None and self.revision >= RANK_REVISION
+        self._select = _SELECT if ranked else _SELECT_UNRANKED
 
     # -- opening -----------------------------------------------------------
 
@@ -529,7 +535,7 @@ class Ledger:
         if seed_id is not None:
             where.append("seed_id = ?")
             params.append(seed_id)
-        sql = f"{_SELECT} WHERE {' AND '.join(where)} ORDER BY position LIMIT ?"
+        sql = f"{self._select} WHERE {' AND '.join(where)} ORDER BY position LIMIT ?"
         position = after
         while True:
             with translate(self.url):
