@@ -13,7 +13,6 @@ import os
 import platform
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -139,34 +138,6 @@ def _open_store(url: str, synchronous: Literal["NORMAL", "FULL"]) -> Store:
     )
 
 
-@contextmanager
-def _first_open(store: Store) -> Iterator[None]:
-    """Hold an exclusive `flock` on a new SQLite file's folder while it is migrated.
-
-    The ranks of a distributed run open one new file at once; without this,
-    two of them would both find it empty and both create the schema. The lock
-    is on the folder, never the file: closing any descriptor of the database
-    file drops this process's POSIX locks on it, SQLite's included, and then
-    another process may take itself for the last connection and delete the
-    write-ahead log under us (a test lost committed runs that way).
-    """
-    path = getattr(store, "path", None)
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield
-        return
-    if path is None:
-        yield
-        return
-    folder = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-    try:
-        fcntl.flock(folder, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(folder)  # releases the flock
-
-
 class Ledger:
     """An immutable, hash-chained event log in SQLite or PostgreSQL."""
 
@@ -201,7 +172,7 @@ class Ledger:
         try:
             with translate(url):
                 if store.dialect == "sqlite" and not store.has_events_table():
-                    with _first_open(store):
+                    with store.first_open():
                         if not store.has_events_table():
                             migrate.upgrade(url)
                 if not store.has_events_table():

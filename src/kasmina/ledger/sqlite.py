@@ -25,7 +25,9 @@ Several processes may append to one SQLite ledger, within limits:
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -126,6 +128,25 @@ class SQLiteStore(Store):
             except BaseException:
                 self._conn.rollback()  # also after a failed COMMIT, which leaves it open
                 raise
+
+    @contextmanager
+    def first_open(self) -> Iterator[None]:
+        """Hold an exclusive `flock` on the file's folder while a new file is migrated.
+
+        The ranks of a distributed run open one new file at once; without this,
+        two of them would both find it empty and both create the schema. The
+        lock is on the folder, never the file: closing any descriptor of the
+        database file drops this process's POSIX locks on it, SQLite's
+        included, and then another process may take itself for the last
+        connection and delete the write-ahead log under us (a test lost
+        committed runs that way).
+        """
+        folder = os.open(os.path.dirname(os.path.abspath(self.path)), os.O_RDONLY)
+        try:
+            fcntl.flock(folder, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(folder)  # releases the flock
 
     def fetch(self, sql: str, params: Sequence[Param] = ()) -> list[Row]:
         with self.lock:

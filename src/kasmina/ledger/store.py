@@ -13,7 +13,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 from typing import ClassVar, Protocol, TypeAlias, TypeVar
 
@@ -104,6 +104,10 @@ class Store(ABC):
                     ) from exc
                 time.sleep(min(left, delay / 2 + random.uniform(0, delay / 2)))
                 delay = min(delay * 2, self.busy_max_delay_s)
+
+    def first_open(self) -> AbstractContextManager[None]:
+        """Held while a new database is migrated on first open (only SQLite does that)."""
+        return nullcontext()
 
     @abstractmethod
     def fetch(self, sql: str, params: Sequence[Param] = ()) -> list[Row]:
