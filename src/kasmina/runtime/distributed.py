@@ -27,7 +27,7 @@ from typing import Literal
 import torch.distributed as dist
 
 from kasmina.errors import KasminaError
-from kasmina.events import RUN_STREAM, RunFinished
+from kasmina.events import RUN_STREAM, RunFinished, slot_stream
 from kasmina.gates import GateResult
 from kasmina.ledger import Ledger, Run
 from kasmina.ledger.run import Recorder
@@ -76,12 +76,11 @@ def agree(result: GateResult) -> GateResult:
 class DistributedRun:
     """The handle each rank holds on the shared run (see the module docstring)."""
 
-    def __init__(self, run: Run, world_size: int, slot_writers: Mapping[str, int]) -> None:
+    def __init__(self, run: Run, world_size: int) -> None:
         self.run = run
         self.run_id = run.run_id
         self.rank = run.rank or 0
         self.world_size = world_size
-        self.slot_writers = dict(slot_writers)
 
     @classmethod
     def start(
@@ -128,7 +127,7 @@ class DistributedRun:
         run_id, writers = header
         if rank != 0:
             run = Run(ledger, run_id, buffer_size=buffer_size, rank=rank, writers=writers)
-        return cls(run, size, writers)
+        return cls(run, size)
 
     @property
     def recorder(self) -> Recorder:
@@ -136,7 +135,7 @@ class DistributedRun:
         return self.run.recorder
 
     def writes_slot(self, slot_id: str) -> bool:
-        return self.slot_writers.get(slot_id, 0) == self.rank
+        return self.recorder.writes(slot_stream(slot_id))
 
     def recorder_for(self, slot_id: str) -> Recorder | None:
         """The recorder to give a slot: this rank's if it writes the slot, else None."""
