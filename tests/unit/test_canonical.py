@@ -62,3 +62,38 @@ def test_envelope_text_equals_canonical_json_of_the_columns(
     expected = canonical_json(hashed)
     text = envelope_text(**columns, payload_text=canonical_json(payload), rank=rank)  # type: ignore[arg-type]
     assert text == expected
+
+
+def _outcome(fn: object, value: object) -> str:
+    try:
+        return fn(value)  # type: ignore[operator, no-any-return]
+    except PayloadInvalid as exc:
+        return f"refused: {exc}"
+
+
+@given(st.dictionaries(st.text(max_size=5), json_values, max_size=8)
+       | st.dictionaries(st.text(max_size=5), st.floats() | st.none() | st.booleans(),
+                         max_size=12))
+def test_canonical_object_is_canonical_json_of_a_dict(value: dict[str, object]) -> None:
+    from kasmina.canonical import canonical_object
+
+    assert _outcome(canonical_object, value) == _outcome(canonical_json, value)
+
+
+def test_canonical_object_takes_the_general_path_for_what_needs_it() -> None:
+    from enum import IntEnum
+
+    from kasmina.canonical import canonical_object
+
+    class Small(IntEnum):
+        ONE = 1
+
+    for odd in (math.nan, -0.0, 1e16, -1e300, math.inf, Small.ONE, [1.5, -0.0], {"k": math.nan}):
+        assert canonical_object({"v": odd}) == canonical_json({"v": odd})
+    assert canonical_object({"v": 0.0, "w": 2.5}) == '{"v":0.0,"w":2.5}'
+    with pytest.raises(PayloadInvalid):
+        canonical_object({"v": "a\x00b"})
+    with pytest.raises(PayloadInvalid):
+        canonical_object({"a\x00": 1})
+    with pytest.raises(PayloadInvalid):
+        canonical_object({1: 1})  # type: ignore[dict-item]

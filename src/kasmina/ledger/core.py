@@ -12,13 +12,13 @@ from __future__ import annotations
 import os
 import platform
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from typing import TYPE_CHECKING, Literal
 
-from kasmina.canonical import GENESIS_HASH, Json, canonical_json, chain_hash, envelope_text
+from kasmina.canonical import GENESIS_HASH, Json, chain_hash, envelope_text
 from kasmina.errors import (
     BadDatabaseURL,
     ConcurrencyError,
@@ -41,6 +41,7 @@ from kasmina.events import (
 )
 from kasmina.ledger import migrate
 from kasmina.ledger.errors import UPGRADE_HINT, redact, translate
+from kasmina.ledger.heads import Known, KnownHeads
 from kasmina.ledger.store import Cursor, Param, Row, Store
 from kasmina.ledger.verify import VerifyReport, verify_runs
 
@@ -151,6 +152,8 @@ class Ledger:
             f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, {store.payload_placeholder}, ?, ?, ?, ?)"
         )
         self._head = store.sql(_HEAD)
+        self._tip_sql = store.sql("SELECT MAX(position) FROM events WHERE run_id = ?")
+        self._known = KnownHeads()
         ranked = self.revision is not None and self.revision >= RANK_REVISION
         self._select = _SELECT if ranked else _SELECT_UNRANKED
 
@@ -230,34 +233,61 @@ class Ledger:
                 raise PayloadInvalid(
                     f"a batch belongs to one run; got {run_id!r} and {event.run_id!r}"
                 )
-            prepared.append(_Prepared(event, canonical_json(event.payload.model_dump())))
+            prepared.append(_Prepared(event, event.payload.canonical_text()))
         self._require_head()
-        with translate(self.url):
-            # Each attempt is one transaction, run again whole while the database is busy.
-            try:
-                return self._store.transact(
-                    run_id,
-                    lambda cur: self._append_locked(cur, run_id, prepared, look_up_ids=False),
-                )
-            except ConcurrencyError:
-                pass  # perhaps a retry whose events took those versions already
-            except Exception as exc:
-                if not self._store.is_duplicate_event_id(exc):
-                    raise
-            # Possibly a retry: do it again, skipping the ids already stored.
-            return self._store.transact(
-                run_id, lambda cur: self._append_locked(cur, run_id, prepared, look_up_ids=True)
+        staged: list[Known | None] = [None]
+
+        def attempt(look_up_ids: bool) -> Callable[[Cursor], AppendResult]:
+            return lambda cur: self._append_locked(
+                cur, run_id, prepared, look_up_ids=look_up_ids, staged=staged
             )
 
+        with translate(self.url):
+            try:
+                result = self._append_transaction(run_id, attempt)
+            except BaseException:
+                self._known.forget(run_id)
+                raise
+        self._promote(run_id, staged[0])
+        return result
+
+    def _append_transaction(
+        self, run_id: str, attempt: Callable[[bool], Callable[[Cursor], AppendResult]]
+    ) -> AppendResult:
+        # Each attempt is one transaction, run again whole while the database is busy.
+        try:
+            return self._store.transact(run_id, attempt(False))
+        except ConcurrencyError:
+            pass  # perhaps a retry whose events took those versions already
+        except Exception as exc:
+            if not self._store.is_duplicate_event_id(exc):
+                raise
+        # Possibly a retry: do it again, skipping the ids already stored.
+        return self._store.transact(run_id, attempt(True))
+
+    def _promote(self, run_id: str, known: Known | None) -> None:
+        if known is None:
+            self._known.forget(run_id)
+        else:
+            self._known.promote(known)
+
     def _append_locked(
-        self, cur: Cursor, run_id: str, prepared: Sequence[_Prepared], *, look_up_ids: bool
+        self,
+        cur: Cursor,
+        run_id: str,
+        prepared: Sequence[_Prepared],
+        *,
+        look_up_ids: bool,
+        staged: list[Known | None],
     ) -> AppendResult:
         """Chain and insert a batch inside a write transaction.
 
         Looking up which ids are stored costs a round trip and an index probe
         per event, so the first attempt skips it and lets the unique index on
         ``event_id`` say whether this is a retry (the caller then rolls back
-        and comes here again with ``look_up_ids``).
+        and comes here again with ``look_up_ids``). The heads this batch
+        leaves are put in ``staged``, for the caller to remember once the
+        transaction has committed (`kasmina.ledger.heads`).
         """
         ids = [p.event.event_id for p in prepared]
         stored = self._existing_ids(cur, ids) if look_up_ids else set()
@@ -268,15 +298,19 @@ class Ledger:
             stored.add(item.event.event_id)
             fresh.append(item)
         heads: dict[str, tuple[int, str]] = {}
-        run_head = self._read_head(cur, run_id, RUN_STREAM)
-        if run_head is None:
-            first = fresh[0].event if fresh else None
-            if first is None or not isinstance(first.payload, RunStarted):
-                raise RunNotFound(run_id)
-        elif run_head[2] == "RunFinished":
-            raise RunClosed(run_id)
+        known = self._known.at(run_id, self._tip(cur, run_id))
+        if RUN_STREAM in known:  # a remembered run is never a finished one
+            heads[RUN_STREAM] = known[RUN_STREAM]
         else:
-            heads[RUN_STREAM] = (run_head[0], run_head[1])
+            run_head = self._read_head(cur, run_id, RUN_STREAM)
+            if run_head is None:
+                first = fresh[0].event if fresh else None
+                if first is None or not isinstance(first.payload, RunStarted):
+                    raise RunNotFound(run_id)
+            elif run_head[2] == "RunFinished":
+                raise RunClosed(run_id)
+            else:
+                heads[RUN_STREAM] = (run_head[0], run_head[1])
         now = datetime.now(UTC)
         recorded_at = now.isoformat(timespec="microseconds")
         recorded_param = self._store.recorded_at_param(now, recorded_at)
@@ -284,7 +318,7 @@ class Ledger:
         for item in fresh:
             event = item.event
             stream = event.stream_id
-            head = heads.get(stream)
+            head = heads.get(stream) or known.get(stream)
             if head is None:
                 found = self._read_head(cur, run_id, stream) if stream != RUN_STREAM else None
                 head = (found[0], found[1]) if found else (0, GENESIS_HASH)
@@ -326,6 +360,9 @@ class Ledger:
             )
         if rows:
             cur.executemany(self._insert, rows)
+        tip = self._tip(cur, run_id)
+        closed = any(isinstance(item.event.payload, RunFinished) for item in fresh)
+        staged[0] = None if closed or tip is None else Known(run_id, tip, {**known, **heads})
         return AppendResult(len(rows), len(prepared) - len(rows), heads)
 
     def _read_head(self, cur: Cursor, run_id: str, stream: str) -> tuple[int, str, str] | None:
@@ -334,6 +371,12 @@ class Ledger:
         if row is None:
             return None
         return int(row[0]), str(row[1]), str(row[2])  # type: ignore[call-overload]
+
+    def _tip(self, cur: Cursor, run_id: str) -> int | None:
+        """The run's largest stored position: unchanged means nothing was appended."""
+        cur.execute(self._tip_sql, (run_id,))
+        row = cur.fetchone()
+        return None if row is None or row[0] is None else int(row[0])  # type: ignore[call-overload]
 
     def _existing_ids(self, cur: Cursor, ids: Sequence[str]) -> set[str]:
         """Which of these event ids are stored already: one statement, one parameter."""
@@ -415,9 +458,10 @@ class Ledger:
                 stream_id=RUN_STREAM,
                 rank=rank,
             )
-            prepared = [_Prepared(event, canonical_json(event.payload.model_dump()))]
-            return self._append_locked(cur, run_id, prepared, look_up_ids=True)
+            prepared = [_Prepared(event, event.payload.canonical_text())]
+            return self._append_locked(cur, run_id, prepared, look_up_ids=True, staged=[None])
 
+        self._known.forget(run_id)
         with translate(self.url):  # one transaction, run again whole while the database is busy
             result = self._store.transact(run_id, seal_and_append)
         return result.heads[RUN_STREAM][1]
