@@ -146,11 +146,6 @@ class Ledger:
         self._store = store
         self.url = store.url
         self.revision = store.schema_revision()
-        self._insert = store.sql(
-            "INSERT INTO events (event_id, run_id, stream_id, version, event_type, "
-            "schema_version, epoch, seed_id, payload, recorded_at, prev_hash, hash, rank) "
-            f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, {store.payload_placeholder}, ?, ?, ?, ?)"
-        )
         self._head = store.sql(_HEAD)
         self._tip_sql = store.sql("SELECT MAX(position) FROM events WHERE run_id = ?")
         self._known = KnownHeads()
@@ -359,7 +354,7 @@ class Ledger:
                 )
             )
         if rows:
-            cur.executemany(self._insert, rows)
+            self._store.insert_events(cur, rows)
         tip = self._tip(cur, run_id)
         closed = any(isinstance(item.event.payload, RunFinished) for item in fresh)
         staged[0] = None if closed or tip is None else Known(run_id, tip, {**known, **heads})

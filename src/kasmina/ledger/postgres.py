@@ -15,7 +15,9 @@ from typing import cast
 import psycopg
 
 from kasmina.canonical import Json, dumps_canonical
-from kasmina.ledger.store import Cursor, Param, Row, Store
+from kasmina.ledger.store import INSERT_COLUMNS, Cursor, Param, Row, Store
+
+_COPY = f"COPY events ({', '.join(INSERT_COLUMNS)}) FROM STDIN"
 
 
 class PostgresStore(Store):
@@ -45,6 +47,16 @@ class PostgresStore(Store):
         with self.lock, self._conn.transaction(), self._conn.cursor() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (run_id,))
             yield cast(Cursor, cur)
+
+    def insert_events(self, cur: Cursor, rows: Sequence[Sequence[Param]]) -> None:
+        """One ``COPY`` per batch: a stream of rows, not a statement per row.
+
+        Unique violations (a retried ``event_id``, a version taken) are raised
+        by COPY exactly as by INSERT, so the ledger's retry logic is the same.
+        """
+        with cast(psycopg.Cursor[Row], cur).copy(_COPY) as copy:
+            for row in rows:
+                copy.write_row(row)
 
     def fetch(self, sql: str, params: Sequence[Param] = ()) -> list[Row]:
         with self.lock, self._conn.cursor() as cur:

@@ -33,6 +33,24 @@ class Cursor(Protocol):
     def fetchone(self) -> Row | None: ...
 
 
+#: The columns an append writes, in the order of its rows.
+INSERT_COLUMNS = (
+    "event_id",
+    "run_id",
+    "stream_id",
+    "version",
+    "event_type",
+    "schema_version",
+    "epoch",
+    "seed_id",
+    "payload",
+    "recorded_at",
+    "prev_hash",
+    "hash",
+    "rank",
+)
+
+
 class Store(ABC):
     """A connection to one database, used under a lock by one `Ledger`."""
 
@@ -70,6 +88,15 @@ class Store(ABC):
     @abstractmethod
     def write(self, run_id: str) -> AbstractContextManager[Cursor]:
         """One write transaction; appends to one run are serialised by it."""
+
+    def insert_events(self, cur: Cursor, rows: Sequence[Sequence[Param]]) -> None:
+        """Insert chained rows (`INSERT_COLUMNS` order) inside the write transaction."""
+        values = ", ".join(
+            self.payload_placeholder if column == "payload" else "?" for column in INSERT_COLUMNS
+        )
+        cur.executemany(
+            self.sql(f"INSERT INTO events ({', '.join(INSERT_COLUMNS)}) VALUES ({values})"), rows
+        )
 
     def is_busy(self, exc: BaseException) -> bool:
         """Whether a driver error means another writer held the database: worth a retry."""
