@@ -81,6 +81,9 @@ def _mentions_real(annotation: object) -> bool:
     return any(_mentions_real(arg) for arg in get_args(annotation))
 
 
+#: A dict lookup: an enum member's ``.name`` is a descriptor call, slow once per event.
+_STAGE_NAMES: Mapping[SeedStage, str] = {stage: stage.name for stage in SeedStage}
+
 #: Stages are stored by name; esper's integer values are accepted on input.
 Stage = Annotated[
     SeedStage,
@@ -136,7 +139,7 @@ class Payload(BaseModel):
         """
         values = dict(self.__dict__)
         for name in self._by_name:
-            values[name] = values[name].name
+            values[name] = _STAGE_NAMES[values[name]]
         return canonical_object(values)
 
     @model_validator(mode="before")
@@ -422,14 +425,15 @@ class _IdState(threading.local):
     """
 
     def __init__(self) -> None:
-        self.buffer = b""
+        self.hex = ""  # random bytes, 4 KiB at a time, as hex digits
         self.offset = 0
         self.millis = 0
+        self.prefix = ""  # the id's first 15 characters: the millisecond and the version
         self.counter = 0
 
 
 _ids = _IdState()
-os.register_at_fork(after_in_child=lambda: setattr(_ids, "buffer", b""))
+os.register_at_fork(after_in_child=lambda: setattr(_ids, "hex", ""))
 #: The RFC 9562 variant sets the top two bits of byte 8 to 10: hex digit 8, 9, a or b.
 _VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 
@@ -448,17 +452,20 @@ def new_event_id() -> str:
     millis = time.time_ns() // 1_000_000
     if millis > state.millis:
         state.millis, state.counter = millis, 0
+        t = f"{millis:012x}"
+        state.prefix = f"{t[:8]}-{t[8:]}-7"
     else:
         state.counter += 1
         if state.counter > 0xFFF:  # more than 4,096 ids in a millisecond: borrow the next
             state.millis, state.counter = state.millis + 1, 0
-    if state.offset >= len(state.buffer):
-        state.buffer, state.offset = os.urandom(4096), 0
+            t = f"{state.millis:012x}"
+            state.prefix = f"{t[:8]}-{t[8:]}-7"
     start = state.offset
-    state.offset = start + 8
-    t = f"{state.millis:012x}"
-    r = state.buffer[start : start + 8].hex()
-    return f"{t[:8]}-{t[8:]}-7{state.counter:03x}-{_VARIANT[r[0]]}{r[1:4]}-{r[4:]}"
+    if start >= len(state.hex):
+        state.hex, start = os.urandom(4096).hex(), 0
+    state.offset = start + 16
+    r = state.hex[start : start + 16]
+    return f"{state.prefix}{state.counter:03x}-{_VARIANT[r[0]]}{r[1:4]}-{r[4:]}"
 
 
 class NewEvent(NamedTuple):

@@ -86,12 +86,18 @@ def edges() -> Iterator[tuple[SeedStage, SeedStage]]:
             yield source, target
 
 
+_BY_NAME: dict[str, SeedStage] = {stage.name: stage for stage in SeedStage}
+
+
 def parse_stage(value: str | int) -> SeedStage:
     """Read a stage from its name (how payloads store it) or its esper value.
 
     Retired and unknown values are refused rather than mapped to a neighbour.
     """
     if isinstance(value, str):
+        stage = _BY_NAME.get(value)  # every stored payload's stage passes here: one lookup
+        if stage is not None:
+            return stage
         try:
             return SeedStage[value.upper()]
         except KeyError:

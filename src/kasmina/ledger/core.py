@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 from typing import TYPE_CHECKING, Literal
 
-from kasmina.canonical import GENESIS_HASH, Json, chain_hash, envelope_text
+from kasmina.canonical import GENESIS_HASH, Json, chain_hash, quote, quoted_envelope
 from kasmina.errors import (
     BadDatabaseURL,
     ConcurrencyError,
@@ -310,6 +310,9 @@ class Ledger:
         recorded_at = now.isoformat(timespec="microseconds")
         recorded_param = self._store.recorded_at_param(now, recorded_at)
         rows: list[tuple[Param, ...]] = []
+        # Names are JSON-quoted once per batch rather than once per event.
+        quoted: dict[str, str] = {}
+        quoted_run, quoted_at = quote(run_id), quote(recorded_at)
         for item in fresh:
             event = item.event
             stream = event.stream_id
@@ -320,19 +323,24 @@ class Ledger:
             version = head[0] + 1
             if event.version is not None and event.version != version:
                 raise ConcurrencyError(run_id, stream, event.version, head[0])
-            text = envelope_text(
-                event_id=event.event_id,
-                run_id=run_id,
-                stream_id=stream,
-                version=version,
-                event_type=event.event_type,
-                schema_version=event.schema_version,
-                epoch=event.epoch,
-                seed_id=event.seed_id,
-                payload_text=item.payload_text,
-                recorded_at=recorded_at,
-                prev_hash=head[1],
-                rank=event.rank,
+            kind = type(event.payload)
+            event_type, epoch, seed = kind.__name__, event.epoch, event.seed_id
+            for name in (stream, event_type, seed):
+                if name is not None and name not in quoted:
+                    quoted[name] = quote(name)
+            text = quoted_envelope(
+                quote(event.event_id),
+                quoted_run,
+                quoted[stream],
+                version,
+                quoted[event_type],
+                kind.schema_version,
+                "null" if epoch is None else str(int(epoch)),
+                "null" if seed is None else quoted[seed],
+                item.payload_text,
+                quoted_at,
+                f'"{head[1]}"',  # a hex digest needs no escaping
+                event.rank,
             )
             digest = chain_hash(head[1], text)
             heads[stream] = (version, digest)
@@ -342,9 +350,9 @@ class Ledger:
                     run_id,
                     stream,
                     version,
-                    event.event_type,
-                    event.schema_version,
-                    event.epoch,
+                    event_type,
+                    kind.schema_version,
+                    epoch,
                     event.seed_id,
                     item.payload_text,
                     recorded_param,
