@@ -285,13 +285,16 @@ class Ledger:
         transaction has committed (`kasmina.ledger.heads`).
         """
         ids = [p.event.event_id for p in prepared]
-        stored = self._existing_ids(cur, ids) if look_up_ids else set()
         fresh: list[_Prepared] = []
-        for item in prepared:
-            if item.event.event_id in stored:
-                continue
-            stored.add(item.event.event_id)
-            fresh.append(item)
+        if not look_up_ids and len(set(ids)) == len(ids):
+            fresh.extend(prepared)  # the common case: nothing to skip
+        else:
+            stored = self._existing_ids(cur, ids) if look_up_ids else set()
+            for item in prepared:
+                if item.event.event_id in stored:
+                    continue
+                stored.add(item.event.event_id)
+                fresh.append(item)
         heads: dict[str, tuple[int, str]] = {}
         known = self._known.at(run_id, self._tip(cur, run_id))
         if RUN_STREAM in known:  # a remembered run is never a finished one

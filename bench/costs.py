@@ -1,0 +1,223 @@
+"""Where a batched kasmina append spends its time, per event, measured step by step.
+
+bench/compare.py says how fast kasmina records against its peers; this says
+why, by timing each step of a batched SQLite append on its own, on the same
+records (bench/workload.py) and in the same run:
+
+- payload validation: building each payload model from its dict;
+- envelope: `make_event` (a time-ordered event id, the checks);
+- canonical text: the payload's canonical JSON, what is stored and hashed;
+- hash chain: the envelope's canonical text and its SHA-256;
+- storage: the finished rows inserted into kasmina's ``events`` table, 1,000
+  per transaction, WAL + synchronous=NORMAL, all indexes in place; then the
+  same without the (``event_type``, ``run_id``, ``seed_id``) index, to price
+  the index that makes the SQL views one index range each;
+- the whole `Recorder.emit` + flush path, as compare.py times it; what the
+  steps do not account for is the ledger's bookkeeping (versions, heads,
+  the run check, building rows).
+
+Each figure is the median of ``--repeat`` interleaved repetitions.
+
+    .venv/bin/python bench/costs.py [--epochs 150] [--repeat 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from workload import Record, build  # noqa: E402
+
+from kasmina.canonical import GENESIS_HASH, chain_hash, quote, quoted_envelope  # noqa: E402
+from kasmina.events import NewEvent, Payload, make_event, payload_class  # noqa: E402
+from kasmina.ledger import Ledger, migrate  # noqa: E402
+from kasmina.ledger.run import Recorder  # noqa: E402
+from kasmina.ledger.store import INSERT_COLUMNS  # noqa: E402
+
+BATCH = 1000
+TYPE_INDEX = "ix_events_event_type_run_id_seed_id"
+INSERT = (
+    f"INSERT INTO events ({', '.join(INSERT_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in INSERT_COLUMNS)})"
+)
+
+
+def _models(records: Sequence[Record]) -> list[Payload]:
+    return [payload_class(r.event_type)(**r.payload) for r in records]
+
+
+def _events(records: Sequence[Record], models: Sequence[Payload]) -> list[NewEvent]:
+    return [
+        make_event(m, run_id="bench", stream_id=r.stream_id, epoch=r.epoch, seed_id=r.seed_id)
+        for r, m in zip(records, models, strict=True)
+    ]
+
+
+def _chained_rows(events: Sequence[NewEvent], texts: Sequence[str]) -> list[tuple[object, ...]]:
+    """The rows an append would insert: versions per stream, the hash chain."""
+    heads: dict[str, tuple[int, str]] = {}
+    at = "2026-11-23T00:00:00.000000+00:00"
+    rows: list[tuple[object, ...]] = []
+    for event, text in zip(events, texts, strict=True):
+        version, prev = heads.get(event.stream_id, (0, GENESIS_HASH))
+        envelope = quoted_envelope(
+            quote(event.event_id),
+            quote(event.run_id),
+            quote(event.stream_id),
+            version + 1,
+            quote(event.event_type),
+            event.schema_version,
+            "null" if event.epoch is None else str(event.epoch),
+            "null" if event.seed_id is None else quote(event.seed_id),
+            text,
+            quote(at),
+            quote(prev),
+        )
+        digest = chain_hash(prev, envelope)
+        heads[event.stream_id] = (version + 1, digest)
+        rows.append(
+            (
+                event.event_id,
+                event.run_id,
+                event.stream_id,
+                version + 1,
+                event.event_type,
+                event.schema_version,
+                event.epoch,
+                event.seed_id,
+                text,
+                at,
+                prev,
+                digest,
+                None,
+            )
+        )
+    return rows
+
+
+def _store(template: Path, rows: Sequence[tuple[object, ...]], drop: str | None) -> float:
+    folder = Path(tempfile.mkdtemp(prefix="kasmina-costs-"))
+    try:
+        path = folder / "store.db"
+        shutil.copyfile(template, path)
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        if drop:
+            conn.execute(f"DROP INDEX {drop}")
+        t0 = time.perf_counter()
+        for start in range(0, len(rows), BATCH):
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(INSERT, rows[start : start + BATCH])
+            conn.execute("COMMIT")
+        elapsed = time.perf_counter() - t0
+        conn.close()
+        return elapsed
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _recorder(template: Path, records: Sequence[Record]) -> float:
+    folder = Path(tempfile.mkdtemp(prefix="kasmina-costs-"))
+    try:
+        path = folder / "kasmina.db"
+        shutil.copyfile(template, path)
+        with Ledger.open(f"sqlite:///{path}") as ledger:
+            run_id = ledger.start_run("costs", seed=0).run_id
+            recorder = Recorder(ledger, run_id, buffer_size=BATCH)
+            t0 = time.perf_counter()
+            for r in records:
+                recorder.emit(
+                    payload_class(r.event_type)(**r.payload),
+                    stream_id=r.stream_id,
+                    epoch=r.epoch,
+                    seed_id=r.seed_id,
+                )
+            recorder.flush()
+            return time.perf_counter() - t0
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def measure(records: Sequence[Record], repeat: int = 5) -> list[tuple[str, float]]:
+    """(step, microseconds per event) rows, medians of interleaved repetitions."""
+    template = Path(tempfile.mkdtemp(prefix="kasmina-costs-")) / "template.db"
+    migrate.upgrade(f"sqlite:///{template}")
+    models = _models(records)
+    events = _events(records, models)
+    texts = [m.canonical_text() for m in models]
+    rows = _chained_rows(events, texts)
+    steps: dict[str, Callable[[], float]] = {
+        "payload validation (model from dict)": lambda: _timed(lambda: _models(records)),
+        "envelope (make_event, v7 event id)": lambda: _timed(lambda: _events(records, models)),
+        "canonical payload text": lambda: _timed(lambda: [m.canonical_text() for m in models]),
+        "hash chain (envelope text + SHA-256)": lambda: _timed(
+            lambda: _chained_rows(events, texts)
+        ),
+        "storage: rows into events, all indexes": lambda: _store(template, rows, None),
+        f"storage without {TYPE_INDEX}": lambda: _store(template, rows, TYPE_INDEX),
+        "whole append (Recorder.emit + flush)": lambda: _recorder(template, records),
+    }
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(repeat):
+        for name, step in steps.items():
+            times[name].append(step())
+    shutil.rmtree(template.parent, ignore_errors=True)
+    per_event = {name: statistics.median(v) / len(records) * 1e6 for name, v in times.items()}
+    whole = per_event["whole append (Recorder.emit + flush)"]
+    storage = per_event["storage: rows into events, all indexes"]
+    index = storage - per_event[f"storage without {TYPE_INDEX}"]
+    accounted = storage + sum(
+        per_event[name]
+        for name in (
+            "payload validation (model from dict)",
+            "envelope (make_event, v7 event id)",
+            "canonical payload text",
+            "hash chain (envelope text + SHA-256)",
+        )
+    )
+    out = [(name, value) for name, value in per_event.items() if not name.startswith("storage w")]
+    out.insert(5, (f"  of which the {TYPE_INDEX} index", index))
+    out.append(("  bookkeeping (whole minus the steps)", whole - accounted))
+    return out
+
+
+def render(rows: Sequence[tuple[str, float]]) -> list[str]:
+    """Markdown lines: each step, its microseconds per event and its share of the whole."""
+    whole = dict(rows)["whole append (Recorder.emit + flush)"]
+    lines = ["| step | µs per event | share of the whole |", "|---|---:|---:|"]
+    for name, value in rows:
+        lines.append(f"| {name.strip()} | {value:.1f} | {value / whole:.0%} |")
+    return lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=150)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    records = build(args.epochs).records
+    rows = measure(records, args.repeat)
+    print(f"\n{len(records):,} events, {BATCH:,} per transaction, median of {args.repeat}")
+    for name, value in rows:
+        print(f"{name:44} {value:7.1f} µs/event")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
