@@ -97,3 +97,22 @@ def test_canonical_object_takes_the_general_path_for_what_needs_it() -> None:
         canonical_object({"a\x00": 1})
     with pytest.raises(PayloadInvalid):
         canonical_object({1: 1})  # type: ignore[dict-item]
+
+
+@given(json_values)
+def test_loads_reads_what_json_reads(value: object) -> None:
+    from kasmina.canonical import loads
+
+    try:
+        text = canonical_json(value)
+    except PayloadInvalid:
+        return
+    assert loads(text) == json.loads(text)
+
+
+def test_loads_refuses_what_json_refuses() -> None:
+    from kasmina.canonical import loads
+
+    for bad in ("", "{", '{"a":1} x', "nul", '{"a":}'):
+        with pytest.raises(json.JSONDecodeError):
+            loads(bad)

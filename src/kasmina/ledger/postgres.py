@@ -13,9 +13,16 @@ from datetime import UTC, datetime
 from typing import cast
 
 import psycopg
+from psycopg.types.json import set_json_loads
 
-from kasmina.canonical import Json, dumps_canonical
+from kasmina.canonical import Json, dumps_canonical, loads
 from kasmina.ledger.store import INSERT_COLUMNS, Cursor, Param, Row, Store
+
+
+def _loads_bytes(data: bytes | str) -> Json:
+    """jsonb arrives as bytes; the fast path of `kasmina.canonical.loads` takes text."""
+    return loads(data.decode() if isinstance(data, bytes) else data)
+
 
 _COPY = f"COPY events ({', '.join(INSERT_COLUMNS)}) FROM STDIN"
 
@@ -29,6 +36,7 @@ class PostgresStore(Store):
         self._conninfo = conninfo
         self._timeout = connect_timeout
         self._conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=connect_timeout)
+        set_json_loads(_loads_bytes, self._conn)
 
     def sql(self, text: str) -> str:
         return text.replace("?", "%s")

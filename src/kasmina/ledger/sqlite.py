@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Literal, cast
 
-from kasmina.canonical import Json
+from kasmina.canonical import Json, loads
 from kasmina.ledger.store import Cursor, Param, Row, Store
 
 Synchronous = Literal["NORMAL", "FULL"]
@@ -166,7 +166,7 @@ class SQLiteStore(Store):
         return str(rows[0][0]) if rows else None
 
     def payload_value(self, raw: object) -> Json:
-        return cast(Json, json.loads(cast(str, raw)))
+        return loads(cast(str, raw))
 
     def payload_text(self, raw: object) -> str:
         return cast(str, raw)
