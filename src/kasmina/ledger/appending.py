@@ -1,0 +1,243 @@
+"""Appending a batch: prepared outside the write lock, chained and inserted inside it.
+
+Appends do the expensive per-event work (the payload's canonical text) before
+taking the write lock, then, inside one transaction: skip event ids already
+stored (a retried batch is a no-op), take each stream's head (remembered from
+the last append while the run's tip is unchanged, else read), assign or check
+versions, chain the hashes and insert everything at once. Any error inside
+rolls the whole batch back.
+
+A mixin of `kasmina.ledger.core.Ledger`, kept apart because it is the hot path
+and the one place the hash chain is extended.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from kasmina.canonical import GENESIS_HASH, chain_hash, quote, quoted_envelope
+from kasmina.errors import ConcurrencyError, PayloadInvalid, RunClosed, RunNotFound
+from kasmina.events import RUN_STREAM, NewEvent, RunFinished, RunStarted
+from kasmina.ledger.errors import translate
+from kasmina.ledger.heads import Known, KnownHeads
+from kasmina.ledger.store import Cursor, Param, Store
+
+_HEAD = (
+    "SELECT version, hash, event_type FROM events WHERE run_id = ? AND stream_id = ? "
+    "ORDER BY version DESC LIMIT 1"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    appended: int
+    skipped: int
+    #: stream id -> (version, hash) of its last event after the append.
+    heads: Mapping[str, tuple[int, str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    event: NewEvent
+    payload_text: str
+
+
+class Appending:
+    """`Ledger.append` and what it needs; the ledger holds the store and the schema check."""
+
+    _store: Store
+    url: str
+
+    def _init_appending(self, store: Store) -> None:
+        self._head = store.sql(_HEAD)
+        self._tip_sql = store.sql("SELECT MAX(position) FROM events WHERE run_id = ?")
+        self._known = KnownHeads()
+
+    def _require_head(self) -> None:
+        """Refuse to write a database at another schema revision (the ledger's check)."""
+        raise NotImplementedError
+
+    def append(self, batch: Sequence[NewEvent]) -> AppendResult:
+        """Append a batch atomically: all of it or none of it.
+
+        Events whose ``event_id`` is already stored are skipped, so a batch
+        retried after an unknown outcome never duplicates. An event carrying
+        ``version`` must take exactly that version of its stream, else
+        `ConcurrencyError`; without one it takes the next.
+        """
+        if not batch:
+            return AppendResult(0, 0)
+        run_id = batch[0].run_id
+        prepared: list[Prepared] = []
+        for event in batch:
+            if not isinstance(event, NewEvent):
+                raise PayloadInvalid(
+                    f"append takes events built by make_event, got {type(event).__name__}"
+                )
+            if event.run_id != run_id:
+                raise PayloadInvalid(
+                    f"a batch belongs to one run; got {run_id!r} and {event.run_id!r}"
+                )
+            prepared.append(Prepared(event, event.payload.canonical_text()))
+        self._require_head()
+        staged: list[Known | None] = [None]
+
+        def attempt(look_up_ids: bool) -> Callable[[Cursor], AppendResult]:
+            return lambda cur: self._append_locked(
+                cur, run_id, prepared, look_up_ids=look_up_ids, staged=staged
+            )
+
+        with translate(self.url):
+            try:
+                result = self._append_transaction(run_id, attempt)
+            except BaseException:
+                self._known.forget(run_id)
+                raise
+        self._promote(run_id, staged[0])
+        return result
+
+    def _append_transaction(
+        self, run_id: str, attempt: Callable[[bool], Callable[[Cursor], AppendResult]]
+    ) -> AppendResult:
+        # Each attempt is one transaction, run again whole while the database is busy.
+        try:
+            return self._store.transact(run_id, attempt(False))
+        except ConcurrencyError:
+            pass  # perhaps a retry whose events took those versions already
+        except Exception as exc:
+            if not self._store.is_duplicate_event_id(exc):
+                raise
+        # Possibly a retry: do it again, skipping the ids already stored.
+        return self._store.transact(run_id, attempt(True))
+
+    def _promote(self, run_id: str, known: Known | None) -> None:
+        if known is None:
+            self._known.forget(run_id)
+        else:
+            self._known.promote(known)
+
+    def _append_locked(
+        self,
+        cur: Cursor,
+        run_id: str,
+        prepared: Sequence[Prepared],
+        *,
+        look_up_ids: bool,
+        staged: list[Known | None],
+    ) -> AppendResult:
+        """Chain and insert a batch inside a write transaction.
+
+        Looking up which ids are stored costs a round trip and an index probe
+        per event, so the first attempt skips it and lets the unique index on
+        ``event_id`` say whether this is a retry (the caller then rolls back
+        and comes here again with ``look_up_ids``). The heads this batch
+        leaves are put in ``staged``, for the caller to remember once the
+        transaction has committed (`kasmina.ledger.heads`).
+        """
+        ids = [p.event.event_id for p in prepared]
+        fresh: list[Prepared] = []
+        if not look_up_ids and len(set(ids)) == len(ids):
+            fresh.extend(prepared)  # the common case: nothing to skip
+        else:
+            stored = self._existing_ids(cur, ids) if look_up_ids else set()
+            for item in prepared:
+                if item.event.event_id in stored:
+                    continue
+                stored.add(item.event.event_id)
+                fresh.append(item)
+        heads: dict[str, tuple[int, str]] = {}
+        known = self._known.at(run_id, self._tip(cur, run_id))
+        if RUN_STREAM in known:  # a remembered run is never a finished one
+            heads[RUN_STREAM] = known[RUN_STREAM]
+        else:
+            run_head = self._read_head(cur, run_id, RUN_STREAM)
+            if run_head is None:
+                first = fresh[0].event if fresh else None
+                if first is None or not isinstance(first.payload, RunStarted):
+                    raise RunNotFound(run_id)
+            elif run_head[2] == "RunFinished":
+                raise RunClosed(run_id)
+            else:
+                heads[RUN_STREAM] = (run_head[0], run_head[1])
+        now = datetime.now(UTC)
+        recorded_at = now.isoformat(timespec="microseconds")
+        recorded_param = self._store.recorded_at_param(now, recorded_at)
+        rows: list[tuple[Param, ...]] = []
+        # Names are JSON-quoted once per batch rather than once per event.
+        quoted: dict[str, str] = {}
+        quoted_run, quoted_at = quote(run_id), quote(recorded_at)
+        for item in fresh:
+            event = item.event
+            stream = event.stream_id
+            head = heads.get(stream) or known.get(stream)
+            if head is None:
+                found = self._read_head(cur, run_id, stream) if stream != RUN_STREAM else None
+                head = (found[0], found[1]) if found else (0, GENESIS_HASH)
+            version = head[0] + 1
+            if event.version is not None and event.version != version:
+                raise ConcurrencyError(run_id, stream, event.version, head[0])
+            kind = type(event.payload)
+            event_type, epoch, seed = kind.__name__, event.epoch, event.seed_id
+            for name in (stream, event_type, seed):
+                if name is not None and name not in quoted:
+                    quoted[name] = quote(name)
+            text = quoted_envelope(
+                quote(event.event_id),
+                quoted_run,
+                quoted[stream],
+                version,
+                quoted[event_type],
+                kind.schema_version,
+                "null" if epoch is None else str(int(epoch)),
+                "null" if seed is None else quoted[seed],
+                item.payload_text,
+                quoted_at,
+                f'"{head[1]}"',  # a hex digest needs no escaping
+                event.rank,
+            )
+            digest = chain_hash(head[1], text)
+            heads[stream] = (version, digest)
+            rows.append(
+                (
+                    event.event_id,
+                    run_id,
+                    stream,
+                    version,
+                    event_type,
+                    kind.schema_version,
+                    epoch,
+                    event.seed_id,
+                    item.payload_text,
+                    recorded_param,
+                    head[1],
+                    digest,
+                    event.rank,
+                )
+            )
+        if rows:
+            self._store.insert_events(cur, rows)
+        tip = self._tip(cur, run_id)
+        closed = any(isinstance(item.event.payload, RunFinished) for item in fresh)
+        staged[0] = None if closed or tip is None else Known(run_id, tip, {**known, **heads})
+        return AppendResult(len(rows), len(prepared) - len(rows), heads)
+
+    def _read_head(self, cur: Cursor, run_id: str, stream: str) -> tuple[int, str, str] | None:
+        cur.execute(self._head, (run_id, stream))
+        row = cur.fetchone()
+        if row is None:
+            return None
+        return int(row[0]), str(row[1]), str(row[2])  # type: ignore[call-overload]
+
+    def _tip(self, cur: Cursor, run_id: str) -> int | None:
+        """The run's largest stored position: unchanged means nothing was appended."""
+        cur.execute(self._tip_sql, (run_id,))
+        row = cur.fetchone()
+        return None if row is None or row[0] is None else int(row[0])  # type: ignore[call-overload]
+
+    def _existing_ids(self, cur: Cursor, ids: Sequence[str]) -> set[str]:
+        """Which of these event ids are stored already: one statement, one parameter."""
+        sql, param = self._store.ids_lookup(list(ids))
+        cur.execute(sql, (param,))
+        return {str(row[0]) for row in cur.fetchall()}
