@@ -357,6 +357,8 @@ class Results:
     sizes: dict[System, float]
     stalls: dict[str, int]
     profile: str = ""
+    #: (step, µs per event) of a batched kasmina SQLite append (bench/costs.py).
+    costs: list[tuple[str, float]] = field(default_factory=list)
 
 
 def measure(
@@ -692,7 +694,10 @@ def main() -> int:
             started=started,
         )
         if args.profile:
+            import costs
+
             res.profile = profile_kasmina(systems[0], records)
+            res.costs = costs.measure(records, repeat)
         settings = [f"{s.label}: {s.describe()}" for s in systems if s.describe()]
     finally:
         for s in systems:
@@ -727,6 +732,10 @@ def main() -> int:
     if res.profile:
         print("\nwhere kasmina's batched SQLite append spends its time (top 20 by tottime):")
         print(res.profile)
+    if res.costs:
+        print("\neach step of a batched kasmina SQLite append, on its own (bench/costs.py):")
+        for name, value in res.costs:
+            print(f"  {name:46} {value:6.1f} µs/event")
     print(
         f"\ntotal {elapsed:.0f} s; load average {load_before:.2f} at the start, "
         f"{load_after:.2f} at the end"
@@ -846,6 +855,21 @@ def doc_section(
         *target_lines(targets, markdown=True),
         "",
     ]
+    if res.costs:
+        import costs
+
+        parts += [
+            "### Where a batched kasmina append spends its time",
+            "",
+            "`--profile` also times each step of a batched SQLite append on its own, on the "
+            "same records (`bench/costs.py`; medians of the same number of repetitions). "
+            "Storage is the finished rows inserted into kasmina's table, 1,000 per "
+            "transaction, WAL + synchronous=NORMAL; the index row is that insert's "
+            "difference without the (`event_type`, `run_id`, `seed_id`) index.",
+            "",
+            *costs.render(res.costs),
+            "",
+        ]
     if res.profile:
         parts += [
             "### Profile of kasmina's batched SQLite append",
