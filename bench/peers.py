@@ -181,6 +181,9 @@ class System:
     #: journal_mode / synchronous as checked on the adapter's own connection
     pragmas: tuple[str, str] | None = None
 
+    #: `Context.template_bytes` key of the empty store this one starts from.
+    template = ""
+
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
 
@@ -203,7 +206,14 @@ class System:
         return {}
 
     def bytes_per_event(self, events: int) -> float:
-        raise NotImplementedError
+        """Bytes added to the empty store (the ``template`` one), per event."""
+        base = self.ctx.template_bytes[self.template]
+        if self.backend == "sqlite":
+            path = getattr(self, "path", None)
+            assert path is not None
+            return (checkpoint_size(path) - base) / events
+        assert self.ctx.pg is not None
+        return (self.ctx.pg.table_bytes(getattr(self, "key", "")) - base) / events
 
     def close(self) -> None:
         """Release connections and files."""
@@ -227,6 +237,7 @@ class Kasmina(System):
     ) -> None:
         super().__init__(ctx)
         self.backend = backend
+        self.template = f"kasmina-{backend}"
         self.prebuilt = prebuilt
         self.snapshot_every = snapshot_every
         where = "SQLite" if backend == "sqlite" else "PostgreSQL"
@@ -363,15 +374,6 @@ class Kasmina(System):
             "SQL view stage_intervals": view,
         }
 
-    def bytes_per_event(self, events: int) -> float:
-        tkey = f"kasmina-{self.backend}"
-        base = self.ctx.template_bytes[tkey]
-        if self.backend == "sqlite":
-            assert self.path is not None
-            return (checkpoint_size(self.path) - base) / events
-        assert self.ctx.pg is not None
-        return (self.ctx.pg.table_bytes(self.key) - base) / events
-
     def close(self) -> None:
         ledger, self.ledger = self.ledger, None
         if ledger is not None:
@@ -449,6 +451,7 @@ class Eventsourcing(System):
     def __init__(self, ctx: Context, backend: str, *, durability: str = "equal") -> None:
         super().__init__(ctx)
         self.backend = backend
+        self.template = f"es-{backend}"
         self.durability = durability
         where = "SQLite" if backend == "sqlite" else "PostgreSQL"
         suffix = " (its defaults: WAL, synchronous=FULL)" if durability == "defaults" else ""
@@ -586,14 +589,6 @@ class Eventsourcing(System):
 
         return {"repository.get(slot, version=v) per slot": at}
 
-    def bytes_per_event(self, events: int) -> float:
-        base = self.ctx.template_bytes[f"es-{self.backend}"]
-        if self.backend == "sqlite":
-            assert self.path is not None
-            return (checkpoint_size(self.path) - base) / events
-        assert self.ctx.pg is not None
-        return (self.ctx.pg.table_bytes(self.key) - base) / events
-
     def close(self) -> None:
         app, self.app = self.app, None
         if app is not None:
@@ -609,6 +604,7 @@ class Mlflow(System):
     def __init__(self, ctx: Context, backend: str, *, durability: str = "equal") -> None:
         super().__init__(ctx)
         self.backend = backend
+        self.template = f"mlflow-{backend}"
         self.durability = durability
         where = "SQLite" if backend == "sqlite" else "PostgreSQL"
         suffix = (
@@ -732,14 +728,6 @@ class Mlflow(System):
         for key in self.keys:
             n += len(store.get_metric_history(run_id, key))
         return n, time.perf_counter() - t0
-
-    def bytes_per_event(self, events: int) -> float:
-        base = self.ctx.template_bytes[f"mlflow-{self.backend}"]
-        if self.backend == "sqlite":
-            assert self.path is not None
-            return (checkpoint_size(self.path) - base) / events
-        assert self.ctx.pg is not None
-        return (self.ctx.pg.table_bytes(self.key) - base) / events
 
     def close(self) -> None:
         store, self.store = self.store, None
@@ -869,6 +857,7 @@ class SqliteFloor(System):
     """Plain `sqlite3.executemany` into a table of kasmina's shape (WAL, synchronous=NORMAL)."""
 
     backend = "sqlite"
+    template = "kasmina-sqlite"
     label = "floor: sqlite3 executemany"
     reads = True
 
@@ -920,10 +909,6 @@ class SqliteFloor(System):
         payloads = [json.loads(r[9]) for r in rows]
         return len(payloads), time.perf_counter() - t0
 
-    def bytes_per_event(self, events: int) -> float:
-        assert self.path is not None
-        return (checkpoint_size(self.path) - self.ctx.template_bytes["kasmina-sqlite"]) / events
-
     def close(self) -> None:
         conn, self.conn = self.conn, None
         if conn is not None:
@@ -935,6 +920,7 @@ class CopyFloor(System):
     per transaction in the one-event mode)."""
 
     backend = "postgres"
+    template = "kasmina-postgres"
     label = "floor: psycopg COPY"
     reads = True
     key = "floor_pg"
@@ -987,11 +973,6 @@ class CopyFloor(System):
             )
             rows = cur.fetchall()
         return len(rows), time.perf_counter() - t0
-
-    def bytes_per_event(self, events: int) -> float:
-        assert self.ctx.pg is not None
-        base = self.ctx.template_bytes["kasmina-postgres"]
-        return (self.ctx.pg.table_bytes(self.key) - base) / events
 
     def close(self) -> None:
         conn, self.conn = self.conn, None

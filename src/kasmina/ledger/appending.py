@@ -18,9 +18,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from kasmina.canonical import GENESIS_HASH, chain_hash, quote, quoted_envelope
-from kasmina.errors import ConcurrencyError, PayloadInvalid, RunClosed, RunNotFound
+from kasmina.errors import (
+    ConcurrencyError,
+    PayloadInvalid,
+    RunClosed,
+    RunNotFound,
+    SchemaMismatch,
+)
 from kasmina.events import RUN_STREAM, NewEvent, RunFinished, RunStarted
-from kasmina.ledger.errors import translate
+from kasmina.ledger import migrate
+from kasmina.ledger.errors import UPGRADE_HINT, redact, translate
 from kasmina.ledger.heads import Known, KnownHeads
 from kasmina.ledger.store import Cursor, Param, Store
 
@@ -45,10 +52,11 @@ class Prepared:
 
 
 class Appending:
-    """`Ledger.append` and what it needs; the ledger holds the store and the schema check."""
+    """`Ledger.append` and what it needs; the ledger opens the store and reads its revision."""
 
     _store: Store
     url: str
+    revision: str | None
 
     def _init_appending(self, store: Store) -> None:
         self._head = store.sql(_HEAD)
@@ -56,8 +64,12 @@ class Appending:
         self._known = KnownHeads()
 
     def _require_head(self) -> None:
-        """Refuse to write a database at another schema revision (the ledger's check)."""
-        raise NotImplementedError
+        """Refuse to write a database at another schema revision than this kasmina's."""
+        if self.revision != migrate.HEAD_REVISION:
+            raise SchemaMismatch(
+                f"{redact(self.url)} is at schema revision {self.revision or 'none'}, "
+                f"this kasmina writes {migrate.HEAD_REVISION}; {UPGRADE_HINT}"
+            )
 
     def append(self, batch: Sequence[NewEvent]) -> AppendResult:
         """Append a batch atomically: all of it or none of it.

@@ -168,13 +168,6 @@ class Ledger(Appending):
         """The backend, for kasmina's own readers (replay); not a user API."""
         return self._store
 
-    def _require_head(self) -> None:
-        if self.revision != migrate.HEAD_REVISION:
-            raise SchemaMismatch(
-                f"{redact(self.url)} is at schema revision {self.revision or 'none'}, "
-                f"this kasmina writes {migrate.HEAD_REVISION}; {UPGRADE_HINT}"
-            )
-
     # -- runs --------------------------------------------------------------
 
     def start_run(

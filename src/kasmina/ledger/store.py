@@ -20,6 +20,7 @@ from typing import ClassVar, Protocol, TypeAlias, TypeVar
 from kasmina.canonical import Json
 from kasmina.errors import DatabaseLocked
 from kasmina.ledger.errors import redact
+from kasmina.ledger.schema import COLUMNS
 
 Param: TypeAlias = "str | int | float | None | datetime | list[str]"
 Row: TypeAlias = tuple[object, ...]
@@ -33,22 +34,8 @@ class Cursor(Protocol):
     def fetchone(self) -> Row | None: ...
 
 
-#: The columns an append writes, in the order of its rows.
-INSERT_COLUMNS = (
-    "event_id",
-    "run_id",
-    "stream_id",
-    "version",
-    "event_type",
-    "schema_version",
-    "epoch",
-    "seed_id",
-    "payload",
-    "recorded_at",
-    "prev_hash",
-    "hash",
-    "rank",
-)
+#: The columns an append writes, in the order of its rows: all but the position.
+INSERT_COLUMNS = COLUMNS[1:]
 
 
 class Store(ABC):
