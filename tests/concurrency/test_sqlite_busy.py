@@ -232,3 +232,24 @@ def test_writers_with_no_busy_timeout_retry_until_all_is_written(
         assert ledger.verify(run_id).ok
     print(f"\n{writers} writers, busy timeout 0: {busy} busy attempts retried")
     assert busy > 0, "the writers never collided; the test exercised no retry"
+
+
+def test_opening_a_file_another_connection_has_locked_waits_for_it(tmp_path: Path) -> None:
+    """Switching a new file to WAL needs it alone; a busy answer is retried, not raised."""
+    path = tmp_path / "new.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN EXCLUSIVE")  # still a rollback-journal file: nobody else gets in
+    holder.execute("INSERT INTO t VALUES (1)")
+    release = threading.Timer(0.3, lambda: holder.execute("COMMIT"))
+    release.start()
+    try:
+        store = SQLiteStore(f"sqlite:///{path}", str(path), busy_timeout_ms=0, busy_retry_s=10)
+    finally:
+        release.join()
+        holder.close()
+    try:
+        assert store.fetch("PRAGMA journal_mode")[0][0] == "wal"
+        assert store.fetch("SELECT x FROM t") == [(1,)]
+    finally:
+        store.close()

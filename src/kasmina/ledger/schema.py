@@ -24,6 +24,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from kasmina.canonical import Json
+from kasmina.ledger.store import COLUMNS as COLUMNS  # the one list, re-exported here
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -90,25 +91,6 @@ class SnapshotRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (UniqueConstraint("run_id", "position"), {"sqlite_autoincrement": True})
-
-
-#: Columns in the order the ledger reads and writes them.
-COLUMNS = (
-    "position",
-    "event_id",
-    "run_id",
-    "stream_id",
-    "version",
-    "event_type",
-    "schema_version",
-    "epoch",
-    "seed_id",
-    "payload",
-    "recorded_at",
-    "prev_hash",
-    "hash",
-    "rank",
-)
 
 
 #: The read-only views the migrations create, in creation order: what

@@ -92,7 +92,9 @@ class SQLiteStore(Store):
         self._conn = sqlite3.connect(
             path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000
         )
-        self._conn.execute("PRAGMA journal_mode=WAL")
+        # Switching a new file to WAL needs it to itself: another process opening
+        # it at the same moment gets SQLITE_BUSY at once, without the busy wait.
+        self.retry_busy(lambda: self._conn.execute("PRAGMA journal_mode=WAL"))
         self._conn.execute(f"PRAGMA synchronous={synchronous}")
         self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         self._conn.execute("PRAGMA foreign_keys=ON")

@@ -20,7 +20,6 @@ from typing import ClassVar, Protocol, TypeAlias, TypeVar
 from kasmina.canonical import Json
 from kasmina.errors import DatabaseLocked
 from kasmina.ledger.errors import redact
-from kasmina.ledger.schema import COLUMNS
 
 Param: TypeAlias = "str | int | float | None | datetime | list[str]"
 Row: TypeAlias = tuple[object, ...]
@@ -34,6 +33,24 @@ class Cursor(Protocol):
     def fetchone(self) -> Row | None: ...
 
 
+#: Columns in the order the ledger reads and writes them. Here rather than in
+#: `kasmina.ledger.schema`, which imports SQLAlchemy: the stores must not.
+COLUMNS = (
+    "position",
+    "event_id",
+    "run_id",
+    "stream_id",
+    "version",
+    "event_type",
+    "schema_version",
+    "epoch",
+    "seed_id",
+    "payload",
+    "recorded_at",
+    "prev_hash",
+    "hash",
+    "rank",
+)
 #: The columns an append writes, in the order of its rows: all but the position.
 INSERT_COLUMNS = COLUMNS[1:]
 
@@ -98,14 +115,22 @@ class Store(ABC):
         `busy_retry_s` seconds have passed it gives up with `DatabaseLocked`
         (the last attempt may have waited up to one driver busy timeout more).
         """
+
+        def attempt() -> T:
+            with self.write(run_id) as cur:
+                return work(cur)
+
+        return self.retry_busy(attempt)
+
+    def retry_busy(self, work: Callable[[], T]) -> T:
+        """Call `work` until the database is not busy, with the backoff `transact` describes."""
         started = time.monotonic()
         delay = self.busy_first_delay_s
         attempts = 0
         while True:
             attempts += 1
             try:
-                with self.write(run_id) as cur:
-                    return work(cur)
+                return work()
             except Exception as exc:
                 if not self.is_busy(exc):
                     raise
