@@ -32,7 +32,7 @@ from kasmina.events import (
 from kasmina.ledger import migrate
 from kasmina.ledger.appending import Appending, AppendResult, Prepared
 from kasmina.ledger.errors import UPGRADE_HINT, redact, translate
-from kasmina.ledger.store import Cursor, Param, Row, Store
+from kasmina.ledger.store import COLUMNS, Cursor, Param, Row, Store
 from kasmina.ledger.verify import VerifyReport, verify_runs
 
 if TYPE_CHECKING:
@@ -41,13 +41,9 @@ if TYPE_CHECKING:
 DEFAULT_URL = "sqlite:///kasmina.db"
 PAGE_SIZE = 1000
 
-_COLUMNS = (
-    "SELECT position, event_id, run_id, stream_id, version, event_type, schema_version, "
-    "epoch, seed_id, payload, recorded_at, prev_hash, hash, "
-)
-_SELECT = _COLUMNS + "rank FROM events"
+_SELECT = f"SELECT {', '.join(COLUMNS)} FROM events"
 #: A database before revision 0005 has no rank column; it is read, never written.
-_SELECT_UNRANKED = _COLUMNS + "NULL AS rank FROM events"
+_SELECT_UNRANKED = f"SELECT {', '.join(COLUMNS[:-1])}, NULL AS rank FROM events"
 RANK_REVISION = "0005"
 
 

@@ -15,6 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
+from functools import cached_property
 from typing import ClassVar, Protocol, TypeAlias, TypeVar
 
 from kasmina.canonical import Json
@@ -93,14 +94,16 @@ class Store(ABC):
     def write(self, run_id: str) -> AbstractContextManager[Cursor]:
         """One write transaction; appends to one run are serialised by it."""
 
-    def insert_events(self, cur: Cursor, rows: Sequence[Sequence[Param]]) -> None:
-        """Insert chained rows (`INSERT_COLUMNS` order) inside the write transaction."""
+    @cached_property
+    def _insert_sql(self) -> str:
         values = ", ".join(
             self.payload_placeholder if column == "payload" else "?" for column in INSERT_COLUMNS
         )
-        cur.executemany(
-            self.sql(f"INSERT INTO events ({', '.join(INSERT_COLUMNS)}) VALUES ({values})"), rows
-        )
+        return self.sql(f"INSERT INTO events ({', '.join(INSERT_COLUMNS)}) VALUES ({values})")
+
+    def insert_events(self, cur: Cursor, rows: Sequence[Sequence[Param]]) -> None:
+        """Insert chained rows (`INSERT_COLUMNS` order) inside the write transaction."""
+        cur.executemany(self._insert_sql, rows)
 
     def is_busy(self, exc: BaseException) -> bool:
         """Whether a driver error means another writer held the database: worth a retry."""
