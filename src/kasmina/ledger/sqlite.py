@@ -18,6 +18,8 @@ Several processes may append to one SQLite ledger, within limits:
   so batch appends; SQLite's busy waiting is not fair, so with many writers
   one can starve until it gives up. Use PostgreSQL for many writers, or
   writers on several machines.
+- Checkpoints run on a thread of their own (`kasmina.ledger.checkpoints`),
+  so a commit does not wait for the log to be copied into the file.
 - A local disk only. WAL needs shared memory between the processes, and
   SQLite's file locks are unreliable on network filesystems (NFS, SMB,
   most cluster filesystems); there the database can be corrupted.
@@ -35,6 +37,7 @@ from datetime import UTC, datetime
 from typing import Literal, cast
 
 from kasmina.canonical import Json, loads
+from kasmina.ledger.checkpoints import BACKSTOP_PAGES, Checkpointer
 from kasmina.ledger.store import Cursor, Param, Row, Store
 
 Synchronous = Literal["NORMAL", "FULL"]
@@ -98,6 +101,9 @@ class SQLiteStore(Store):
         self._conn.execute(f"PRAGMA synchronous={synchronous}")
         self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         self._conn.execute("PRAGMA foreign_keys=ON")
+        self._conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
+        self.checkpointer = Checkpointer(path)
+        self._rows_in_transaction = 0
 
     def sql(self, text: str) -> str:
         return text
@@ -124,12 +130,18 @@ class SQLiteStore(Store):
         with self.lock:
             cur = self._conn.cursor()
             cur.execute("BEGIN IMMEDIATE")
+            self._rows_in_transaction = 0
             try:
                 yield cast(Cursor, cur)
                 cur.execute("COMMIT")
             except BaseException:
                 self._conn.rollback()  # also after a failed COMMIT, which leaves it open
                 raise
+            self.checkpointer.committed(self._rows_in_transaction)
+
+    def insert_events(self, cur: Cursor, rows: Sequence[Sequence[Param]]) -> None:
+        super().insert_events(cur, rows)
+        self._rows_in_transaction += len(rows)
 
     @contextmanager
     def first_open(self) -> Iterator[None]:
@@ -204,5 +216,6 @@ class SQLiteStore(Store):
         return columns, rows()
 
     def close(self) -> None:
+        self.checkpointer.close()
         with self.lock:
             self._conn.close()
