@@ -13,7 +13,7 @@ and the one place the hash chain is extended.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -48,7 +48,8 @@ class AppendResult:
 @dataclass(frozen=True, slots=True)
 class Prepared:
     event: NewEvent
-    payload_text: str
+    #: None: made while the rows stream out (`Store.streams_rows`).
+    payload_text: str | None
 
 
 class Appending:
@@ -83,6 +84,7 @@ class Appending:
             return AppendResult(0, 0)
         run_id = batch[0].run_id
         prepared: list[Prepared] = []
+        lazy = self._store.streams_rows
         for event in batch:
             if not isinstance(event, NewEvent):
                 raise PayloadInvalid(
@@ -92,7 +94,7 @@ class Appending:
                 raise PayloadInvalid(
                     f"a batch belongs to one run; got {run_id!r} and {event.run_id!r}"
                 )
-            prepared.append(Prepared(event, event.payload.canonical_text()))
+            prepared.append(Prepared(event, None if lazy else event.payload.canonical_text()))
         self._require_head()
         staged: list[Known | None] = [None]
 
@@ -173,20 +175,45 @@ class Appending:
                 raise RunClosed(run_id)
             else:
                 heads[RUN_STREAM] = (run_head[0], run_head[1])
+        # Every head is read before the rows start: PostgreSQL's COPY holds the connection.
+        for item in fresh:
+            stream = item.event.stream_id
+            if stream not in heads and stream not in known:
+                found = self._read_head(cur, run_id, stream) if stream != RUN_STREAM else None
+                heads[stream] = (found[0], found[1]) if found else (0, GENESIS_HASH)
+        written = [0]
+        if fresh:
+            self._store.insert_events(cur, self._chained_rows(run_id, fresh, heads, known, written))
+        tip = self._tip(cur, run_id)
+        closed = any(isinstance(item.event.payload, RunFinished) for item in fresh)
+        staged[0] = None if closed or tip is None else Known(run_id, tip, {**known, **heads})
+        return AppendResult(written[0], len(prepared) - written[0], heads)
+
+    def _chained_rows(
+        self,
+        run_id: str,
+        fresh: Sequence[Prepared],
+        heads: dict[str, tuple[int, str]],
+        known: Mapping[str, tuple[int, str]],
+        written: list[int],
+    ) -> Iterator[tuple[Param, ...]]:
+        """The batch's rows, each chained to the one before it in its stream, made as consumed.
+
+        A generator, so that a store which streams rows to a server (COPY) has
+        the server inserting the first rows while the later ones are hashed;
+        `heads` ends holding each stream's last (version, hash), and
+        `written` the number of rows made.
+        """
         now = datetime.now(UTC)
         recorded_at = now.isoformat(timespec="microseconds")
         recorded_param = self._store.recorded_at_param(now, recorded_at)
-        rows: list[tuple[Param, ...]] = []
         # Names are JSON-quoted once per batch rather than once per event.
         quoted: dict[str, str] = {}
         quoted_run, quoted_at = quote(run_id), quote(recorded_at)
         for item in fresh:
             event = item.event
             stream = event.stream_id
-            head = heads.get(stream) or known.get(stream)
-            if head is None:
-                found = self._read_head(cur, run_id, stream) if stream != RUN_STREAM else None
-                head = (found[0], found[1]) if found else (0, GENESIS_HASH)
+            head = heads.get(stream) or known[stream]
             version = head[0] + 1
             if event.version is not None and event.version != version:
                 raise ConcurrencyError(run_id, stream, event.version, head[0])
@@ -195,6 +222,9 @@ class Appending:
             for name in (stream, event_type, seed):
                 if name is not None and name not in quoted:
                     quoted[name] = quote(name)
+            payload_text = item.payload_text
+            if payload_text is None:
+                payload_text = event.payload.canonical_text()
             text = quoted_envelope(
                 quote(event.event_id),
                 quoted_run,
@@ -204,36 +234,29 @@ class Appending:
                 kind.schema_version,
                 "null" if epoch is None else str(int(epoch)),
                 "null" if seed is None else quoted[seed],
-                item.payload_text,
+                payload_text,
                 quoted_at,
                 f'"{head[1]}"',  # a hex digest needs no escaping
                 event.rank,
             )
             digest = chain_hash(head[1], text)
             heads[stream] = (version, digest)
-            rows.append(
-                (
-                    event.event_id,
-                    run_id,
-                    stream,
-                    version,
-                    event_type,
-                    kind.schema_version,
-                    epoch,
-                    event.seed_id,
-                    item.payload_text,
-                    recorded_param,
-                    head[1],
-                    digest,
-                    event.rank,
-                )
+            written[0] += 1
+            yield (
+                event.event_id,
+                run_id,
+                stream,
+                version,
+                event_type,
+                kind.schema_version,
+                epoch,
+                event.seed_id,
+                payload_text,
+                recorded_param,
+                head[1],
+                digest,
+                event.rank,
             )
-        if rows:
-            self._store.insert_events(cur, rows)
-        tip = self._tip(cur, run_id)
-        closed = any(isinstance(item.event.payload, RunFinished) for item in fresh)
-        staged[0] = None if closed or tip is None else Known(run_id, tip, {**known, **heads})
-        return AppendResult(len(rows), len(prepared) - len(rows), heads)
 
     def _read_head(self, cur: Cursor, run_id: str, stream: str) -> tuple[int, str, str] | None:
         cur.execute(self._head, (run_id, stream))

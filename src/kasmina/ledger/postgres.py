@@ -7,7 +7,7 @@ run from a position never misses an event that commits later with a lower one.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import cast
@@ -30,6 +30,7 @@ _COPY = f"COPY events ({', '.join(INSERT_COLUMNS)}) FROM STDIN"
 class PostgresStore(Store):
     dialect = "postgresql"
     payload_placeholder = "CAST(? AS jsonb)"
+    streams_rows = True
 
     def __init__(self, url: str, conninfo: str, *, connect_timeout: int = 5) -> None:
         super().__init__(url)
@@ -56,11 +57,13 @@ class PostgresStore(Store):
             cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (run_id,))
             yield cast(Cursor, cur)
 
-    def insert_events(self, cur: Cursor, rows: Sequence[Sequence[Param]]) -> None:
+    def insert_events(self, cur: Cursor, rows: Iterable[Sequence[Param]]) -> None:
         """One ``COPY`` per batch: a stream of rows, not a statement per row.
 
         Unique violations (a retried ``event_id``, a version taken) are raised
         by COPY exactly as by INSERT, so the ledger's retry logic is the same.
+        Rows are sent as they are made, so the server inserts while the
+        ledger hashes the rest (`Store.streams_rows`).
         """
         with cast(psycopg.Cursor[Row], cur).copy(_COPY) as copy:
             for row in rows:

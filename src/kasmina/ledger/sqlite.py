@@ -31,7 +31,7 @@ import fcntl
 import json
 import os
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Literal, cast
@@ -139,9 +139,9 @@ class SQLiteStore(Store):
                 raise
             self.checkpointer.committed(self._rows_in_transaction)
 
-    def insert_events(self, cur: Cursor, rows: Sequence[Sequence[Param]]) -> None:
+    def insert_events(self, cur: Cursor, rows: Iterable[Sequence[Param]]) -> None:
         super().insert_events(cur, rows)
-        self._rows_in_transaction += len(rows)
+        self._rows_in_transaction += max(cur.rowcount, 0)
 
     @contextmanager
     def first_open(self) -> Iterator[None]:

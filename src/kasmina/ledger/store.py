@@ -12,7 +12,7 @@ import random
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 from functools import cached_property
@@ -29,7 +29,9 @@ T = TypeVar("T")
 
 class Cursor(Protocol):
     def execute(self, sql: str, params: Sequence[Param] = ..., /) -> object: ...
-    def executemany(self, sql: str, params: Sequence[Sequence[Param]], /) -> object: ...
+    def executemany(self, sql: str, params: Iterable[Sequence[Param]], /) -> object: ...
+    @property
+    def rowcount(self) -> int: ...
     def fetchall(self) -> list[Row]: ...
     def fetchone(self) -> Row | None: ...
 
@@ -60,6 +62,10 @@ class Store(ABC):
     """A connection to one database, used under a lock by one `Ledger`."""
 
     dialect: ClassVar[str]
+    #: Whether `insert_events` sends rows to a server as they are made, so that
+    #: the payloads' canonical texts are best made then, overlapping the
+    #: server's work, rather than before the transaction.
+    streams_rows: ClassVar[bool] = False
     #: Where the payload's canonical text goes in an INSERT.
     payload_placeholder: ClassVar[str] = "?"
     #: How long `transact` keeps retrying a busy database, in seconds, all attempts together.
@@ -101,7 +107,7 @@ class Store(ABC):
         )
         return self.sql(f"INSERT INTO events ({', '.join(INSERT_COLUMNS)}) VALUES ({values})")
 
-    def insert_events(self, cur: Cursor, rows: Sequence[Sequence[Param]]) -> None:
+    def insert_events(self, cur: Cursor, rows: Iterable[Sequence[Param]]) -> None:
         """Insert chained rows (`INSERT_COLUMNS` order) inside the write transaction."""
         cur.executemany(self._insert_sql, rows)
 
