@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from kasmina.canonical import SPECIAL_FLOATS, Json, canonical_object
+from kasmina.canonical import SPECIAL_FLOATS, Json, canonical_string_keyed
 from kasmina.errors import PayloadInvalid, UnknownEventType
 from kasmina.ids import new_event_id
 from kasmina.stages import SeedStage, parse_stage
@@ -138,7 +138,7 @@ class Payload(BaseModel):
         values = dict(self.__dict__)
         for name in self._by_name:
             values[name] = _STAGE_NAMES[values[name]]
-        return canonical_object(values)
+        return canonical_string_keyed(values)
 
     @model_validator(mode="before")
     @classmethod

@@ -116,3 +116,27 @@ def test_loads_refuses_what_json_refuses() -> None:
     for bad in ("", "{", '{"a":1} x', "nul", '{"a":}'):
         with pytest.raises(json.JSONDecodeError):
             loads(bad)
+
+
+_marks = st.sampled_from(["-0.0", "-0.0,", "1e+16", "a\x00b", "\\u0000", "x-0.0]", "e+"])
+
+
+@given(st.dictionaries(st.text(max_size=5), json_values | _marks, max_size=8)
+       | st.dictionaries(st.text(max_size=5), st.floats() | _marks | st.lists(st.floats()),
+                         max_size=12))
+def test_canonical_string_keyed_is_canonical_json_of_a_dict(value: dict[str, object]) -> None:
+    from kasmina.canonical import canonical_string_keyed
+
+    assert _outcome(canonical_string_keyed, value) == _outcome(canonical_json, value)
+
+
+def test_canonical_string_keyed_takes_the_general_path_for_each_mark() -> None:
+    from kasmina.canonical import canonical_string_keyed
+
+    for odd in (math.nan, math.inf, -0.0, 1e16, -1e300, [2.0, -0.0], {"k": -0.0}, "-0.0,"):
+        assert canonical_string_keyed({"v": odd}) == canonical_json({"v": odd})
+    assert canonical_string_keyed({"v": -0.05, "w": 1e-07}) == '{"v":-0.05,"w":1e-07}'
+    with pytest.raises(PayloadInvalid):
+        canonical_string_keyed({"v": ["a\x00b"]})
+    with pytest.raises(PayloadInvalid):
+        canonical_string_keyed({"v": {"a\x00": 1}})
