@@ -9,9 +9,11 @@ records (bench/workload.py) and in the same run:
 - canonical text: the payload's canonical JSON, what is stored and hashed;
 - hash chain: the envelope's canonical text and its SHA-256;
 - storage: the finished rows inserted into kasmina's ``events`` table, 1,000
-  per transaction, WAL + synchronous=NORMAL, all indexes in place; then the
-  same without the (``event_type``, ``run_id``, ``seed_id``) index, to price
-  the index that makes the SQL views one index range each;
+  per transaction, WAL + synchronous=NORMAL, all indexes in place, with the
+  checkpoints on a thread as kasmina runs them; then the same with SQLite's
+  checkpoints inside the commit, and without the (``event_type``,
+  ``run_id``, ``seed_id``) index, to price the index that makes the SQL
+  views one index range each;
 - the whole `Recorder.emit` + flush path, as compare.py times it; what the
   steps do not account for is the ledger's bookkeeping (versions, heads,
   the run check, building rows).
@@ -40,6 +42,7 @@ from workload import Record, build  # noqa: E402
 from kasmina.canonical import GENESIS_HASH, chain_hash, quote, quoted_envelope  # noqa: E402
 from kasmina.events import NewEvent, Payload, make_event, payload_class  # noqa: E402
 from kasmina.ledger import Ledger, migrate  # noqa: E402
+from kasmina.ledger.checkpoints import BACKSTOP_PAGES, Checkpointer  # noqa: E402
 from kasmina.ledger.run import Recorder  # noqa: E402
 from kasmina.ledger.store import INSERT_COLUMNS  # noqa: E402
 
@@ -104,7 +107,10 @@ def _chained_rows(events: Sequence[NewEvent], texts: Sequence[str]) -> list[tupl
     return rows
 
 
-def _store(template: Path, rows: Sequence[tuple[object, ...]], drop: str | None) -> float:
+def _store(
+    template: Path, rows: Sequence[tuple[object, ...]], drop: str | None, *, inline: bool = False
+) -> float:
+    """Insert the rows as kasmina does (checkpoints on its thread), or with SQLite's inline."""
     folder = Path(tempfile.mkdtemp(prefix="kasmina-costs-"))
     try:
         path = folder / "store.db"
@@ -112,6 +118,9 @@ def _store(template: Path, rows: Sequence[tuple[object, ...]], drop: str | None)
         conn = sqlite3.connect(path, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
+        checkpointer = None if inline else Checkpointer(str(path))
+        if checkpointer is not None:
+            conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
         if drop:
             conn.execute(f"DROP INDEX {drop}")
         t0 = time.perf_counter()
@@ -119,7 +128,11 @@ def _store(template: Path, rows: Sequence[tuple[object, ...]], drop: str | None)
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany(INSERT, rows[start : start + BATCH])
             conn.execute("COMMIT")
+            if checkpointer is not None:
+                checkpointer.committed(len(rows[start : start + BATCH]))
         elapsed = time.perf_counter() - t0
+        if checkpointer is not None:
+            checkpointer.close()
         conn.close()
         return elapsed
     finally:
@@ -170,6 +183,9 @@ def measure(records: Sequence[Record], repeat: int = 5) -> list[tuple[str, float
             lambda: _chained_rows(events, texts)
         ),
         "storage: rows into events, all indexes": lambda: _store(template, rows, None),
+        "  (the same with SQLite's checkpoints inside the commit)": lambda: _store(
+            template, rows, None, inline=True
+        ),
         f"storage without {TYPE_INDEX}": lambda: _store(template, rows, TYPE_INDEX),
         "whole append (Recorder.emit + flush)": lambda: _recorder(template, records),
     }
