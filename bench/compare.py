@@ -864,8 +864,10 @@ def doc_section(
             "`--profile` also times each step of a batched SQLite append on its own, on the "
             "same records (`bench/costs.py`; medians of the same number of repetitions). "
             "Storage is the finished rows inserted into kasmina's table, 1,000 per "
-            "transaction, WAL + synchronous=NORMAL; the index row is that insert's "
-            "difference without the (`event_type`, `run_id`, `seed_id`) index.",
+            "transaction, WAL + synchronous=NORMAL, with the checkpoints on a thread of "
+            "their own as kasmina runs them (the row in brackets: with SQLite's inside "
+            "the commit instead, for comparison, not part of the whole); the index row is "
+            "that insert's difference without the (`event_type`, `run_id`, `seed_id`) index.",
             "",
             *costs.render(res.costs),
             "",
