@@ -101,16 +101,19 @@ class Checkpointer:
     def close(self) -> None:
         """Stop the thread after any checkpoint in progress (the writer's close ends the log)."""
         self._shared.stop_thread()
-        if self._alive():
-            assert self._thread is not None
-            self._thread.join()
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            thread.join()
 
     def _alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
 
 def _run(path: str, shared: _Shared) -> None:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0)
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0)
+    except sqlite3.Error:
+        return  # the file is gone or unreadable; the writer's backstop checkpoints alone
     try:
         while True:
             with shared.cond:
