@@ -42,12 +42,13 @@ from workload import Record, build  # noqa: E402
 from kasmina.canonical import GENESIS_HASH, chain_hash, quote, quoted_envelope  # noqa: E402
 from kasmina.events import NewEvent, Payload, make_event, payload_class  # noqa: E402
 from kasmina.ledger import Ledger, migrate  # noqa: E402
-from kasmina.ledger.checkpoints import BACKSTOP_PAGES, Checkpointer  # noqa: E402
 from kasmina.ledger.run import Recorder  # noqa: E402
+from kasmina.ledger.sqlite import SQLiteStore  # noqa: E402
 from kasmina.ledger.store import INSERT_COLUMNS  # noqa: E402
 
 BATCH = 1000
 TYPE_INDEX = "ix_events_event_type_run_id_seed_id"
+#: The bare connection's statement (the store builds the same one for itself).
 INSERT = (
     f"INSERT INTO events ({', '.join(INSERT_COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in INSERT_COLUMNS)})"
@@ -110,30 +111,35 @@ def _chained_rows(events: Sequence[NewEvent], texts: Sequence[str]) -> list[tupl
 def _store(
     template: Path, rows: Sequence[tuple[object, ...]], drop: str | None, *, inline: bool = False
 ) -> float:
-    """Insert the rows as kasmina does (checkpoints on its thread), or with SQLite's inline."""
+    """Insert the rows through kasmina's SQLite store (its checkpoint thread and all), or
+    with a bare connection whose checkpoints SQLite runs inside the commit."""
     folder = Path(tempfile.mkdtemp(prefix="kasmina-costs-"))
     try:
         path = folder / "store.db"
         shutil.copyfile(template, path)
-        conn = sqlite3.connect(path, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        checkpointer = None if inline else Checkpointer(str(path))
-        if checkpointer is not None:
-            conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
+        batches = [rows[start : start + BATCH] for start in range(0, len(rows), BATCH)]
+        if inline:
+            conn = sqlite3.connect(path, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            t0 = time.perf_counter()
+            for batch in batches:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany(INSERT, batch)
+                conn.execute("COMMIT")
+            elapsed = time.perf_counter() - t0
+            conn.close()
+            return elapsed
+        store = SQLiteStore(f"sqlite:///{path}", str(path), synchronous="NORMAL")
         if drop:
-            conn.execute(f"DROP INDEX {drop}")
+            with store.write("costs") as cur:
+                cur.execute(f"DROP INDEX {drop}")
         t0 = time.perf_counter()
-        for start in range(0, len(rows), BATCH):
-            conn.execute("BEGIN IMMEDIATE")
-            conn.executemany(INSERT, rows[start : start + BATCH])
-            conn.execute("COMMIT")
-            if checkpointer is not None:
-                checkpointer.committed(len(rows[start : start + BATCH]))
+        for batch in batches:
+            with store.write("costs") as cur:
+                store.insert_events(cur, batch)
         elapsed = time.perf_counter() - t0
-        if checkpointer is not None:
-            checkpointer.close()
-        conn.close()
+        store.close()
         return elapsed
     finally:
         shutil.rmtree(folder, ignore_errors=True)
