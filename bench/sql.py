@@ -92,8 +92,13 @@ def plan(path: Path, query: str) -> str:
         steps = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {query}")]
     finally:
         conn.close()
-    used = sorted({m.group(1).removeprefix("ix_events_") for step in steps
-                   if (m := re.search(r"USING (?:COVERING )?INDEX (\w+)", step))})
+    used = sorted(
+        {
+            m.group(1).removeprefix("ix_events_")
+            for step in steps
+            if (m := re.search(r"USING (?:COVERING )?INDEX (\w+)", step))
+        }
+    )
     # the recipes and views alias `events` by one letter; `i` and `t` are derived tables
     full = any(step == "SCAN events" or re.fullmatch(r"SCAN [a-hj-su-z]", step) for step in steps)
     return " ".join(used) + (" + full scan" if full else "")
@@ -120,9 +125,11 @@ def main() -> None:
             count, times = timed(ledger, query, args.repeat)
             results.append((name, count, statistics.median(times), max(times), plan(path, query)))
 
-    print(f"{event_count(path):,} events in {runs} runs, {path.stat().st_size / 2**20:.0f} MiB; "
-          f"median of {args.repeat} warm runs; baseline: one pass reading every payload, "
-          f"{floor:.3f} s")
+    print(
+        f"{event_count(path):,} events in {runs} runs, {path.stat().st_size / 2**20:.0f} MiB; "
+        f"median of {args.repeat} warm runs; baseline: one pass reading every payload, "
+        f"{floor:.3f} s"
+    )
     print()
     print("| recipe | rows | median s | max s | x full pass | plan |")
     print("|---|---:|---:|---:|---:|---|")
@@ -131,8 +138,9 @@ def main() -> None:
     slowest = max(results, key=lambda r: r[2])
     verdict = "meets" if slowest[3] < TARGET_S else "MISSES"
     print()
-    print(f"slowest: {slowest[0]} at {slowest[2]:.3f} s median; {verdict} the "
-          f"{TARGET_S:.0f} s target")
+    print(
+        f"slowest: {slowest[0]} at {slowest[2]:.3f} s median; {verdict} the {TARGET_S:.0f} s target"
+    )
 
 
 if __name__ == "__main__":

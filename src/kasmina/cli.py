@@ -8,24 +8,29 @@ stderr and a non-zero exit, never a traceback.
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
-from collections.abc import Iterable, Iterator, Sequence
-from datetime import date, datetime
-from decimal import Decimal
+from collections.abc import Iterator, Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, TextIO
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from kasmina.errors import KasminaError
+from kasmina.render import (
+    HISTORY_COLUMNS,
+    SqlFormat,
+    event_json,
+    follow_line,
+    history_cells,
+    plain,
+    print_rows,
+)
 
 if TYPE_CHECKING:
-    from kasmina.events import StoredEvent
     from kasmina.ledger import Ledger
 
 DEFAULT_DB = "sqlite:///kasmina.db"
@@ -46,12 +51,6 @@ err = Console(stderr=True, soft_wrap=True)
 
 class TableFormat(StrEnum):
     table = "table"
-    json = "json"
-
-
-class SqlFormat(StrEnum):
-    table = "table"
-    csv = "csv"
     json = "json"
 
 
@@ -80,16 +79,6 @@ def _open() -> Ledger:
     from kasmina.ledger import Ledger
 
     return Ledger.open(state.db)
-
-
-def _plain(value: object) -> object:
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return float(value)
-    if isinstance(value, bytes | memoryview):
-        return bytes(value).hex()
-    return value
 
 
 # -- db ---------------------------------------------------------------------
@@ -148,7 +137,7 @@ def runs(
     if fmt is TableFormat.json:
         for info in infos:
             out.print_json(
-                json.dumps({k: _plain(getattr(info, k)) for k in info.__dataclass_fields__})
+                json.dumps({k: plain(getattr(info, k)) for k in info.__dataclass_fields__})
             )
         return
     table = Table("run", "name", "seed", "status", "events", "started (UTC)")
@@ -162,37 +151,6 @@ def runs(
             info.started_at.strftime("%Y-%m-%d %H:%M:%S"),
         )
     out.print(table)
-
-
-def _summary(event: StoredEvent) -> str:
-    data = event.payload.model_dump(mode="json")
-    if event.event_type == "SeedStageChanged":
-        return (
-            f"{data['from_stage']} -> {data['to_stage']} ({data['trigger']}, alpha {data['alpha']})"
-        )
-    keep = {k: v for k, v in data.items() if v not in (None, [], {}) and k != "slot_id"}
-    text = ", ".join(f"{k}={v}" for k, v in keep.items())
-    return text if len(text) <= 100 else text[:99] + "…"
-
-
-def _event_json(event: StoredEvent) -> str:
-    return json.dumps(
-        {
-            "position": event.position,
-            "event_id": event.event_id,
-            "run_id": event.run_id,
-            "stream_id": event.stream_id,
-            "version": event.version,
-            "event_type": event.event_type,
-            "schema_version": event.schema_version,
-            "epoch": event.epoch,
-            "seed_id": event.seed_id,
-            "payload": event.payload.model_dump(mode="json"),
-            "recorded_at": event.recorded_at.isoformat(),
-            "hash": event.hash,
-        },
-        ensure_ascii=False,
-    )
 
 
 @app.command()
@@ -219,33 +177,12 @@ def history(
         events = ledger.history(run_id, seed_id=seed_id, slot_id=slot)
         if fmt is TableFormat.json:
             for event in events:
-                sys.stdout.write(_event_json(event) + "\n")
+                sys.stdout.write(event_json(event) + "\n")
             return
-        table = Table(*_HISTORY_COLUMNS)
+        table = Table(*HISTORY_COLUMNS)
         for event in events:
-            table.add_row(*_history_cells(event))
+            table.add_row(*history_cells(event))
         out.print(table)
-
-
-_HISTORY_COLUMNS = ("pos", "epoch", "stream", "v", "event", "seed", "detail")
-
-
-def _history_cells(event: StoredEvent) -> tuple[str, str, str, str, str, str, str]:
-    return (
-        str(event.position),
-        "" if event.epoch is None else str(event.epoch),
-        event.stream_id,
-        str(event.version),
-        event.event_type,
-        event.seed_id or "",
-        _summary(event),
-    )
-
-
-def _follow_line(cells: Sequence[str]) -> str:
-    """One event per line (a table needs all its rows before it can be drawn)."""
-    pos, epoch, stream, version, kind, seed, detail = (" ".join(c.split()) for c in cells)
-    return f"{pos:>7} {epoch:>5} {stream:<14} {version:>4} {kind:<20} {seed:<8} {detail}".rstrip()
 
 
 def _follow(
@@ -261,7 +198,7 @@ def _follow(
     stream = None if slot is None else slot_stream(slot)
     events = follow(ledger, run_id)
     if fmt is TableFormat.table:
-        sys.stdout.write(_follow_line(_HISTORY_COLUMNS) + "\n")
+        sys.stdout.write(follow_line(HISTORY_COLUMNS) + "\n")
         sys.stdout.flush()
     for event in events:
         if (stream is not None and event.stream_id != stream) or (
@@ -269,9 +206,9 @@ def _follow(
         ):
             continue
         if fmt is TableFormat.json:
-            line = _event_json(event)
+            line = event_json(event)
         else:
-            line = _follow_line(_history_cells(event))
+            line = follow_line(history_cells(event))
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
 
@@ -416,7 +353,7 @@ def sql(
     with _open() as ledger:
         columns, rows = ledger.sql(query)
         if output is None:
-            _print_rows(columns, rows, fmt, sys.stdout, out)
+            print_rows(columns, rows, fmt, sys.stdout, out)
             return
         from kasmina.files import atomic_path
 
@@ -424,34 +361,8 @@ def sql(
             atomic_path(output) as partial,
             partial.open("w", encoding="utf-8", newline="") as dest,
         ):
-            _print_rows(columns, rows, fmt, dest, Console(file=dest, width=200))
+            print_rows(columns, rows, fmt, dest, Console(file=dest, width=200))
     err.print(f"wrote {output}", highlight=False)
-
-
-def _print_rows(
-    columns: Sequence[str],
-    rows: Iterable[Sequence[object]],
-    fmt: SqlFormat,
-    dest: TextIO,
-    console: Console,
-) -> None:
-    if fmt is SqlFormat.csv:
-        writer = csv.writer(dest, lineterminator="\n")
-        writer.writerow(columns)
-        for row in rows:
-            writer.writerow([_plain(v) for v in row])
-        return
-    if fmt is SqlFormat.json:
-        dest.write("[")
-        for n, row in enumerate(rows):
-            item = {c: _plain(v) for c, v in zip(columns, row, strict=True)}
-            dest.write(("," if n else "") + "\n" + json.dumps(item, default=str))
-        dest.write("\n]\n")
-        return
-    table = Table(*columns)
-    for row in rows:
-        table.add_row(*("" if v is None else str(_plain(v)) for v in row))
-    console.print(table)
 
 
 class ExportFormat(StrEnum):
