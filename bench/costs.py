@@ -55,18 +55,18 @@ INSERT = (
 )
 
 
-def _models(records: Sequence[Record]) -> list[Payload]:
+def payload_models(records: Sequence[Record]) -> list[Payload]:
     return [payload_class(r.event_type)(**r.payload) for r in records]
 
 
-def _events(records: Sequence[Record], models: Sequence[Payload]) -> list[NewEvent]:
+def new_events(records: Sequence[Record], models: Sequence[Payload]) -> list[NewEvent]:
     return [
         make_event(m, run_id="bench", stream_id=r.stream_id, epoch=r.epoch, seed_id=r.seed_id)
         for r, m in zip(records, models, strict=True)
     ]
 
 
-def _chained_rows(events: Sequence[NewEvent], texts: Sequence[str]) -> list[tuple[object, ...]]:
+def chained_rows(events: Sequence[NewEvent], texts: Sequence[str]) -> list[tuple[object, ...]]:
     """The rows an append would insert: versions per stream, the hash chain."""
     heads: dict[str, tuple[int, str]] = {}
     at = "2026-11-23T00:00:00.000000+00:00"
@@ -177,17 +177,15 @@ def measure(records: Sequence[Record], repeat: int = 5) -> list[tuple[str, float
     """(step, microseconds per event) rows, medians of interleaved repetitions."""
     template = Path(tempfile.mkdtemp(prefix="kasmina-costs-")) / "template.db"
     migrate.upgrade(f"sqlite:///{template}")
-    models = _models(records)
-    events = _events(records, models)
+    models = payload_models(records)
+    events = new_events(records, models)
     texts = [m.canonical_text() for m in models]
-    rows = _chained_rows(events, texts)
+    rows = chained_rows(events, texts)
     steps: dict[str, Callable[[], float]] = {
-        "payload validation (model from dict)": lambda: _timed(lambda: _models(records)),
-        "envelope (make_event, v7 event id)": lambda: _timed(lambda: _events(records, models)),
+        "payload validation (model from dict)": lambda: _timed(lambda: payload_models(records)),
+        "envelope (make_event, v7 event id)": lambda: _timed(lambda: new_events(records, models)),
         "canonical payload text": lambda: _timed(lambda: [m.canonical_text() for m in models]),
-        "hash chain (envelope text + SHA-256)": lambda: _timed(
-            lambda: _chained_rows(events, texts)
-        ),
+        "hash chain (envelope text + SHA-256)": lambda: _timed(lambda: chained_rows(events, texts)),
         "storage: rows into events, all indexes": lambda: _store(template, rows, None),
         "  (the same with SQLite's checkpoints inside the commit)": lambda: _store(
             template, rows, None, inline=True
