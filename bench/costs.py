@@ -228,14 +228,19 @@ def render(rows: Sequence[tuple[str, float]]) -> list[str]:
     return lines
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+def workload_arguments(doc: str | None) -> tuple[list[Record], int]:
+    """The workload's records and the repetitions, from ``--epochs`` and ``--repeat``."""
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
     parser.add_argument("--epochs", type=int, default=150)
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
-    records = build(args.epochs).records
-    rows = measure(records, args.repeat)
-    print(f"\n{len(records):,} events, {BATCH:,} per transaction, median of {args.repeat}")
+    return list(build(args.epochs).records), args.repeat
+
+
+def main() -> int:
+    records, repeat = workload_arguments(__doc__)
+    rows = measure(records, repeat)
+    print(f"\n{len(records):,} events, {BATCH:,} per transaction, median of {repeat}")
     for name, value in rows:
         print(f"{name:44} {value:7.1f} µs/event")
     return 0

@@ -24,7 +24,6 @@ is the variant's time per event ÷ the base's (>1: slower than kasmina's way).
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sqlite3
@@ -37,8 +36,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from costs import BATCH, INSERT, chained_rows, new_events, payload_models  # noqa: E402
-from workload import build  # noqa: E402
+from costs import (  # noqa: E402
+    BATCH,
+    INSERT,
+    chained_rows,
+    new_events,
+    payload_models,
+    workload_arguments,
+)
 
 from kasmina.ledger import migrate  # noqa: E402
 from kasmina.ledger.store import INSERT_COLUMNS  # noqa: E402
@@ -153,15 +158,11 @@ def render(results: Sequence[tuple[str, float]]) -> list[str]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=150)
-    parser.add_argument("--repeat", type=int, default=5)
-    args = parser.parse_args()
-    records = build(args.epochs).records
+    records, repeat = workload_arguments(__doc__)
     models = payload_models(records)
     rows = chained_rows(new_events(records, models), [m.canonical_text() for m in models])
-    results = measure(rows, args.repeat)
-    print(f"\n{len(rows):,} events, {BATCH:,} per transaction, median of {args.repeat}\n")
+    results = measure(rows, repeat)
+    print(f"\n{len(rows):,} events, {BATCH:,} per transaction, median of {repeat}\n")
     print("\n".join(render(results)))
     return 0
 
