@@ -181,13 +181,12 @@ class Appending:
             if stream not in heads and stream not in known:
                 found = self._read_head(cur, run_id, stream) if stream != RUN_STREAM else None
                 heads[stream] = (found[0], found[1]) if found else (0, GENESIS_HASH)
-        written = [0]
-        if fresh:
-            self._store.insert_events(cur, self._chained_rows(run_id, fresh, heads, known, written))
+        if fresh:  # the store takes every row or raises, so all of `fresh` is written
+            self._store.insert_events(cur, self._chained_rows(run_id, fresh, heads, known))
         tip = self._tip(cur, run_id)
         closed = any(isinstance(item.event.payload, RunFinished) for item in fresh)
         staged[0] = None if closed or tip is None else Known(run_id, tip, {**known, **heads})
-        return AppendResult(written[0], len(prepared) - written[0], heads)
+        return AppendResult(len(fresh), len(prepared) - len(fresh), heads)
 
     def _chained_rows(
         self,
@@ -195,14 +194,12 @@ class Appending:
         fresh: Sequence[Prepared],
         heads: dict[str, tuple[int, str]],
         known: Mapping[str, tuple[int, str]],
-        written: list[int],
     ) -> Iterator[tuple[Param, ...]]:
         """The batch's rows, each chained to the one before it in its stream, made as consumed.
 
         A generator, so that a store which streams rows to a server (COPY) has
         the server inserting the first rows while the later ones are hashed;
-        `heads` ends holding each stream's last (version, hash), and
-        `written` the number of rows made.
+        `heads` ends holding each stream's last (version, hash).
         """
         now = datetime.now(UTC)
         recorded_at = now.isoformat(timespec="microseconds")
@@ -241,7 +238,6 @@ class Appending:
             )
             digest = chain_hash(head[1], text)
             heads[stream] = (version, digest)
-            written[0] += 1
             yield (
                 event.event_id,
                 run_id,
