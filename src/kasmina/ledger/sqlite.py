@@ -31,6 +31,7 @@ import fcntl
 import json
 import os
 import sqlite3
+import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -64,6 +65,17 @@ _DENIED_ACTIONS = {
     sqlite3.SQLITE_DROP_VIEW,
     sqlite3.SQLITE_DROP_VTABLE,
 }
+
+
+def sqlite_uri(path: str, *, mode: str = "ro", immutable: bool = False) -> str:
+    """A ``file:`` URI for `path`, every byte that means something in a URI escaped.
+
+    A name holding ``#``, ``?`` or ``%`` would otherwise end the path early
+    (``led#ger.db`` opened a new file ``led``) or be read as a parameter.
+    """
+    quoted = urllib.parse.quote(os.path.abspath(path), safe="/")
+    uri = f"file:{quoted}?mode={mode}"
+    return uri + "&immutable=1" if immutable else uri
 
 
 def _readonly_authorizer(
@@ -195,7 +207,7 @@ class SQLiteStore(Store):
         return datetime.fromisoformat(cast(str, raw)).astimezone(UTC)
 
     def readonly_query(self, sql: str) -> tuple[list[str], Iterator[Row]]:
-        uri = "file:" + self.path + "?mode=ro"
+        uri = sqlite_uri(self.path)
         conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
         conn.execute("PRAGMA query_only=ON")
         conn.set_authorizer(_readonly_authorizer)
