@@ -11,11 +11,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from needs import missing  # noqa: E402
 from pgserver import PgServer, start_server  # noqa: E402
 
 from kasmina.ledger import Ledger, migrate  # noqa: E402
 
-REQUIRE_PG = os.environ.get("KASMINA_REQUIRE_PG") == "1"
 TEMPLATE = "kasmina_template"
 _counter = itertools.count()
 
@@ -25,9 +25,7 @@ def pg_server() -> Iterator[PgServer]:
     try:
         server = start_server()
     except RuntimeError as exc:
-        if REQUIRE_PG:
-            pytest.fail(f"KASMINA_REQUIRE_PG=1 but no PostgreSQL server: {exc}")
-        pytest.skip(f"no PostgreSQL server: {exc}")
+        missing(f"no PostgreSQL server: {exc}")
     try:
         with psycopg.connect(server.conninfo(), autocommit=True) as conn:
             conn.execute(f"CREATE DATABASE {TEMPLATE}")

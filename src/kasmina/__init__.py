@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from kasmina.errors import (
     ConcurrencyError,
+    DuplicateEvent,
     InvalidTransition,
     KasminaError,
     LedgerError,
@@ -38,6 +39,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ConcurrencyError",
+    "DuplicateEvent",
     "GateResult",
     "InvalidTransition",
     "KasminaError",

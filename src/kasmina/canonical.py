@@ -80,6 +80,20 @@ def canonical_float(value: float) -> float | int | str:
     return value
 
 
+def json_float(value: float) -> float | str:
+    """A float as plain JSON output can carry it: non-finite ones as the markers above.
+
+    For output (exports, ``--format json``) rather than hashing: unlike
+    `canonical_float` it keeps ``-0.0`` and large floats as numbers, and only
+    spells NaN and the infinities, which JSON has no number for.
+    """
+    if value != value:
+        return "NaN"
+    if value in (math.inf, -math.inf):
+        return "Infinity" if value > 0 else "-Infinity"
+    return value
+
+
 def canonical_value(value: object) -> Json:
     """Map a Python value to its canonical JSON value, refusing what JSON cannot hold."""
     kind = type(value)

@@ -11,29 +11,43 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+import typer.main
+
+try:  # typer vendors click from 0.2x on; before, it depended on click itself
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover
+    from click.exceptions import ClickException  # type: ignore[import-not-found,no-redef,unused-ignore]
 from rich.console import Console
-from rich.table import Table
 
 from kasmina.errors import KasminaError
 from kasmina.render import (
+    EVENT_FIELDS,
     HISTORY_COLUMNS,
-    SqlFormat,
+    DataFormat,
     event_json,
+    event_values,
     follow_line,
     history_cells,
-    plain,
     print_rows,
+    print_table,
+    write_csv,
+    write_json,
 )
+from kasmina.terminal import visible
 
 if TYPE_CHECKING:
+    from kasmina.events import NewEvent
     from kasmina.ledger import Ledger
 
 DEFAULT_DB = "sqlite:///kasmina.db"
+#: The largest integer either database stores: a bigger bound would overflow in the driver.
+INT64_MAX = 2**63 - 1
 
 app = typer.Typer(
     name="kasmina",
@@ -75,10 +89,11 @@ def _root(
     state.db = db
 
 
-def _open() -> Ledger:
+def _open(*, create: bool = False) -> Ledger:
+    """The ledger at ``--db``; only a command that records a new run may create it."""
     from kasmina.ledger import Ledger
 
-    return Ledger.open(state.db)
+    return Ledger.open(state.db, create=create)
 
 
 # -- db ---------------------------------------------------------------------
@@ -96,18 +111,31 @@ def db_upgrade(
 
 
 @db_app.command("downgrade")
-def db_downgrade(revision: Annotated[str, typer.Argument(help="Target revision.")]) -> None:
-    """Migrate the database down to REVISION ('base' removes everything)."""
+def db_downgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision.")],
+    discard_data: Annotated[
+        bool,
+        typer.Option(
+            "--discard-data", help="Drop the recorded data the downgrade removes (else refused)."
+        ),
+    ] = False,
+) -> None:
+    """Migrate the database down to REVISION ('base' removes everything).
+
+    A downgrade that would drop recorded events, or a column of them, is
+    refused with what it would drop, unless --discard-data is given.
+    """
     from kasmina.ledger import migrate
 
-    migrate.downgrade(state.db, revision)
-    out.print(f"database at revision {_current(state.db) or 'none'}")
+    lost = migrate.downgrade(state.db, revision, discard_data=discard_data)
+    dropped = f" (dropped {' and '.join(lost)})" if lost else ""
+    out.print(f"database at revision {_current(state.db) or 'none'}{dropped}", markup=False)
 
 
 def _current(url: str) -> str | None:
     from kasmina.ledger.core import _open_store
 
-    store = _open_store(url, "NORMAL")
+    store = _open_store(url, "NORMAL", create=False)
     try:
         return store.schema_revision()
     finally:
@@ -124,33 +152,58 @@ def db_current() -> None:
     out.print(f"{current or 'none'} {mark}")
 
 
+@db_app.command("grant-reader")
+def db_grant_reader(
+    role: Annotated[str, typer.Argument(metavar="LOGIN_ROLE", help="A PostgreSQL login role.")],
+) -> None:
+    """Let a PostgreSQL login role run `kasmina sql` (as kasmina_reader: SELECT only)."""
+    from kasmina.ledger.core import _open_store
+    from kasmina.ledger.postgres import PostgresStore
+
+    store = _open_store(state.db, "NORMAL", create=False)
+    try:
+        if not isinstance(store, PostgresStore):
+            raise KasminaError(
+                "kasmina db grant-reader is for PostgreSQL: a SQLite ledger has no roles "
+                "(whoever can read the file can query it)"
+            )
+        store.grant_reader(role)
+    finally:
+        store.close()
+    out.print(f"granted kasmina_reader to {role}", markup=False, highlight=False)
+
+
 # -- runs and history -------------------------------------------------------
 
 
 @app.command()
 def runs(
-    fmt: Annotated[TableFormat, typer.Option("--format")] = TableFormat.table,
+    fmt: Annotated[DataFormat, typer.Option("--format")] = DataFormat.table,
 ) -> None:
     """List runs with their status and event counts."""
     with _open() as ledger:
         infos = ledger.runs()
-    if fmt is TableFormat.json:
-        for info in infos:
-            out.print_json(
-                json.dumps({k: plain(getattr(info, k)) for k in info.__dataclass_fields__})
-            )
+    fields = ("run_id", "name", "seed", "started_at", "finished_at", "status", "events")
+    records = [tuple(getattr(info, k) for k in fields) for info in infos]
+    if fmt is not DataFormat.table:
+        print_rows(fields, records, fmt, sys.stdout, out)
         return
-    table = Table("run", "name", "seed", "status", "events", "started (UTC)")
-    for info in infos:
-        table.add_row(
-            info.run_id,
-            info.name or "",
-            "" if info.seed is None else str(info.seed),
-            info.status,
-            str(info.events),
-            info.started_at.strftime("%Y-%m-%d %H:%M:%S"),
-        )
-    out.print(table)
+    print_table(
+        ("run", "name", "seed", "status", "events", "started (UTC)"),
+        (
+            (
+                visible(info.run_id),
+                visible(info.name or ""),
+                "" if info.seed is None else str(info.seed),
+                visible(info.status),
+                str(info.events),
+                info.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+            )
+            for info in infos
+        ),
+        out,
+        sys.stdout,
+    )
 
 
 @app.command()
@@ -158,7 +211,7 @@ def history(
     run_id: Annotated[str, typer.Argument(metavar="RUN", help="Run id.")],
     seed_id: Annotated[str | None, typer.Option("--seed-id", help="Only this seed.")] = None,
     slot: Annotated[str | None, typer.Option("--slot", help="Only this slot.")] = None,
-    fmt: Annotated[TableFormat, typer.Option("--format")] = TableFormat.table,
+    fmt: Annotated[DataFormat, typer.Option("--format")] = DataFormat.table,
     follow: Annotated[
         bool,
         typer.Option(
@@ -175,41 +228,47 @@ def history(
             _follow(ledger, run_id, seed_id, slot, fmt)
             return
         events = ledger.history(run_id, seed_id=seed_id, slot_id=slot)
-        if fmt is TableFormat.json:
-            for event in events:
-                sys.stdout.write(event_json(event) + "\n")
-            return
-        table = Table(*HISTORY_COLUMNS)
-        for event in events:
-            table.add_row(*history_cells(event))
-        out.print(table)
+        if fmt is DataFormat.json or fmt is DataFormat.jsonl:
+            write_json((event_json(e) for e in events), sys.stdout, lines=fmt is DataFormat.jsonl)
+        elif fmt is DataFormat.csv:
+            write_csv(EVENT_FIELDS, (event_values(e) for e in events), sys.stdout)
+        else:
+            cells = (history_cells(e) for e in events)
+            print_table(HISTORY_COLUMNS, cells, out, sys.stdout, follow_line)
 
 
 def _follow(
-    ledger: Ledger, run_id: str, seed_id: str | None, slot: str | None, fmt: TableFormat
+    ledger: Ledger, run_id: str, seed_id: str | None, slot: str | None, fmt: DataFormat
 ) -> None:
-    """`history --follow`: the table's columns (or the JSON lines) one event per line.
+    """`history --follow`: the table's columns, JSON lines or CSV rows, one event per line.
 
     The filters apply to what is printed; the run's RunFinished still ends it.
+    One JSON document cannot be printed an event at a time, so ``json`` is
+    refused in favour of ``jsonl``.
     """
     from kasmina.events import slot_stream
     from kasmina.ledger.tail import follow
 
+    if fmt is DataFormat.json:
+        raise KasminaError("--follow prints one event per line: use --format jsonl, not json")
     stream = None if slot is None else slot_stream(slot)
     events = follow(ledger, run_id)
-    if fmt is TableFormat.table:
+    if fmt is DataFormat.table:
         sys.stdout.write(follow_line(HISTORY_COLUMNS) + "\n")
-        sys.stdout.flush()
+    elif fmt is DataFormat.csv:
+        write_csv(EVENT_FIELDS, (), sys.stdout)
+    sys.stdout.flush()
     for event in events:
         if (stream is not None and event.stream_id != stream) or (
             seed_id is not None and event.seed_id != seed_id
         ):
             continue
-        if fmt is TableFormat.json:
-            line = event_json(event)
+        if fmt is DataFormat.jsonl:
+            sys.stdout.write(event_json(event) + "\n")
+        elif fmt is DataFormat.csv:
+            write_csv(EVENT_FIELDS, [event_values(event)], sys.stdout, header=False)
         else:
-            line = follow_line(history_cells(event))
-        sys.stdout.write(line + "\n")
+            sys.stdout.write(follow_line(history_cells(event)) + "\n")
         sys.stdout.flush()
 
 
@@ -222,40 +281,29 @@ def _read_batch(
     event_type: str | None,
     payload: str | None,
     stream: str | None,
-    epoch: int | None,
-    seed_id: str | None,
-) -> Iterator[tuple[int, dict[str, object]]]:
+    envelope: dict[str, str | int | None],
+) -> list[NewEvent]:
+    """The batch to append: every line of --file, or the one event the options describe.
+
+    Both go through `kasmina.event_lines`, so a field is checked the same way
+    whichever way it was given.
+    """
+    from kasmina.event_lines import event_from_line, json_object, read_events
+
+    described = event_type is not None or payload is not None or stream is not None
     if file is not None:
-        handle = sys.stdin if file == "-" else open(file, encoding="utf-8")  # noqa: SIM115
-        with handle:
-            for number, line in enumerate(handle, 1):
-                if line.strip():
-                    yield number, _json_object(line, f"line {number}")
-        return
+        if described or any(value is not None for value in envelope.values()):
+            raise KasminaError("append takes --file or the event's options, not both")
+        return list(read_events(file, run_id))
     if event_type is None or payload is None or stream is None:
         raise KasminaError("append needs --file, or --type, --payload and --stream")
-    yield (
-        1,
-        {
-            "event_type": event_type,
-            "payload": _json_object(payload, "--payload"),
-            "stream_id": stream,
-            "epoch": epoch,
-            "seed_id": seed_id,
-        },
-    )
-
-
-def _json_object(text: str, where: str) -> dict[str, object]:
-    from kasmina.errors import PayloadInvalid
-
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PayloadInvalid(f"{where} is not valid JSON: {exc.msg} (column {exc.colno})") from None
-    if not isinstance(value, dict):
-        raise PayloadInvalid(f"{where} must be a JSON object")
-    return value
+    item = {
+        "event_type": event_type,
+        "payload": json_object(payload, "--payload"),
+        "stream_id": stream,
+        **envelope,
+    }
+    return [event_from_line(item, run_id=run_id, where="the event")]
 
 
 @app.command()
@@ -265,9 +313,9 @@ def append(
         str | None,
         typer.Option(
             "--file",
-            help="JSON lines, one event each "
-            "(event_type, stream_id, payload, epoch, seed_id); '-' for stdin. "
-            "The whole file is one atomic batch.",
+            help="JSON lines, one event each (event_type, stream_id, payload; optionally "
+            "epoch, seed_id, event_id, version); '-' for stdin. The whole file is one "
+            "atomic batch; events with fixed event_id values make a retry a no-op.",
         ),
     ] = None,
     event_type: Annotated[str | None, typer.Option("--type", help="Event type.")] = None,
@@ -275,34 +323,18 @@ def append(
     stream: Annotated[str | None, typer.Option("--stream", help="Stream id.")] = None,
     epoch: Annotated[int | None, typer.Option("--epoch")] = None,
     seed_id: Annotated[str | None, typer.Option("--seed-id")] = None,
+    event_id: Annotated[
+        str | None,
+        typer.Option("--event-id", help="The event's UUID, so that a retry is a no-op."),
+    ] = None,
 ) -> None:
     """Record events into an existing run (validated, all or nothing)."""
-    from kasmina.errors import PayloadInvalid
-    from kasmina.events import event_from_dict
-
-    batch = []
-    for number, item in _read_batch(run_id, file, event_type, payload, stream, epoch, seed_id):
-        where = f"event {number}"
-        kind, body = item.get("event_type"), item.get("payload")
-        if not isinstance(kind, str) or not isinstance(body, dict):
-            raise PayloadInvalid(f"{where}: needs a string event_type and an object payload")
-        stream_id = item.get("stream_id")
-        if not isinstance(stream_id, str):
-            raise PayloadInvalid(f"{where}: needs a string stream_id")
-        ep, sid = item.get("epoch"), item.get("seed_id")
-        try:
-            batch.append(
-                event_from_dict(
-                    kind,
-                    body,
-                    run_id=run_id,
-                    stream_id=stream_id,
-                    epoch=ep if isinstance(ep, int) else None,
-                    seed_id=sid if isinstance(sid, str) else None,
-                )
-            )
-        except PayloadInvalid as exc:
-            raise PayloadInvalid(f"{where}: {exc}") from None
+    envelope: dict[str, str | int | None] = {
+        "epoch": epoch,
+        "seed_id": seed_id,
+        "event_id": event_id,
+    }
+    batch = _read_batch(run_id, file, event_type, payload, stream, envelope)
     with _open() as ledger:
         ledger.require_run(run_id)
         result = ledger.append(batch)
@@ -330,39 +362,51 @@ def verify(
         for check in report.runs:
             seal = "sealed" if check.sealed else "unsealed (no RunFinished)"
             out.print(
-                f"run {check.run_id}: {check.events} events in {check.streams} streams, {seal}"
+                f"run {visible(check.run_id)}: {check.events} events in {check.streams} "
+                f"streams, {seal}",
+                markup=False,
             )
         for fault in report.faults:
-            out.print(f"FAULT {fault}", markup=False)
+            out.print(f"FAULT {visible(str(fault))}", markup=False)
         verdict = "OK" if report.ok else f"{len(report.faults)} fault(s)"
         out.print(f"verify: {verdict} ({report.events} events, {len(report.runs)} runs)")
     if not report.ok:
         raise typer.Exit(1)
 
 
+@contextmanager
+def _cancelled_on_interrupt() -> Iterator[None]:
+    """Ctrl-C: the database has cancelled the query by now; one line and 130, as shells expect."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        err.print("interrupted: the query was cancelled", highlight=False, markup=False)
+        raise typer.Exit(130) from None
+
+
 @app.command()
 def sql(
     query: Annotated[str, typer.Argument(help="A read-only SQL query.")],
-    fmt: Annotated[SqlFormat, typer.Option("--format")] = SqlFormat.table,
+    fmt: Annotated[DataFormat, typer.Option("--format")] = DataFormat.table,
     output: Annotated[
         Path | None,
         typer.Option("--output", "-o", help="Write the result to this file instead of stdout."),
     ] = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Cancel the query after this many seconds.")
+    ] = 30.0,
 ) -> None:
     """Run read-only SQL against the ledger (writes and ATTACH are refused)."""
-    with _open() as ledger:
-        columns, rows = ledger.sql(query)
+    with _open() as ledger, _cancelled_on_interrupt():
+        columns, rows = ledger.sql(query, timeout_s=timeout)
         if output is None:
             print_rows(columns, rows, fmt, sys.stdout, out)
             return
-        from kasmina.files import atomic_path
+        from kasmina.files import atomic_text
 
-        with (
-            atomic_path(output) as partial,
-            partial.open("w", encoding="utf-8", newline="") as dest,
-        ):
+        with atomic_text(output) as dest:
             print_rows(columns, rows, fmt, dest, Console(file=dest, width=200))
-    err.print(f"wrote {output}", highlight=False)
+    err.print(f"wrote {output}", highlight=False, markup=False)
 
 
 class ExportFormat(StrEnum):
@@ -401,12 +445,12 @@ def report(
     ] = Path("run.html"),
 ) -> None:
     """Write one self-contained HTML page about a run: swimlanes, alpha, gates, evictions."""
-    from kasmina.files import atomic_path
+    from kasmina.files import atomic_text
     from kasmina.report import render_report
 
     with _open() as ledger:
         page = render_report(ledger, run_id)
-    with atomic_path(output) as partial, partial.open("w", encoding="utf-8", newline="") as dest:
+    with atomic_text(output) as dest:
         dest.write(page)
     kib = max(1, round(output.stat().st_size / 1024))
     err.print(f"wrote {output} ({kib:,} KiB)", highlight=False, markup=False)
@@ -416,10 +460,12 @@ def report(
 def replay(
     run_id: Annotated[str, typer.Argument(metavar="RUN", help="Run id.")],
     at_epoch: Annotated[
-        int | None, typer.Option("--at-epoch", help="State at the end of this epoch.")
+        int | None,
+        typer.Option("--at-epoch", min=0, max=INT64_MAX, help="State at the end of this epoch."),
     ] = None,
     at_position: Annotated[
-        int | None, typer.Option("--at-position", help="State right after this event.")
+        int | None,
+        typer.Option("--at-position", min=0, max=INT64_MAX, help="State right after this event."),
     ] = None,
     fmt: Annotated[TableFormat, typer.Option("--format")] = TableFormat.table,
     reexecute: Annotated[
@@ -434,7 +480,9 @@ def replay(
     ] = False,
     snapshot_every: Annotated[
         int | None,
-        typer.Option("--snapshot-every", help="Store a snapshot every N events folded."),
+        typer.Option(
+            "--snapshot-every", min=1, max=INT64_MAX, help="Store a snapshot every N events folded."
+        ),
     ] = None,
 ) -> None:
     """A run's state at an epoch or position, folded from its log; --verify re-executes it."""
@@ -512,27 +560,52 @@ def demo(
         ) from None
     if epochs < 1 or slots < 1:
         raise KasminaError("--epochs and --slots must be at least 1")
-    with _open() as ledger:
+    with _open(create=True) as ledger:
         run_demo(ledger, epochs=epochs, slots=slots, seed=seed, console=out, run_id=run_id)
 
 
+def _error_line(exc: BaseException) -> str:
+    """The one line an error prints: no password of the URL, no raw control characters."""
+    from kasmina.ledger.errors import scrub
+
+    return f"error: {visible(scrub(str(exc), state.db))}"
+
+
+def _usage_line(exc: ClickException) -> str:
+    """A usage error as one line, with where to look, instead of click's usage block."""
+    ctx = getattr(exc, "ctx", None)
+    hint = f" (try '{ctx.command_path} --help')" if ctx is not None else ""
+    return f"error: {visible(' '.join(exc.format_message().split()))}{hint}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: kasmina errors become one line on stderr and exit code 2."""
+    """Entry point: kasmina errors and bad usage become one line on stderr and exit code 2.
+
+    Click's own handling (standalone mode) would print a usage block, boxed
+    on a terminal, for ``--at-position 1e20``: a script reading stderr gets
+    one line for every kind of bad input instead. Help is printed as usual.
+    """
+    command = typer.main.get_command(app)
+    args = list(argv) if argv is not None else None
     try:
-        app(args=list(argv) if argv is not None else None, prog_name="kasmina")
+        code = command.main(args=args, prog_name="kasmina", standalone_mode=False)
+    except ClickException as exc:
+        if type(exc).__name__ != "NoArgsIsHelpError":  # that one has printed the help already
+            err.print(_usage_line(exc), markup=False, highlight=False)
+        return exc.exit_code
     except SystemExit as exc:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)
     except KasminaError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
+        err.print(_error_line(exc), markup=False, highlight=False)
         return 2
     except OSError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
+        err.print(_error_line(exc), markup=False, highlight=False)
         return 2
     except KeyboardInterrupt:
         err.print("interrupted", highlight=False)
         return 130
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

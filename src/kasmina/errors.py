@@ -56,6 +56,22 @@ class DatabaseLocked(DatabaseUnavailable):
     """Other writers kept the database locked past every retry; nothing was written."""
 
 
+class LedgerNotFound(DatabaseUnavailable):
+    """A read named a SQLite file that does not exist; reads never create one."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(f"no ledger at {path} (`kasmina db upgrade` creates one)")
+
+
+class ReadOnlyLedger(LedgerError):
+    """A write to a ledger opened read-only (its file or folder is not writable)."""
+
+
+class WouldLoseData(LedgerError):
+    """A downgrade refused because it would drop recorded data (see ``--discard-data``)."""
+
+
 class SchemaMismatch(LedgerError):
     """The database's schema revision is not the one this code writes."""
 
@@ -72,6 +88,18 @@ class ConcurrencyError(LedgerError):
             f"stream {stream_id!r} of run {run_id!r}: expected next version "
             f"{expected_version}, but the stream is at version {actual}"
         )
+
+
+class DuplicateEvent(LedgerError):
+    """An event id already used by another event: a retry must repeat the event exactly.
+
+    Skipping such an event silently would lose it while reporting success, so
+    only an exact repeat (every hashed field the caller chose) is a no-op.
+    """
+
+    def __init__(self, event_id: str, reason: str) -> None:
+        self.event_id = event_id
+        super().__init__(f"event id {event_id!r} {reason}; nothing from this batch was appended")
 
 
 class RunNotFound(LedgerError):
@@ -122,13 +150,16 @@ __all__ = [
     "ConcurrencyError",
     "DatabaseLocked",
     "DatabaseUnavailable",
+    "DuplicateEvent",
     "EventError",
     "InvalidTransition",
     "KasminaError",
     "LedgerError",
+    "LedgerNotFound",
     "NotReexecutable",
     "PayloadInvalid",
     "QueryError",
+    "ReadOnlyLedger",
     "ReadOnlyViolation",
     "ReplayError",
     "RunClosed",
@@ -137,4 +168,5 @@ __all__ = [
     "SlotError",
     "UnknownEventType",
     "UnverifiedRun",
+    "WouldLoseData",
 ]

@@ -14,23 +14,25 @@ chained over them), and the same Parquet schema.
 the files alone. Views are cut to the run by ``run_id``; a view without one
 (``transition_table``, the legal moves) is written whole, so SQL checks of a
 run's moves work on the files too. Rows are streamed, a batch at a time.
+CSV text cells follow `kasmina.spreadsheet` (no cell opens as a formula, and
+the rule can be undone); each file is written by `kasmina.files`.
 """
 
 from __future__ import annotations
 
-import csv
 import json
-import math
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeAlias
+from typing import IO, TYPE_CHECKING, TypeAlias
 
+from kasmina.canonical import json_float
 from kasmina.errors import KasminaError
-from kasmina.files import atomic_path
+from kasmina.files import atomic_bytes, atomic_text
+from kasmina.spreadsheet import CsvWriter, safe_cell
 
 if TYPE_CHECKING:
     from kasmina.ledger import Ledger
@@ -221,52 +223,43 @@ def run_tables(ledger: Ledger, run_id: str) -> Iterator[Table]:
 # -- writing ----------------------------------------------------------------
 
 
-def _float_text(value: float) -> str | float:
-    """Non-finite floats as the ledger spells them in payloads; JSON has no NaN."""
-    if math.isfinite(value):
-        return value
-    if value != value:
-        return "NaN"
-    return "Infinity" if value > 0 else "-Infinity"
-
-
 def _csv_text(value: Value) -> str:
     if value is None:
         return ""
     if value is True or value is False:
         return "true" if value else "false"
     if isinstance(value, float):
-        return str(_float_text(value))
+        return str(json_float(value))
     if isinstance(value, datetime):
         return value.isoformat(timespec="microseconds")
+    if isinstance(value, str):
+        return safe_cell(value)
     return str(value)
 
 
 def _json_value(value: Value) -> Value:
     if isinstance(value, float):
-        return _float_text(value)
+        return json_float(value)
     if isinstance(value, datetime):
         return value.isoformat(timespec="microseconds")
     return value
 
 
-def _write_csv(table: Table, path: Path) -> None:
-    with path.open("w", encoding="utf-8", newline="") as dest:
-        writer = csv.writer(dest, lineterminator="\n")
-        writer.writerow(table.columns)
-        for row in table.rows:
-            writer.writerow([_csv_text(v) for v in row])
+def _write_csv(table: Table, dest: IO[str]) -> None:
+    writer = CsvWriter(dest)
+    writer.writerow(table.columns)
+    for row in table.rows:
+        writer.writerow([_csv_text(v) for v in row])
 
 
 _JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
-def _write_jsonl(table: Table, path: Path) -> None:
+def _write_jsonl(table: Table, dest: IO[str]) -> None:
     columns = table.columns
-    with path.open("w", encoding="utf-8", newline="\n") as dest:
-        for row in table.rows:
-            item = {c: _json_value(v) for c, v in zip(columns, row, strict=True)}
-            dest.write(_JSON.encode(item) + "\n")
+    for row in table.rows:
+        item = {c: _json_value(v) for c, v in zip(columns, row, strict=True)}
+        dest.write(_JSON.encode(item) + "\n")
 
 
 def _batches(rows: Iterable[Row], size: int) -> Iterator[list[Row]]:
@@ -275,7 +268,7 @@ def _batches(rows: Iterable[Row], size: int) -> Iterator[list[Row]]:
         yield batch
 
 
-def _parquet_writer() -> Callable[[Table, Path], None]:
+def _parquet_writer() -> Callable[[Table, IO[bytes]], None]:
     """The Parquet writer, or one clear error before anything is written."""
     try:
         import pyarrow as pa
@@ -290,11 +283,11 @@ def _parquet_writer() -> Callable[[Table, Path], None]:
         Kind.TIME: pa.timestamp("us", tz="UTC"),
     }
 
-    def write(table: Table, path: Path) -> None:
+    def write(table: Table, dest: IO[bytes]) -> None:
         schema = pa.schema(
             [pa.field(c, types[k]) for c, k in zip(table.columns, table.kinds, strict=True)]
         )
-        with pq.ParquetWriter(str(path), schema) as writer:
+        with pq.ParquetWriter(dest, schema) as writer:
             for batch in _batches(table.rows, BATCH_ROWS):
                 arrays = [
                     pa.array(values, type=field.type)
@@ -311,14 +304,10 @@ def export_run(ledger: Ledger, run_id: str, directory: Path | str, fmt: str = "c
     The folder is made if missing. Files of the same names are replaced, each
     one whole (written beside it, then renamed); other files are left alone.
     """
-    writers: dict[str, Callable[[], Callable[[Table, Path], None]]] = {
-        "csv": lambda: _write_csv,
-        "jsonl": lambda: _write_jsonl,
-        "parquet": _parquet_writer,
-    }
-    if fmt not in writers:
+    if fmt not in FORMATS:
         raise KasminaError(f"unknown export format {fmt!r}: use {', '.join(FORMATS)}")
-    write = writers[fmt]()
+    parquet = _parquet_writer() if fmt == "parquet" else None
+    text_writer = _write_jsonl if fmt == "jsonl" else _write_csv
     ledger.require_run(run_id)
     folder = Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
@@ -326,8 +315,12 @@ def export_run(ledger: Ledger, run_id: str, directory: Path | str, fmt: str = "c
     for table in run_tables(ledger, run_id):
         path = folder / f"{table.name}.{fmt}"
         try:
-            with atomic_path(path) as partial:
-                write(table, partial)
+            if parquet is not None:
+                with atomic_bytes(path) as binary:
+                    parquet(table, binary)
+            else:
+                with atomic_text(path) as text:
+                    text_writer(table, text)
         finally:
             table.rows.close()
         written.append(path)

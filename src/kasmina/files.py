@@ -1,32 +1,84 @@
-"""Files written whole or not at all.
+"""Files written whole or not at all, and never through a link someone planted.
 
 Commands that write results (``kasmina sql --output``, ``kasmina export``,
 ``kasmina report``) must never leave a half-written file behind a failed
 query, a full disk or a Ctrl-C, nor let a reader see one while it is written.
+They often write into shared folders (``/tmp``, a team's share), where a
+predictable temporary name is an invitation: a symlink planted there would be
+followed and its target overwritten with our permissions. So the temporary
+file has a random name and is created exclusively, refusing to follow a link;
+the final rename replaces the destination's directory entry, so a symlink at
+the destination itself is replaced by the new file and its target is left
+alone.
 """
 
 from __future__ import annotations
 
+import os
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
+
+from kasmina.errors import KasminaError
+
+_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+_FLAGS |= getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+_ATTEMPTS = 16
+
+
+def _usual_mode() -> int:
+    """What ``open(path, "w")`` would have given: 0666 less the umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _create_exclusive(path: Path) -> tuple[int, Path]:
+    """A new file of mode 0600 beside `path`, under a name nobody could have guessed."""
+    for _ in range(_ATTEMPTS):
+        partial = path.with_name(f".{path.name}.{secrets.token_hex(8)}.partial")
+        try:
+            return os.open(partial, _FLAGS, 0o600), partial
+        except FileExistsError:
+            continue
+    raise KasminaError(f"cannot create a temporary file beside {path}: every name was taken")
 
 
 @contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; if the block succeeds, it replaces `path`.
+def _replacing(path: Path) -> Iterator[int]:
+    """The descriptor of a new file beside `path`; if the block succeeds, it replaces `path`.
 
-    The temporary file is ``.NAME.partial`` in the same folder, so the final
-    rename stays on one file system and is atomic; on any error it is removed
-    and an older `path` is left as it was. Writers that want a path (pyarrow)
-    and writers that want a file object (``partial.open("w")``) both fit.
+    The file is created with ``O_EXCL | O_NOFOLLOW`` under a random name
+    (``.NAME.<random>.partial``) in `path`'s folder, so the rename stays on
+    one file system and is atomic; it gets the usual mode just before the
+    rename. On any error it is removed and an older `path` is left as it was.
     """
-    partial = path.with_name(f".{path.name}.partial")
+    fd, partial = _create_exclusive(path)
     try:
-        yield partial
-        partial.replace(path)
+        yield fd
+        os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
 
 
-__all__ = ["atomic_path"]
+@contextmanager
+def atomic_text(path: Path) -> Iterator[IO[str]]:
+    """A UTF-8 text file (newlines as written) that replaces `path` whole, or not at all."""
+    with _replacing(path) as fd, os.fdopen(fd, "w", encoding="utf-8", newline="") as dest:
+        yield dest
+        dest.flush()
+        os.fchmod(fd, _usual_mode())
+
+
+@contextmanager
+def atomic_bytes(path: Path) -> Iterator[IO[bytes]]:
+    """`atomic_text` for bytes: Parquet writers take a binary file object."""
+    with _replacing(path) as fd, os.fdopen(fd, "wb") as dest:
+        yield dest
+        dest.flush()
+        os.fchmod(fd, _usual_mode())
+
+
+__all__ = ["atomic_bytes", "atomic_text"]

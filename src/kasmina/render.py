@@ -2,40 +2,77 @@
 
 Kept apart from the command definitions so that the layouts (the history
 table and its one-line-per-event form for `--follow`, the SQL result in a
-table, CSV or JSON) live in one place, and the commands only choose one.
+table, CSV, JSON or JSON lines) live in one place, and the commands only
+choose one.
+
+Every layout streams: a run or a query result of any size is printed row by
+row, never gathered first. A table small enough to see whole (at most
+`TABLE_ROWS` rows) is drawn as a rich table; a longer one is printed as
+fixed-width lines, the form `history --follow` uses, because a rich table
+must hold all its rows before it can measure its columns. Text from the
+database reaches a terminal only through `kasmina.terminal`; JSON and CSV
+keep it exact (CSV text cells follow `kasmina.spreadsheet`).
 """
 
 from __future__ import annotations
 
-import csv
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import TYPE_CHECKING, TextIO
+from itertools import chain, islice
+from typing import IO, TYPE_CHECKING
 
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
+
+from kasmina.canonical import canonical_json, json_float, loads
+from kasmina.spreadsheet import CsvWriter, safe_cell
+from kasmina.terminal import cell, visible
 
 if TYPE_CHECKING:
     from kasmina.events import StoredEvent
 
+#: The most rows drawn as one rich table; past it, fixed-width lines.
+TABLE_ROWS = 1000
+#: The widest a column of fixed-width lines is padded to (longer cells shift the rest).
+LINE_WIDTH = 40
 
-class SqlFormat(StrEnum):
+
+class DataFormat(StrEnum):
+    """`--format` of the data commands: one meaning everywhere (DESIGN §5)."""
+
     table = "table"
-    csv = "csv"
     json = "json"
+    jsonl = "jsonl"
+    csv = "csv"
 
 
 def plain(value: object) -> object:
+    """A value as JSON and CSV output carry it, the same from either database.
+
+    PostgreSQL hands back a JSONB payload as a dict where SQLite hands back
+    its text, so structured values become their canonical JSON text; NaN and
+    the infinities become the ledger's markers, since JSON has no number for
+    them.
+    """
+    if isinstance(value, float):
+        return json_float(value)
     if isinstance(value, datetime | date):
         return value.isoformat()
     if isinstance(value, Decimal):
-        return float(value)
+        return json_float(float(value))
     if isinstance(value, bytes | memoryview):
         return bytes(value).hex()
+    if isinstance(value, dict | list):
+        return canonical_json(value)
     return value
+
+
+def shown(value: object) -> str:
+    """A value as a terminal shows it: NULL as nothing, controls escaped."""
+    return "" if value is None else visible(str(plain(value)))
 
 
 def summary(event: StoredEvent) -> str:
@@ -49,38 +86,54 @@ def summary(event: StoredEvent) -> str:
     return text if len(text) <= 100 else text[:99] + "…"
 
 
-def event_json(event: StoredEvent) -> str:
-    return json.dumps(
-        {
-            "position": event.position,
-            "event_id": event.event_id,
-            "run_id": event.run_id,
-            "stream_id": event.stream_id,
-            "version": event.version,
-            "event_type": event.event_type,
-            "schema_version": event.schema_version,
-            "epoch": event.epoch,
-            "seed_id": event.seed_id,
-            "payload": event.payload.model_dump(mode="json"),
-            "recorded_at": event.recorded_at.isoformat(),
-            "hash": event.hash,
-        },
-        ensure_ascii=False,
+#: The columns of `history --format json|jsonl|csv`, in order.
+EVENT_FIELDS = (
+    "position", "event_id", "run_id", "stream_id", "version", "event_type", "schema_version",
+    "epoch", "seed_id", "payload", "recorded_at", "hash",
+)  # fmt: skip
+
+
+def event_values(event: StoredEvent) -> tuple[object, ...]:
+    """`EVENT_FIELDS` of an event; the payload as its canonical JSON text."""
+    return (
+        event.position,
+        event.event_id,
+        event.run_id,
+        event.stream_id,
+        event.version,
+        event.event_type,
+        event.schema_version,
+        event.epoch,
+        event.seed_id,
+        event.payload.canonical_text(),
+        event.recorded_at.isoformat(),
+        event.hash,
     )
+
+
+_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
+
+
+def event_json(event: StoredEvent) -> str:
+    """One event as a JSON object; the payload an object, non-finite floats as markers."""
+    item = dict(zip(EVENT_FIELDS, event_values(event), strict=True))
+    item["payload"] = loads(str(item["payload"]))
+    return _JSON.encode(item)
 
 
 HISTORY_COLUMNS = ("pos", "epoch", "stream", "v", "event", "seed", "detail")
 
 
 def history_cells(event: StoredEvent) -> tuple[str, str, str, str, str, str, str]:
+    """The history table's cells, safe for a terminal."""
     return (
         str(event.position),
         "" if event.epoch is None else str(event.epoch),
-        event.stream_id,
+        visible(event.stream_id),
         str(event.version),
-        event.event_type,
-        event.seed_id or "",
-        summary(event),
+        visible(event.event_type),
+        visible(event.seed_id or ""),
+        visible(summary(event)),
     )
 
 
@@ -90,27 +143,100 @@ def follow_line(cells: Sequence[str]) -> str:
     return f"{pos:>7} {epoch:>5} {stream:<14} {version:>4} {kind:<20} {seed:<8} {detail}".rstrip()
 
 
+def print_table(
+    columns: Sequence[str],
+    rows: Iterable[Sequence[str]],
+    console: Console,
+    dest: IO[str],
+    line: Callable[[Sequence[str]], str] | None = None,
+) -> None:
+    """Rows of terminal-safe cells as a rich table, or as lines once past `TABLE_ROWS`.
+
+    `line` lays out one row of the lines form (`follow_line` for history); by
+    default each column is padded to the widest of its first `TABLE_ROWS`
+    cells (at most `LINE_WIDTH`).
+    """
+    it = iter(rows)
+    first = list(islice(it, TABLE_ROWS + 1))
+    if len(first) <= TABLE_ROWS:
+        table = Table(*(Column(cell(c)) for c in columns))
+        for row in first:
+            table.add_row(*(cell(c) for c in row))
+        console.print(table)
+        return
+    if line is None:
+        widths = [
+            min(LINE_WIDTH, max(len(c), *(len(r[i]) for r in first))) for i, c in enumerate(columns)
+        ]
+
+        def padded(cells: Sequence[str]) -> str:
+            flat = (" ".join(c.split()) for c in cells)
+            return "  ".join(c.ljust(w) for c, w in zip(flat, widths, strict=True)).rstrip()
+
+        line = padded
+    dest.write(line([visible(c) for c in columns]) + "\n")
+    for row in chain(first, it):
+        dest.write(line(row) + "\n")
+
+
 def print_rows(
     columns: Sequence[str],
     rows: Iterable[Sequence[object]],
-    fmt: SqlFormat,
-    dest: TextIO,
+    fmt: DataFormat,
+    dest: IO[str],
     console: Console,
 ) -> None:
-    if fmt is SqlFormat.csv:
-        writer = csv.writer(dest, lineterminator="\n")
-        writer.writerow(columns)
-        for row in rows:
-            writer.writerow([plain(v) for v in row])
+    """A query result in `fmt`, streamed row by row."""
+    if fmt is DataFormat.csv:
+        write_csv(columns, rows, dest)
         return
-    if fmt is SqlFormat.json:
-        dest.write("[")
-        for n, row in enumerate(rows):
-            item = {c: plain(v) for c, v in zip(columns, row, strict=True)}
-            dest.write(("," if n else "") + "\n" + json.dumps(item, default=str))
-        dest.write("\n]\n")
+    if fmt is DataFormat.json or fmt is DataFormat.jsonl:
+        items = (_row_json(columns, row) for row in rows)
+        write_json(items, dest, lines=fmt is DataFormat.jsonl)
         return
-    table = Table(*columns)
+    print_table(columns, ([shown(v) for v in row] for row in rows), console, dest)
+
+
+def _row_json(columns: Sequence[str], row: Sequence[object]) -> str:
+    item = {c: plain(v) for c, v in zip(columns, row, strict=True)}
+    return json.dumps(item, default=str, ensure_ascii=False, allow_nan=False)
+
+
+def write_json(items: Iterator[str], dest: IO[str], *, lines: bool) -> None:
+    """JSON texts as JSON lines, or as one JSON array written as they come."""
+    if lines:
+        for item in items:
+            dest.write(item + "\n")
+        return
+    dest.write("[")
+    for n, item in enumerate(items):
+        dest.write(("," if n else "") + "\n" + item)
+    dest.write("\n]\n")
+
+
+def write_csv(
+    columns: Sequence[str], rows: Iterable[Sequence[object]], dest: IO[str], *, header: bool = True
+) -> None:
+    """Rows as CSV: text cells spreadsheet-safe, everything else as `plain` gives it."""
+    writer = CsvWriter(dest)
+    if header:
+        writer.writerow([safe_cell(c) for c in columns])
     for row in rows:
-        table.add_row(*("" if v is None else str(plain(v)) for v in row))
-    console.print(table)
+        writer.writerow([safe_cell(v) if isinstance(v, str) else plain(v) for v in row])
+
+
+__all__ = [
+    "EVENT_FIELDS",
+    "HISTORY_COLUMNS",
+    "DataFormat",
+    "event_json",
+    "event_values",
+    "follow_line",
+    "history_cells",
+    "plain",
+    "print_rows",
+    "print_table",
+    "shown",
+    "write_csv",
+    "write_json",
+]

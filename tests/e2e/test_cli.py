@@ -81,7 +81,7 @@ class TestBadInput:
                "payload": {"slot_id": "r0c1"}}
         lines = "\n".join(json.dumps(x) for x in (good, good, bad))
         proc = kasmina("append", run_id, "--file", "-", db=url, stdin=lines)
-        assert "event 3" in _one_error_line(proc)
+        assert "line 3" in _one_error_line(proc)
         assert _snapshot(url) == before
 
     def test_bad_url(self) -> None:
@@ -122,8 +122,11 @@ class TestCommands:
         assert runs.returncode == 0 and run_id in runs.stdout
         hist = kasmina("history", run_id, "--seed-id", "s1", "--format", "json", db=url)
         assert hist.returncode == 0
-        [line] = hist.stdout.splitlines()
-        assert json.loads(line)["event_type"] == "SeedGerminated"
+        [event] = json.loads(hist.stdout)
+        assert event["event_type"] == "SeedGerminated"
+        lines = kasmina("history", run_id, "--seed-id", "s1", "--format", "jsonl", db=url)
+        [line] = lines.stdout.splitlines()
+        assert json.loads(line) == event
         ok = kasmina("verify", run_id, db=url)
         assert ok.returncode == 0 and "verify: OK" in ok.stdout
         csv_out = kasmina("sql", "SELECT event_type FROM events ORDER BY position",

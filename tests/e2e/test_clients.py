@@ -12,7 +12,6 @@ import io
 import os
 import re
 import shlex
-import shutil
 import subprocess
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import new_pg_database
 from helpers import copy_run
+from needs import tool
 from pgserver import PgServer
 from sqlalchemy.engine import make_url
 
@@ -98,21 +98,7 @@ def _query(command: str) -> str:
 
 @pytest.fixture(scope="module")
 def sqlite3_shell() -> str:
-    """The shell, installed from Debian's package where it is missing and we may."""
-    found = shutil.which("sqlite3")
-    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        try:
-            subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True,
-                           timeout=300)
-            subprocess.run(["apt-get", "install", "-y", "-qq", "sqlite3"], env=env,
-                           capture_output=True, timeout=300)
-        except subprocess.TimeoutExpired:
-            pass
-        found = shutil.which("sqlite3")
-    if found is None:
-        pytest.skip("no sqlite3 shell (Debian package sqlite3) and it could not be installed")
-    return found
+    return tool("sqlite3", "sqlite3")
 
 
 @pytest.mark.parametrize("command", _commands("sqlite3"), ids=lambda c: _query(c)[:40])

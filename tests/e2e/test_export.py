@@ -23,7 +23,7 @@ from pgserver import PgServer
 
 from kasmina.canonical import GENESIS_HASH
 from kasmina.export import COLUMN_KINDS, Kind, export_run
-from kasmina.files import atomic_path
+from kasmina.files import atomic_text
 from kasmina.ledger import Ledger
 from kasmina.ledger.schema import COLUMNS, VIEWS
 
@@ -250,8 +250,8 @@ def test_parquet_without_pyarrow_says_what_to_install(recorded: Recorded) -> Non
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_partial(tmp_path: Path) -> None:
     target = tmp_path / "events.csv"
     target.write_text("old\n")
-    with pytest.raises(RuntimeError), atomic_path(target) as partial:
-        partial.write_text("half")
+    with pytest.raises(RuntimeError), atomic_text(target) as partial:
+        partial.write("half")
         raise RuntimeError("disk full")
     assert target.read_text() == "old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["events.csv"]

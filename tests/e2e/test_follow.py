@@ -77,7 +77,7 @@ def started(db_url: str) -> tuple[str, str]:
 
 
 def _position(line: str, fmt: str) -> int:
-    if fmt == "json":
+    if fmt == "jsonl":
         return int(json.loads(line)["position"])
     return int(line.split()[0])
 
@@ -85,13 +85,13 @@ def _position(line: str, fmt: str) -> int:
 def _check(lines: list[str], events: list[StoredEvent], fmt: str) -> None:
     assert [_position(line, fmt) for line in lines] == [e.position for e in events]
     for line, event in zip(lines, events, strict=True):
-        if fmt == "json":
+        if fmt == "jsonl":
             assert json.loads(line)["event_id"] == event.event_id
         else:
             assert event.event_type in line and event.stream_id in line
 
 
-@pytest.mark.parametrize("fmt", ["table", "json"])
+@pytest.mark.parametrize("fmt", ["table", "jsonl"])
 def test_prints_each_event_once_as_it_commits_and_exits_after_run_finished(
     started: tuple[str, str], fmt: str
 ) -> None:
@@ -124,7 +124,7 @@ def test_prints_each_event_once_as_it_commits_and_exits_after_run_finished(
 
 def test_filters_apply_to_what_is_printed(started: tuple[str, str]) -> None:
     url, run_id = started
-    follower = Follower(url, run_id, "--follow", "--slot", "r0c1", "--format", "json")
+    follower = Follower(url, run_id, "--follow", "--slot", "r0c1", "--format", "jsonl")
     try:
         with Ledger.open(url) as led:
             led.append([sample(run_id, slot, n=i) for i in range(4) for slot in ("r0c0", "r0c1")])
@@ -133,7 +133,7 @@ def test_filters_apply_to_what_is_printed(started: tuple[str, str]) -> None:
         code, rest, stderr = follower.finish()
         assert code == 0, stderr
         assert len(wanted) == 4
-        _check(rest, wanted, "json")  # RunFinished ended it but is not a slot's event
+        _check(rest, wanted, "jsonl")  # RunFinished ended it but is not a slot's event
     finally:
         follower.kill()
 
@@ -148,9 +148,18 @@ def test_unknown_run_is_one_error_line_and_exit_2(started: tuple[str, str]) -> N
     assert len(lines) == 1 and lines[0].startswith("error:") and "no-such-run" in lines[0]
 
 
+def test_one_json_document_cannot_follow_so_it_is_refused(started: tuple[str, str]) -> None:
+    url, run_id = started
+    proc = subprocess.run([BIN, "--db", url, "history", run_id, "--follow", "--format", "json"],
+                          capture_output=True, text=True, timeout=WAIT)
+    assert proc.returncode == 2 and proc.stdout == ""
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "--format jsonl" in lines[0]
+
+
 def test_ctrl_c_exits_cleanly(started: tuple[str, str]) -> None:
     url, run_id = started
-    follower = Follower(url, run_id, "--follow", "--format", "json")
+    follower = Follower(url, run_id, "--follow", "--format", "jsonl")
     try:
         follower.take(3)  # it is following now
         follower.proc.send_signal(signal.SIGINT)

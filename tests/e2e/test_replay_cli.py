@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +14,13 @@ import rawdb
 from test_cli import _one_error_line, kasmina
 
 from kasmina.demo import run_demo
+from kasmina.events import EpochCompleted, SeedFossilized, StoredEvent
 from kasmina.ledger import Ledger
 from kasmina.replay.synthetic import synthetic_run
 
 EPOCHS = 10
-FIRST = re.compile(r"first diverging event: position (\d+) (\w+) in (\S+)")
+FIRST = re.compile(r"first diverging event: position (\d+) (\w+) in (\S+) ")
+STREAMS = re.compile(r"DIVERGES in (\d+) stream\(s\)")
 
 
 @pytest.fixture(scope="module")
@@ -36,62 +38,118 @@ def _copy(demo_run: tuple[Path, str], tmp_path: Path) -> tuple[str, str]:
     return str(target), run_id
 
 
-def _event_type_at(path: str, position: int) -> str:
-    rows = rawdb.run(f"sqlite:///{path}", "SELECT event_type FROM events WHERE position = ?",
-                     (position,))
-    return str(rows[0][0])
+def _events(path: str, run_id: str) -> list[StoredEvent]:
+    with Ledger.open(f"sqlite:///{path}") as ledger:
+        return list(ledger.read(run_id))
+
+
+def _recorded_digests(events: list[StoredEvent]) -> int:
+    """Parameter digests the run recorded: one per seed per epoch, one per fossil."""
+    per_epoch = sum(len(e.payload.param_digests) for e in events
+                    if isinstance(e.payload, EpochCompleted))
+    fossils = sum(1 for e in events
+                  if isinstance(e.payload, SeedFossilized) and e.payload.param_digest is not None)
+    return per_epoch + fossils
 
 
 def test_verify_on_a_fresh_demo_run_finds_no_divergence(demo_run: tuple[Path, str]) -> None:
     path, run_id = demo_run
-    with Ledger.open(f"sqlite:///{path}") as ledger:
-        recorded = next(r.events for r in ledger.runs() if r.run_id == run_id)
+    events = _events(str(path), run_id)
+    digests = _recorded_digests(events)
+    assert any(e.event_type == "SeedFossilized" for e in events)  # both kinds of digest count
     proc = kasmina("replay", run_id, "--verify", db=f"sqlite:///{path}")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert f"{recorded} events compared" in proc.stdout
-    assert "0 divergences" in proc.stdout
+    assert (f"{len(events)} events compared, {digests} parameter digests equal, "
+            "0 divergences") in proc.stdout
 
 
-def _diverges(path: str, run_id: str, tampered_position: int) -> None:
+def _first_divergence(path: str, run_id: str) -> tuple[int, str, str, int]:
+    """The first diverging event the report names: position, type, stream, and stream count."""
     assert kasmina("verify", run_id, db=f"sqlite:///{path}").returncode == 0  # a clean forgery
     proc = kasmina("replay", run_id, "--verify", db=f"sqlite:///{path}")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     found = FIRST.search(proc.stdout)
-    assert found, proc.stdout
-    position, event_type = int(found.group(1)), found.group(2)
-    assert position >= tampered_position
-    assert _event_type_at(path, position) == event_type
-    assert "DIVERGES" in proc.stdout
+    streams = STREAMS.search(proc.stdout)
+    assert found and streams, proc.stdout
+    return int(found.group(1)), found.group(2), found.group(3), int(streams.group(1))
 
 
-def test_a_changed_decision_is_caught_and_the_first_divergence_named(
+def _rewrite(path: str, run_id: str, edits: dict[int, Callable[[dict[str, Any]], None]]
+             ) -> None:
+    """Edit the payloads at the given positions and re-chain the run (a forgery that verifies)."""
+    order = iter(e.position for e in _events(path, run_id))
+
+    def edit(event_type: str, payload: dict[str, Any]) -> None:
+        change = edits.get(next(order))
+        if change is not None:
+            change(payload)
+
+    rawdb.rewrite_sqlite_run(path, run_id, edit)
+
+
+def test_a_changed_decision_is_caught_at_the_first_event_it_changes(
     demo_run: tuple[Path, str], tmp_path: Path
 ) -> None:
+    """Another init seed gives other weights: the first digest of that seed is where it shows."""
     path, run_id = _copy(demo_run, tmp_path)
-    germinations = rawdb.run(
-        f"sqlite:///{path}",
-        "SELECT position FROM events WHERE event_type = 'SeedGerminated' ORDER BY position")
-    first = int(germinations[0][0])  # type: ignore[call-overload]
-    done: list[int] = []
+    events = _events(path, run_id)
+    germinated = next(e for e in events if e.event_type == "SeedGerminated")
+    shows = next(e for e in events if e.position > germinated.position
+                 and isinstance(e.payload, EpochCompleted)
+                 and germinated.seed_id in e.payload.param_digests)
 
-    def edit(event_type: str, payload: dict[str, Any]) -> None:
-        if event_type == "SeedGerminated" and not done:
-            payload["init_seed"] += 1  # the policy "chose" another seed
-            done.append(1)
+    def another_seed(payload: dict[str, Any]) -> None:
+        payload["init_seed"] += 1  # the policy "chose" another seed
 
-    rawdb.rewrite_sqlite_run(path, run_id, edit)
-    _diverges(path, run_id, first)
+    _rewrite(path, run_id, {germinated.position: another_seed})
+    position, event_type, stream, _ = _first_divergence(path, run_id)
+    assert (position, event_type, stream) == (shows.position, shows.event_type, shows.stream_id)
 
 
-def test_a_changed_hyper_parameter_is_caught(demo_run: tuple[Path, str], tmp_path: Path) -> None:
+def test_a_changed_hyper_parameter_is_caught_at_the_first_epoch(
+    demo_run: tuple[Path, str], tmp_path: Path
+) -> None:
+    """A learning rate changes training itself, so the first epoch's results already differ."""
     path, run_id = _copy(demo_run, tmp_path)
+    events = _events(path, run_id)
+    first_epoch = next(e for e in events if e.event_type == "EpochCompleted")
 
-    def edit(event_type: str, payload: dict[str, Any]) -> None:
-        if event_type == "RunStarted":
-            payload["config"]["lr"] = 0.004
+    def other_rate(payload: dict[str, Any]) -> None:
+        payload["config"]["lr"] = 0.004
 
-    rawdb.rewrite_sqlite_run(path, run_id, edit)
-    _diverges(path, run_id, 1)
+    _rewrite(path, run_id, {events[0].position: other_rate})
+    position, event_type, stream, _ = _first_divergence(path, run_id)
+    assert (position, event_type, stream) == (
+        first_epoch.position, first_epoch.event_type, first_epoch.stream_id)
+
+
+def test_forged_results_in_three_streams_name_the_earliest_first(
+    demo_run: tuple[Path, str], tmp_path: Path
+) -> None:
+    """Results are no input of the re-run, so each forged one is where its stream diverges.
+
+    The earliest is in the middle of the report's sorted streams: naming the
+    first or the last of the list, or the latest divergence, cannot pass.
+    """
+    path, run_id = _copy(demo_run, tmp_path)
+    events = _events(path, run_id)
+
+    def at(event_type: str, epoch: int, stream: str) -> StoredEvent:
+        return next(e for e in events if (e.event_type, e.epoch, e.stream_id)
+                    == (event_type, epoch, stream))
+
+    forged = [at("CacheEvicted", 5, "memory/telemetry"), at("EpochCompleted", 3, "run"),
+              at("SeedTelemetrySampled", 6, "slot/r0c1")]
+    changes: dict[str, Callable[[dict[str, Any]], None]] = {
+        "CacheEvicted": lambda p: p.update(evicted=p["evicted"] + 1),
+        "EpochCompleted": lambda p: p.update(val_loss=p["val_loss"] + 1.0),
+        "SeedTelemetrySampled": lambda p: p.update(epochs_in_stage=p["epochs_in_stage"] + 1),
+    }
+    _rewrite(path, run_id, {e.position: changes[e.event_type] for e in forged})
+    earliest = min(forged, key=lambda e: e.position)
+    assert earliest is forged[1]
+    assert _first_divergence(path, run_id) == (
+        earliest.position, earliest.event_type, earliest.stream_id, len(forged))
 
 
 def test_a_tampered_chain_is_refused_with_its_position_unless_trusted(

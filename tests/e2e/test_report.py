@@ -2,21 +2,21 @@
 
 One default demo run (30 epochs, 3 slots) is recorded for the module; the
 report is made through the real `kasmina` binary and opened in headless
-Chromium, which the session fixture installs with apt-get when it is missing
-(set KASMINA_NO_BROWSER_INSTALL=1 to skip instead). The screenshot is kept
-under $KASMINA_ARTIFACTS when set.
+Chromium (Debian's `chromium`, which `.ci/run` installs; missing, the browser
+tests skip, or fail under KASMINA_REQUIRE_PG=1). The screenshot is kept under
+$KASMINA_ARTIFACTS when set.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from needs import tool
 
 from kasmina.ledger import Ledger
 
@@ -142,44 +142,10 @@ def test_unknown_run_is_one_error_line_and_no_file(demo_url: str, tmp_path: Path
     assert list(tmp_path.iterdir()) == []
 
 
-def _find_chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
-
-
-def _apt_install_chromium() -> str:
-    """Try apt-get (Debian's `chromium`); returns why it did not work, or ''."""
-    if os.environ.get("KASMINA_NO_BROWSER_INSTALL") == "1":
-        return "KASMINA_NO_BROWSER_INSTALL=1"
-    if shutil.which("apt-get") is None or os.geteuid() != 0:
-        return "no apt-get, or not root"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium",
-               "fonts-liberation"]
-    why = ""
-    for step in (install, ["apt-get", "update", "-q"], install):
-        try:
-            proc = subprocess.run(step, capture_output=True, text=True, env=env, timeout=600)
-        except subprocess.TimeoutExpired:
-            return f"{' '.join(step)} timed out"
-        if step is install and proc.returncode == 0:
-            return ""
-        why = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
-    return why
-
-
 @pytest.fixture(scope="session")
 def chromium() -> str:
-    found = _find_chromium()
-    if found is None:
-        why = _apt_install_chromium()
-        found = _find_chromium()
-        if found is None:
-            pytest.skip(f"headless Chromium is not installed and could not be: {why}")
-    return found
+    return tool("chromium", "chromium", "chromium-browser", "google-chrome",
+                "google-chrome-stable")
 
 
 def _browse(

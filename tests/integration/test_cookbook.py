@@ -8,7 +8,9 @@ computes from the events, the replay fold, or the code's transition table.
 
 from __future__ import annotations
 
+import json
 import re
+import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from decimal import Decimal
@@ -17,11 +19,13 @@ from statistics import mean
 from typing import Any
 
 import pytest
+import rawdb
 from conftest import DEMO_RUN
+from helpers import copy_run
 
 from kasmina.events import StoredEvent
 from kasmina.ledger import Ledger
-from kasmina.stages import edges
+from kasmina.stages import SeedStage, is_legal
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "sql.md"
 RECIPE = re.compile(r"```sql\n-- recipe: ([a-z-]+)\n(.*?)```", re.S)
@@ -232,9 +236,8 @@ def accuracy_around_fossilization(run: Run) -> list[Row]:
 
 
 def illegal_moves(run: Run) -> list[Row]:
-    legal = {(a.name, b.name) for a, b in edges()}
-    return [(sum((m.payload.from_stage.name, m.payload.to_stage.name) not in legal
-                 for m in run.moves),)]
+    """Every recorded move checked against the code's table, not the view's copy of it."""
+    return [(sum(not is_legal(m.payload.from_stage, m.payload.to_stage) for m in run.moves),)]
 
 
 ORACLES: dict[str, Callable[[Run], list[Row]]] = {
@@ -271,3 +274,44 @@ def test_slots_at_epoch_agrees_with_the_replay_fold(demo_ledgers: dict[str, Ledg
     assert [(slot, stage, seed) for _, slot, stage, seed, _ in rows] == [
         (slot.slot_id, slot.stage.name, slot.seed_id) for slot in state.values()
     ]
+
+
+#: Stage changes a writer around kasmina adds: two outside the table, one inside it.
+FORGED = [(SeedStage.DORMANT, SeedStage.FOSSILIZED), (SeedStage.TRAINING, SeedStage.BLENDING),
+          (SeedStage.PRUNED, SeedStage.BLENDING)]
+COLUMNS = ("event_id", "run_id", "stream_id", "version", "event_type", "schema_version", "epoch",
+           "seed_id", "payload", "recorded_at", "prev_hash", "hash")
+
+
+def _forge_moves(url: str, run_id: str, pairs: list[tuple[SeedStage, SeedStage]]) -> None:
+    """INSERT stage changes straight into the table (the hash is junk: `verify` would see it)."""
+    names = ", ".join(COLUMNS)
+    (first,) = rawdb.run(url, f"SELECT {names} FROM events WHERE run_id = ? AND "
+                              "event_type = 'SeedStageChanged' ORDER BY position LIMIT 1",
+                         (run_id,))
+    row = dict(zip(COLUMNS, first, strict=True))
+    stored = row["payload"]  # JSONB comes back parsed, SQLite's JSON text does not
+    payload = stored if isinstance(stored, dict) else json.loads(str(stored))
+    ((top,),) = rawdb.run(url, "SELECT MAX(version) FROM events WHERE run_id = ? AND "
+                               "stream_id = ?", (run_id, row["stream_id"]))
+    for n, (a, b) in enumerate(pairs, start=1):
+        version = int(top) + n  # type: ignore[call-overload]
+        forged = {**row, "event_id": str(uuid.uuid4()), "version": version,
+                  "payload": json.dumps({**payload, "from_stage": a.name, "to_stage": b.name}),
+                  "hash": "0" * 64}
+        rawdb.run(url, f"INSERT INTO events ({names}) VALUES ({', '.join('?' * len(forged))})",
+                  list(forged.values()))
+
+
+def test_illegal_moves_counts_the_moves_written_around_kasmina(
+    demo_ledgers: dict[str, Ledger], db_url: str
+) -> None:
+    """On the demo the count is 0, which a recipe that counts nothing also gives."""
+    with Ledger.open(db_url) as ledger:
+        copy_run(demo_ledgers["sqlite"], ledger, DEMO_RUN, DEMO_RUN)
+        _forge_moves(db_url, DEMO_RUN, FORGED)
+        forged = Run(list(ledger.read(DEMO_RUN)))
+        expected = illegal_moves(forged)
+        assert expected == [(sum(not is_legal(a, b) for a, b in FORGED),)] != [(0,)]
+        _, rows = ledger.sql(RECIPES["illegal-moves"])
+        assert _normal(rows) == _normal(expected)

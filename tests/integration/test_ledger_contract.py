@@ -14,6 +14,7 @@ from helpers import sample, stage_change
 from kasmina.canonical import GENESIS_HASH
 from kasmina.errors import (
     ConcurrencyError,
+    DuplicateEvent,
     LedgerError,
     PayloadInvalid,
     RunClosed,
@@ -319,9 +320,10 @@ class TestVerifyFindsTampering:
         ledger, url, run_id = sealed
         a = self._position(url, run_id, "slot/r0c0", 2)
         b = self._position(url, run_id, "slot/r0c0", 3)
-        rawdb.run(url, "UPDATE events SET position = -1 WHERE position = ?", (a,))
+        spare = 1_000_000  # positions are 1 or more (a CHECK on PostgreSQL)
+        rawdb.run(url, "UPDATE events SET position = ? WHERE position = ?", (spare, a))
         rawdb.run(url, "UPDATE events SET position = ? WHERE position = ?", (a, b))
-        rawdb.run(url, "UPDATE events SET position = ? WHERE position = -1", (b,))
+        rawdb.run(url, "UPDATE events SET position = ? WHERE position = ?", (b, spare))
         assert {"out_of_order", "broken_link"} <= self._kinds(ledger, run_id)
 
     def test_inserted_row(self, sealed: tuple[Ledger, str, str]) -> None:
@@ -374,10 +376,10 @@ def test_schema_not_at_head_refuses_writes(db_url: str) -> None:
         assert len(list(led.read(run.run_id))) == 1
 
 
-def test_an_id_repeated_inside_one_batch_is_stored_once(ledger: Ledger, db_url: str) -> None:
+def test_an_id_repeated_inside_one_batch_is_refused(ledger: Ledger, db_url: str) -> None:
     run = ledger.start_run("t", seed=1)
     event = sample(run.run_id, n=1)
-    result = ledger.append([event, sample(run.run_id, n=2), event])
-    assert (result.appended, result.skipped) == (2, 1)
-    assert _count(db_url) == 3
+    with pytest.raises(DuplicateEvent, match=event.event_id):
+        ledger.append([event, sample(run.run_id, n=2), event])
+    assert _count(db_url) == 1
     assert ledger.verify(run.run_id).ok

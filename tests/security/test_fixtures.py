@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import rawdb
-from conftest import Fingerprint, fingerprint
+
+from security.attacks import Fingerprint, fingerprint
 
 
 def test_owner_database_is_not_run_by_a_superuser(owner_pg_url: str) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from transitions import MachineError
 
 from kasmina.errors import InvalidTransition
 from kasmina.events import Payload, SeedStageChanged
@@ -56,6 +57,26 @@ def test_every_table_edge_moves_and_every_other_pair_is_refused(source: SeedStag
             assert (info.value.from_stage, info.value.to_stage, info.value.slot_id) == (
                 source.name, target.name, "x")
             assert model.stage is source and sink.batches == []
+
+
+@pytest.mark.parametrize("source", list(SeedStage), ids=lambda s: s.name)
+def test_the_machine_itself_refuses_every_pair_outside_the_table(source: SeedStage) -> None:
+    """Fired directly, past `move`'s own table check: the machine must hold the rule too."""
+    machine = Lifecycle()
+    for target in SeedStage:
+        model = Staged("x")
+        machine.join(model, source)
+        sink = Sink()
+        event = machine.machine.events.get(trigger_name(target))
+        kwargs = {"batch": ("moved",), "emitter": sink, "context": MoveContext()}
+        if target in TRANSITIONS[source]:
+            assert event is not None and event.trigger(model, **kwargs) is True
+            assert model.stage is target and sink.batches == [("slot/x", ["moved"])]
+            continue
+        if event is not None:  # a target no edge reaches has no trigger at all
+            with pytest.raises(MachineError, match=f"from state {source.name}"):
+                event.trigger(model, **kwargs)
+        assert model.stage is source and sink.batches == []
 
 
 def test_a_failed_record_leaves_the_stage_and_skips_side_effects() -> None:

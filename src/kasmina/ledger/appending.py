@@ -1,11 +1,12 @@
 """Appending a batch: prepared outside the write lock, chained and inserted inside it.
 
 Appends do the expensive per-event work (the payload's canonical text) before
-taking the write lock, then, inside one transaction: skip event ids already
-stored (a retried batch is a no-op), take each stream's head (remembered from
-the last append while the run's tip is unchanged, else read), assign or check
-versions, chain the hashes and insert everything at once. Any error inside
-rolls the whole batch back.
+taking the write lock, then, inside one transaction: skip events already
+stored exactly as given (a retried batch is a no-op; an id stored with other
+content is refused), take each stream's head (remembered from the last append
+while the run's tip is unchanged, else read), assign or check versions, chain
+the hashes and insert everything at once. Any error inside rolls the whole
+batch back.
 
 A mixin of `kasmina.ledger.core.Ledger`, kept apart because it is the hot path
 and the one place the hash chain is extended.
@@ -16,10 +17,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from kasmina.canonical import GENESIS_HASH, chain_hash, quote, quoted_envelope
 from kasmina.errors import (
     ConcurrencyError,
+    DuplicateEvent,
     PayloadInvalid,
     RunClosed,
     RunNotFound,
@@ -35,6 +38,8 @@ _HEAD = (
     "SELECT version, hash, event_type FROM events WHERE run_id = ? AND stream_id = ? "
     "ORDER BY version DESC LIMIT 1"
 )
+#: Their own stream holds a run's start and its seal; anywhere else they would forge one.
+_RUN_ONLY = frozenset({RunStarted, RunFinished})
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +48,21 @@ class AppendResult:
     skipped: int
     #: stream id -> (version, hash) of its last event after the append.
     heads: Mapping[str, tuple[int, str]] = field(default_factory=dict)
+
+
+class _Stored(NamedTuple):
+    """What a retry compares of an event found stored under its id (columns by name)."""
+
+    event_id: str
+    run_id: str
+    stream_id: str
+    version: int
+    event_type: str
+    schema_version: int
+    epoch: int | None
+    seed_id: str | None
+    payload: object
+    rank: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,10 +95,12 @@ class Appending:
     def append(self, batch: Sequence[NewEvent]) -> AppendResult:
         """Append a batch atomically: all of it or none of it.
 
-        Events whose ``event_id`` is already stored are skipped, so a batch
-        retried after an unknown outcome never duplicates. An event carrying
-        ``version`` must take exactly that version of its stream, else
-        `ConcurrencyError`; without one it takes the next.
+        Events already stored under their ``event_id`` are skipped, so a batch
+        retried after an unknown outcome never duplicates; but only when each
+        repeats the stored event exactly (every hashed field the caller
+        chose), else `DuplicateEvent`, as for one id twice in the batch. An
+        event carrying ``version`` must take exactly that version of its
+        stream, else `ConcurrencyError`; without one it takes the next.
         """
         if not batch:
             return AppendResult(0, 0)
@@ -93,6 +115,11 @@ class Appending:
             if event.run_id != run_id:
                 raise PayloadInvalid(
                     f"a batch belongs to one run; got {run_id!r} and {event.run_id!r}"
+                )
+            if type(event.payload) in _RUN_ONLY and event.stream_id != RUN_STREAM:
+                raise PayloadInvalid(
+                    f"{event.event_type} belongs in the {RUN_STREAM!r} stream, "
+                    f"not {event.stream_id!r}"
                 )
             prepared.append(Prepared(event, None if lazy else event.payload.canonical_text()))
         self._require_head()
@@ -146,21 +173,23 @@ class Appending:
         Looking up which ids are stored costs a round trip and an index probe
         per event, so the first attempt skips it and lets the unique index on
         ``event_id`` say whether this is a retry (the caller then rolls back
-        and comes here again with ``look_up_ids``). The heads this batch
-        leaves are put in ``staged``, for the caller to remember once the
-        transaction has committed (`kasmina.ledger.heads`).
+        and comes here again with ``look_up_ids``, which reads the stored
+        events of those ids to tell a retry from a reused id). The heads this
+        batch leaves are put in ``staged``, for the caller to remember once
+        the transaction has committed (`kasmina.ledger.heads`).
         """
         ids = [p.event.event_id for p in prepared]
-        fresh: list[Prepared] = []
-        if not look_up_ids and len(set(ids)) == len(ids):
-            fresh.extend(prepared)  # the common case: nothing to skip
+        if len(set(ids)) != len(ids):
+            seen: set[str] = set()
+            for event_id in ids:
+                if event_id in seen:
+                    raise DuplicateEvent(event_id, "appears more than once in the batch")
+                seen.add(event_id)
+        if look_up_ids:
+            stored = self._stored(cur, ids)
+            fresh = [item for item in prepared if not self._repeats(item, stored)]
         else:
-            stored = self._existing_ids(cur, ids) if look_up_ids else set()
-            for item in prepared:
-                if item.event.event_id in stored:
-                    continue
-                stored.add(item.event.event_id)
-                fresh.append(item)
+            fresh = list(prepared)  # the common case: nothing to skip
         heads: dict[str, tuple[int, str]] = {}
         known = self._known.at(run_id, self._tip(cur, run_id))
         if RUN_STREAM in known:  # a remembered run is never a finished one
@@ -267,8 +296,34 @@ class Appending:
         row = cur.fetchone()
         return None if row is None or row[0] is None else int(row[0])  # type: ignore[call-overload]
 
-    def _existing_ids(self, cur: Cursor, ids: Sequence[str]) -> set[str]:
-        """Which of these event ids are stored already: one statement, one parameter."""
-        sql, param = self._store.ids_lookup(list(ids))
-        cur.execute(sql, (param,))
-        return {str(row[0]) for row in cur.fetchall()}
+    def _stored(self, cur: Cursor, ids: Sequence[str]) -> dict[str, _Stored]:
+        """The events stored under any of these ids: one statement, one parameter."""
+        condition, param = self._store.ids_filter(list(ids))
+        cur.execute(f"SELECT {', '.join(_Stored._fields)} FROM events WHERE {condition}", (param,))
+        return {str(row[0]): _Stored._make(row) for row in cur.fetchall()}
+
+    def _repeats(self, item: Prepared, stored: Mapping[str, _Stored]) -> bool:
+        """Whether the event is stored already as given; one stored otherwise is refused."""
+        event = item.event
+        found = stored.get(event.event_id)
+        if found is None:
+            return False
+        given = {
+            "run": (event.run_id, found.run_id),
+            "stream": (event.stream_id, found.stream_id),
+            "event type": (event.event_type, found.event_type),
+            "schema version": (event.schema_version, found.schema_version),
+            "epoch": (None if event.epoch is None else int(event.epoch), found.epoch),
+            "seed id": (event.seed_id, found.seed_id),
+            "rank": (event.rank, found.rank),
+            "version": (event.version, found.version if event.version is not None else None),
+        }
+        differ = [name for name, (mine, theirs) in given.items() if mine != theirs]
+        text = item.payload_text or event.payload.canonical_text()
+        if text != self._store.payload_text(found.payload):
+            differ.append("payload")
+        if differ:
+            raise DuplicateEvent(
+                event.event_id, f"is stored already with other content ({', '.join(differ)})"
+            )
+        return True

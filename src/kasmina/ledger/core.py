@@ -16,7 +16,9 @@ from kasmina.errors import (
     BadDatabaseURL,
     DatabaseUnavailable,
     LedgerError,
+    LedgerNotFound,
     PayloadInvalid,
+    RunClosed,
     RunNotFound,
     SchemaMismatch,
 )
@@ -32,6 +34,7 @@ from kasmina.events import (
 from kasmina.ledger import migrate
 from kasmina.ledger.appending import Appending, AppendResult, Prepared
 from kasmina.ledger.errors import UPGRADE_HINT, redact, translate
+from kasmina.ledger.readonly import DEFAULT_TIMEOUT_S, check_timeout
 from kasmina.ledger.store import COLUMNS, Cursor, Param, Row, Store
 from kasmina.ledger.verify import VerifyReport, verify_runs
 
@@ -65,17 +68,11 @@ def package_version(name: str) -> str | None:
         return None
 
 
-def _open_store(url: str, synchronous: Literal["NORMAL", "FULL"]) -> Store:
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
+def _open_store(url: str, synchronous: Literal["NORMAL", "FULL"], *, create: bool) -> Store:
+    """The store behind `url`; a SQLite file that does not exist is made only if `create`."""
+    from kasmina.ledger.urls import parse_url
 
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        raise BadDatabaseURL(
-            f"bad database URL {redact(url)!r}: expected sqlite:///PATH or "
-            "postgresql+psycopg://USER@HOST/DB"
-        ) from None
+    parsed = parse_url(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         from kasmina.ledger.sqlite import SQLiteStore
@@ -83,11 +80,15 @@ def _open_store(url: str, synchronous: Literal["NORMAL", "FULL"]) -> Store:
         path = parsed.database
         if not path or path == ":memory:":
             raise BadDatabaseURL(
-                f"bad database URL {url!r}: the ledger needs a file (sqlite:///PATH)"
+                f"bad database URL {redact(url)!r}: the ledger needs a file (sqlite:///PATH)"
             )
         folder = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(folder):
             raise DatabaseUnavailable(f"cannot open {url}: folder {folder} does not exist")
+        if not os.path.lexists(path):
+            if not create:
+                raise LedgerNotFound(path)
+            migrate.upgrade(url)  # built aside and linked into place: whole, or not at all
         with translate(url):
             return SQLiteStore(url, path, synchronous=synchronous)
     if backend == "postgresql":
@@ -126,22 +127,33 @@ class Ledger(Appending):
         url: str = DEFAULT_URL,
         *,
         synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+        create: bool = True,
     ) -> Ledger:
-        """Open a ledger; a new embedded SQLite file is migrated on first open.
+        """Open a ledger; a SQLite file that does not exist is created, at the schema head.
 
-        Any other database must be at the code's schema head before kasmina
-        writes to it (``kasmina db upgrade``); reading an older one is allowed.
+        With ``create=False`` (how every reading command opens) a missing
+        file is `LedgerNotFound` instead, so a typo never leaves an empty
+        ledger behind. Creating is the default because the first thing a
+        program does with a new ledger is write to it. A file kasmina cannot
+        write (read-only media) is opened for reading only. Any other
+        database must be at the code's schema head before kasmina writes to
+        it (``kasmina db upgrade``); reading an older one is allowed.
         """
-        store = _open_store(url, synchronous)
+        store = _open_store(url, synchronous, create=create)
         try:
             with translate(url):
-                if store.dialect == "sqlite" and not store.has_events_table():
+                if (
+                    create
+                    and not store.read_only
+                    and store.dialect == "sqlite"
+                    and not store.has_events_table()
+                ):
                     with store.first_open():
                         if not store.has_events_table():
                             migrate.upgrade(url)
                 if not store.has_events_table():
                     raise SchemaMismatch(f"{redact(url)} has no kasmina schema; {UPGRADE_HINT}")
-            return cls(store)
+                return cls(store)
         except BaseException:
             store.close()
             raise
@@ -224,14 +236,30 @@ class Ledger(Appending):
         """Append `RunFinished`, sealing the last hash of every stream; returns its hash.
 
         The seal is taken inside the same transaction as the append, so no
-        event can slip in between the seal and the end of the run.
+        event can slip in between the seal and the end of the run. A call
+        retried after its reply was lost finds the run sealed with the same
+        status and returns that seal's hash; another status is `RunClosed`.
         """
         self._require_head()
 
-        def seal_and_append(cur: Cursor) -> AppendResult:
-            seal = {str(stream): str(digest) for stream, digest in self._heads(cur, run_id)}
-            if RUN_STREAM not in seal:
+        def seal_and_append(cur: Cursor) -> str:
+            head = self._read_head(cur, run_id, RUN_STREAM)
+            if head is None:
                 raise RunNotFound(run_id)
+            if head[2] == "RunFinished":
+                cur.execute(
+                    self._store.sql(
+                        "SELECT payload FROM events WHERE run_id = ? AND stream_id = ? "
+                        "AND version = ?"
+                    ),
+                    (run_id, RUN_STREAM, head[0]),
+                )
+                row = cur.fetchone()
+                stored = None if row is None else self._store.payload_value(row[0])
+                if isinstance(stored, dict) and stored.get("status") == status:
+                    return head[1]
+                raise RunClosed(run_id)
+            seal = {str(stream): str(digest) for stream, digest in self._heads(cur, run_id)}
             event = make_event(
                 RunFinished(status=status, seal=seal),
                 run_id=run_id,
@@ -239,12 +267,12 @@ class Ledger(Appending):
                 rank=rank,
             )
             prepared = [Prepared(event, event.payload.canonical_text())]
-            return self._append_locked(cur, run_id, prepared, look_up_ids=True, staged=[None])
+            result = self._append_locked(cur, run_id, prepared, look_up_ids=True, staged=[None])
+            return result.heads[RUN_STREAM][1]
 
         self._known.forget(run_id)
         with translate(self.url):  # one transaction, run again whole while the database is busy
-            result = self._store.transact(run_id, seal_and_append)
-        return result.heads[RUN_STREAM][1]
+            return self._store.transact(run_id, seal_and_append)
 
     def _heads(self, cur: Cursor, run_id: str) -> list[Row]:
         cur.execute(
@@ -306,7 +334,7 @@ class Ledger(Appending):
         self,
         run_id: str | None = None,
         *,
-        after: int = 0,
+        after: int | None = None,
         until: int | None = None,
         stream_id: str | None = None,
         seed_id: str | None = None,
@@ -315,8 +343,10 @@ class Ledger(Appending):
         """Rows in position order, a page at a time (keyset paging: constant memory).
 
         ``after`` and ``until`` bound the positions: after < position <= until.
+        Without ``after`` every row is read, also one below position 1, which
+        only a hand-made row can hold and `verify` must see.
         """
-        where: list[str] = ["position > ?"]
+        where: list[str] = []
         params: list[Param] = []
         if until is not None:
             where.append("position <= ?")
@@ -330,15 +360,20 @@ class Ledger(Appending):
         if seed_id is not None:
             where.append("seed_id = ?")
             params.append(seed_id)
-        sql = f"{self._select} WHERE {' AND '.join(where)} ORDER BY position LIMIT ?"
-        position = after
+        tail = f"{''.join(f' AND {w}' for w in where)} ORDER BY position LIMIT ?"
+        after_sql = f"{self._select} WHERE position > ?{tail}"
+        if after is None:
+            sql = f"{self._select} WHERE TRUE{tail}"
+            args: list[Param] = [*params, page_size]
+        else:
+            sql, args = after_sql, [after, *params, page_size]
         while True:
             with translate(self.url):
-                page = self._store.fetch(sql, [position, *params, page_size])
+                page = self._store.fetch(sql, args)
             yield from page
             if len(page) < page_size:
                 return
-            position = int(page[-1][0])  # type: ignore[call-overload]
+            sql, args = after_sql, [int(page[-1][0]), *params, page_size]  # type: ignore[call-overload]
 
     def _to_event(self, row: Row) -> StoredEvent:
         data = self._store.payload_value(row[9])
@@ -405,12 +440,18 @@ class Ledger(Appending):
     # -- checking and querying ---------------------------------------------
 
     def verify(self, run_id: str | None = None) -> VerifyReport:
-        """Check hash chains, versions and seals; every fault is listed."""
+        """Check hash chains, versions and seals of every row; every fault is listed.
+
+        The run ids are taken as stored, not as text: on SQLite a hand-made
+        row may hold a blob there, which no run would ever read.
+        """
         if run_id is not None:
             self.require_run(run_id)
-            targets: Iterable[str] = [run_id]
+            targets: Iterable[object] = [run_id]
         else:
-            targets = self.run_ids()
+            with translate(self.url):
+                rows = self._store.fetch("SELECT DISTINCT run_id FROM events ORDER BY run_id")
+            targets = [r[0] for r in rows]
         return verify_runs(self._store, targets, self.raw_rows)
 
     def replay(
@@ -436,12 +477,19 @@ class Ledger(Appending):
             snapshot_every=snapshot_every,
         )
 
-    def sql(self, query: str) -> tuple[list[str], Iterator[Row]]:
-        """Run a user query on a read-only connection."""
+    def sql(
+        self, query: str, *, timeout_s: float = DEFAULT_TIMEOUT_S
+    ) -> tuple[list[str], Iterator[Row]]:
+        """Run one user query on a read-only connection, cut after `timeout_s` seconds.
+
+        Whoever connects, nothing can be written through it (DESIGN §3.9;
+        docs/security.md says how each backend makes sure).
+        """
         if not query.strip():
             raise LedgerError("empty SQL query")
+        check_timeout(timeout_s)
         with translate(self.url):
-            columns, rows = self._store.readonly_query(query)
+            columns, rows = self._store.readonly_query(query, timeout_s)
 
         def translated() -> Iterator[Row]:
             with translate(self.url):

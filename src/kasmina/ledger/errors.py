@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import quote, unquote
 
 from kasmina.errors import (
     BadDatabaseURL,
@@ -26,14 +28,54 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+#: ``scheme://user:SECRET@`` inside a longer text (up to the last ``@`` of the word).
+_URL_PASSWORD = re.compile(r"(\b[A-Za-z][\w+.-]*://[^\s:/@]*:)\S*@")
+#: ``password=SECRET`` in a query string or a libpq conninfo, quoted or not.
+_PARAM_PASSWORD = re.compile(r"(?i)(\bpassword\s*=\s*)(?!\*\*\*)('(?:[^'\\]|\\.)*'?|[^\s&]*)")
+#: Shorter secrets are masked only where they sit in a URL or a conninfo:
+#: masking every "ab" in a message would garble it for no protection.
+_MIN_SECRET = 3
+
+
+def _secrets(url: str) -> set[str]:
+    """The passwords a URL holds, as written, percent-decoded and percent-encoded.
+
+    The user-info password runs from the first ``:`` after the user name to
+    the *last* ``@`` (a password may contain ``@``, ``/`` or ``?``), and any
+    ``password=`` query parameter counts too.
+    """
+    found: set[str] = set()
+    rest = url.split("://", 1)[1] if "://" in url else ""
+    creds = rest[: rest.rfind("@")] if "@" in rest else ""
+    if ":" in creds:
+        found.add(creds.split(":", 1)[1])
+    query = url.split("?", 1)[1] if "?" in url else ""
+    for pair in query.split("&"):
+        key, _, value = pair.partition("=")
+        if key.strip().lower() == "password":
+            found.add(value)
+    found |= {unquote(f) for f in found}
+    found |= {quote(f, safe="") for f in found}  # as a driver re-renders the URL
+    return {f for f in found if len(f) >= _MIN_SECRET}
+
+
+def scrub(text: str, url: str) -> str:
+    """`text` (an error message, a driver's text) with `url`'s passwords masked.
+
+    Every copy of each password is masked wherever it appears (psycopg's own
+    messages can quote the conninfo), then anything shaped like a URL's or a
+    conninfo's password, so a password of another URL in the text is masked
+    too.
+    """
+    for secret in sorted(_secrets(url), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    text = _URL_PASSWORD.sub(r"\1***@", text)
+    return _PARAM_PASSWORD.sub(r"\1***", text)
+
+
 def redact(url: str) -> str:
     """A URL fit for an error message: the password is never printed."""
-    if "://" not in url or "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in creds else url
+    return scrub(url, url)
 
 
 def translate_exception(exc: BaseException, url: str) -> KasminaError | None:
@@ -44,7 +86,7 @@ def translate_exception(exc: BaseException, url: str) -> KasminaError | None:
         found = translate_exception(orig, url)
         if found is not None:
             return found
-    line = _first_line(exc)
+    line = scrub(_first_line(exc), url)
     if isinstance(exc, sqlite3.Error):
         lowered = line.lower()
         if "readonly" in lowered or "read-only" in lowered or "not authorized" in lowered:

@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from kasmina.errors import LedgerError
+from kasmina.errors import (
+    DatabaseUnavailable,
+    LedgerError,
+    LedgerNotFound,
+    ReadOnlyLedger,
+    SchemaMismatch,
+    WouldLoseData,
+)
+from kasmina.ledger.errors import redact
+from kasmina.ledger.urls import sqlite_path, with_sqlite_path
 
 if TYPE_CHECKING:
     from alembic.config import Config
+    from alembic.script import ScriptDirectory
+    from sqlalchemy.engine import Connection, Engine
 
 #: The revision this code reads and writes. A test holds it equal to Alembic's
 #: head, so it cannot drift; it is a constant so that opening a ledger does not
 #: have to import Alembic.
-HEAD_REVISION = "0005"
+HEAD_REVISION = "0007"
 
 
 def migrations_dir() -> Path:
@@ -29,7 +42,7 @@ def migrations_dir() -> Path:
 def alembic_config(url: str) -> Config:
     from alembic.config import Config
 
-    cfg = Config()
+    cfg = Config(stdout=sys.stdout)  # its default is the stdout of when Alembic was imported
     cfg.set_main_option("script_location", str(migrations_dir()))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
@@ -42,16 +55,179 @@ def _engine_url(url: str) -> str:
     return url
 
 
+#: What undoing each revision drops that nothing can rebuild: how to say it, and a
+#: query counting the events concerned and their runs. Snapshots (0002) are a
+#: cache that replay rebuilds and views are derived, so undoing those loses
+#: nothing. A revision missing here is refused without ``--discard-data``:
+#: whoever adds a migration decides what its downgrade loses.
+DOWNGRADE_LOSSES: dict[str, tuple[str, str] | None] = {
+    "0001": ("{events} in {runs}", "SELECT COUNT(*), COUNT(DISTINCT run_id) FROM events"),
+    "0002": None,
+    "0003": None,
+    "0004": None,
+    "0005": (
+        "the rank of {events} in {runs}",
+        "SELECT COUNT(*), COUNT(DISTINCT run_id) FROM events WHERE rank IS NOT NULL",
+    ),
+    "0006": None,
+    "0007": None,
+}
+
+#: The revision that makes the events table: undoing it drops every event.
+EVENTS_REVISION = "0001"
+
+#: The tables kasmina's migrations make (the views are `schema.VIEWS`), for repairs.
+_KASMINA_TABLES = frozenset({"alembic_version", "events", "snapshots"})
+
+
 def upgrade(url: str, revision: str = "head") -> None:
+    """Migrate up to `revision`; a new SQLite file is made whole or not at all.
+
+    A SQLite file that older kasmina versions left half-migrated (tables but
+    no revision, no events) is rebuilt; one holding events is refused.
+    """
     from alembic import command
 
-    _run(lambda cfg: command.upgrade(cfg, revision), url)
+    def step(cfg: Config) -> None:
+        command.upgrade(cfg, revision)
+
+    path = sqlite_path(url)
+    if path is not None and not os.path.lexists(path):
+        from kasmina.ledger.creation import create_file
+
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise DatabaseUnavailable(f"cannot create {path}: folder {folder} does not exist")
+        if not os.access(folder, os.W_OK):
+            raise DatabaseUnavailable(f"cannot create {path}: folder {folder} is not writable")
+        if create_file(path, lambda building: _run(step, with_sqlite_path(url, building))):
+            return
+    _refuse_read_only(path)
+    _run(step, url, prepare=lambda conn: _repair_half_made(conn, url))
 
 
-def downgrade(url: str, revision: str) -> None:
+def downgrade(url: str, revision: str, *, discard_data: bool = False) -> list[str]:
+    """Migrate down to `revision`; what that would drop of the recorded data is refused.
+
+    With `discard_data` it is dropped; returns what was (empty if nothing).
+    The count and the downgrade are one transaction that holds off writers,
+    so nothing appended meanwhile is dropped uncounted.
+    """
     from alembic import command
 
-    _run(lambda cfg: command.downgrade(cfg, revision), url)
+    path = sqlite_path(url)
+    if path is not None and not os.path.lexists(path):
+        raise LedgerNotFound(path)
+    _refuse_read_only(path)
+    lost: list[str] = []
+
+    def prepare(conn: Connection) -> None:
+        lost.extend(_losses(conn, revision))
+        if lost and not discard_data:
+            raise WouldLoseData(
+                f"downgrade to {revision} would drop {' and '.join(lost)}; "
+                "pass --discard-data to drop them"
+            )
+
+    _run(lambda cfg: command.downgrade(cfg, revision), url, prepare=prepare)
+    return lost
+
+
+def _refuse_read_only(path: str | None) -> None:
+    from kasmina.ledger.sqlite import on_read_only_media
+
+    if path is not None and on_read_only_media(path):
+        raise ReadOnlyLedger(f"cannot migrate {path}: the file or its folder is read-only")
+
+
+def _losses(conn: Connection, target: str) -> list[str]:
+    from alembic.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    current = MigrationContext.configure(conn).get_current_revision()
+    if current is None:
+        raise SchemaMismatch(f"{redact(str(conn.engine.url))} has no kasmina schema to downgrade")
+    undone = _undone(ScriptDirectory.from_config(alembic_config("sqlite://")), current, target)
+    if conn.dialect.name == "postgresql" and any(DOWNGRADE_LOSSES.get(r, ()) for r in undone):
+        conn.exec_driver_sql("LOCK TABLE events IN SHARE MODE")  # appends wait for the commit
+    found = []
+    for rev in reversed(undone):  # oldest first: dropping the events says all
+        if rev not in DOWNGRADE_LOSSES:
+            found.append(f"whatever revision {rev} added (kasmina does not know what it holds)")
+            continue
+        check = DOWNGRADE_LOSSES[rev]
+        if check is None:
+            continue
+        what, query = check
+        events, runs = conn.exec_driver_sql(query).one()
+        if events:
+            found.append(what.format(events=_counted(events, "event"), runs=_counted(runs, "run")))
+            if rev == EVENTS_REVISION:
+                return found
+    return found
+
+
+def _undone(script: ScriptDirectory, current: str, target: str) -> list[str]:
+    """The revisions a downgrade from `current` to `target` undoes, newest first."""
+    from alembic.script.revision import RevisionError
+
+    if target.startswith("-") and target[1:].isdigit():
+        undone: list[str] = []
+        down: Any = current
+        while isinstance(down, str) and len(undone) < int(target[1:]):
+            undone.append(down)
+            down = script.get_revision(down).down_revision
+        return undone
+    try:
+        return [r.revision for r in script.iterate_revisions(current, target)]
+    except RevisionError:
+        return []  # not a downgrade target: Alembic's own error says so next
+
+
+def _counted(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
+
+
+def _repair_half_made(conn: Connection, url: str) -> None:
+    """Drop the schema an interrupted first migration of an older kasmina left.
+
+    SQLite's DDL committed statement by statement then, so a kill left an
+    empty ``alembic_version`` and some of the tables, and Alembic, starting
+    from scratch, stopped at ``table events already exists``. Without events
+    nothing is lost by starting again. Events are never dropped, and a file
+    holding anything that is not kasmina's is left to Alembic as it is.
+    """
+    from alembic.migration import MigrationContext
+
+    from kasmina.ledger.schema import VIEWS
+
+    if conn.dialect.name != "sqlite" or MigrationContext.configure(conn).get_current_revision():
+        return
+    kinds = {
+        str(name): str(kind)
+        for kind, name in conn.exec_driver_sql(
+            "SELECT type, name FROM sqlite_master "
+            "WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%'"
+        )
+    }
+    for table in ("events", "_alembic_tmp_events"):
+        if kinds.get(table) == "table":
+            (events,) = conn.exec_driver_sql(f"SELECT COUNT(*) FROM {table}").one()
+            if events:
+                raise SchemaMismatch(
+                    f"{redact(url)} holds {_counted(events, 'event')} but no schema "
+                    "revision; kasmina will not rebuild it, which would drop them"
+                )
+    ours = {
+        name
+        for name, kind in kinds.items()
+        if (kind == "view" and name in VIEWS)
+        or (kind == "table" and (name in _KASMINA_TABLES or name.startswith("_alembic_tmp_")))
+    }
+    if "alembic_version" not in kinds or ours != set(kinds):
+        return
+    for name in sorted(ours, key=lambda n: kinds[n] != "view"):  # views before their tables
+        conn.exec_driver_sql(f'DROP {kinds[name].upper()} "{name}"')
 
 
 def check(url: str) -> None:
@@ -67,16 +243,46 @@ def script_head() -> str | None:
     return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
 
 
-def _run(step: Callable[[Config], object], url: str) -> None:
+def _run(
+    step: Callable[[Config], object],
+    url: str,
+    prepare: Callable[[Connection], None] | None = None,
+) -> None:
+    """Run `step` (after `prepare`) in one transaction: all of it commits, or none."""
     from sqlalchemy import create_engine, pool
 
     from kasmina.ledger.errors import translate
 
-    engine = create_engine(_engine_url(url), poolclass=pool.NullPool)
+    with translate(url):
+        engine = create_engine(_engine_url(url), poolclass=pool.NullPool)
     try:
+        if engine.dialect.name == "sqlite":
+            _one_transaction(engine)
         with translate(url), engine.begin() as conn:
+            if prepare is not None:
+                prepare(conn)
             cfg = alembic_config(url)
             cfg.attributes["connection"] = conn
             step(cfg)
     finally:
         engine.dispose()
+
+
+def _one_transaction(engine: Engine) -> None:
+    """Make a SQLite migration one transaction, as it is on PostgreSQL.
+
+    pysqlite sends no BEGIN before DDL, so each CREATE committed on its own
+    and a migration killed midway left half a schema (or a batch
+    migration's copy of the events table, half renamed). BEGIN IMMEDIATE
+    also takes the write lock first: no append lands between a downgrade's
+    count of what it drops and the drop.
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_transactions(dbapi_connection: Any, _record: object) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")

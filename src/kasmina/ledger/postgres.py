@@ -16,6 +16,10 @@ import psycopg
 from psycopg.types.json import set_json_loads
 
 from kasmina.canonical import Json, dumps_canonical, loads
+from kasmina.errors import LedgerError
+from kasmina.ledger.errors import redact, translate
+from kasmina.ledger.readonly import DEFAULT_TIMEOUT_S
+from kasmina.ledger.readonly_postgres import grant_reader, open_query
 from kasmina.ledger.store import INSERT_COLUMNS, Cursor, Param, Row, Store
 
 
@@ -48,8 +52,8 @@ class PostgresStore(Store):
             and exc.diag.constraint_name == "uq_events_event_id"
         )
 
-    def ids_lookup(self, ids: list[str]) -> tuple[str, Param]:
-        return "SELECT event_id FROM events WHERE event_id = ANY(%s)", ids
+    def ids_filter(self, ids: list[str]) -> tuple[str, Param]:
+        return "event_id = ANY(%s)", ids
 
     @contextmanager
     def write(self, run_id: str) -> Iterator[Cursor]:
@@ -82,7 +86,14 @@ class PostgresStore(Store):
         exists = self.fetch("SELECT to_regclass('alembic_version') IS NOT NULL")
         if not exists or not exists[0][0]:
             return None
-        rows = self.fetch("SELECT version_num FROM alembic_version")
+        try:
+            rows = self.fetch("SELECT version_num FROM alembic_version")
+        except psycopg.errors.InsufficientPrivilege:
+            login = self._conn.info.user
+            raise LedgerError(
+                f"login {login!r} may not read this ledger; its owner can let it read: "
+                f"kasmina db grant-reader {login}"
+            ) from None
         return str(rows[0][0]) if rows else None
 
     def payload_value(self, raw: object) -> Json:
@@ -97,28 +108,23 @@ class PostgresStore(Store):
     def recorded_at_value(self, raw: object) -> datetime:
         return cast(datetime, raw).astimezone(UTC)
 
-    def readonly_query(self, sql: str) -> tuple[list[str], Iterator[Row]]:
-        conn = psycopg.connect(self._conninfo, connect_timeout=self._timeout)
+    def readonly_query(
+        self, sql: str, timeout_s: float = DEFAULT_TIMEOUT_S
+    ) -> tuple[list[str], Iterator[Row]]:
+        conn = psycopg.connect(
+            self._conninfo, connect_timeout=self._timeout, application_name="kasmina sql"
+        )
         conn.read_only = True
         try:
-            cur = conn.cursor()
-            cur.execute(sql.encode())
+            return open_query(conn, sql, timeout_s, redact(self.url))
         except BaseException:
             conn.close()
             raise
-        columns = [d.name for d in cur.description or ()]
 
-        def rows() -> Iterator[Row]:
-            try:
-                if cur.description is None:
-                    return
-                while batch := cur.fetchmany(1000):
-                    yield from batch
-            finally:
-                conn.rollback()
-                conn.close()
-
-        return columns, rows()
+    def grant_reader(self, role: str) -> None:
+        """Let login `role` use the read-only role (``kasmina db grant-reader``)."""
+        with self.lock, translate(self.url):
+            grant_reader(self._conn, role, redact(self.url))
 
     def close(self) -> None:
         with self.lock:

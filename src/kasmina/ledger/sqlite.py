@@ -27,44 +27,27 @@ Several processes may append to one SQLite ledger, within limits:
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import sqlite3
 import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Literal, cast
 
 from kasmina.canonical import Json, loads
+from kasmina.errors import DatabaseUnavailable, ReadOnlyLedger
 from kasmina.ledger.checkpoints import BACKSTOP_PAGES, Checkpointer
+from kasmina.ledger.creation import folder_lock
+from kasmina.ledger.readonly import DEFAULT_TIMEOUT_S
+from kasmina.ledger.readonly_sqlite import open_query
 from kasmina.ledger.store import Cursor, Param, Row, Store
 
 Synchronous = Literal["NORMAL", "FULL"]
-
-_DENIED_ACTIONS = {
-    sqlite3.SQLITE_ATTACH,
-    sqlite3.SQLITE_DETACH,
-    sqlite3.SQLITE_INSERT,
-    sqlite3.SQLITE_UPDATE,
-    sqlite3.SQLITE_DELETE,
-    sqlite3.SQLITE_ALTER_TABLE,
-    sqlite3.SQLITE_CREATE_INDEX,
-    sqlite3.SQLITE_CREATE_TABLE,
-    sqlite3.SQLITE_CREATE_TEMP_INDEX,
-    sqlite3.SQLITE_CREATE_TEMP_TABLE,
-    sqlite3.SQLITE_CREATE_TEMP_TRIGGER,
-    sqlite3.SQLITE_CREATE_TEMP_VIEW,
-    sqlite3.SQLITE_CREATE_TRIGGER,
-    sqlite3.SQLITE_CREATE_VIEW,
-    sqlite3.SQLITE_CREATE_VTABLE,
-    sqlite3.SQLITE_DROP_INDEX,
-    sqlite3.SQLITE_DROP_TABLE,
-    sqlite3.SQLITE_DROP_TRIGGER,
-    sqlite3.SQLITE_DROP_VIEW,
-    sqlite3.SQLITE_DROP_VTABLE,
-}
+#: Rows per INSERT statement of an append (see `SQLiteStore.insert_events`).
+ROWS_PER_STATEMENT = 250
 
 
 def sqlite_uri(path: str, *, mode: str = "ro", immutable: bool = False) -> str:
@@ -78,14 +61,47 @@ def sqlite_uri(path: str, *, mode: str = "ro", immutable: bool = False) -> str:
     return uri + "&immutable=1" if immutable else uri
 
 
-def _readonly_authorizer(
-    action: int, arg1: str | None, arg2: str | None, db: str | None, source: str | None
-) -> int:
-    if action in _DENIED_ACTIONS:
-        return sqlite3.SQLITE_DENY
-    if action == sqlite3.SQLITE_PRAGMA and arg2 is not None:
-        return sqlite3.SQLITE_DENY  # setting a pragma; reading one is fine
-    return sqlite3.SQLITE_OK
+def on_read_only_media(path: str) -> bool:
+    """Whether kasmina cannot write here: a WAL ledger needs its folder writable, too."""
+    if not os.access(os.path.dirname(os.path.abspath(path)), os.W_OK):
+        return True
+    return os.path.exists(path) and not os.access(path, os.W_OK)
+
+
+def _connect_read_only(path: str, timeout: float) -> sqlite3.Connection:
+    """A connection that never writes, for a file on media kasmina cannot write.
+
+    A WAL database is read through its ``-shm`` index, which a read-only
+    folder cannot hold; SQLite then reads the file only as immutable. That
+    is exact unless a write-ahead log lies beside it, which may hold commits
+    (its writer was killed before copying them into the file) that SQLite
+    reads only with the index: then say so rather than show an older ledger.
+    """
+    try:
+        return _probed(sqlite_uri(path, mode="ro"), timeout)
+    except sqlite3.OperationalError:
+        wal = path + "-wal"
+        if os.path.exists(wal) and os.path.getsize(wal) > 0:
+            raise DatabaseUnavailable(
+                f"cannot read {path}: it is on read-only media and its write-ahead log "
+                f"{wal} may hold commits not yet in the file, which SQLite reads only "
+                "in a writable folder; copy both files to one"
+            ) from None
+    return _probed(sqlite_uri(path, mode="ro", immutable=True), timeout)
+
+
+def _probed(uri: str, timeout: float) -> sqlite3.Connection:
+    """Connect and read once: SQLite opens lazily, and a WAL file fails only at the first read."""
+    conn = sqlite3.connect(
+        uri, uri=True, isolation_level=None, check_same_thread=False, timeout=timeout
+    )
+    try:
+        conn.execute("PRAGMA query_only=ON")
+        conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchall()
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 class SQLiteStore(Store):
@@ -104,16 +120,20 @@ class SQLiteStore(Store):
         super().__init__(url)
         self.path = path
         self.busy_retry_s = busy_retry_s
-        self._conn = sqlite3.connect(
-            path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000
-        )
-        # Switching a new file to WAL needs it to itself: another process opening
-        # it at the same moment gets SQLITE_BUSY at once, without the busy wait.
-        self.retry_busy(lambda: self._conn.execute("PRAGMA journal_mode=WAL"))
-        self._conn.execute(f"PRAGMA synchronous={synchronous}")
+        self.read_only = on_read_only_media(path)
+        if self.read_only:
+            self._conn = _connect_read_only(path, busy_timeout_ms / 1000)
+        else:
+            self._conn = sqlite3.connect(
+                path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000
+            )
+            # Switching a new file to WAL needs it to itself: another process opening
+            # it at the same moment gets SQLITE_BUSY at once, without the busy wait.
+            self.retry_busy(lambda: self._conn.execute("PRAGMA journal_mode=WAL"))
+            self._conn.execute(f"PRAGMA synchronous={synchronous}")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+            self._conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
         self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-        self._conn.execute("PRAGMA foreign_keys=ON")
-        self._conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
         self.checkpointer = Checkpointer(path)
         self._rows_in_transaction = 0
 
@@ -121,6 +141,8 @@ class SQLiteStore(Store):
         return text
 
     def is_duplicate_event_id(self, exc: BaseException) -> bool:
+        """The name ``events.event_id`` is in the unique index's message and in that of
+        the trigger refusing a replaced row (revision 0006), which fires first."""
         return isinstance(exc, sqlite3.IntegrityError) and "events.event_id" in str(exc)
 
     def is_busy(self, exc: BaseException) -> bool:
@@ -131,14 +153,16 @@ class SQLiteStore(Store):
             return int(code) & 0xFF == sqlite3.SQLITE_BUSY  # and its extended codes
         return "database is locked" in str(exc)
 
-    def ids_lookup(self, ids: list[str]) -> tuple[str, Param]:
-        return (
-            "SELECT event_id FROM events WHERE event_id IN (SELECT value FROM json_each(?))",
-            json.dumps(ids),
-        )
+    def ids_filter(self, ids: list[str]) -> tuple[str, Param]:
+        return "event_id IN (SELECT value FROM json_each(?))", json.dumps(ids)
 
     @contextmanager
     def write(self, run_id: str) -> Iterator[Cursor]:
+        if self.read_only:
+            raise ReadOnlyLedger(
+                f"cannot write to {self.path}: the file or its folder is read-only "
+                "(the ledger was opened for reading only)"
+            )
         with self.lock:
             cur = self._conn.cursor()
             cur.execute("BEGIN IMMEDIATE")
@@ -152,27 +176,31 @@ class SQLiteStore(Store):
             self.checkpointer.committed(self._rows_in_transaction)
 
     def insert_events(self, cur: Cursor, rows: Iterable[Sequence[Param]]) -> None:
-        super().insert_events(cur, rows)
-        self._rows_in_transaction += max(cur.rowcount, 0)
+        """Rows go `ROWS_PER_STATEMENT` to an INSERT, the last few by `executemany`.
 
-    @contextmanager
-    def first_open(self) -> Iterator[None]:
-        """Hold an exclusive `flock` on the file's folder while a new file is migrated.
-
-        The ranks of a distributed run open one new file at once; without this,
-        two of them would both find it empty and both create the schema. The
-        lock is on the folder, never the file: closing any descriptor of the
-        database file drops this process's POSIX locks on it, SQLite's
-        included, and then another process may take itself for the last
-        connection and delete the write-ahead log under us (a test lost
-        committed runs that way).
+        Each run of a statement sets up the triggers of revision 0006 anew, so
+        one run per row (`executemany`) pays that for every row: with them,
+        250-row statements store in about 0.8 of its time (bench/storage.py).
         """
-        folder = os.open(os.path.dirname(os.path.abspath(self.path)), os.O_RDONLY)
-        try:
-            fcntl.flock(folder, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(folder)  # releases the flock
+        part: list[Sequence[Param]] = []
+        for row in rows:
+            part.append(row)
+            if len(part) == ROWS_PER_STATEMENT:
+                cur.execute(self._insert_part_sql, [value for one in part for value in one])
+                self._rows_in_transaction += ROWS_PER_STATEMENT
+                part.clear()
+        if part:
+            super().insert_events(cur, part)
+            self._rows_in_transaction += len(part)
+
+    @cached_property
+    def _insert_part_sql(self) -> str:
+        head, one = self._insert_sql.split(" VALUES ")
+        return f"{head} VALUES {', '.join([one] * ROWS_PER_STATEMENT)}"
+
+    def first_open(self) -> AbstractContextManager[None]:
+        """Hold the folder lock while an existing file without a schema is migrated."""
+        return folder_lock(self.path)
 
     def fetch(self, sql: str, params: Sequence[Param] = ()) -> list[Row]:
         with self.lock:
@@ -206,26 +234,10 @@ class SQLiteStore(Store):
     def recorded_at_value(self, raw: object) -> datetime:
         return datetime.fromisoformat(cast(str, raw)).astimezone(UTC)
 
-    def readonly_query(self, sql: str) -> tuple[list[str], Iterator[Row]]:
-        uri = sqlite_uri(self.path)
-        conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
-        conn.execute("PRAGMA query_only=ON")
-        conn.set_authorizer(_readonly_authorizer)
-        try:
-            cur = conn.execute(sql)
-        except BaseException:
-            conn.close()
-            raise
-        columns = [d[0] for d in cur.description or ()]
-
-        def rows() -> Iterator[Row]:
-            try:
-                while batch := cur.fetchmany(1000):
-                    yield from batch
-            finally:
-                conn.close()
-
-        return columns, rows()
+    def readonly_query(
+        self, sql: str, timeout_s: float = DEFAULT_TIMEOUT_S
+    ) -> tuple[list[str], Iterator[Row]]:
+        return open_query(_connect_read_only(self.path, timeout_s), sql, timeout_s)
 
     def close(self) -> None:
         self.checkpointer.close()

@@ -75,6 +75,8 @@ class Store(ABC):
     busy_max_delay_s: float = 1.0
     #: Ends the `DatabaseLocked` message: what to do about it on this backend.
     busy_hint: ClassVar[str] = ""
+    #: Whether this connection only reads (a SQLite file on media kasmina cannot write).
+    read_only: bool = False
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -85,8 +87,8 @@ class Store(ABC):
         """Adapt SQL written with ``?`` placeholders to the driver's style."""
 
     @abstractmethod
-    def ids_lookup(self, ids: list[str]) -> tuple[str, Param]:
-        """SQL selecting which of `ids` are stored, and its single parameter.
+    def ids_filter(self, ids: list[str]) -> tuple[str, Param]:
+        """A WHERE condition matching the events whose id is one of `ids`, and its one parameter.
 
         One parameter however many ids, so the statement text (and its plan)
         is the same for every batch.
@@ -186,8 +188,13 @@ class Store(ABC):
         return self.recorded_at_value(raw).isoformat(timespec="microseconds")
 
     @abstractmethod
-    def readonly_query(self, sql: str) -> tuple[list[str], Iterator[Row]]:
-        """A user query on a connection that cannot write."""
+    def readonly_query(self, sql: str, timeout_s: float) -> tuple[list[str], Iterator[Row]]:
+        """A user query on a connection that cannot write, cut after `timeout_s` seconds.
+
+        One statement, and a plain query; Ctrl-C (KeyboardInterrupt) stops it
+        in the database too. The rows' iterator holds the connection until it
+        is exhausted or closed.
+        """
 
     @abstractmethod
     def close(self) -> None: ...

@@ -27,6 +27,8 @@ FaultKind = Literal[
     "seal_unknown_stream",
     "after_seal",
     "bad_seal",
+    "bad_position",
+    "malformed_row",
 ]
 
 
@@ -42,7 +44,9 @@ class Fault:
     def __str__(self) -> str:
         where = f"run {self.run_id} stream {self.stream_id}"
         if self.position is not None:
-            where += f" position {self.position} version {self.version}"
+            where += f" position {self.position}"
+        if self.version is not None:
+            where += f" version {self.version}"
         return f"{self.kind}: {where}: {self.detail}"
 
 
@@ -71,10 +75,15 @@ class VerifyReport:
 RowSource = Callable[..., Iterator[Row]]
 
 
-def verify_runs(store: Store, run_ids: Iterable[str], rows: RowSource) -> VerifyReport:
+def verify_runs(store: Store, run_ids: Iterable[object], rows: RowSource) -> VerifyReport:
     report = VerifyReport()
     for run_id in run_ids:
-        checker = ChainChecker(store, run_id)
+        if type(run_id) is not str:
+            shown = _shown(run_id)
+            detail = f"run_id holds {shown}, not text: its rows belong to no run"
+            report.faults.append(Fault(shown, "?", None, None, "malformed_row", detail))
+            continue
+        checker = ChainChecker(store, run_id, readable=True)
         for row in rows(run_id):
             checker.check(row)
         report.runs.append(checker.result())
@@ -94,6 +103,8 @@ class ChainChecker:
         "_payload_text",
         "_recorded_at_text",
         "_quoted",
+        "_readable",
+        "_parsed_time",
         "count",
         "faults",
         "heads",
@@ -110,6 +121,7 @@ class ChainChecker:
         heads: dict[str, tuple[int, str]] | None = None,
         sealed: bool = False,
         count: int = 0,
+        readable: bool = False,
     ) -> None:
         self.store = store
         self.run_id = run_id
@@ -121,9 +133,24 @@ class ChainChecker:
         self._recorded_at_text = store.recorded_at_text
         #: JSON literals of the strings that repeat (run, streams, types, seeds).
         self._quoted: dict[str | None, str] = {None: "null"}
+        #: With `readable`, a row whose hash matches must also parse (payload,
+        #: time), so that what verifies can be read. Replay leaves it off: it
+        #: parses every payload as it folds.
+        self._readable: Callable[[object, object], bool] | None = self._parses if readable else None
+        #: The last time that parsed: a batch's events share one.
+        self._parsed_time: object = None
+
+    def _parses(self, payload: object, recorded_at: object) -> bool:
+        try:
+            if recorded_at != self._parsed_time:
+                self.store.recorded_at_value(recorded_at)
+                self._parsed_time = recorded_at
+            return isinstance(self.store.payload_value(payload), dict)
+        except (TypeError, ValueError):
+            return False
 
     def _fault(
-        self, stream: str, position: int, version: int, kind: FaultKind, detail: str
+        self, stream: str, position: int | None, version: int | None, kind: FaultKind, detail: str
     ) -> None:
         self.faults.append(Fault(self.run_id, stream, position, version, kind, detail))
 
@@ -134,13 +161,14 @@ class ChainChecker:
         not a seal) takes a lean path; anything else, and any row whose hash
         does not match, goes through `_check_fully`, which names each fault.
         """
-        (_, event_id, run_id, stream, version, event_type, schema_version, epoch,
+        (position, event_id, run_id, stream, version, event_type, schema_version, epoch,
          seed_id, payload, recorded_at, prev_hash, stored_hash,
          rank) = cast(tuple[Any, ...], row)  # fmt: skip
         head = self.heads.get(stream)
         last_version, last_hash = head if head is not None else (0, GENESIS_HASH)
         if (
             self.sealed
+            or position < 1
             or type(version) is not int
             or version != last_version + 1
             or prev_hash != last_hash
@@ -150,22 +178,27 @@ class ChainChecker:
             or not (rank is None or type(rank) is int)
         ):
             return self._check_fully(row)
-        quoted = self._quoted
-        text = quoted_envelope(
-            quote(event_id),
-            quoted.get(run_id) or self._quote(run_id),
-            quoted.get(stream) or self._quote(stream),
-            version,
-            quoted.get(event_type) or self._quote(event_type),
-            schema_version,
-            "null" if epoch is None else str(epoch),
-            quoted.get(seed_id) or self._quote(seed_id),
-            self._payload_text(payload),
-            quote(self._recorded_at_text(recorded_at)),
-            f'"{prev_hash}"',
-            rank,
-        )
+        try:
+            quoted = self._quoted
+            text = quoted_envelope(
+                quote(event_id),
+                quoted.get(run_id) or self._quote(run_id),
+                quoted.get(stream) or self._quote(stream),
+                version,
+                quoted.get(event_type) or self._quote(event_type),
+                schema_version,
+                "null" if epoch is None else str(epoch),
+                quoted.get(seed_id) or self._quote(seed_id),
+                self._payload_text(payload),
+                quote(self._recorded_at_text(recorded_at)),
+                f'"{prev_hash}"',
+                rank,
+            )
+        except (TypeError, ValueError):  # a column of the wrong type: named by the full check
+            return self._check_fully(row)
         if chain_hash(prev_hash, text) != stored_hash:
+            return self._check_fully(row)
+        if self._readable is not None and not self._readable(payload, recorded_at):
             return self._check_fully(row)
         self.count += 1
         self.heads[stream] = (version, stored_hash)
@@ -178,20 +211,58 @@ class ChainChecker:
     def _check_fully(self, row: Row) -> bool:
         found = len(self.faults)
         self.count += 1
-        position = int(row[0])  # type: ignore[call-overload]
-        stream = str(row[3])
-        version = int(row[4])  # type: ignore[call-overload]
-        event_type = str(row[5])
-        prev_hash = str(row[11])
-        stored_hash = str(row[12])
+        position = row[0] if type(row[0]) is int else None
+        stream = _text(row[3])
+        version = row[4] if type(row[4]) is int else None
         if self.sealed:
             self._fault(
                 stream,
                 position,
                 version,
                 "after_seal",
-                f"{event_type} recorded after the run's RunFinished seal",
+                f"{_text(row[5])} recorded after the run's RunFinished seal",
             )
+        if position is not None and position < 1:
+            self._fault(
+                stream,
+                position,
+                version,
+                "bad_position",
+                "the database numbers events from 1: a row below that was placed by hand",
+            )
+            # Outside the chain: the rows after it are checked as if it were not there.
+            heads, sealed = dict(self.heads), self.sealed
+            self._check_columns(row, stream, position, version, found)
+            self.heads, self.sealed = heads, sealed
+            return False
+        return self._check_columns(row, stream, position, version, found)
+
+    def _check_columns(
+        self, row: Row, stream: str, position: int | None, version: int | None, found: int
+    ) -> bool:
+        problems = malformed_columns(row, self.store)
+        if problems:
+            self._fault(stream, position, version, "malformed_row", "; ".join(problems))
+            self._step_over(row, stream, version)
+            return False
+        return self._check_chain(row, found)
+
+    def _step_over(self, row: Row, stream: str, version: int | None) -> None:
+        """Take a malformed row as its stream's next, so the rows after it are still checked."""
+        if type(row[12]) is str:
+            last_version = self.heads.get(stream, (0, GENESIS_HASH))[0]
+            self.heads[stream] = (last_version + 1 if version is None else version, row[12])
+        if row[5] == "RunFinished":
+            self.sealed = True
+
+    def _check_chain(self, row: Row, found: int) -> bool:
+        """Versions, link, hash and seal of a row whose every column is well formed."""
+        position = cast(int, row[0])
+        stream = cast(str, row[3])
+        version = cast(int, row[4])
+        event_type = cast(str, row[5])
+        prev_hash = cast(str, row[11])
+        stored_hash = cast(str, row[12])
         last_version, last_hash = self.heads.get(stream, (0, GENESIS_HASH))
         if version <= last_version:
             self._fault(
@@ -215,18 +286,18 @@ class ChainChecker:
             )
         store = self.store
         text = envelope_text(
-            event_id=str(row[1]),
-            run_id=str(row[2]),
+            event_id=cast(str, row[1]),
+            run_id=cast(str, row[2]),
             stream_id=stream,
             version=version,
             event_type=event_type,
-            schema_version=int(row[6]),  # type: ignore[call-overload]
-            epoch=None if row[7] is None else int(row[7]),  # type: ignore[call-overload]
-            seed_id=None if row[8] is None else str(row[8]),
+            schema_version=cast(int, row[6]),
+            epoch=cast("int | None", row[7]),
+            seed_id=cast("str | None", row[8]),
             payload_text=store.payload_text(row[9]),
             recorded_at=store.recorded_at_text(row[10]),
             prev_hash=prev_hash,
-            rank=None if row[13] is None else int(row[13]),  # type: ignore[call-overload]
+            rank=cast("int | None", row[13]),
         )
         if chain_hash(prev_hash, text) != stored_hash:
             self._fault(
@@ -246,6 +317,57 @@ class ChainChecker:
 
     def result(self) -> RunCheck:
         return RunCheck(self.run_id, self.count, len(self.heads), self.sealed)
+
+
+_TEXT_COLUMNS = ((1, "event_id"), (2, "run_id"), (3, "stream_id"), (5, "event_type"),
+                 (11, "prev_hash"), (12, "hash"))  # fmt: skip
+_INTEGER_COLUMNS = ((4, "version"), (6, "schema_version"))
+_NULLABLE = ((7, "epoch", int), (8, "seed_id", str), (13, "rank", int))
+
+
+def malformed_columns(row: Row, store: Store) -> list[str]:
+    """What is wrong with each column that holds what kasmina never writes there.
+
+    SQLite stores any value in any column (``version = 'abc'``), and a row
+    placed by hand may hold text that is no JSON or no time; each is named,
+    so that `verify` reports it instead of failing on it.
+    """
+    problems: list[str] = []
+    for index, name in _TEXT_COLUMNS:
+        if type(row[index]) is not str:
+            problems.append(f"{name} holds {_shown(row[index])}, not text")
+    for index, name in _INTEGER_COLUMNS:
+        if type(row[index]) is not int:
+            problems.append(f"{name} holds {_shown(row[index])}, not an integer")
+    for index, name, kind in _NULLABLE:
+        if row[index] is not None and type(row[index]) is not kind:
+            wanted = "an integer" if kind is int else "text"
+            problems.append(f"{name} holds {_shown(row[index])}, not {wanted} or NULL")
+    try:
+        payload = store.payload_value(row[9])
+    except (TypeError, ValueError):
+        problems.append(f"payload holds {_shown(row[9])}, not JSON")
+    else:
+        if not isinstance(payload, dict):
+            problems.append(f"payload holds {_shown(row[9])}, not a JSON object")
+    try:
+        store.recorded_at_value(row[10])
+        if type(store.recorded_at_text(row[10])) is not str:
+            raise TypeError
+    except (TypeError, ValueError):
+        problems.append(f"recorded_at holds {_shown(row[10])}, not an ISO 8601 time")
+    return problems
+
+
+def _text(value: object) -> str:
+    """A text column as it is, anything else as `_shown` names it."""
+    return value if type(value) is str else _shown(value)
+
+
+def _shown(value: object) -> str:
+    """A stored value as a fault names it: its literal, cut short."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _check_seal(

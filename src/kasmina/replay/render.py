@@ -1,4 +1,8 @@
-"""How `kasmina replay` shows a folded state and a re-execution report (rich tables)."""
+"""How `kasmina replay` shows a folded state and a re-execution report (rich tables).
+
+Ids and payload strings come from the database, so they reach the terminal
+through `kasmina.terminal` (controls escaped, never read as markup).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,10 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from kasmina.replay.state import ReplayState, SlotState
+from kasmina.terminal import cell, visible
 
 if TYPE_CHECKING:
     from kasmina.events import StoredEvent
@@ -42,20 +48,25 @@ def state_table(state: ReplayState) -> Table:
         "total",
         "gates",
         "outcome",
-        title=_title(state),
+        title=cell(_title(state)),
     )
     for s in state.values():
         table.add_row(
-            s.slot_id,
-            s.stage.name,
-            s.seed_id or "",
-            s.blueprint_id or "",
-            f"{s.alpha:.3f}",
-            _ramp(s),
-            str(s.epochs_in_stage),
-            str(s.epochs_total),
-            _gates(s),
-            s.outcome or "",
+            *map(
+                cell,
+                (
+                    s.slot_id,
+                    s.stage.name,
+                    s.seed_id or "",
+                    s.blueprint_id or "",
+                    f"{s.alpha:.3f}",
+                    _ramp(s),
+                    str(s.epochs_in_stage),
+                    str(s.epochs_total),
+                    _gates(s),
+                    s.outcome or "",
+                ),
+            )
         )
     return table
 
@@ -76,7 +87,7 @@ def print_state(console: Console, state: ReplayState) -> None:
         f"{name} {c.evicted} evicted in {c.passes} passes" for name, c in run.caches.items()
     )
     console.print(
-        f"memory: {caches or 'no evictions'}; {run.blocks_released} blocks released; "
+        f"memory: {visible(caches) or 'no evictions'}; {run.blocks_released} blocks released; "
         f"{run.samples_dropped} samples dropped",
         markup=False,
     )
@@ -106,10 +117,10 @@ def _side(e: StoredEvent | None, fields: tuple[str, ...]) -> str:
 
 def print_reexecution(console: Console, report: Reexecution) -> None:
     for note in report.notes:
-        console.print(f"note: {note}", markup=False)
+        console.print(f"note: {visible(note)}", markup=False)
     if report.ok:
         console.print(
-            f"replay --verify: run {report.run_id} reproduces: {report.compared} events "
+            f"replay --verify: run {visible(report.run_id)} reproduces: {report.compared} events "
             f"compared, {report.digests} parameter digests equal, 0 divergences",
             markup=False,
         )
@@ -117,11 +128,11 @@ def print_reexecution(console: Console, report: Reexecution) -> None:
     table = Table("stream", "version", "differs in", "recorded", "replayed", show_lines=True)
     for d in report.divergences:
         table.add_row(
-            d.stream_id,
-            str(d.version),
-            ", ".join(f.removeprefix("payload.") for f in d.fields),
-            _side(d.recorded, d.fields),
-            _side(d.replayed, d.fields),
+            cell(d.stream_id),
+            cell(d.version),
+            cell(", ".join(f.removeprefix("payload.") for f in d.fields)),
+            Text("\n").join(cell(line) for line in _side(d.recorded, d.fields).splitlines()),
+            Text("\n").join(cell(line) for line in _side(d.replayed, d.fields).splitlines()),
         )
     console.print(table)
     first = min(
@@ -131,8 +142,8 @@ def print_reexecution(console: Console, report: Reexecution) -> None:
     where = f"position {first.recorded.position} " if first.recorded is not None else ""
     kind = first.recorded.event_type if first.recorded is not None else "end of stream"
     console.print(
-        f"replay --verify: run {report.run_id} DIVERGES in {len(report.divergences)} "
-        f"stream(s); first diverging event: {where}{kind} in {first.stream_id} "
+        f"replay --verify: run {visible(report.run_id)} DIVERGES in {len(report.divergences)} "
+        f"stream(s); first diverging event: {where}{visible(kind)} in {visible(first.stream_id)} "
         f"(version {first.version}); {report.compared} events matched up to the divergences",
         markup=False,
     )

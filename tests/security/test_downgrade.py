@@ -1,0 +1,107 @@
+"""A downgrade that would drop recorded data refuses, saying what it would drop.
+
+`db downgrade base` dropped 191 events without a word, and `db downgrade
+0004` dropped the rank column, breaking the hash of every event a
+multi-process run wrote. Snapshots are a cache and views are derived, so a
+downgrade that drops only those goes ahead.
+"""
+
+from __future__ import annotations
+
+import pytest
+import rawdb
+
+from kasmina.cli import main
+from kasmina.errors import WouldLoseData
+from kasmina.ledger import Ledger, migrate
+from security.attacks import cli_error, fingerprint
+
+RANKED = "ranked"
+
+
+@pytest.fixture
+def url(attacked_url: str) -> str:
+    """The attacked ledger (one sealed run of 7 events) plus a two-rank run of 2 events."""
+    with Ledger.open(attacked_url) as ledger:
+        ledger.start_run("ranked", seed=2, run_id=RANKED, world_size=2).finish()
+    return attacked_url
+
+
+def _revision(url: str) -> str:
+    return str(rawdb.run(url, "SELECT version_num FROM alembic_version")[0][0])
+
+
+@pytest.mark.parametrize(
+    ("target", "loss"),
+    [
+        ("base", "9 events in 2 runs"),
+        ("0001", "the rank of 2 events in 1 run"),
+        ("0004", "the rank of 2 events in 1 run"),
+    ],
+)
+def test_a_downgrade_that_drops_data_is_refused_and_changes_nothing(
+    url: str, target: str, loss: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = fingerprint(url)
+    line = cli_error(capsys, ["--db", url, "db", "downgrade", target])
+    assert line == (
+        f"error: downgrade to {target} would drop {loss}; pass --discard-data to drop them"
+    )
+    assert fingerprint(url) == before
+    assert _revision(url) == migrate.HEAD_REVISION
+
+
+def test_dropping_only_caches_and_views_goes_ahead(
+    attacked_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No rank was recorded: down to 0001 loses snapshots and views, no event, no hash."""
+    hashes = rawdb.run(attacked_url, "SELECT position, hash FROM events ORDER BY position")
+    assert main(["--db", attacked_url, "db", "downgrade", "0001"]) == 0, capsys.readouterr()
+    assert capsys.readouterr().out.strip() == "database at revision 0001"
+    assert rawdb.run(attacked_url, "SELECT position, hash FROM events ORDER BY position") == hashes
+    with Ledger.open(attacked_url) as ledger:
+        assert ledger.verify().ok
+    assert main(["--db", attacked_url, "db", "upgrade"]) == 0
+    with Ledger.open(attacked_url) as ledger:
+        assert ledger.revision == migrate.HEAD_REVISION and ledger.verify().ok
+
+
+def test_discard_data_drops_it_and_says_what_went(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    assert main(["--db", url, "db", "downgrade", "0004", "--discard-data"]) == 0
+    out = capsys.readouterr().out.strip()
+    assert out == "database at revision 0004 (dropped the rank of 2 events in 1 run)"
+    assert rawdb.run(url, "SELECT COUNT(*) FROM events") == [(9,)]
+    assert main(["--db", url, "db", "downgrade", "base", "--discard-data"]) == 0
+    assert capsys.readouterr().out.strip() == (
+        "database at revision none (dropped 9 events in 2 runs)"
+    )
+
+
+def test_an_empty_ledger_downgrades_to_base_without_discard_data(db_url: str) -> None:
+    with Ledger.open(db_url):
+        pass
+    assert migrate.downgrade(db_url, "base") == []
+
+
+def test_every_revision_says_what_its_downgrade_drops() -> None:
+    """A new migration must decide; one missing from the table is refused, never assumed safe."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(migrate.alembic_config("sqlite://"))
+    revisions = {rev.revision for rev in script.walk_revisions()}
+    assert revisions <= set(migrate.DOWNGRADE_LOSSES)
+
+
+def test_a_relative_target_is_checked_like_any_other(url: str) -> None:
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(migrate.alembic_config("sqlite://"))
+    above_rank = len(list(script.iterate_revisions("head", "0004")))
+    before = fingerprint(url)
+    with pytest.raises(WouldLoseData, match=f"downgrade to -{above_rank} would drop the rank"):
+        migrate.downgrade(url, f"-{above_rank}")
+    assert fingerprint(url) == before
+    assert migrate.downgrade(url, f"-{above_rank - 1}") == []

@@ -1,0 +1,238 @@
+"""`verify` reads every row, and a row kasmina never wrote is a reported fault, not a crash.
+
+The rows are placed by hand on a raw connection, the guards lifted first, as
+someone holding the database file (or an older kasmina's bug) could leave them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import rawdb
+
+from kasmina.canonical import chain_hash, envelope_text
+from kasmina.ledger import Ledger, migrate
+from kasmina.ledger.verify import VerifyReport
+from security.attacks import record_small_run
+
+BIN = str(Path(sys.executable).with_name("kasmina"))
+
+_COLUMNS = (
+    "event_id, run_id, stream_id, version, event_type, schema_version, epoch, seed_id, "
+    "payload, recorded_at, prev_hash, hash, rank"
+)
+
+
+def _lift_guards(url: str) -> None:
+    """Drop every trigger and CHECK that would refuse a hand-made row."""
+    if url.startswith("sqlite"):
+        for (name,) in rawdb.run(url, "SELECT name FROM sqlite_master WHERE type = 'trigger'"):
+            rawdb.run(url, f"DROP TRIGGER {name}")
+    else:
+        rawdb.drop_triggers(url)
+        rawdb.run(url, "ALTER TABLE events DROP CONSTRAINT IF EXISTS ck_events_position_positive")
+
+
+_tags = itertools.count(1)
+
+
+def _insert_copy(url: str, **columns: str) -> int:
+    """Insert a copy of the run's last sample with some columns replaced by SQL expressions.
+
+    The copy takes a fresh event id and a fresh version of its stream unless
+    told otherwise; returns its position.
+    """
+    tag = next(_tags)
+    exprs = {"event_id": f"'hand-{tag}'", "version": f"version + {tag}", **columns}
+    select = ", ".join(exprs.get(c, c) for c in _COLUMNS.split(", "))
+    names = _COLUMNS
+    if "position" in columns:
+        names, select = f"position, {names}", f"{columns['position']}, {select}"
+    rawdb.run(
+        url,
+        f"INSERT INTO events ({names}) SELECT {select} FROM events "
+        "WHERE event_type = 'SeedTelemetrySampled' AND position < "
+        "(SELECT position FROM events WHERE event_type = 'RunFinished') "
+        "ORDER BY position DESC LIMIT 1",
+    )
+    if "position" in columns:
+        return int(columns["position"])
+    return int(rawdb.run(url, "SELECT MAX(position) FROM events")[0][0])  # type: ignore[call-overload]
+
+
+def _verified(url: str) -> VerifyReport:
+    with Ledger.open(url) as ledger:
+        return ledger.verify()
+
+
+def _faults_at(report: VerifyReport, position: int) -> dict[str, str]:
+    return {f.kind: f.detail for f in report.faults if f.position == position}
+
+
+def _cli_verify(url: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "KASMINA_DB"}
+    return subprocess.run([BIN, "--db", url, "verify"], capture_output=True, text=True,
+                          env=env, timeout=120)  # fmt: skip
+
+
+@pytest.fixture
+def exposed(db_url: str) -> str:
+    """A sealed run with its guards lifted: anything may be inserted now."""
+    record_small_run(db_url)
+    _lift_guards(db_url)
+    return db_url
+
+
+@pytest.fixture
+def exposed_sqlite(sqlite_url: str) -> str:
+    record_small_run(sqlite_url)
+    _lift_guards(sqlite_url)
+    return sqlite_url
+
+
+# -- positions below 1 ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("position", [0, -3])
+def test_a_row_below_position_one_is_read_and_reported(exposed: str, position: int) -> None:
+    _insert_copy(exposed, position=str(position), hash="'junk'")
+    report = _verified(exposed)
+    faults = _faults_at(report, position)
+    assert "bad_position" in faults
+    assert "hash_mismatch" in faults
+    assert {f.position for f in report.faults} == {position}  # the chain after it is intact
+    assert report.events == 8
+
+
+def test_an_older_database_holding_such_a_row_upgrades_and_reports_it(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    url = (f"sqlite:///{tmp_path / 'old.db'}" if backend == "sqlite"
+           else str(request.getfixturevalue("empty_pg_url")))  # fmt: skip
+    migrate.upgrade(url, "0005")
+    columns = (
+        "position, event_id, run_id, stream_id, version, event_type, schema_version, payload, "
+        "recorded_at, prev_hash, hash"
+    )
+    rawdb.run(
+        url,
+        f"INSERT INTO events ({columns}) VALUES (0, 'old', 'r', 'run', 1, 'RunStarted', 1, "
+        "'{}', '2026-01-01T00:00:00.000000+00:00', 'x', 'y')",
+    )
+    migrate.upgrade(url)
+    report = _verified(url)
+    assert "bad_position" in _faults_at(report, 0)
+
+
+# -- malformed columns (SQLite stores anything anywhere) ----------------------------
+
+SQLITE_JUNK = {
+    "version": ("'abc'", "version holds 'abc', not an integer"),
+    "schema_version": ("'v2'", "schema_version holds 'v2', not an integer"),
+    "epoch": ("'seven'", "epoch holds 'seven', not an integer or NULL"),
+    "rank": ("'r'", "rank holds 'r', not an integer or NULL"),
+    "seed_id": ("x'00ff'", "seed_id holds b'\\x00\\xff', not text or NULL"),
+    "event_id": ("x'0102'", "event_id holds b'\\x01\\x02', not text"),
+    "stream_id": ("x'73'", "stream_id holds b's', not text"),
+    "event_type": ("x'74'", "event_type holds b't', not text"),
+    "prev_hash": ("x'70'", "prev_hash holds b'p', not text"),
+    "hash": ("x'68'", "hash holds b'h', not text"),
+    "payload": ("'not json'", "payload holds 'not json', not JSON"),
+    "recorded_at": ("'yesterday'", "recorded_at holds 'yesterday', not an ISO 8601 time"),
+}
+
+
+@pytest.mark.parametrize("column", sorted(SQLITE_JUNK))
+def test_sqlite_malformed_column_is_a_fault_naming_it(exposed_sqlite: str, column: str) -> None:
+    value, detail = SQLITE_JUNK[column]
+    position = _insert_copy(exposed_sqlite, **{column: value})
+    after = _insert_copy(exposed_sqlite, hash="'junk'")  # checking goes on past it
+    report = _verified(exposed_sqlite)
+    assert detail in _faults_at(report, position)["malformed_row"]
+    assert "hash_mismatch" in _faults_at(report, after)
+    assert report.events == 9
+    proc = _cli_verify(exposed_sqlite)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert "malformed_row" in proc.stdout and column in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("value", "detail"),
+    [
+        ("'[1, 2]'", "payload holds '[1, 2]', not a JSON object"),
+        ("x'7b7d'", "payload holds b'{}', not JSON"),
+    ],
+)
+def test_sqlite_payload_that_is_no_object(exposed_sqlite: str, value: str, detail: str) -> None:
+    position = _insert_copy(exposed_sqlite, payload=value)
+    assert detail in _faults_at(_verified(exposed_sqlite), position)["malformed_row"]
+
+
+def test_sqlite_recorded_at_that_is_a_number(exposed_sqlite: str) -> None:
+    position = _insert_copy(exposed_sqlite, recorded_at="12345")
+    faults = _faults_at(_verified(exposed_sqlite), position)
+    assert "recorded_at holds 12345, not an ISO 8601 time" in faults["malformed_row"]
+
+
+def test_sqlite_run_id_that_is_no_text_is_reported(exposed_sqlite: str) -> None:
+    _insert_copy(exposed_sqlite, run_id="x'76696374696d'")
+    report = _verified(exposed_sqlite)
+    strays = [f for f in report.faults if f.kind == "malformed_row"]
+    assert [f.detail for f in strays] == [
+        "run_id holds b'victim', not text: its rows belong to no run"
+    ]
+    assert [r.run_id for r in report.runs] == ["victim"]
+
+
+def test_a_malformed_row_with_a_matching_hash_is_still_a_fault(exposed_sqlite: str) -> None:
+    """A forger who hashes junk by hand gets no pass: what verifies must be readable."""
+    last = rawdb.run(
+        exposed_sqlite,
+        "SELECT event_id, run_id, stream_id, version, event_type, schema_version, epoch, "
+        "seed_id, recorded_at, hash FROM events WHERE event_type = 'SeedTelemetrySampled' "
+        "ORDER BY position DESC LIMIT 1",
+    )[0]
+    eid, rid, stream, version, etype, sv, epoch, seed, at, head = last
+    rawdb.run(exposed_sqlite, "DELETE FROM events WHERE event_type = 'RunFinished'")
+    prev = str(head)
+    for n, payload in enumerate(["not json", '{"slot_id":"r0c0"}']):
+        digest = chain_hash(prev, envelope_text(
+            event_id=f"forged-{n}", run_id=str(rid), stream_id=str(stream),
+            version=int(version) + 1 + n,  # type: ignore[call-overload]
+            event_type=str(etype), schema_version=int(sv),  # type: ignore[call-overload]
+            epoch=epoch, seed_id=str(seed), payload_text=payload,  # type: ignore[arg-type]
+            recorded_at=str(at), prev_hash=prev))  # fmt: skip
+        rawdb.run(exposed_sqlite, f"INSERT INTO events ({_COLUMNS}) VALUES "
+                  "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                  (f"forged-{n}", rid, stream, int(version) + 1 + n,  # type: ignore[call-overload]
+                   etype, sv, epoch, seed, payload, at, prev, digest))  # fmt: skip
+        prev = digest
+    with Ledger.open(exposed_sqlite) as ledger:
+        report = ledger.verify("victim")
+    assert [(f.kind, f.detail) for f in report.faults] == [
+        ("malformed_row", "payload holds 'not json', not JSON")
+    ]
+
+
+# -- PostgreSQL: typed columns refuse most junk; what they take is reported ---------
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [("'[1, 2]'::jsonb", "[1, 2]"), ("'\"text\"'::jsonb", "'text'"), ("'null'::jsonb", "None")],
+)
+def test_postgres_payload_that_is_no_object(pg_url: str, value: str, shown: str) -> None:
+    record_small_run(pg_url)
+    _lift_guards(pg_url)
+    position = _insert_copy(pg_url, payload=value)
+    after = _insert_copy(pg_url, hash="'junk'")
+    report = _verified(pg_url)
+    detail = _faults_at(report, position)["malformed_row"]
+    assert detail == f"payload holds {shown}, not a JSON object"
+    assert "hash_mismatch" in _faults_at(report, after)
