@@ -91,10 +91,17 @@ def owner_url(server: PgServer, database: str) -> str:
     return f"postgresql+psycopg://{OWNER_ROLE}@/{database}?host={server.base}&port={server.port}"
 
 
-def cli_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
-    """Run `kasmina.cli.main` expecting a refusal: exit 2 and one ``error:`` line, returned."""
+def cli_error(
+    capsys: pytest.CaptureFixture[str], argv: list[str], *, unchanged: str | None = None
+) -> str:
+    """Run `kasmina.cli.main` expecting a refusal: exit 2 and one ``error:`` line, returned.
+
+    With `unchanged`, the ledger at that URL must keep its `fingerprint`, and
+    nothing may reach stdout.
+    """
     from kasmina.cli import main
 
+    before = None if unchanged is None else fingerprint(unchanged)
     capsys.readouterr()
     code = main(argv)
     captured = capsys.readouterr()
@@ -102,4 +109,7 @@ def cli_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
     assert code == 2, captured
     assert "Traceback" not in captured.err + captured.out
     assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
+    if unchanged is not None:
+        assert captured.out == "", captured.out
+        assert fingerprint(unchanged) == before
     return lines[0]

@@ -16,7 +16,7 @@ import pytest
 
 from kasmina.cli import main
 from kasmina.ledger import Ledger
-from security.attacks import fingerprint
+from security.attacks import cli_error, fingerprint
 
 OPEN_RUN = "open"
 GERMINATED = {
@@ -44,19 +44,10 @@ def one_error(
     capsys: pytest.CaptureFixture[str], url: str, args: Sequence[str], *needles: str
 ) -> str:
     """Run the command, expecting a refusal; return its one line after checking it."""
-    before = fingerprint(url)
-    capsys.readouterr()
-    code = main(["--db", url, *args])
-    captured = capsys.readouterr()
-    lines = [line for line in captured.err.splitlines() if line.strip()]
-    assert code == 2, captured
-    assert len(lines) == 1, captured.err
-    assert lines[0].startswith("error: "), lines[0]
-    assert "Traceback" not in captured.err
+    line = cli_error(capsys, ["--db", url, *args], unchanged=url)
     for needle in needles:
-        assert needle in lines[0], lines[0]
-    assert fingerprint(url) == before
-    return lines[0]
+        assert needle in line, line
+    return line
 
 
 def write_lines(folder: Path, *items: object) -> str:

@@ -29,7 +29,7 @@ from pgserver import PgServer
 
 from kasmina.cli import main
 from kasmina.ledger import Ledger, migrate
-from security.attacks import OWNER_ROLE, fingerprint, owner_url, record_small_run
+from security.attacks import OWNER_ROLE, cli_error, fingerprint, owner_url, record_small_run
 
 ONE_STATEMENT = "one statement per call"
 ONLY_QUERY = "runs only a query"
@@ -84,20 +84,10 @@ def refused(
     capsys: pytest.CaptureFixture[str], victim: Victim, statement: str, *args: str
 ) -> str:
     """Run `kasmina sql`, expecting one error line and no change; return the line."""
-    before = fingerprint(victim.url)
-    capsys.readouterr()
-    code = main(["--db", victim.url, "sql", *args, statement])
-    captured = capsys.readouterr()
-    lines = [line for line in captured.err.splitlines() if line.strip()]
-    assert code == 2, captured
-    assert len(lines) == 1, captured.err
-    assert lines[0].startswith("error: "), lines[0]
-    assert "Traceback" not in captured.err
-    assert captured.out == ""
-    assert fingerprint(victim.url) == before
+    line = cli_error(capsys, ["--db", victim.url, "sql", *args, statement], unchanged=victim.url)
     assert list(victim.drop.iterdir()) == [], "the server wrote a file"
     assert not rawdb.run(victim.admin, "SELECT 1 FROM pg_largeobject_metadata")
-    return lines[0]
+    return line
 
 
 def _connstr(victim: Victim, user: str) -> str:

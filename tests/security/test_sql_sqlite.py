@@ -19,7 +19,7 @@ import rawdb
 from kasmina.cli import main
 from kasmina.ledger import Ledger
 from kasmina.ledger.readonly_sqlite import ALLOWED_FUNCTIONS
-from security.attacks import fingerprint, record_small_run
+from security.attacks import cli_error, fingerprint, record_small_run
 
 READ_ONLY = "read-only"
 ONE_STATEMENT = "one statement per call"
@@ -33,18 +33,7 @@ def ledger_url(tmp_path: Path) -> str:
 
 
 def refused(capsys: pytest.CaptureFixture[str], url: str, statement: str, *args: str) -> str:
-    before = fingerprint(url)
-    capsys.readouterr()
-    code = main(["--db", url, "sql", *args, statement])
-    captured = capsys.readouterr()
-    lines = [line for line in captured.err.splitlines() if line.strip()]
-    assert code == 2, captured
-    assert len(lines) == 1, captured.err
-    assert lines[0].startswith("error: "), lines[0]
-    assert "Traceback" not in captured.err
-    assert captured.out == ""
-    assert fingerprint(url) == before
-    return lines[0]
+    return cli_error(capsys, ["--db", url, "sql", *args, statement], unchanged=url)
 
 
 HOSTILE: list[tuple[str, str]] = [
