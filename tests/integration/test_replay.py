@@ -21,6 +21,7 @@ import pytest
 import rawdb
 import torch
 
+from kasmina.alpha import AlphaCurve, AlphaMode
 from kasmina.errors import ReplayError, UnverifiedRun
 from kasmina.events import EpochCompleted
 from kasmina.gates import QualityGates
@@ -29,7 +30,6 @@ from kasmina.ledger.snapshots import SnapshotWarning
 from kasmina.replay import ReplayState, snapshot_run
 from kasmina.replay.live import LiveStates, check_live, comparable, live_state, restore
 from kasmina.replay.synthetic import BLUEPRINTS, CHANNELS, synthetic_run
-from kasmina.runtime.alpha import AlphaCurve, AlphaMode
 from kasmina.runtime.blocks import BlockPool
 from kasmina.runtime.blueprints import build_blueprint, param_digest
 from kasmina.runtime.memory import MemoryGovernor, TTLMemoryCache

@@ -17,11 +17,11 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from kasmina.alpha import AlphaScheduleError
 from kasmina.errors import InvalidTransition, SlotError
 from kasmina.events import SeedStageChanged
 from kasmina.gates import NoGate, QualityGates
 from kasmina.ledger import Ledger
-from kasmina.runtime.alpha import AlphaScheduleError
 from kasmina.runtime.slot import SeedSlot
 from kasmina.stages import SeedStage, is_legal
 

@@ -9,8 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kasmina.errors import KasminaError
-from kasmina.runtime.alpha import (
+from kasmina.alpha import (
     DEFAULT_BLENDING_TOTAL_STEPS,
     DEFAULT_STEEPNESS,
     MIN_STEEPNESS,
@@ -20,6 +19,7 @@ from kasmina.runtime.alpha import (
     AlphaScheduleError,
     ease,
 )
+from kasmina.errors import KasminaError
 
 POINTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
@@ -354,6 +354,6 @@ def test_from_dict_refuses_bad_state() -> None:
 
 
 def test_module_does_not_import_torch() -> None:
-    code = "import sys, kasmina.runtime.alpha; print('torch' in sys.modules)"
+    code = "import sys, kasmina.alpha; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

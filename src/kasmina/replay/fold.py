@@ -18,6 +18,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
+from kasmina.alpha import (
+    DEFAULT_BLENDING_TOTAL_STEPS,
+    DEFAULT_STEEPNESS,
+    AlphaController,
+    AlphaCurve,
+    AlphaMode,
+)
 from kasmina.canonical import Json
 from kasmina.errors import ReplayError, UnverifiedRun
 from kasmina.events import EVENT_TYPES, upcast
@@ -32,13 +39,6 @@ from kasmina.replay.state import (
     SeedMetricsState,
     SlotState,
     real,
-)
-from kasmina.runtime.alpha import (
-    DEFAULT_BLENDING_TOTAL_STEPS,
-    DEFAULT_STEEPNESS,
-    AlphaController,
-    AlphaCurve,
-    AlphaMode,
 )
 from kasmina.stages import SeedStage, is_legal
 

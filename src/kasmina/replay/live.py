@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, fields, replace
 
+from kasmina.alpha import AlphaCurve
 from kasmina.errors import ReplayError
 from kasmina.ledger import Ledger
 from kasmina.replay.engine import replay_run
 from kasmina.replay.state import ControllerState, SeedMetricsState, SlotState
-from kasmina.runtime.alpha import AlphaCurve
 from kasmina.runtime.slot import SeedSlot
 from kasmina.stages import SeedStage
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from rich.console import Console
 
+from kasmina.alpha import AlphaCurve
 from kasmina.canonical import canonical_value
 from kasmina.errors import KasminaError, NotReexecutable, UnverifiedRun
 from kasmina.events import (
@@ -37,7 +38,6 @@ from kasmina.events import (
     StoredEvent,
 )
 from kasmina.ledger import Ledger
-from kasmina.runtime.alpha import AlphaCurve
 from kasmina.runtime.slot import SeedSlot
 
 #: RunStarted fields that describe the machine, not the run; differences are reported, not failed.

@@ -11,14 +11,14 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, cast
 
-from kasmina.canonical import SPECIAL_FLOATS, Json, canonical_value
-from kasmina.runtime.alpha import (
+from kasmina.alpha import (
     DEFAULT_BLENDING_TOTAL_STEPS,
     DEFAULT_STEEPNESS,
     AlphaController,
     AlphaCurve,
     AlphaMode,
 )
+from kasmina.canonical import SPECIAL_FLOATS, Json, canonical_value
 from kasmina.stages import SeedStage
 
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
+from kasmina.alpha import AlphaCurve, AlphaMode
 from kasmina.events import EpochCompleted
 from kasmina.gates import QualityGates
 from kasmina.ledger import Ledger
 from kasmina.replay.live import LiveStates, live_state
-from kasmina.runtime.alpha import AlphaCurve, AlphaMode
 from kasmina.runtime.memory import MemoryGovernor, TTLMemoryCache
 from kasmina.runtime.slot import SeedSlot
 from kasmina.runtime.telemetry import emit_sample

@@ -1,1 +1,1 @@
-"""The torch runtime: slots, alpha, isolation, blueprints."""
+"""The torch runtime: slots, isolation, blueprints (alpha curves: `kasmina.alpha`)."""

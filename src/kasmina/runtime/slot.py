@@ -19,6 +19,12 @@ from typing import cast
 import torch
 from torch import nn
 
+from kasmina.alpha import (
+    DEFAULT_BLENDING_TOTAL_STEPS,
+    AlphaController,
+    AlphaCurve,
+    AlphaMode,
+)
 from kasmina.errors import InvalidTransition, SlotError
 from kasmina.events import AlphaMode as AlphaModeName
 from kasmina.events import (
@@ -34,12 +40,6 @@ from kasmina.events import (
 )
 from kasmina.gates import GateResult, QualityGates, SeedFacts
 from kasmina.lifecycle import LIFECYCLE, Emitter, MoveContext, Staged
-from kasmina.runtime.alpha import (
-    DEFAULT_BLENDING_TOTAL_STEPS,
-    AlphaController,
-    AlphaCurve,
-    AlphaMode,
-)
 from kasmina.runtime.blocks import BlockPool
 from kasmina.runtime.blueprints import Topology, build_blueprint, param_count, param_digest
 from kasmina.runtime.distributed import agree

@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, fields
 from typing import TYPE_CHECKING, cast
 
+from kasmina.alpha import AlphaController, AlphaCurve
 from kasmina.events import Initiator
 from kasmina.lifecycle import LIFECYCLE
-from kasmina.runtime.alpha import AlphaController, AlphaCurve
 from kasmina.runtime.blueprints import build_blueprint
 from kasmina.runtime.metrics import SeedMetrics
 from kasmina.stages import SeedStage

@@ -10,15 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
-from kasmina.errors import InvalidTransition, SlotError
-from kasmina.events import AlphaTargetSet, Initiator
-from kasmina.runtime.alpha import (
+from kasmina.alpha import (
     DEFAULT_BLENDING_TOTAL_STEPS,
     AlphaController,
     AlphaCurve,
     AlphaMode,
     AlphaScheduleError,
 )
+from kasmina.errors import InvalidTransition, SlotError
+from kasmina.events import AlphaTargetSet, Initiator
 from kasmina.stages import SeedStage
 
 if TYPE_CHECKING:

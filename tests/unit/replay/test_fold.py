@@ -10,6 +10,7 @@ import pytest
 import rawdb
 from helpers import sample, stage_change
 
+from kasmina.alpha import AlphaCurve, AlphaMode
 from kasmina.errors import ReplayError, RunNotFound, UnverifiedRun
 from kasmina.events import (
     AlphaTargetSet,
@@ -23,7 +24,6 @@ from kasmina.gates import QualityGates
 from kasmina.ledger import Ledger, Run
 from kasmina.replay.live import comparable, live_state
 from kasmina.replay.state import ControllerState, SlotState
-from kasmina.runtime.alpha import AlphaCurve, AlphaMode
 from kasmina.runtime.slot import SeedSlot
 from kasmina.runtime.telemetry import emit_sample
 from kasmina.stages import SeedStage

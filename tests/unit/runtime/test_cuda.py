@@ -12,9 +12,9 @@ import pytest
 import torch
 from test_slot import EASY, features, healthy, to_stage
 
+from kasmina.alpha import AlphaMode
 from kasmina.events import SeedStageChanged, SeedTelemetrySampled
 from kasmina.ledger import Ledger
-from kasmina.runtime.alpha import AlphaMode
 from kasmina.runtime.slot import SeedSlot
 from kasmina.runtime.telemetry import emit_sample
 from kasmina.stages import SeedStage

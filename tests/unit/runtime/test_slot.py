@@ -10,11 +10,11 @@ import pytest
 import torch
 from torch import nn
 
+from kasmina.alpha import AlphaMode, AlphaScheduleError
 from kasmina.errors import InvalidTransition, RunClosed
 from kasmina.events import SeedStageChanged
 from kasmina.gates import QualityGates
 from kasmina.ledger import Ledger, Run
-from kasmina.runtime.alpha import AlphaMode, AlphaScheduleError
 from kasmina.runtime.slot import SeedSlot, SlotError
 from kasmina.stages import SeedStage
 

@@ -2,7 +2,9 @@
 
 Plain `math` on Python floats: the controller ticks once per epoch and its value
 is copied into the slot's cached tensor, so building a tensor here per call
-would only cost allocations. It also keeps this module importable without torch.
+would only cost allocations. It lives outside `kasmina.runtime` because the
+fold and the slot's state (neither of which may import torch) need the same
+curves the torch runtime blends with.
 """
 
 from __future__ import annotations
