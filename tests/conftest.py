@@ -47,8 +47,9 @@ DEMO_RUN = "demo"
 
 
 @pytest.fixture(scope="session")
-def demo_ledgers(pg_server: PgServer, tmp_path_factory: pytest.TempPathFactory
-                 ) -> Iterator[dict[str, Ledger]]:
+def demo_ledgers(
+    pg_server: PgServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Ledger]]:
     """The default demo recorded on SQLite and on PostgreSQL as run ``demo``; read only.
 
     The demo is deterministic, so both databases hold the same events and any
@@ -56,8 +57,10 @@ def demo_ledgers(pg_server: PgServer, tmp_path_factory: pytest.TempPathFactory
     """
     from kasmina.demo import run_demo
 
-    urls = {"sqlite": f"sqlite:///{tmp_path_factory.mktemp('demo') / 'demo.db'}",
-            "postgres": new_pg_database(pg_server)}
+    urls = {
+        "sqlite": f"sqlite:///{tmp_path_factory.mktemp('demo') / 'demo.db'}",
+        "postgres": new_pg_database(pg_server),
+    }
     opened = {name: Ledger.open(url) for name, url in urls.items()}
     try:
         for ledger in opened.values():

@@ -9,21 +9,41 @@ from kasmina.ledger import Ledger
 from kasmina.stages import SeedStage
 
 
-def sample(run_id: str, slot: str = "r0c0", *, epoch: int = 0, n: int = 0,
-           version: int | None = None, event_id: str | None = None) -> NewEvent:
+def sample(
+    run_id: str,
+    slot: str = "r0c0",
+    *,
+    epoch: int = 0,
+    n: int = 0,
+    version: int | None = None,
+    event_id: str | None = None,
+) -> NewEvent:
     return make_event(
-        SeedTelemetrySampled(slot_id=slot, stage=SeedStage.TRAINING, alpha=0.25,
-                             accuracy=50.0 + n * 1e-3, epochs_in_stage=n % 7),
-        run_id=run_id, stream_id=slot_stream(slot), epoch=epoch, seed_id=f"seed-{slot}",
-        version=version, event_id=event_id,
+        SeedTelemetrySampled(
+            slot_id=slot,
+            stage=SeedStage.TRAINING,
+            alpha=0.25,
+            accuracy=50.0 + n * 1e-3,
+            epochs_in_stage=n % 7,
+        ),
+        run_id=run_id,
+        stream_id=slot_stream(slot),
+        epoch=epoch,
+        seed_id=f"seed-{slot}",
+        version=version,
+        event_id=event_id,
     )
 
 
-def stage_change(run_id: str, slot: str, a: SeedStage, b: SeedStage, *, epoch: int = 0,
-                 seed_id: str = "s1") -> NewEvent:
+def stage_change(
+    run_id: str, slot: str, a: SeedStage, b: SeedStage, *, epoch: int = 0, seed_id: str = "s1"
+) -> NewEvent:
     return make_event(
         SeedStageChanged(slot_id=slot, from_stage=a, to_stage=b, trigger="command", alpha=0.0),
-        run_id=run_id, stream_id=slot_stream(slot), epoch=epoch, seed_id=seed_id,
+        run_id=run_id,
+        stream_id=slot_stream(slot),
+        epoch=epoch,
+        seed_id=seed_id,
     )
 
 
@@ -34,9 +54,17 @@ def copy_run(source: Ledger, target: Ledger, run_id: str, new_id: str) -> None:
     ones and the new run id, so two copies of one run are alike in everything
     but their clocks.
     """
-    target.append([
-        make_event(e.payload, run_id=new_id, stream_id=e.stream_id, epoch=e.epoch,
-                   seed_id=e.seed_id, version=e.version,
-                   event_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{new_id}/{e.event_id}")))
-        for e in source.read(run_id)
-    ])
+    target.append(
+        [
+            make_event(
+                e.payload,
+                run_id=new_id,
+                stream_id=e.stream_id,
+                epoch=e.epoch,
+                seed_id=e.seed_id,
+                version=e.version,
+                event_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{new_id}/{e.event_id}")),
+            )
+            for e in source.read(run_id)
+        ]
+    )

@@ -30,5 +30,4 @@ def tool(package: str, *names: str) -> str:
         found = shutil.which(name)
         if found is not None:
             return found
-    missing(f"no {' or '.join(names)} on PATH (install the Debian package {package}; "
-            ".ci/run does)")
+    missing(f"no {' or '.join(names)} on PATH (install the Debian package {package}; .ci/run does)")

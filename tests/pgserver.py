@@ -51,24 +51,64 @@ class PgServer:
     def start(self) -> None:
         data = self.base / "data"
         subprocess.run(
-            self._as_owner([str(self.bindir / "initdb"), "-D", str(data), "-A", "trust",
-                            "-U", "postgres", "-E", "UTF8", "--no-sync"]),
-            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            self._as_owner(
+                [
+                    str(self.bindir / "initdb"),
+                    "-D",
+                    str(data),
+                    "-A",
+                    "trust",
+                    "-U",
+                    "postgres",
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                ]
+            ),
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         options = f"-k {self.base} -c listen_addresses='' -p {self.port} -c max_connections=200"
         if not self.durable:
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         subprocess.run(
-            self._as_owner([str(self.bindir / "pg_ctl"), "-D", str(data), "-o", options,
-                            "-l", str(self.base / "server.log"), "-w", "-t", "60", "start"]),
-            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            self._as_owner(
+                [
+                    str(self.bindir / "pg_ctl"),
+                    "-D",
+                    str(data),
+                    "-o",
+                    options,
+                    "-l",
+                    str(self.base / "server.log"),
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                ]
+            ),
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
 
     def stop(self) -> None:
         subprocess.run(
-            self._as_owner([str(self.bindir / "pg_ctl"), "-D", str(self.base / "data"),
-                            "-m", "immediate", "-w", "stop"]),
-            check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            self._as_owner(
+                [
+                    str(self.bindir / "pg_ctl"),
+                    "-D",
+                    str(self.base / "data"),
+                    "-m",
+                    "immediate",
+                    "-w",
+                    "stop",
+                ]
+            ),
+            check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         shutil.rmtree(self.base, ignore_errors=True)
 
@@ -86,7 +126,7 @@ def start_server(*, durable: bool = False, port: int = 5439) -> PgServer:
     try:
         server.start()
     except subprocess.CalledProcessError as exc:
-        log = (base / "server.log")
+        log = base / "server.log"
         detail = log.read_text() if log.exists() else (exc.stderr or b"").decode()
         server.stop()
         raise RuntimeError(f"PostgreSQL failed to start: {detail.strip()[-500:]}") from exc

@@ -74,13 +74,26 @@ def rewrite_sqlite_run(path: str, run_id: str, edit: Callable[[str, dict[str, An
                 payload["seal"] = dict(heads)
             new_text = canonical_json(payload)
             prev = heads.get(stream, GENESIS_HASH)
-            digest = chain_hash(prev, envelope_text(
-                event_id=eid, run_id=rid, stream_id=stream, version=version, event_type=etype,
-                schema_version=sv, epoch=epoch, seed_id=seed, payload_text=new_text,
-                recorded_at=at, prev_hash=prev))
+            digest = chain_hash(
+                prev,
+                envelope_text(
+                    event_id=eid,
+                    run_id=rid,
+                    stream_id=stream,
+                    version=version,
+                    event_type=etype,
+                    schema_version=sv,
+                    epoch=epoch,
+                    seed_id=seed,
+                    payload_text=new_text,
+                    recorded_at=at,
+                    prev_hash=prev,
+                ),
+            )
             conn.execute(
                 "UPDATE events SET payload = ?, prev_hash = ?, hash = ? WHERE position = ?",
-                (new_text, prev, digest, pos))
+                (new_text, prev, digest, pos),
+            )
             heads[stream] = digest
         conn.execute("COMMIT")
     finally:

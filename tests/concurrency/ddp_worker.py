@@ -36,8 +36,9 @@ EPOCHS = 9
 WIDTH = 8
 
 
-def _accuracy(model: DigitsHost, x: torch.Tensor, y: torch.Tensor,
-              silenced: str | None = None) -> float:
+def _accuracy(
+    model: DigitsHost, x: torch.Tensor, y: torch.Tensor, silenced: str | None = None
+) -> float:
     model.eval()
     with torch.no_grad():
         acc = float((model(x, silenced=silenced).argmax(1) == y).float().mean()) * 100.0
@@ -68,8 +69,10 @@ def run_rank(rank: int, world_size: int, init: str, url: str, out: str, backend:
         with Ledger.open(url) as ledger:
             shared = DistributedRun.start(ledger, "ddp", seed=0, slots=SLOTS, buffer_size=64)
             gates = QualityGates(permissive=True, min_training_epochs=2, min_blending_epochs=2)
-            slots = [SeedSlot(s, WIDTH, recorder=shared.recorder_for(s), gates=gates,
-                              auto_advance=True) for s in SLOTS]
+            slots = [
+                SeedSlot(s, WIDTH, recorder=shared.recorder_for(s), gates=gates, auto_advance=True)
+                for s in SLOTS
+            ]
             model = DigitsHost(slots, WIDTH).to(device)
             ddp, opt = _wrap(model, device)
             override_warnings: list[str] = []
@@ -81,8 +84,9 @@ def run_rank(rank: int, world_size: int, init: str, url: str, out: str, backend:
                     ddp, opt = _wrap(model, device)
                 for start in range(0, len(y_train), 64):
                     opt.zero_grad()
-                    loss = F.cross_entropy(ddp(x_train[start:start + 64]),
-                                           y_train[start:start + 64])
+                    loss = F.cross_entropy(
+                        ddp(x_train[start : start + 64]), y_train[start : start + 64]
+                    )
                     loss.backward()
                     opt.step()
                     for slot in slots:
@@ -106,12 +110,21 @@ def run_rank(rank: int, world_size: int, init: str, url: str, out: str, backend:
                         else:
                             slot.prune("ddp_test_done", initiator="policy")
                 # Each rank's own cache stream (renamed per rank by the recorder).
-                shared.recorder.emit(CacheEvicted(cache="kernels", evicted=rank + 1, reason="ttl",
-                                                  size_before=rank + 1, size_after=0),
-                                     stream_id=memory_stream("kernels"), epoch=epoch)
+                shared.recorder.emit(
+                    CacheEvicted(
+                        cache="kernels",
+                        evicted=rank + 1,
+                        reason="ttl",
+                        size_before=rank + 1,
+                        size_after=0,
+                    ),
+                    stream_id=memory_stream("kernels"),
+                    epoch=epoch,
+                )
                 if rank == 0:
-                    shared.recorder.emit(EpochCompleted(val_accuracy=accuracy),
-                                         stream_id="run", epoch=epoch)
+                    shared.recorder.emit(
+                        EpochCompleted(val_accuracy=accuracy), stream_id="run", epoch=epoch
+                    )
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 with slots[0].force_alpha(0.0):
@@ -119,8 +132,9 @@ def run_rank(rank: int, world_size: int, init: str, url: str, out: str, backend:
             report["force_alpha_warnings"] = [str(w.message) for w in caught]
             report["override_warnings"] = override_warnings
             report["stages"] = {s.slot_id: s.stage.name for s in slots}
-            report["params"] = {name: float(p.detach().double().sum().cpu())
-                                for name, p in model.named_parameters()}
+            report["params"] = {
+                name: float(p.detach().double().sum().cpu()) for name, p in model.named_parameters()
+            }
             report["seal"] = shared.finish()
             report["run_id"] = shared.run_id
             report["seconds"] = round(time.perf_counter() - started, 3)
@@ -136,12 +150,18 @@ def agree_rank(rank: int, world_size: int, init: str, out: str) -> None:
 
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world_size)
     try:
-        mine = GateResult(gate="G2", passed=rank == 0, score=0.5, checks_passed=(),
-                          checks_failed=() if rank == 0 else ("too_soon",),
-                          message=f"rank {rank} {'passes' if rank == 0 else 'fails'}")
+        mine = GateResult(
+            gate="G2",
+            passed=rank == 0,
+            score=0.5,
+            checks_passed=(),
+            checks_failed=() if rank == 0 else ("too_soon",),
+            message=f"rank {rank} {'passes' if rank == 0 else 'fails'}",
+        )
         chosen = agree(mine)
         Path(out, f"agree{rank}.json").write_text(
-            json.dumps({"passed": chosen.passed, "message": chosen.message}))
+            json.dumps({"passed": chosen.passed, "message": chosen.message})
+        )
     finally:
         dist.destroy_process_group()
 
@@ -149,8 +169,9 @@ def agree_rank(rank: int, world_size: int, init: str, out: str) -> None:
 def spawn(url: str, out: str, *, world_size: int = 2, backend: str = "gloo") -> None:
     """Run every rank and wait; a rank's failure raises here."""
     init = f"file://{os.path.join(out, 'rendezvous')}"
-    torch.multiprocessing.spawn(run_rank, args=(world_size, init, url, out, backend),
-                                nprocs=world_size, join=True)
+    torch.multiprocessing.spawn(
+        run_rank, args=(world_size, init, url, out, backend), nprocs=world_size, join=True
+    )
 
 
 if __name__ == "__main__":
@@ -164,8 +185,9 @@ if __name__ == "__main__":
     t0 = time.perf_counter()
     spawn(args.url, args.out, world_size=args.world_size, backend=args.backend)
     wall = time.perf_counter() - t0
-    reports = [json.loads(Path(args.out, f"rank{r}.json").read_text())
-               for r in range(args.world_size)]
+    reports = [
+        json.loads(Path(args.out, f"rank{r}.json").read_text()) for r in range(args.world_size)
+    ]
     with Ledger.open(args.url) as ledger:
         run_id = str(reports[0]["run_id"])
         events = list(ledger.read(run_id))
@@ -173,14 +195,24 @@ if __name__ == "__main__":
     per_rank: dict[str, int] = {}
     for e in events:
         per_rank[str(e.rank)] = per_rank.get(str(e.rank), 0) + 1
-    print(json.dumps({
-        "backend": args.backend, "world_size": args.world_size, "run_id": run_id,
-        "events": len(events), "events_per_rank": per_rank, "verify_ok": verified.ok,
-        "streams": sorted({e.stream_id for e in events}),
-        "stages": [r["stages"] for r in reports],
-        "replicas_identical": all(r["params"] == reports[0]["params"] for r in reports),
-        "override_warnings": [r["override_warnings"] for r in reports],
-        "force_alpha_warned": [len(r["force_alpha_warnings"]) for r in reports],
-        "rank_seconds": [r["seconds"] for r in reports], "wall_seconds": round(wall, 2),
-    }, indent=1))
+    print(
+        json.dumps(
+            {
+                "backend": args.backend,
+                "world_size": args.world_size,
+                "run_id": run_id,
+                "events": len(events),
+                "events_per_rank": per_rank,
+                "verify_ok": verified.ok,
+                "streams": sorted({e.stream_id for e in events}),
+                "stages": [r["stages"] for r in reports],
+                "replicas_identical": all(r["params"] == reports[0]["params"] for r in reports),
+                "override_warnings": [r["override_warnings"] for r in reports],
+                "force_alpha_warned": [len(r["force_alpha_warnings"]) for r in reports],
+                "rank_seconds": [r["seconds"] for r in reports],
+                "wall_seconds": round(wall, 2),
+            },
+            indent=1,
+        )
+    )
     sys.exit(0 if verified.ok else 1)

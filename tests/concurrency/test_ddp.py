@@ -21,7 +21,6 @@ def ddp_run(
     pg_server: object, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[str, list[dict[str, object]]]:
 
-
     url = new_pg_database(pg_server)  # type: ignore[arg-type]
     out = tmp_path_factory.mktemp("ddp")
     spawn(url, str(out), world_size=2, backend="gloo")
@@ -88,8 +87,11 @@ def test_replicas_stay_identical_and_follow_the_same_lifecycle(
     ddp_run: tuple[str, list[dict[str, object]]],
 ) -> None:
     _, reports = ddp_run
-    assert reports[0]["stages"] == reports[1]["stages"] == {SLOTS[0]: "FOSSILIZED",
-                                                             SLOTS[1]: "EMBARGOED"}
+    assert (
+        reports[0]["stages"]
+        == reports[1]["stages"]
+        == {SLOTS[0]: "FOSSILIZED", SLOTS[1]: "EMBARGOED"}
+    )
     assert reports[0]["params"] == reports[1]["params"]
 
 

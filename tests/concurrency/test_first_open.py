@@ -24,8 +24,7 @@ def test_ranks_opening_a_new_file_together_all_get_one_schema(tmp_path: Path) ->
     url = f"sqlite:///{path}"
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(PROCESSES)
-    procs = [ctx.Process(target=_open_and_start, args=(url, barrier, n))
-             for n in range(PROCESSES)]
+    procs = [ctx.Process(target=_open_and_start, args=(url, barrier, n)) for n in range(PROCESSES)]
     for p in procs:
         p.start()
     for p in procs:

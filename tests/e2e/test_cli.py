@@ -16,12 +16,14 @@ from kasmina.ledger import Ledger
 BIN = str(Path(sys.executable).with_name("kasmina"))
 
 
-def kasmina(*args: str, db: str | None = None, stdin: str | None = None,
-            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def kasmina(
+    *args: str, db: str | None = None, stdin: str | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "KASMINA_DB"}
     full = [BIN, *(["--db", db] if db else []), *args]
-    return subprocess.run(full, capture_output=True, text=True, env=env, input=stdin,
-                          cwd=cwd, timeout=120)
+    return subprocess.run(
+        full, capture_output=True, text=True, env=env, input=stdin, cwd=cwd, timeout=120
+    )
 
 
 def _one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
@@ -55,17 +57,34 @@ class TestBadInput:
     def test_unknown_event_type(self, demo_db: tuple[str, str]) -> None:
         url, run_id = demo_db
         before = _snapshot(url)
-        proc = kasmina("append", run_id, "--type", "SeedExploded", "--payload", "{}",
-                       "--stream", "slot/r0c0", db=url)
+        proc = kasmina(
+            "append",
+            run_id,
+            "--type",
+            "SeedExploded",
+            "--payload",
+            "{}",
+            "--stream",
+            "slot/r0c0",
+            db=url,
+        )
         assert "SeedExploded" in _one_error_line(proc)
         assert _snapshot(url) == before
 
     def test_payload_failing_validation(self, demo_db: tuple[str, str]) -> None:
         url, run_id = demo_db
         before = _snapshot(url)
-        proc = kasmina("append", run_id, "--type", "SeedGerminated", "--payload",
-                       '{"slot_id": "r0c0", "blueprint_id": "x", "params": -3, "colour": 1}',
-                       "--stream", "slot/r0c0", db=url)
+        proc = kasmina(
+            "append",
+            run_id,
+            "--type",
+            "SeedGerminated",
+            "--payload",
+            '{"slot_id": "r0c0", "blueprint_id": "x", "params": -3, "colour": 1}',
+            "--stream",
+            "slot/r0c0",
+            db=url,
+        )
         line = _one_error_line(proc)
         assert "params" in line and "colour" in line
         assert _snapshot(url) == before
@@ -75,10 +94,16 @@ class TestBadInput:
     ) -> None:
         url, run_id = demo_db
         before = _snapshot(url)
-        good = {"event_type": "SeedGerminated", "stream_id": "slot/r0c1",
-                "payload": {"slot_id": "r0c1", "blueprint_id": "norm", "params": 1}}
-        bad = {"event_type": "SeedGerminated", "stream_id": "slot/r0c1",
-               "payload": {"slot_id": "r0c1"}}
+        good = {
+            "event_type": "SeedGerminated",
+            "stream_id": "slot/r0c1",
+            "payload": {"slot_id": "r0c1", "blueprint_id": "norm", "params": 1},
+        }
+        bad = {
+            "event_type": "SeedGerminated",
+            "stream_id": "slot/r0c1",
+            "payload": {"slot_id": "r0c1"},
+        }
         lines = "\n".join(json.dumps(x) for x in (good, good, bad))
         proc = kasmina("append", run_id, "--file", "-", db=url, stdin=lines)
         assert "line 3" in _one_error_line(proc)
@@ -94,20 +119,37 @@ class TestBadInput:
     def test_missing_run_id(self, demo_db: tuple[str, str]) -> None:
         url, _ = demo_db
         before = _snapshot(url)
-        for args in (("history", "no-such-run"), ("verify", "no-such-run"),
-                     ("append", "no-such-run", "--type", "SeedGerminated", "--stream", "s",
-                      "--payload", '{"slot_id": "a", "blueprint_id": "b", "params": 1}')):
+        for args in (
+            ("history", "no-such-run"),
+            ("verify", "no-such-run"),
+            (
+                "append",
+                "no-such-run",
+                "--type",
+                "SeedGerminated",
+                "--stream",
+                "s",
+                "--payload",
+                '{"slot_id": "a", "blueprint_id": "b", "params": 1}',
+            ),
+        ):
             assert "no-such-run" in _one_error_line(kasmina(*args, db=url))
         assert _snapshot(url) == before
 
     def test_write_through_sql_is_refused(self, demo_db: tuple[str, str], tmp_path: Path) -> None:
         url, _ = demo_db
         before = _snapshot(url)
-        statements = ["DELETE FROM events", "UPDATE events SET epoch = 1",
-                      "CREATE TABLE x (a int)", "DROP VIEW runs"]
+        statements = [
+            "DELETE FROM events",
+            "UPDATE events SET epoch = 1",
+            "CREATE TABLE x (a int)",
+            "DROP VIEW runs",
+        ]
         if url.startswith("sqlite"):
-            statements += [f"ATTACH DATABASE '{tmp_path / 'other.db'}' AS o",
-                           "PRAGMA journal_mode = DELETE"]
+            statements += [
+                f"ATTACH DATABASE '{tmp_path / 'other.db'}' AS o",
+                "PRAGMA journal_mode = DELETE",
+            ]
         for statement in statements:
             line = _one_error_line(kasmina("sql", statement, db=url))
             assert "read-only" in line, statement
@@ -129,8 +171,9 @@ class TestCommands:
         assert json.loads(line) == event
         ok = kasmina("verify", run_id, db=url)
         assert ok.returncode == 0 and "verify: OK" in ok.stdout
-        csv_out = kasmina("sql", "SELECT event_type FROM events ORDER BY position",
-                          "--format", "csv", db=url)
+        csv_out = kasmina(
+            "sql", "SELECT event_type FROM events ORDER BY position", "--format", "csv", db=url
+        )
         assert csv_out.stdout.splitlines() == ["event_type", "RunStarted", "SeedGerminated"]
         js = kasmina("sql", "SELECT COUNT(*) AS n FROM events", "--format", "json", db=url)
         assert json.loads(js.stdout) == [{"n": 2}]
@@ -142,17 +185,27 @@ class TestCommands:
     ) -> None:
         url, _ = demo_db
         target = tmp_path / "types.csv"
-        proc = kasmina("sql", "SELECT event_type FROM events ORDER BY position",
-                       "--format", "csv", "--output", str(target), db=url)
+        proc = kasmina(
+            "sql",
+            "SELECT event_type FROM events ORDER BY position",
+            "--format",
+            "csv",
+            "--output",
+            str(target),
+            db=url,
+        )
         assert proc.returncode == 0 and proc.stdout == ""
         assert target.read_text().splitlines() == ["event_type", "RunStarted", "SeedGerminated"]
         table = tmp_path / "n.txt"
-        assert kasmina("sql", "SELECT COUNT(*) AS n FROM events", "-o", str(table),
-                       db=url).returncode == 0
+        assert (
+            kasmina("sql", "SELECT COUNT(*) AS n FROM events", "-o", str(table), db=url).returncode
+            == 0
+        )
         assert "n" in table.read_text() and "2" in table.read_text()
         failed = tmp_path / "bad.json"
-        _one_error_line(kasmina("sql", "SELECT nope FROM events", "--format", "json",
-                                "-o", str(failed), db=url))
+        _one_error_line(
+            kasmina("sql", "SELECT nope FROM events", "--format", "json", "-o", str(failed), db=url)
+        )
         assert not failed.exists() and list(tmp_path.glob(".*partial")) == []
 
     def test_verify_exits_1_on_a_fault(self, demo_db: tuple[str, str]) -> None:
@@ -172,8 +225,9 @@ class TestCommands:
     def test_kasmina_db_env_var(self, demo_db: tuple[str, str]) -> None:
         url, run_id = demo_db
         env = {**os.environ, "KASMINA_DB": url}
-        proc = subprocess.run([BIN, "runs", "--format", "json"], capture_output=True,
-                              text=True, env=env, timeout=60)
+        proc = subprocess.run(
+            [BIN, "runs", "--format", "json"], capture_output=True, text=True, env=env, timeout=60
+        )
         assert run_id in proc.stdout
 
     def test_demo_prints_a_run_id_that_verifies(self, tmp_path: Path) -> None:
@@ -186,8 +240,14 @@ class TestCommands:
 
 
 TORCH_FREE = [
-    ["--help"], ["db", "current"], ["runs"], ["history", "{run}"], ["verify"],
-    ["sql", "SELECT 1"], ["schema"], ["export", "{run}", "-o", "{tmp}/export"],
+    ["--help"],
+    ["db", "current"],
+    ["runs"],
+    ["history", "{run}"],
+    ["verify"],
+    ["sql", "SELECT 1"],
+    ["schema"],
+    ["export", "{run}", "-o", "{tmp}/export"],
     ["export", "{run}", "--format", "jsonl", "-o", "{tmp}/export"],
     ["report", "{run}", "-o", "{tmp}/run.html"],
 ]
@@ -205,8 +265,7 @@ def test_commands_that_need_no_torch_never_import_it(args: list[str], tmp_path: 
         "heavy = sorted(m for m in ('torch', 'numpy', 'sklearn') if m in sys.modules)\n"
         "print('RESULT', rc, heavy)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     result = proc.stdout.splitlines()[-1]
     assert result == "RESULT 0 []", proc.stdout + proc.stderr
 
@@ -218,6 +277,5 @@ def test_help_imports_no_database_or_validation_stack() -> None:
         "print('RESULT', sorted(m for m in ('torch', 'sqlalchemy', 'alembic', 'psycopg')"
         " if m in sys.modules))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.stdout.splitlines()[-1] == "RESULT []", proc.stdout + proc.stderr

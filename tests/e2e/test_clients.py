@@ -34,8 +34,12 @@ def _blocks(lang: str) -> list[str]:
 
 
 def _commands(program: str) -> list[str]:
-    lines = [line[2:] for block in _blocks("console") for line in block.splitlines()
-             if line.startswith(f"$ {program} ")]
+    lines = [
+        line[2:]
+        for block in _blocks("console")
+        for line in block.splitlines()
+        if line.startswith(f"$ {program} ")
+    ]
     assert lines, f"docs/clients.md shows no {program} command"
     return lines
 
@@ -102,25 +106,33 @@ def sqlite3_shell() -> str:
 
 
 @pytest.mark.parametrize("command", _commands("sqlite3"), ids=lambda c: _query(c)[:40])
-def test_sqlite3_shell(sqlite3_shell: str, recorded: Path, sqlite_ledger: Ledger,
-                      command: str) -> None:
-    proc = subprocess.run(["bash", "-c", command], cwd=recorded, capture_output=True,
-                          text=True, timeout=60)
+def test_sqlite3_shell(
+    sqlite3_shell: str, recorded: Path, sqlite_ledger: Ledger, command: str
+) -> None:
+    proc = subprocess.run(
+        ["bash", "-c", command], cwd=recorded, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     _check_csv(proc.stdout, *_expected(sqlite_ledger, _query(command)))
 
 
 @pytest.fixture(scope="module")
-def pg_ledger(pg_server: PgServer, sqlite_ledger: Ledger
-              ) -> Iterator[tuple[Ledger, dict[str, str]]]:
+def pg_ledger(
+    pg_server: PgServer, sqlite_ledger: Ledger
+) -> Iterator[tuple[Ledger, dict[str, str]]]:
     """The page's run copied into PostgreSQL, and the libpq variables psql connects with."""
     url = new_pg_database(pg_server)
     with Ledger.open(url) as ledger:
         copy_run(sqlite_ledger, ledger, RUN, RUN)
         database = str(make_url(url).database)
-        env = {**os.environ, "PGHOST": pg_server.socket_dir, "PGPORT": str(pg_server.port),
-               "PGUSER": "postgres", "PGDATABASE": database,
-               "PATH": f"{pg_server.bindir}{os.pathsep}{os.environ.get('PATH', '')}"}
+        env = {
+            **os.environ,
+            "PGHOST": pg_server.socket_dir,
+            "PGPORT": str(pg_server.port),
+            "PGUSER": "postgres",
+            "PGDATABASE": database,
+            "PATH": f"{pg_server.bindir}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
         yield ledger, env
 
 
@@ -128,8 +140,9 @@ def pg_ledger(pg_server: PgServer, sqlite_ledger: Ledger
 @pytest.mark.parametrize("command", _commands("psql"), ids=lambda c: _query(c)[:40])
 def test_psql(pg_ledger: tuple[Ledger, dict[str, str]], command: str) -> None:
     ledger, env = pg_ledger
-    proc = subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True,
-                          timeout=60)
+    proc = subprocess.run(
+        ["bash", "-c", command], env=env, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     _check_csv(proc.stdout, *_expected(ledger, _query(command)))
 
@@ -138,10 +151,16 @@ def test_the_same_queries_run_on_both_databases() -> None:
     assert [_query(c) for c in _commands("sqlite3")] == [_query(c) for c in _commands("psql")]
 
 
-@pytest.mark.parametrize("code", _python("import duckdb"),
-                         ids=["parquet", "arrow", "sqlite-scanner"])
-def test_duckdb(recorded: Path, sqlite_ledger: Ledger, code: str,
-                monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "code", _python("import duckdb"), ids=["parquet", "arrow", "sqlite-scanner"]
+)
+def test_duckdb(
+    recorded: Path,
+    sqlite_ledger: Ledger,
+    code: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     """Each DuckDB example as printed, on the page's run: the same rows as the ledger's SQL."""
     pytest.importorskip("duckdb")
     if "duckdb_extension_sqlite_scanner" in code:

@@ -26,8 +26,9 @@ def _docs_with(lang: str) -> list[Path]:
 @pytest.mark.parametrize("path", _docs_with("python"), ids=lambda p: p.name)
 def test_python_examples_run(path: Path, tmp_path: Path) -> None:
     for code in blocks(path, "python"):
-        proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
-                              text=True, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+        )
         assert proc.returncode == 0, proc.stderr
 
 
@@ -35,12 +36,17 @@ def test_python_examples_run(path: Path, tmp_path: Path) -> None:
 def test_cli_examples_run(path: Path, tmp_path: Path) -> None:
     for code in blocks(path, "python"):
         subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True, timeout=120)
-    commands = [line for block in blocks(path, "sh") for line in block.splitlines()
-                if line.startswith("kasmina ")]
+    commands = [
+        line
+        for block in blocks(path, "sh")
+        for line in block.splitlines()
+        if line.startswith("kasmina ")
+    ]
     assert commands
     for line in commands:
         argv = shlex.split(line.split(" #")[0])
-        proc = subprocess.run([BIN, *argv[1:]], cwd=tmp_path, capture_output=True, text=True,
-                              timeout=120)
+        proc = subprocess.run(
+            [BIN, *argv[1:]], cwd=tmp_path, capture_output=True, text=True, timeout=120
+        )
         assert proc.returncode == 0, f"{line}\n{proc.stderr}"
         assert proc.stdout.strip(), line

@@ -41,8 +41,9 @@ CLOCKED = re.compile(r"[0-9a-f]{64}|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00
 
 def kasmina(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "KASMINA_DB"}
-    return subprocess.run([BIN, *args], capture_output=True, text=True, env=env, cwd=cwd,
-                          timeout=120)
+    return subprocess.run(
+        [BIN, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=120
+    )
 
 
 class Recorded:
@@ -115,29 +116,36 @@ def test_text_formats_are_the_same_bytes_on_both_databases_but_for_the_clock(
         return
     assert CLOCKED.sub("~", lite.read_text()) == CLOCKED.sub("~", pg.read_text())
     for lite_row, pg_row in zip(lite_rows, pg_rows, strict=True):
-        assert {k: v for k, v in lite_row.items() if k not in clocked} == \
-               {k: v for k, v in pg_row.items() if k not in clocked}
+        assert {k: v for k, v in lite_row.items() if k not in clocked} == {
+            k: v for k, v in pg_row.items() if k not in clocked
+        }
 
 
 def test_text_formats_spell_values_one_way(recorded: Recorded) -> None:
     out = recorded.out("postgres", "csv")
-    flags = ({r["passed"] for r in _records(out / "gate_checks.csv")}
-             | {r["has_vanishing"] for r in _records(out / "seed_moves.csv")})
+    flags = {r["passed"] for r in _records(out / "gate_checks.csv")} | {
+        r["has_vanishing"] for r in _records(out / "seed_moves.csv")
+    }
     assert flags == {"true", "false"}
     summary = _records(out / "run_summary.csv")[0]
     assert summary["evicted"].isdigit()  # type: ignore[union-attr]  # SUM is numeric on PG
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00",
-                        str(summary["started_at"]))
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00", str(summary["started_at"]))
     jsonl = recorded.out("sqlite", "jsonl")
-    flags = ({r["passed"] for r in _records(jsonl / "gate_checks.jsonl")}
-             | {r["has_vanishing"] for r in _records(jsonl / "seed_moves.jsonl")})
+    flags = {r["passed"] for r in _records(jsonl / "gate_checks.jsonl")} | {
+        r["has_vanishing"] for r in _records(jsonl / "seed_moves.jsonl")
+    }
     assert flags == {True, False}
     scores = [r["score"] for r in _records(jsonl / "gate_evaluations.jsonl")]
     assert scores and all(isinstance(s, float) for s in scores if s is not None)
 
 
-ARROW = {Kind.INT: pa.int64(), Kind.FLOAT: pa.float64(), Kind.TEXT: pa.string(),
-         Kind.BOOL: pa.bool_(), Kind.TIME: pa.timestamp("us", tz="UTC")}
+ARROW = {
+    Kind.INT: pa.int64(),
+    Kind.FLOAT: pa.float64(),
+    Kind.TEXT: pa.string(),
+    Kind.BOOL: pa.bool_(),
+    Kind.TIME: pa.timestamp("us", tz="UTC"),
+}
 
 
 @pytest.mark.parametrize("table", TABLES)
@@ -154,15 +162,23 @@ def test_parquet_is_typed_and_the_same_on_both_databases(recorded: Recorded, tab
 
 def test_column_kinds_match_the_database_types(recorded: Recorded) -> None:
     """Every column of events and of every view has a declared kind, and the right one."""
-    pg_kind = {"integer": Kind.INT, "bigint": Kind.INT, "numeric": Kind.INT,
-               "double precision": Kind.FLOAT, "boolean": Kind.BOOL, "text": Kind.TEXT,
-               "character varying": Kind.TEXT, "jsonb": Kind.TEXT,
-               "timestamp with time zone": Kind.TIME}
+    pg_kind = {
+        "integer": Kind.INT,
+        "bigint": Kind.INT,
+        "numeric": Kind.INT,
+        "double precision": Kind.FLOAT,
+        "boolean": Kind.BOOL,
+        "text": Kind.TEXT,
+        "character varying": Kind.TEXT,
+        "jsonb": Kind.TEXT,
+        "timestamp with time zone": Kind.TIME,
+    }
     conninfo = recorded.urls["postgres"].replace("postgresql+psycopg", "postgresql")
     with psycopg.connect(conninfo) as conn:
         rows = conn.execute(
             "SELECT table_name, column_name, data_type FROM information_schema.columns "
-            "WHERE table_schema = current_schema() AND table_name = ANY(%s)", [list(TABLES)]
+            "WHERE table_schema = current_schema() AND table_name = ANY(%s)",
+            [list(TABLES)],
         ).fetchall()
     assert {r[0] for r in rows} == set(TABLES)
     for table, column, data_type in rows:
@@ -177,8 +193,18 @@ def test_events_round_trip_and_the_chain_checks_from_the_file_alone(
     with Ledger.open(recorded.urls[backend]) as ledger:
         store = ledger.store
         stored = [
-            dict(zip(COLUMNS, (*raw[:9], store.payload_text(raw[9]),
-                               store.recorded_at_text(raw[10]), *raw[11:]), strict=True))
+            dict(
+                zip(
+                    COLUMNS,
+                    (
+                        *raw[:9],
+                        store.payload_text(raw[9]),
+                        store.recorded_at_text(raw[10]),
+                        *raw[11:],
+                    ),
+                    strict=True,
+                )
+            )
             for raw in ledger.raw_rows(RUN)
         ]
     assert events == stored
@@ -218,8 +244,9 @@ def test_cli_export_reports_on_stderr_and_replaces_files_in_place(recorded: Reco
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == ""
     assert proc.stderr.strip() == f"wrote {len(TABLES)} files to again"
-    assert (out / "events.csv").read_bytes() == \
-           (recorded.out("sqlite", "csv") / "events.csv").read_bytes()
+    assert (out / "events.csv").read_bytes() == (
+        recorded.out("sqlite", "csv") / "events.csv"
+    ).read_bytes()
     assert (out / "notes.txt").read_text() == "mine\n"
     assert not [p for p in out.iterdir() if p.name.endswith(".partial")]
 
@@ -238,11 +265,18 @@ def test_unknown_run_is_one_error_line_and_writes_nothing(recorded: Recorded) ->
 
 
 def test_parquet_without_pyarrow_says_what_to_install(recorded: Recorded) -> None:
-    code = ("import sys; sys.modules['pyarrow'] = None\n"
-            "from kasmina.cli import main\n"
-            f"raise SystemExit(main(['export', {RUN!r}, '--format', 'parquet', '-o', 'pq']))\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=recorded.folder, timeout=60)
+    code = (
+        "import sys; sys.modules['pyarrow'] = None\n"
+        "from kasmina.cli import main\n"
+        f"raise SystemExit(main(['export', {RUN!r}, '--format', 'parquet', '-o', 'pq']))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=recorded.folder,
+        timeout=60,
+    )
     assert "pip install 'kasmina[parquet]'" in _one_error_line(proc)
     assert not (recorded.folder / "pq").exists()
 
@@ -273,8 +307,12 @@ def test_an_older_schema_exports_the_views_it_has(tmp_path: Path) -> None:
 
 def test_the_docs_examples_run(recorded: Recorded) -> None:
     text = (ROOT / "docs" / "export.md").read_text()
-    lines = [line[2:] for block in re.findall(r"```console\n(.*?)```", text, flags=re.S)
-             for line in block.splitlines() if line.startswith("$ kasmina ")]
+    lines = [
+        line[2:]
+        for block in re.findall(r"```console\n(.*?)```", text, flags=re.S)
+        for line in block.splitlines()
+        if line.startswith("$ kasmina ")
+    ]
     assert lines
     for line in lines:
         proc = kasmina(*shlex.split(line)[1:], cwd=recorded.folder)

@@ -32,7 +32,10 @@ class Follower:
         env = {k: v for k, v in os.environ.items() if k != "KASMINA_DB"}
         self.proc = subprocess.Popen(
             [BIN, "--db", url, "history", *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
         )
         self._lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
@@ -102,7 +105,13 @@ def test_prints_each_event_once_as_it_commits_and_exits_after_run_finished(
             seen = list(led.read(run_id))
             if fmt == "table":
                 assert follower.take(1)[0].split() == [
-                    "pos", "epoch", "stream", "v", "event", "seed", "detail"
+                    "pos",
+                    "epoch",
+                    "stream",
+                    "v",
+                    "event",
+                    "seed",
+                    "detail",
                 ]
             _check(follower.take(len(seen)), seen, fmt)  # what was recorded before it started
             for step, size in enumerate((1, 7, 3)):
@@ -116,7 +125,7 @@ def test_prints_each_event_once_as_it_commits_and_exits_after_run_finished(
         code, rest, stderr = follower.finish()
         assert code == 0, stderr
         assert stderr == ""
-        _check(rest, everything[len(seen):], fmt)  # only RunFinished was left to print
+        _check(rest, everything[len(seen) :], fmt)  # only RunFinished was left to print
         assert len(rest) == 1 and "RunFinished" in rest[0]
     finally:
         follower.kill()
@@ -140,8 +149,12 @@ def test_filters_apply_to_what_is_printed(started: tuple[str, str]) -> None:
 
 def test_unknown_run_is_one_error_line_and_exit_2(started: tuple[str, str]) -> None:
     url, _ = started
-    proc = subprocess.run([BIN, "--db", url, "history", "no-such-run", "--follow"],
-                          capture_output=True, text=True, timeout=WAIT)
+    proc = subprocess.run(
+        [BIN, "--db", url, "history", "no-such-run", "--follow"],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )
     assert proc.returncode == 2
     assert proc.stdout == ""
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
@@ -150,8 +163,12 @@ def test_unknown_run_is_one_error_line_and_exit_2(started: tuple[str, str]) -> N
 
 def test_one_json_document_cannot_follow_so_it_is_refused(started: tuple[str, str]) -> None:
     url, run_id = started
-    proc = subprocess.run([BIN, "--db", url, "history", run_id, "--follow", "--format", "json"],
-                          capture_output=True, text=True, timeout=WAIT)
+    proc = subprocess.run(
+        [BIN, "--db", url, "history", run_id, "--follow", "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )
     assert proc.returncode == 2 and proc.stdout == ""
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "--format jsonl" in lines[0]

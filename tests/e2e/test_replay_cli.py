@@ -45,10 +45,14 @@ def _events(path: str, run_id: str) -> list[StoredEvent]:
 
 def _recorded_digests(events: list[StoredEvent]) -> int:
     """Parameter digests the run recorded: one per seed per epoch, one per fossil."""
-    per_epoch = sum(len(e.payload.param_digests) for e in events
-                    if isinstance(e.payload, EpochCompleted))
-    fossils = sum(1 for e in events
-                  if isinstance(e.payload, SeedFossilized) and e.payload.param_digest is not None)
+    per_epoch = sum(
+        len(e.payload.param_digests) for e in events if isinstance(e.payload, EpochCompleted)
+    )
+    fossils = sum(
+        1
+        for e in events
+        if isinstance(e.payload, SeedFossilized) and e.payload.param_digest is not None
+    )
     return per_epoch + fossils
 
 
@@ -59,8 +63,9 @@ def test_verify_on_a_fresh_demo_run_finds_no_divergence(demo_run: tuple[Path, st
     assert any(e.event_type == "SeedFossilized" for e in events)  # both kinds of digest count
     proc = kasmina("replay", run_id, "--verify", db=f"sqlite:///{path}")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert (f"{len(events)} events compared, {digests} parameter digests equal, "
-            "0 divergences") in proc.stdout
+    assert (
+        f"{len(events)} events compared, {digests} parameter digests equal, 0 divergences"
+    ) in proc.stdout
 
 
 def _first_divergence(path: str, run_id: str) -> tuple[int, str, str, int]:
@@ -74,8 +79,7 @@ def _first_divergence(path: str, run_id: str) -> tuple[int, str, str, int]:
     return int(found.group(1)), found.group(2), found.group(3), int(streams.group(1))
 
 
-def _rewrite(path: str, run_id: str, edits: dict[int, Callable[[dict[str, Any]], None]]
-             ) -> None:
+def _rewrite(path: str, run_id: str, edits: dict[int, Callable[[dict[str, Any]], None]]) -> None:
     """Edit the payloads at the given positions and re-chain the run (a forgery that verifies)."""
     order = iter(e.position for e in _events(path, run_id))
 
@@ -94,9 +98,13 @@ def test_a_changed_decision_is_caught_at_the_first_event_it_changes(
     path, run_id = _copy(demo_run, tmp_path)
     events = _events(path, run_id)
     germinated = next(e for e in events if e.event_type == "SeedGerminated")
-    shows = next(e for e in events if e.position > germinated.position
-                 and isinstance(e.payload, EpochCompleted)
-                 and germinated.seed_id in e.payload.param_digests)
+    shows = next(
+        e
+        for e in events
+        if e.position > germinated.position
+        and isinstance(e.payload, EpochCompleted)
+        and germinated.seed_id in e.payload.param_digests
+    )
 
     def another_seed(payload: dict[str, Any]) -> None:
         payload["init_seed"] += 1  # the policy "chose" another seed
@@ -120,7 +128,10 @@ def test_a_changed_hyper_parameter_is_caught_at_the_first_epoch(
     _rewrite(path, run_id, {events[0].position: other_rate})
     position, event_type, stream, _ = _first_divergence(path, run_id)
     assert (position, event_type, stream) == (
-        first_epoch.position, first_epoch.event_type, first_epoch.stream_id)
+        first_epoch.position,
+        first_epoch.event_type,
+        first_epoch.stream_id,
+    )
 
 
 def test_forged_results_in_three_streams_name_the_earliest_first(
@@ -135,11 +146,15 @@ def test_forged_results_in_three_streams_name_the_earliest_first(
     events = _events(path, run_id)
 
     def at(event_type: str, epoch: int, stream: str) -> StoredEvent:
-        return next(e for e in events if (e.event_type, e.epoch, e.stream_id)
-                    == (event_type, epoch, stream))
+        return next(
+            e for e in events if (e.event_type, e.epoch, e.stream_id) == (event_type, epoch, stream)
+        )
 
-    forged = [at("CacheEvicted", 5, "memory/telemetry"), at("EpochCompleted", 3, "run"),
-              at("SeedTelemetrySampled", 6, "slot/r0c1")]
+    forged = [
+        at("CacheEvicted", 5, "memory/telemetry"),
+        at("EpochCompleted", 3, "run"),
+        at("SeedTelemetrySampled", 6, "slot/r0c1"),
+    ]
     changes: dict[str, Callable[[dict[str, Any]], None]] = {
         "CacheEvicted": lambda p: p.update(evicted=p["evicted"] + 1),
         "EpochCompleted": lambda p: p.update(val_loss=p["val_loss"] + 1.0),
@@ -149,7 +164,11 @@ def test_forged_results_in_three_streams_name_the_earliest_first(
     earliest = min(forged, key=lambda e: e.position)
     assert earliest is forged[1]
     assert _first_divergence(path, run_id) == (
-        earliest.position, earliest.event_type, earliest.stream_id, len(forged))
+        earliest.position,
+        earliest.event_type,
+        earliest.stream_id,
+        len(forged),
+    )
 
 
 def test_a_tampered_chain_is_refused_with_its_position_unless_trusted(
@@ -160,8 +179,11 @@ def test_a_tampered_chain_is_refused_with_its_position_unless_trusted(
     rawdb.drop_triggers(url)
     target = rawdb.run(url, "SELECT MIN(position) FROM events WHERE event_type = 'SeedPruned'")
     position = int(target[0][0])  # type: ignore[call-overload]
-    rawdb.run(url, "UPDATE events SET payload = json_set(payload, '$.reason', 'other') "
-                   "WHERE position = ?", (position,))
+    rawdb.run(
+        url,
+        "UPDATE events SET payload = json_set(payload, '$.reason', 'other') WHERE position = ?",
+        (position,),
+    )
     for args in (("replay", run_id), ("replay", run_id, "--verify")):
         line = _one_error_line(kasmina(*args, db=url))
         assert f"position {position}:" in line and "--trust" in line
@@ -175,8 +197,7 @@ def test_state_at_an_epoch_as_json_is_the_fold(demo_run: tuple[Path, str]) -> No
     path, run_id = demo_run
     with Ledger.open(f"sqlite:///{path}") as ledger:
         expected = ledger.replay(run_id, until_epoch=4).to_json()
-    proc = kasmina("replay", run_id, "--at-epoch", "4", "--format", "json",
-                   db=f"sqlite:///{path}")
+    proc = kasmina("replay", run_id, "--at-epoch", "4", "--format", "json", db=f"sqlite:///{path}")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == json.loads(json.dumps(expected))
     table = kasmina("replay", run_id, "--at-epoch", "4", db=f"sqlite:///{path}")
@@ -190,11 +211,13 @@ def test_bad_replay_requests_get_one_error_line(demo_run: tuple[Path, str]) -> N
     path, run_id = demo_run
     url = f"sqlite:///{path}"
     assert "no-such-run" in _one_error_line(kasmina("replay", "no-such-run", db=url))
-    both = _one_error_line(kasmina("replay", run_id, "--at-epoch", "1", "--at-position", "3",
-                                   db=url))
+    both = _one_error_line(
+        kasmina("replay", run_id, "--at-epoch", "1", "--at-position", "3", db=url)
+    )
     assert "not both" in both
-    assert "--verify" in _one_error_line(kasmina("replay", run_id, "--verify", "--at-epoch", "2",
-                                                 db=url))
+    assert "--verify" in _one_error_line(
+        kasmina("replay", run_id, "--verify", "--at-epoch", "2", db=url)
+    )
 
 
 def test_a_run_of_an_unknown_host_says_why_it_cannot_be_re_executed(tmp_path: Path) -> None:

@@ -70,8 +70,9 @@ def marks(html: str) -> Marks:
 
 def kasmina(*args: str, db: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "KASMINA_DB"}
-    return subprocess.run([BIN, "--db", db, *args], capture_output=True, text=True, env=env,
-                          cwd=cwd, timeout=120)
+    return subprocess.run(
+        [BIN, "--db", db, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=120
+    )
 
 
 def rows(url: str, query: str) -> list[tuple[object, ...]]:
@@ -144,16 +145,26 @@ def test_unknown_run_is_one_error_line_and_no_file(demo_url: str, tmp_path: Path
 
 @pytest.fixture(scope="session")
 def chromium() -> str:
-    return tool("chromium", "chromium", "chromium-browser", "google-chrome",
-                "google-chrome-stable")
+    return tool("chromium", "chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
 
 def _browse(
     chromium: str, page: Path, profile: Path, *args: str
 ) -> subprocess.CompletedProcess[str]:
-    argv = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-            "--no-first-run", f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
-            "--window-size=1400,2300", *args, page.as_uri()]
+    argv = [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        "--no-first-run",
+        f"--user-data-dir={profile}",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--window-size=1400,2300",
+        *args,
+        page.as_uri(),
+    ]
     return subprocess.run(argv, capture_output=True, text=True, timeout=120)
 
 
@@ -166,9 +177,7 @@ def _console_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if ":CONSOLE" in line]
 
 
-def test_report_renders_in_headless_chromium(
-    report: Path, chromium: str, tmp_path: Path
-) -> None:
+def test_report_renders_in_headless_chromium(report: Path, chromium: str, tmp_path: Path) -> None:
     folder = Path(os.environ.get("KASMINA_ARTIFACTS") or tmp_path)
     folder.mkdir(parents=True, exist_ok=True)
     shot = folder / "report-demo.png"

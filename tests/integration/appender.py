@@ -21,14 +21,22 @@ def main(url: str, run_id: str, first: int) -> None:
     with Ledger.open(url) as ledger:
         number = first
         while True:
-            ledger.append([
-                make_event(
-                    SeedTelemetrySampled(slot_id=f"r{i % 3}", stage=SeedStage.TRAINING,
-                                         alpha=i / 100, accuracy=float(number)),
-                    run_id=run_id, stream_id=slot_stream(f"r{i % 3}"), epoch=number,
-                )
-                for i in range(batch_size(number))
-            ])
+            ledger.append(
+                [
+                    make_event(
+                        SeedTelemetrySampled(
+                            slot_id=f"r{i % 3}",
+                            stage=SeedStage.TRAINING,
+                            alpha=i / 100,
+                            accuracy=float(number),
+                        ),
+                        run_id=run_id,
+                        stream_id=slot_stream(f"r{i % 3}"),
+                        epoch=number,
+                    )
+                    for i in range(batch_size(number))
+                ]
+            )
             print(number, flush=True)
             number += 1
 

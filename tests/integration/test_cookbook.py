@@ -60,29 +60,45 @@ class Run:
             by_slot[move.payload.slot_id].append(move)
         for slot, moves in by_slot.items():
             for move, after in zip(moves, [*moves[1:], None], strict=True):
-                self.intervals.append((slot, move.seed_id, move.payload.to_stage.name,
-                                       _epoch(move), None if after is None else _epoch(after)))
+                self.intervals.append(
+                    (
+                        slot,
+                        move.seed_id,
+                        move.payload.to_stage.name,
+                        _epoch(move),
+                        None if after is None else _epoch(after),
+                    )
+                )
 
     def of(self, event_type: str) -> list[StoredEvent]:
         return [e for e in self.events if e.event_type == event_type]
 
     def closed(self, stage: str | None = None) -> list[tuple[str, str | None, str, int, int]]:
-        return [(slot, seed, s, a, b) for slot, seed, s, a, b in self.intervals
-                if b is not None and (stage is None or s == stage)]
+        return [
+            (slot, seed, s, a, b)
+            for slot, seed, s, a, b in self.intervals
+            if b is not None and (stage is None or s == stage)
+        ]
 
     def final_stage(self, seed_id: str | None) -> str:
-        ends = [m.payload.to_stage.name for m in self.moves if m.seed_id == seed_id
-                and m.payload.to_stage.name not in ("EMBARGOED", "RESETTING", "DORMANT")]
+        ends = [
+            m.payload.to_stage.name
+            for m in self.moves
+            if m.seed_id == seed_id
+            and m.payload.to_stage.name not in ("EMBARGOED", "RESETTING", "DORMANT")
+        ]
         return ends[-1]
 
     def ended_epoch(self, seed_id: str | None) -> int | None:
-        ends = [_epoch(e) for e in self.of("SeedFossilized") + self.of("SeedPruned")
-                if e.seed_id == seed_id]
+        ends = [
+            _epoch(e)
+            for e in self.of("SeedFossilized") + self.of("SeedPruned")
+            if e.seed_id == seed_id
+        ]
         return min(ends) if ends else None
 
     def endings(self) -> list[StoredEvent]:
-        return sorted(self.of("SeedFossilized") + self.of("SeedPruned"),
-                      key=lambda e: e.position)
+        return sorted(self.of("SeedFossilized") + self.of("SeedPruned"), key=lambda e: e.position)
 
 
 def _epoch(event: StoredEvent) -> int:
@@ -92,17 +108,35 @@ def _epoch(event: StoredEvent) -> int:
 
 def run_overview(run: Run) -> list[Row]:
     epochs = [e for e in run.events if e.epoch is not None]
-    return [(DEMO_RUN, run.of("RunStarted")[0].payload.name,
-             run.of("RunFinished")[0].payload.status, max(_epoch(e) for e in epochs) + 1,
-             len(run.of("SeedGerminated")), len(run.of("SeedFossilized")),
-             len(run.of("SeedPruned")), sum(e.payload.evicted for e in run.of("CacheEvicted")),
-             run.of("EpochCompleted")[-1].payload.val_accuracy)]
+    return [
+        (
+            DEMO_RUN,
+            run.of("RunStarted")[0].payload.name,
+            run.of("RunFinished")[0].payload.status,
+            max(_epoch(e) for e in epochs) + 1,
+            len(run.of("SeedGerminated")),
+            len(run.of("SeedFossilized")),
+            len(run.of("SeedPruned")),
+            sum(e.payload.evicted for e in run.of("CacheEvicted")),
+            run.of("EpochCompleted")[-1].payload.val_accuracy,
+        )
+    ]
 
 
 def seed_moves(run: Run) -> list[Row]:
-    return [(DEMO_RUN, m.epoch, m.payload.from_stage, m.payload.to_stage, m.payload.trigger,
-             m.payload.alpha, m.payload.accuracy_delta)
-            for m in run.moves if m.seed_id == "seed-1"]
+    return [
+        (
+            DEMO_RUN,
+            m.epoch,
+            m.payload.from_stage,
+            m.payload.to_stage,
+            m.payload.trigger,
+            m.payload.alpha,
+            m.payload.accuracy_delta,
+        )
+        for m in run.moves
+        if m.seed_id == "seed-1"
+    ]
 
 
 def epochs_in_stage(run: Run) -> list[Row]:
@@ -123,20 +157,38 @@ def blending_per_blueprint(run: Run) -> list[Row]:
 def prune_reasons(run: Run) -> list[Row]:
     rows = []
     for e in run.of("SeedPruned"):
-        (move,) = [m for m in run.moves
-                   if m.seed_id == e.seed_id and m.payload.to_stage.name == "PRUNED"]
+        (move,) = [
+            m for m in run.moves if m.seed_id == e.seed_id and m.payload.to_stage.name == "PRUNED"
+        ]
         p = e.payload
-        rows.append((DEMO_RUN, e.seed_id, p.blueprint_id, move.payload.from_stage, e.epoch,
-                     p.reason, p.initiator, p.auto_pruned, p.scheduled, move.payload.alpha,
-                     p.epochs_total))
+        rows.append(
+            (
+                DEMO_RUN,
+                e.seed_id,
+                p.blueprint_id,
+                move.payload.from_stage,
+                e.epoch,
+                p.reason,
+                p.initiator,
+                p.auto_pruned,
+                p.scheduled,
+                move.payload.alpha,
+                p.epochs_total,
+            )
+        )
     return rows
 
 
 def pruned_soon_after_blending(run: Run) -> list[Row]:
-    return [(DEMO_RUN, b.seed_id, b.epoch, p.epoch)
-            for b in run.moves if b.payload.to_stage.name == "BLENDING"
-            for p in run.moves if p.seed_id == b.seed_id and p.payload.to_stage.name == "PRUNED"
-            and _epoch(p) - _epoch(b) <= 3]
+    return [
+        (DEMO_RUN, b.seed_id, b.epoch, p.epoch)
+        for b in run.moves
+        if b.payload.to_stage.name == "BLENDING"
+        for p in run.moves
+        if p.seed_id == b.seed_id
+        and p.payload.to_stage.name == "PRUNED"
+        and _epoch(p) - _epoch(b) <= 3
+    ]
 
 
 def blueprint_success(run: Run) -> list[Row]:
@@ -155,11 +207,15 @@ def counterfactual_vs_blending(run: Run) -> list[Row]:
     rows = []
     for e in run.endings():
         p = e.payload
-        gap = (None if p.counterfactual is None or p.blending_delta is None
-               else p.counterfactual - p.blending_delta)
+        gap = (
+            None
+            if p.counterfactual is None or p.blending_delta is None
+            else p.counterfactual - p.blending_delta
+        )
         outcome = "FOSSILIZED" if e.event_type == "SeedFossilized" else "PRUNED"
-        rows.append((DEMO_RUN, e.seed_id, p.blueprint_id, outcome, p.counterfactual,
-                     p.blending_delta, gap))
+        rows.append(
+            (DEMO_RUN, e.seed_id, p.blueprint_id, outcome, p.counterfactual, p.blending_delta, gap)
+        )
     return rows
 
 
@@ -168,35 +224,51 @@ def failing_checks(run: Run) -> list[Row]:
     for e in run.of("SeedGateEvaluated"):
         for check in e.payload.checks_failed:
             failures[e.payload.gate, check].append(e.seed_id)
-    return [(gate, check, len(seeds), len(set(seeds)))
-            for (gate, check), seeds in failures.items()]
+    return [(gate, check, len(seeds), len(set(seeds))) for (gate, check), seeds in failures.items()]
 
 
 def gate_attempts(run: Run) -> list[Row]:
     verdicts: dict[tuple[str | None, str], list[bool]] = defaultdict(list)
     for e in run.of("SeedGateEvaluated"):
         verdicts[e.seed_id, e.payload.target_stage.name].append(e.payload.passed)
-    return [(DEMO_RUN, seed, stage, len(v), sum(v))
-            for (seed, stage), v in verdicts.items() if len(v) > 1]
+    return [
+        (DEMO_RUN, seed, stage, len(v), sum(v))
+        for (seed, stage), v in verdicts.items()
+        if len(v) > 1
+    ]
 
 
 def alpha_curve(run: Run) -> list[Row]:
-    return [(DEMO_RUN, e.epoch, e.payload.stage, e.payload.alpha, e.payload.alpha_target)
-            for e in run.of("SeedTelemetrySampled")
-            if e.seed_id == "seed-2" and e.payload.stage.name in ("BLENDING", "HOLDING")]
+    return [
+        (DEMO_RUN, e.epoch, e.payload.stage, e.payload.alpha, e.payload.alpha_target)
+        for e in run.of("SeedTelemetrySampled")
+        if e.seed_id == "seed-2" and e.payload.stage.name in ("BLENDING", "HOLDING")
+    ]
 
 
 def weak_gradients(run: Run) -> list[Row]:
-    return [(DEMO_RUN, m.seed_id, m.epoch, m.payload.to_stage, m.payload.grad_ratio,
-             m.payload.has_vanishing, m.payload.has_exploding)
-            for m in run.moves if m.payload.to_stage.name in ("BLENDING", "HOLDING")
-            and (m.payload.has_vanishing or m.payload.has_exploding
-                 or m.payload.grad_ratio < 0.5)]
+    return [
+        (
+            DEMO_RUN,
+            m.seed_id,
+            m.epoch,
+            m.payload.to_stage,
+            m.payload.grad_ratio,
+            m.payload.has_vanishing,
+            m.payload.has_exploding,
+        )
+        for m in run.moves
+        if m.payload.to_stage.name in ("BLENDING", "HOLDING")
+        and (m.payload.has_vanishing or m.payload.has_exploding or m.payload.grad_ratio < 0.5)
+    ]
 
 
 def slots_at_epoch(run: Run) -> list[Row]:
-    return [(DEMO_RUN, slot, stage, None if stage == "DORMANT" else seed, a)
-            for slot, seed, stage, a, b in run.intervals if a <= 12 and (b is None or b > 12)]
+    return [
+        (DEMO_RUN, slot, stage, None if stage == "DORMANT" else seed, a)
+        for slot, seed, stage, a, b in run.intervals
+        if a <= 12 and (b is None or b > 12)
+    ]
 
 
 def lifespan(run: Run) -> list[Row]:
@@ -212,8 +284,7 @@ def rates_per_window(run: Run) -> list[Row]:
     counts: dict[int, Counter[str]] = defaultdict(Counter)
     for m in run.moves:
         counts[_epoch(m) // 10 * 10][m.payload.to_stage.name] += 1
-    return [(DEMO_RUN, w, c["GERMINATED"], c["PRUNED"], c["FOSSILIZED"])
-            for w, c in counts.items()]
+    return [(DEMO_RUN, w, c["GERMINATED"], c["PRUNED"], c["FOSSILIZED"]) for w, c in counts.items()]
 
 
 def growth(run: Run) -> list[Row]:
@@ -225,14 +296,18 @@ def evictions_per_epoch(run: Run) -> list[Row]:
     groups: dict[tuple[int, str, str], list[int]] = defaultdict(list)
     for e in run.of("CacheEvicted"):
         groups[_epoch(e), e.payload.cache, e.payload.reason].append(e.payload.evicted)
-    return [(DEMO_RUN, epoch, cache, reason, len(n), sum(n))
-            for (epoch, cache, reason), n in groups.items()]
+    return [
+        (DEMO_RUN, epoch, cache, reason, len(n), sum(n))
+        for (epoch, cache, reason), n in groups.items()
+    ]
 
 
 def accuracy_around_fossilization(run: Run) -> list[Row]:
     accuracy = {e.epoch: e.payload.val_accuracy for e in run.of("EpochCompleted")}
-    return [(DEMO_RUN, e.seed_id, e.epoch, accuracy[_epoch(e) - 1], accuracy[_epoch(e) + 1])
-            for e in run.of("SeedFossilized")]
+    return [
+        (DEMO_RUN, e.seed_id, e.epoch, accuracy[_epoch(e) - 1], accuracy[_epoch(e) + 1])
+        for e in run.of("SeedFossilized")
+    ]
 
 
 def illegal_moves(run: Run) -> list[Row]:
@@ -241,7 +316,8 @@ def illegal_moves(run: Run) -> list[Row]:
 
 
 ORACLES: dict[str, Callable[[Run], list[Row]]] = {
-    name.replace("_", "-"): fn for name, fn in list(globals().items())
+    name.replace("_", "-"): fn
+    for name, fn in list(globals().items())
     if callable(fn) and name.replace("_", "-") in RECIPES
 }
 
@@ -277,30 +353,58 @@ def test_slots_at_epoch_agrees_with_the_replay_fold(demo_ledgers: dict[str, Ledg
 
 
 #: Stage changes a writer around kasmina adds: two outside the table, one inside it.
-FORGED = [(SeedStage.DORMANT, SeedStage.FOSSILIZED), (SeedStage.TRAINING, SeedStage.BLENDING),
-          (SeedStage.PRUNED, SeedStage.BLENDING)]
-COLUMNS = ("event_id", "run_id", "stream_id", "version", "event_type", "schema_version", "epoch",
-           "seed_id", "payload", "recorded_at", "prev_hash", "hash")
+FORGED = [
+    (SeedStage.DORMANT, SeedStage.FOSSILIZED),
+    (SeedStage.TRAINING, SeedStage.BLENDING),
+    (SeedStage.PRUNED, SeedStage.BLENDING),
+]
+COLUMNS = (
+    "event_id",
+    "run_id",
+    "stream_id",
+    "version",
+    "event_type",
+    "schema_version",
+    "epoch",
+    "seed_id",
+    "payload",
+    "recorded_at",
+    "prev_hash",
+    "hash",
+)
 
 
 def _forge_moves(url: str, run_id: str, pairs: list[tuple[SeedStage, SeedStage]]) -> None:
     """INSERT stage changes straight into the table (the hash is junk: `verify` would see it)."""
     names = ", ".join(COLUMNS)
-    (first,) = rawdb.run(url, f"SELECT {names} FROM events WHERE run_id = ? AND "
-                              "event_type = 'SeedStageChanged' ORDER BY position LIMIT 1",
-                         (run_id,))
+    (first,) = rawdb.run(
+        url,
+        f"SELECT {names} FROM events WHERE run_id = ? AND "
+        "event_type = 'SeedStageChanged' ORDER BY position LIMIT 1",
+        (run_id,),
+    )
     row = dict(zip(COLUMNS, first, strict=True))
     stored = row["payload"]  # JSONB comes back parsed, SQLite's JSON text does not
     payload = stored if isinstance(stored, dict) else json.loads(str(stored))
-    ((top,),) = rawdb.run(url, "SELECT MAX(version) FROM events WHERE run_id = ? AND "
-                               "stream_id = ?", (run_id, row["stream_id"]))
+    ((top,),) = rawdb.run(
+        url,
+        "SELECT MAX(version) FROM events WHERE run_id = ? AND stream_id = ?",
+        (run_id, row["stream_id"]),
+    )
     for n, (a, b) in enumerate(pairs, start=1):
         version = int(top) + n  # type: ignore[call-overload]
-        forged = {**row, "event_id": str(uuid.uuid4()), "version": version,
-                  "payload": json.dumps({**payload, "from_stage": a.name, "to_stage": b.name}),
-                  "hash": "0" * 64}
-        rawdb.run(url, f"INSERT INTO events ({names}) VALUES ({', '.join('?' * len(forged))})",
-                  list(forged.values()))
+        forged = {
+            **row,
+            "event_id": str(uuid.uuid4()),
+            "version": version,
+            "payload": json.dumps({**payload, "from_stage": a.name, "to_stage": b.name}),
+            "hash": "0" * 64,
+        }
+        rawdb.run(
+            url,
+            f"INSERT INTO events ({names}) VALUES ({', '.join('?' * len(forged))})",
+            list(forged.values()),
+        )
 
 
 def test_illegal_moves_counts_the_moves_written_around_kasmina(

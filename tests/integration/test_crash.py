@@ -27,7 +27,8 @@ def test_sigkill_at_random_moments_never_tears_a_batch(db_url: str) -> None:
     for _ in range(KILLS):
         child = subprocess.Popen(
             [sys.executable, str(APPENDER), db_url, run_id, str(next_batch)],
-            stdout=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         assert child.stdout is not None
         for _ in range(rng.randint(1, 4)):

@@ -48,18 +48,23 @@ class TestAppendAndRead:
         by_stream: dict[str, list[int]] = {}
         for e in events:
             by_stream.setdefault(e.stream_id, []).append(e.version)
-        assert by_stream == {"run": [1], "slot/r0c0": list(range(1, 7)),
-                             "slot/r0c1": [1, 2, 3]}
+        assert by_stream == {"run": [1], "slot/r0c0": list(range(1, 7)), "slot/r0c1": [1, 2, 3]}
         first = next(e for e in events if e.stream_id == "slot/r0c0")
         assert first.prev_hash == GENESIS_HASH
         assert first.payload.accuracy == pytest.approx(50.0)  # type: ignore[attr-defined]
 
     def test_history_filters_by_seed_and_slot(self, ledger: Ledger) -> None:
         run = ledger.start_run("t", seed=1)
-        ledger.append([stage_change(run.run_id, "r0c0", SeedStage.DORMANT, SeedStage.GERMINATED,
-                                    seed_id="a"),
-                       stage_change(run.run_id, "r0c1", SeedStage.DORMANT, SeedStage.GERMINATED,
-                                    seed_id="b")])
+        ledger.append(
+            [
+                stage_change(
+                    run.run_id, "r0c0", SeedStage.DORMANT, SeedStage.GERMINATED, seed_id="a"
+                ),
+                stage_change(
+                    run.run_id, "r0c1", SeedStage.DORMANT, SeedStage.GERMINATED, seed_id="b"
+                ),
+            ]
+        )
         assert [e.seed_id for e in ledger.history(run.run_id, seed_id="b")] == ["b"]
         assert [e.slot_id for e in ledger.history(run.run_id, slot_id="r0c0")] == ["r0c0"]
         with pytest.raises(RunNotFound):
@@ -75,13 +80,31 @@ class TestAppendAndRead:
         ]
 
     def test_awkward_values_round_trip_and_verify(self, ledger: Ledger) -> None:
-        config = {"huge": 1e300, "neg_zero": -0.0, "tiny": 5e-324, "text": "Ωμέγα 🌱 \"q\"",
-                  "nested": [[1, [2.5, None]], {"b": True, "a": "x"}], "big_int": 2**70}
+        config = {
+            "huge": 1e300,
+            "neg_zero": -0.0,
+            "tiny": 5e-324,
+            "text": 'Ωμέγα 🌱 "q"',
+            "nested": [[1, [2.5, None]], {"b": True, "a": "x"}],
+            "big_int": 2**70,
+        }
         run = ledger.start_run("awkward", seed=3, config=config)
-        ledger.append([make_event(
-            EpochCompleted(val_accuracy=math.nan, val_loss=math.inf, train_loss=-math.inf,
-                           train_accuracy=-0.0, host_grad_norm=1e300),
-            run_id=run.run_id, stream_id="run", epoch=1)])
+        ledger.append(
+            [
+                make_event(
+                    EpochCompleted(
+                        val_accuracy=math.nan,
+                        val_loss=math.inf,
+                        train_loss=-math.inf,
+                        train_accuracy=-0.0,
+                        host_grad_norm=1e300,
+                    ),
+                    run_id=run.run_id,
+                    stream_id="run",
+                    epoch=1,
+                )
+            ]
+        )
         events = list(ledger.read(run.run_id))
         started = events[0].payload
         assert isinstance(started, RunStarted)
@@ -103,8 +126,11 @@ class TestAtomicity:
     def test_batch_with_a_version_clash_appends_nothing(self, ledger: Ledger, db_url: str) -> None:
         run = ledger.start_run("t", seed=1)
         before = _count(db_url)
-        batch = [sample(run.run_id, n=0), sample(run.run_id, n=1),
-                 sample(run.run_id, n=2, version=7)]
+        batch = [
+            sample(run.run_id, n=0),
+            sample(run.run_id, n=1),
+            sample(run.run_id, n=2, version=7),
+        ]
         with pytest.raises(ConcurrencyError):
             ledger.append(batch)
         assert _count(db_url) == before
@@ -114,8 +140,11 @@ class TestAtomicity:
     ) -> None:
         run = ledger.start_run("t", seed=1)
         before = _count(db_url)
-        bad = make_event(SeedGerminated(slot_id="r0c0", blueprint_id="nul\x00", params=1),
-                         run_id=run.run_id, stream_id=slot_stream("r0c0"))
+        bad = make_event(
+            SeedGerminated(slot_id="r0c0", blueprint_id="nul\x00", params=1),
+            run_id=run.run_id,
+            stream_id=slot_stream("r0c0"),
+        )
         with pytest.raises(PayloadInvalid):
             ledger.append([sample(run.run_id), bad])
         assert _count(db_url) == before
@@ -170,8 +199,10 @@ class TestConcurrencyAndIdempotency:
     def test_two_processes_append_to_one_run(self, ledger: Ledger, db_url: str) -> None:
         run = ledger.start_run("t", seed=1)
         ctx = multiprocessing.get_context("spawn")
-        procs = [ctx.Process(target=_append_worker, args=(db_url, run.run_id, slot, 40, 25))
-                 for slot in ("p0", "p1")]
+        procs = [
+            ctx.Process(target=_append_worker, args=(db_url, run.run_id, slot, 40, 25))
+            for slot in ("p0", "p1")
+        ]
         for p in procs:
             p.start()
         for p in procs:
@@ -228,8 +259,9 @@ class TestStreamingReads:
         run = ledger.start_run("t", seed=1)
         total = 30_000
         for start in range(0, total, 5000):
-            ledger.append([sample(run.run_id, f"r{i % 8}", n=i)
-                           for i in range(start, start + 5000)])
+            ledger.append(
+                [sample(run.run_id, f"r{i % 8}", n=i) for i in range(start, start + 5000)]
+            )
         tracemalloc.start()
         seen = 0
         for _ in ledger.read(run.run_id):
@@ -258,12 +290,17 @@ class TestVerifyFindsTampering:
     @pytest.fixture
     def sealed(self, ledger: Ledger, db_url: str) -> tuple[Ledger, str, str]:
         run = ledger.start_run("t", seed=1)
-        ledger.append([stage_change(run.run_id, "r0c0", a, b) for a, b in [
-            (SeedStage.DORMANT, SeedStage.GERMINATED),
-            (SeedStage.GERMINATED, SeedStage.TRAINING),
-            (SeedStage.TRAINING, SeedStage.BLENDING),
-            (SeedStage.BLENDING, SeedStage.HOLDING),
-        ]])
+        ledger.append(
+            [
+                stage_change(run.run_id, "r0c0", a, b)
+                for a, b in [
+                    (SeedStage.DORMANT, SeedStage.GERMINATED),
+                    (SeedStage.GERMINATED, SeedStage.TRAINING),
+                    (SeedStage.TRAINING, SeedStage.BLENDING),
+                    (SeedStage.BLENDING, SeedStage.HOLDING),
+                ]
+            ]
+        )
         ledger.append([sample(run.run_id, "r0c1", n=i) for i in range(3)])
         run.finish()
         assert ledger.verify(run.run_id).ok
@@ -272,8 +309,11 @@ class TestVerifyFindsTampering:
 
     @staticmethod
     def _position(url: str, run_id: str, stream: str, version: int) -> int:
-        rows = rawdb.run(url, "SELECT position FROM events WHERE run_id = ? AND stream_id = ? "
-                              "AND version = ?", (run_id, stream, version))
+        rows = rawdb.run(
+            url,
+            "SELECT position FROM events WHERE run_id = ? AND stream_id = ? AND version = ?",
+            (run_id, stream, version),
+        )
         return int(rows[0][0])  # type: ignore[call-overload]
 
     def _kinds(self, ledger: Ledger, run_id: str) -> set[str]:
@@ -284,11 +324,12 @@ class TestVerifyFindsTampering:
     def test_edited_payload(self, sealed: tuple[Ledger, str, str]) -> None:
         ledger, url, run_id = sealed
         pos = self._position(url, run_id, "slot/r0c0", 2)
-        text = '{"alpha":0.5,"from_stage":"GERMINATED","slot_id":"r0c0","to_stage":"TRAINING",' \
-               '"trigger":"command"}'
+        text = (
+            '{"alpha":0.5,"from_stage":"GERMINATED","slot_id":"r0c0","to_stage":"TRAINING",'
+            '"trigger":"command"}'
+        )
         placeholder = "CAST(? AS jsonb)" if ledger.dialect == "postgresql" else "?"
-        rawdb.run(url, f"UPDATE events SET payload = {placeholder} WHERE position = ?",
-                  (text, pos))
+        rawdb.run(url, f"UPDATE events SET payload = {placeholder} WHERE position = ?", (text, pos))
         assert "hash_mismatch" in self._kinds(ledger, run_id)
 
     def test_edited_recorded_at(self, sealed: tuple[Ledger, str, str]) -> None:
@@ -328,12 +369,17 @@ class TestVerifyFindsTampering:
 
     def test_inserted_row(self, sealed: tuple[Ledger, str, str]) -> None:
         ledger, url, run_id = sealed
-        columns = ("event_id, run_id, stream_id, version, event_type, schema_version, epoch, "
-                   "seed_id, payload, recorded_at, prev_hash, hash")
+        columns = (
+            "event_id, run_id, stream_id, version, event_type, schema_version, epoch, "
+            "seed_id, payload, recorded_at, prev_hash, hash"
+        )
         pos = self._position(url, run_id, "slot/r0c1", 2)
-        rawdb.run(url, f"INSERT INTO events ({columns}) SELECT 'forged', run_id, stream_id, 99, "
-                       "event_type, schema_version, epoch, seed_id, payload, recorded_at, "
-                       f"prev_hash, hash FROM events WHERE position = {pos}")
+        rawdb.run(
+            url,
+            f"INSERT INTO events ({columns}) SELECT 'forged', run_id, stream_id, 99, "
+            "event_type, schema_version, epoch, seed_id, payload, recorded_at, "
+            f"prev_hash, hash FROM events WHERE position = {pos}",
+        )
         assert self._kinds(ledger, run_id) & {"broken_link", "version_gap", "after_seal"}
 
 
@@ -347,16 +393,36 @@ def test_v1_payload_is_upcast_on_read_and_still_verifies(ledger: Ledger, db_url:
     payload = canonical_json({"slot_id": "r0c0", "from_stage": 1, "to_stage": 2, "alpha": 0.0})
     now = datetime.now(UTC)
     stamp = now.isoformat(timespec="microseconds")
-    fields = dict(event_id="old-1", run_id=run.run_id, stream_id="slot/r0c0", version=1,
-                  event_type="SeedStageChanged", schema_version=1, epoch=0, seed_id="s1")
-    text = envelope_text(**fields, payload_text=payload, recorded_at=stamp,  # type: ignore[arg-type]
-                         prev_hash=GENESIS_HASH)
+    fields = dict(
+        event_id="old-1",
+        run_id=run.run_id,
+        stream_id="slot/r0c0",
+        version=1,
+        event_type="SeedStageChanged",
+        schema_version=1,
+        epoch=0,
+        seed_id="s1",
+    )
+    text = envelope_text(
+        **fields,
+        payload_text=payload,
+        recorded_at=stamp,  # type: ignore[arg-type]
+        prev_hash=GENESIS_HASH,
+    )
     placeholder = "CAST(? AS jsonb)" if ledger.dialect == "postgresql" else "?"
-    rawdb.run(db_url, "INSERT INTO events (event_id, run_id, stream_id, version, event_type, "
-                      "schema_version, epoch, seed_id, payload, recorded_at, prev_hash, hash) "
-                      f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, {placeholder}, ?, ?, ?)",
-              (*fields.values(), payload, stamp if ledger.dialect == "sqlite" else now,
-               GENESIS_HASH, chain_hash(GENESIS_HASH, text)))
+    rawdb.run(
+        db_url,
+        "INSERT INTO events (event_id, run_id, stream_id, version, event_type, "
+        "schema_version, epoch, seed_id, payload, recorded_at, prev_hash, hash) "
+        f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, {placeholder}, ?, ?, ?)",
+        (
+            *fields.values(),
+            payload,
+            stamp if ledger.dialect == "sqlite" else now,
+            GENESIS_HASH,
+            chain_hash(GENESIS_HASH, text),
+        ),
+    )
     [event] = ledger.history(run.run_id, seed_id="s1")
     assert event.schema_version == 1
     assert isinstance(event.payload, SeedStageChanged)

@@ -18,8 +18,7 @@ def _tables(url: str) -> set[str]:
     conn = rawdb.connect(url)
     try:
         if rawdb.is_pg(conn):
-            sql = ("SELECT table_name FROM information_schema.tables "
-                   "WHERE table_schema = 'public'")
+            sql = "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
         else:
             sql = "SELECT name FROM sqlite_master WHERE type IN ('table', 'view')"
         return {str(r[0]) for r in conn.execute(sql).fetchall()} - {"sqlite_sequence"}

@@ -22,8 +22,9 @@ def _evicted() -> CacheEvicted:
 @pytest.fixture
 def shared(ledger: Ledger) -> tuple[Run, Run]:
     """Rank 0's and rank 1's handles on one run of world size 2; rank 1 writes slot b."""
-    zero = ledger.start_run("ranks", seed=1, world_size=2, slot_writers={"a": 0, "b": 1},
-                            buffer_size=0)
+    zero = ledger.start_run(
+        "ranks", seed=1, world_size=2, slot_writers={"a": 0, "b": 1}, buffer_size=0
+    )
     one = Run(ledger, zero.run_id, rank=1, writers={"a": 0, "b": 1})
     return zero, one
 
@@ -49,11 +50,18 @@ def test_each_rank_writes_its_streams_and_events_carry_the_rank(
         run.recorder.emit(_evicted(), stream_id=memory_stream("kernels"), epoch=0)
     zero.finish()
     streams = {(e.stream_id, e.rank) for e in ledger.read(zero.run_id)}
-    assert streams == {("run", 0), ("slot/a", 0), ("slot/b", 1),
-                       ("memory/kernels@0", 0), ("memory/kernels@1", 1)}
+    assert streams == {
+        ("run", 0),
+        ("slot/a", 0),
+        ("slot/b", 1),
+        ("memory/kernels@0", 0),
+        ("memory/kernels@1", 1),
+    }
     assert ledger.verify(zero.run_id).ok
-    _, rows = ledger.sql(f"SELECT rank, COUNT(*) FROM events WHERE run_id = '{zero.run_id}' "
-                         "GROUP BY rank ORDER BY rank")
+    _, rows = ledger.sql(
+        f"SELECT rank, COUNT(*) FROM events WHERE run_id = '{zero.run_id}' "
+        "GROUP BY rank ORDER BY rank"
+    )
     assert [tuple(r) for r in rows] == [(0, 4), (1, 2)]
 
 
@@ -76,7 +84,10 @@ def test_an_edited_rank_breaks_the_chain(
     zero.finish()
     assert ledger.verify(zero.run_id).ok
     rawdb.drop_triggers(db_url)
-    rawdb.run(db_url, "UPDATE events SET rank = 0 WHERE run_id = ? AND stream_id = 'slot/b'",
-              (zero.run_id,))
+    rawdb.run(
+        db_url,
+        "UPDATE events SET rank = 0 WHERE run_id = ? AND stream_id = 'slot/b'",
+        (zero.run_id,),
+    )
     report = ledger.verify(zero.run_id)
     assert [f.kind for f in report.faults] == ["hash_mismatch"]

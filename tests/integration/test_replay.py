@@ -40,8 +40,13 @@ from kasmina.stages import SeedStage
 GATES = QualityGates(permissive=True, min_training_epochs=2, min_blending_epochs=2)
 EMBARGO = 2
 ALL_STAGES = set(SeedStage) - {SeedStage.UNKNOWN}
-LIVE_SEED_STAGES = {SeedStage.GERMINATED, SeedStage.TRAINING, SeedStage.BLENDING,
-                    SeedStage.HOLDING, SeedStage.FOSSILIZED}
+LIVE_SEED_STAGES = {
+    SeedStage.GERMINATED,
+    SeedStage.TRAINING,
+    SeedStage.BLENDING,
+    SeedStage.HOLDING,
+    SeedStage.FOSSILIZED,
+}
 
 
 # -- recording runs -------------------------------------------------------------
@@ -63,14 +68,17 @@ class Policy:
         roll = rng.random()
         if stage is SeedStage.DORMANT and roll < 0.5:
             self.planted += 1
-            slot.germinate(rng.choice(BLUEPRINTS), f"seed-{self.planted}",
-                           init_seed=rng.randrange(2**31), tempo=rng.randint(1, 4),
-                           curve=rng.choice(list(AlphaCurve)),
-                           alpha_target=rng.choice((1.0, 1.0, 0.75)))
+            slot.germinate(
+                rng.choice(BLUEPRINTS),
+                f"seed-{self.planted}",
+                init_seed=rng.randrange(2**31),
+                tempo=rng.randint(1, 4),
+                curve=rng.choice(list(AlphaCurve)),
+                alpha_target=rng.choice((1.0, 1.0, 0.75)),
+            )
         elif stage in (SeedStage.GERMINATED, SeedStage.TRAINING) and roll < 0.04:
             slot.prune("impatient", initiator="policy")
-        elif (stage is SeedStage.BLENDING and slot.controller.mode is AlphaMode.HOLD
-              and roll < 0.3):
+        elif stage is SeedStage.BLENDING and slot.controller.mode is AlphaMode.HOLD and roll < 0.3:
             if roll < 0.15:
                 slot.set_alpha_target(1.0, rng.randint(0, 3), curve=AlphaCurve.COSINE)
             else:
@@ -108,12 +116,25 @@ def drive(
     run = ledger.start_run("driven", seed=seed, config={"epochs": epochs}, buffer_size=400)
     recorder = run.recorder
     pool = BlockPool(4 * slots, (2,))
-    slot_list = [SeedSlot(f"s{i}", CHANNELS, recorder=recorder, gates=GATES, auto_advance=True,
-                          embargo_epochs=EMBARGO, pool=pool, blocks_per_seed=2)
-                 for i in range(slots)]
+    slot_list = [
+        SeedSlot(
+            f"s{i}",
+            CHANNELS,
+            recorder=recorder,
+            gates=GATES,
+            auto_advance=True,
+            embargo_epochs=EMBARGO,
+            pool=pool,
+            blocks_per_seed=2,
+        )
+        for i in range(slots)
+    ]
     now = [0.0]
-    governor = MemoryGovernor(recorder, gc_period=25, caches=[
-        TTLMemoryCache[str, int]("kernels", ttl=3.0, clock=lambda: now[0])])
+    governor = MemoryGovernor(
+        recorder,
+        gc_period=25,
+        caches=[TTLMemoryCache[str, int]("kernels", ttl=3.0, clock=lambda: now[0])],
+    )
     policy = Policy(rng, fade_outs=fade_outs)
     live: LiveStates = {}
     epoch = -1
@@ -188,13 +209,15 @@ def positions(ledger: Ledger, run_id: str) -> list[int]:
 
 
 def snapshot_rows(url: str, run_id: str) -> list[tuple[int, int | None]]:
-    rows = rawdb.run(url, "SELECT position, epoch FROM snapshots WHERE run_id = ? "
-                          "ORDER BY position", (run_id,))
+    rows = rawdb.run(
+        url, "SELECT position, epoch FROM snapshots WHERE run_id = ? ORDER BY position", (run_id,)
+    )
     return [(int(p), None if e is None else int(e)) for p, e in rows]  # type: ignore[call-overload]
 
 
-def fold_both_ways(ledger: Ledger, run_id: str, **cut: int | None) -> tuple[ReplayState,
-                                                                            ReplayState]:
+def fold_both_ways(
+    ledger: Ledger, run_id: str, **cut: int | None
+) -> tuple[ReplayState, ReplayState]:
     with warnings.catch_warnings():
         warnings.simplefilter("error", SnapshotWarning)  # an intact snapshot warns nothing
         cached = ledger.replay(run_id, **cut)  # type: ignore[arg-type]
@@ -214,8 +237,12 @@ class TestLiveEqualsFolded:
     def test_every_stage_live_equals_folded_at_every_epoch(self, ledger: Ledger) -> None:
         rec = drive(ledger, epochs=45, slots=4, seed=3, fade_outs=False)
         assert stages_seen(rec.live) == ALL_STAGES
-        ramping = [s for states in rec.live.values() for s in states.values()
-                   if s.controller.mode != "HOLD"]
+        ramping = [
+            s
+            for states in rec.live.values()
+            for s in states.values()
+            if s.controller.mode != "HOLD"
+        ]
         assert any(0.0 < s.alpha < 1.0 for s in ramping)
         assert {s.controller.mode for s in ramping} == {"UP", "DOWN"}
         assert check_live(ledger, rec.run_id, rec.live) == 45
@@ -227,8 +254,11 @@ class TestLiveEqualsFolded:
 
     def test_live_equals_folded_through_fade_out_prunes(self, driven: Recorded) -> None:
         with Ledger.open(driven.url) as ledger:
-            scheduled = [e for e in ledger.read(driven.run_id)
-                         if e.event_type == "SeedPruned" and e.payload.scheduled]  # type: ignore[attr-defined]
+            scheduled = [
+                e
+                for e in ledger.read(driven.run_id)
+                if e.event_type == "SeedPruned" and e.payload.scheduled
+            ]  # type: ignore[attr-defined]
             assert scheduled, "the run should complete some fade-outs"
             assert stages_seen(driven.live) == ALL_STAGES
             assert check_live(ledger, driven.run_id, driven.live) == len(driven.live)
@@ -249,12 +279,17 @@ class TestLiveEqualsFolded:
     def test_run_level_state_counts_memory_events(self, driven: Recorded) -> None:
         with Ledger.open(driven.url) as ledger:
             state = ledger.replay(driven.run_id)
-            _, rows = ledger.sql(f"SELECT reason, SUM(evicted), COUNT(*) FROM gc_evictions "
-                                 f"WHERE run_id = '{driven.run_id}' AND cache = 'kernels' "
-                                 "GROUP BY reason")
+            _, rows = ledger.sql(
+                f"SELECT reason, SUM(evicted), COUNT(*) FROM gc_evictions "
+                f"WHERE run_id = '{driven.run_id}' AND cache = 'kernels' "
+                "GROUP BY reason"
+            )
             by_reason = {str(r[0]): int(r[1]) for r in rows}  # type: ignore[call-overload]
-            released = sum(e.payload.blocks for e in ledger.read(driven.run_id)  # type: ignore[attr-defined]
-                           if e.event_type == "MemoryReleased")
+            released = sum(
+                e.payload.blocks
+                for e in ledger.read(driven.run_id)  # type: ignore[attr-defined]
+                if e.event_type == "MemoryReleased"
+            )
         kernels = state.run.caches["kernels"]
         assert by_reason and dict(kernels.by_reason) == by_reason
         assert kernels.evicted == sum(by_reason.values())
@@ -318,13 +353,20 @@ class TestSnapshots:
             assert len(rows) >= 5
             _, (chosen, epoch), (after, next_epoch) = rows[1:4]
             assert epoch is not None and next_epoch is not None and next_epoch > epoch
-            (text,) = rawdb.run(url, "SELECT state FROM snapshots WHERE run_id = ? AND "
-                                     "position = ?", (run_id, chosen))[0]
+            (text,) = rawdb.run(
+                url,
+                "SELECT state FROM snapshots WHERE run_id = ? AND position = ?",
+                (run_id, chosen),
+            )[0]
             body = json.loads(str(text))
             assert body["state"]["run"]["name"] == "synthetic"
             body["state"]["run"]["name"] = "marked"
-            old = next(s for s in snapshots.candidates(ledger.store, run_id, until_position=chosen,
-                                                       until_epoch=None))
+            old = next(
+                s
+                for s in snapshots.candidates(
+                    ledger.store, run_id, until_position=chosen, until_epoch=None
+                )
+            )
             rawdb.run(url, "DELETE FROM snapshots WHERE position = ?", (chosen,))
             assert snapshots.save(ledger.store, replace(old, state=json.dumps(body)))
 
@@ -338,7 +380,8 @@ class TestSnapshots:
             assert name(until_position=after) == "synthetic"
             assert name() == "synthetic"
             assert ledger.replay(run_id, until_position=chosen, snapshots=False).run.name == (
-                "synthetic")
+                "synthetic"
+            )
 
     def test_corrupted_snapshot_is_ignored_with_a_warning(
         self, recorded: Recorded, ledger_copy: Ledger
@@ -351,8 +394,9 @@ class TestSnapshots:
         (text,) = rawdb.run(url, "SELECT state FROM snapshots WHERE position = ?", (target,))[0]
         body = json.loads(str(text))
         body["state"]["run"]["events"] += 1000  # what a corrupted cache would claim
-        rawdb.run(url, "UPDATE snapshots SET state = ? WHERE position = ?",
-                  (json.dumps(body), target))
+        rawdb.run(
+            url, "UPDATE snapshots SET state = ? WHERE position = ?", (json.dumps(body), target)
+        )
         with pytest.warns(SnapshotWarning, match=rf"position {target} does not match its hash"):
             cached = ledger_copy.replay(run_id, until_position=cut)
         plain = ledger_copy.replay(run_id, until_position=cut, snapshots=False)
@@ -369,8 +413,9 @@ class TestSnapshots:
         url = copy_db(synthetic.url, tmp_path)
         with Ledger.open(url) as ledger:
             snapshot_run(ledger, synthetic.run_id)
-            (snap,) = snapshots.candidates(ledger.store, synthetic.run_id, until_position=None,
-                                           until_epoch=None)
+            (snap,) = snapshots.candidates(
+                ledger.store, synthetic.run_id, until_position=None, until_epoch=None
+            )
             rawdb.run(url, "DELETE FROM snapshots")
             snapshots.save(ledger.store, replace(snap, state='{"state": {}}'))
             with pytest.warns(SnapshotWarning, match="unreadable"):
@@ -419,8 +464,12 @@ class TestSnapshots:
             honest = ledger.replay(run_id, snapshots=False)
             early = next(e for e in ledger.read(run_id) if e.event_type == "SeedTelemetrySampled")
             rawdb.drop_triggers(url)
-            rawdb.run(url, "UPDATE events SET payload = replace(payload, '\"accuracy\":', "
-                           "'\"accuracy\":1') WHERE position = ?", (early.position,))
+            rawdb.run(
+                url,
+                "UPDATE events SET payload = replace(payload, '\"accuracy\":', "
+                "'\"accuracy\":1') WHERE position = ?",
+                (early.position,),
+            )
             assert not ledger.verify(run_id).ok
             with pytest.raises(UnverifiedRun, match=rf"^position {early.position}: "):
                 ledger.replay(run_id, snapshots=False)
@@ -442,7 +491,8 @@ class TestSnapshots:
             middle = stored[len(stored) // 2][1]
             assert middle is not None
             assert ledger.replay(run_id, until_epoch=middle) == ledger.replay(
-                run_id, until_epoch=middle, snapshots=False)
+                run_id, until_epoch=middle, snapshots=False
+            )
             with pytest.raises(ReplayError, match="at least 1"):
                 ledger.replay(run_id, snapshot_every=0)
 
@@ -479,8 +529,12 @@ class TestSnapshots:
                 cached, plain = fold_both_ways(ledger, run_id, until_position=position)
                 assert cached == plain, position
             target = rows[-1][0]
-            rawdb.run(pg_url, "UPDATE snapshots SET state = replace(state, '\"run\":', "
-                              "'\"run\" :') WHERE position = ?", (target,))
+            rawdb.run(
+                pg_url,
+                "UPDATE snapshots SET state = replace(state, '\"run\":', "
+                "'\"run\" :') WHERE position = ?",
+                (target,),
+            )
             with pytest.warns(SnapshotWarning, match=rf"position {target} does not match"):
                 cached = ledger.replay(run_id)
             assert cached == ledger.replay(run_id, snapshots=False)
@@ -505,8 +559,17 @@ class TestSnapshots:
 
 
 def fresh_slots(n: int, **kwargs: object) -> list[SeedSlot]:
-    return [SeedSlot(f"s{i}", CHANNELS, gates=GATES, auto_advance=True,  # type: ignore[arg-type]
-                     embargo_epochs=EMBARGO, **kwargs) for i in range(n)]
+    return [
+        SeedSlot(
+            f"s{i}",
+            CHANNELS,
+            gates=GATES,
+            auto_advance=True,  # type: ignore[arg-type]
+            embargo_epochs=EMBARGO,
+            **kwargs,
+        )
+        for i in range(n)
+    ]
 
 
 def weights(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -543,15 +606,20 @@ class TestRestore:
                     if state.stage in LIVE_SEED_STAGES:
                         assert slot.seed is not None and state.blueprint_id is not None
                         assert state.init_seed is not None
-                        fresh = build_blueprint(state.blueprint_id, CHANNELS, "cnn",
-                                                state.init_seed)
+                        fresh = build_blueprint(
+                            state.blueprint_id, CHANNELS, "cnn", state.init_seed
+                        )
                         assert_bit_identical(slot.seed, fresh)
                     else:
                         assert slot.seed is None
                 assert stray.stage is SeedStage.DORMANT and stray.seed is None
                 assert live_state(stray) == folded.slot("zz")
-            assert set(checked) >= {SeedStage.TRAINING, SeedStage.BLENDING, SeedStage.HOLDING,
-                                    SeedStage.FOSSILIZED}
+            assert set(checked) >= {
+                SeedStage.TRAINING,
+                SeedStage.BLENDING,
+                SeedStage.HOLDING,
+                SeedStage.FOSSILIZED,
+            }
             assert [e.event_type for e in ledger.read(observer.run_id)] == ["RunStarted"]
 
     def test_rebuilt_weights_depend_on_the_init_seed(self) -> None:
@@ -577,7 +645,8 @@ class TestRestore:
             assert restored.seed is not None
             assert_bit_identical(restored.seed, live.seed)
             assert [p.requires_grad for p in restored.seed.parameters()] == [
-                p.requires_grad for p in live.seed.parameters()]
+                p.requires_grad for p in live.seed.parameters()
+            ]
             with torch.no_grad():
                 assert torch.equal(restored(probe), live(probe))
 
@@ -586,8 +655,13 @@ class TestRestore:
             run = ledger.start_run("carry-on", seed=0)
             live = fresh_slots(2, recorder=run.recorder)
             for slot in live:
-                slot.germinate("conv_light", f"seed-{slot.slot_id}", init_seed=9, tempo=5,
-                               curve=AlphaCurve.COSINE)
+                slot.germinate(
+                    "conv_light",
+                    f"seed-{slot.slot_id}",
+                    init_seed=9,
+                    tempo=5,
+                    curve=AlphaCurve.COSINE,
+                )
             for epoch in range(1, 6):
                 for slot in live:
                     slot.metrics.grad_health, slot.metrics.has_exploding = 1.0, False

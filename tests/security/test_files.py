@@ -25,8 +25,9 @@ SECRET = "precious: must never be overwritten\n"
 
 def kasmina(url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "KASMINA_DB"}
-    return subprocess.run([BIN, "--db", url, *args], capture_output=True, text=True, env=env,
-                          timeout=120)
+    return subprocess.run(
+        [BIN, "--db", url, *args], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 def _victim(tmp_path: Path) -> Path:
@@ -39,8 +40,13 @@ def _victim(tmp_path: Path) -> Path:
 
 def _plant(folder: Path, name: str, victim: Path) -> list[Path]:
     """Links at the old predictable name and at names shaped like the new ones."""
-    guesses = [f".{name}.partial", f".{name}.0000000000000000.partial",
-               f".{name}.ffffffffffffffff.partial", f".{name}.tmp", f"{name}.partial"]
+    guesses = [
+        f".{name}.partial",
+        f".{name}.0000000000000000.partial",
+        f".{name}.ffffffffffffffff.partial",
+        f".{name}.tmp",
+        f"{name}.partial",
+    ]
     links = []
     for guess in guesses:
         link = folder / guess
@@ -51,8 +57,14 @@ def _plant(folder: Path, name: str, victim: Path) -> list[Path]:
 
 COMMANDS = {
     "report": lambda out: ["report", "victim", "-o", str(out / "run.html")],
-    "sql": lambda out: ["sql", "SELECT run_id FROM runs", "--format", "csv", "-o",
-                        str(out / "runs.csv")],
+    "sql": lambda out: [
+        "sql",
+        "SELECT run_id FROM runs",
+        "--format",
+        "csv",
+        "-o",
+        str(out / "runs.csv"),
+    ],
     "export": lambda out: ["export", "victim", "--format", "csv", "-o", str(out)],
 }
 WRITES = {"report": "run.html", "sql": "runs.csv", "export": "events.csv"}

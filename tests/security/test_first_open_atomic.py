@@ -95,10 +95,14 @@ def test_a_migration_that_fails_midway_leaves_no_schema(tmp_path: Path) -> None:
 
 def _half_made(path: Path, source: Path, keep: int) -> None:
     """What an older kasmina killed during its first open left: some of the schema, no revision."""
-    objects = sqlite3.connect(source).execute(
-        "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' "
-        "ORDER BY rowid"
-    ).fetchall()
+    objects = (
+        sqlite3.connect(source)
+        .execute(
+            "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' "
+            "ORDER BY rowid"
+        )
+        .fetchall()
+    )
     conn = sqlite3.connect(path)
     try:
         conn.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")

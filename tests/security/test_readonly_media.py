@@ -120,12 +120,23 @@ def test_reads_work_on_read_only_media(media: tuple[str, Path, int], tmp_path: P
 
 def test_a_write_on_read_only_media_is_one_line(media: tuple[str, Path, int]) -> None:
     url, folder, _ = media
-    proc = kasmina(url, "append", "open", "--type", "SeedGerminated", "--stream", "slot/a",
-                   "--payload", '{"slot_id": "a", "blueprint_id": "conv_small", "params": 10}')
+    proc = kasmina(
+        url,
+        "append",
+        "open",
+        "--type",
+        "SeedGerminated",
+        "--stream",
+        "slot/a",
+        "--payload",
+        '{"slot_id": "a", "blueprint_id": "conv_small", "params": 10}',
+    )
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
-    assert lines == [f"error: cannot write to {folder / 'ledger.db'}: the file or its folder "
-                     "is read-only (the ledger was opened for reading only)"]
+    assert lines == [
+        f"error: cannot write to {folder / 'ledger.db'}: the file or its folder "
+        "is read-only (the ledger was opened for reading only)"
+    ]
     for migration in (["upgrade"], ["downgrade", "base", "--discard-data"]):
         proc = kasmina(url, "db", *migration)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr

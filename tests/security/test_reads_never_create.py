@@ -29,14 +29,24 @@ READS = [
     ["replay", "victim"],
     ["db", "current"],
     ["db", "downgrade", "base"],
-    ["append", "victim", "--type", "SeedGerminated", "--stream", "slot/a",
-     "--payload", '{"slot_id": "a", "blueprint_id": "conv_small", "params": 10}'],
+    [
+        "append",
+        "victim",
+        "--type",
+        "SeedGerminated",
+        "--stream",
+        "slot/a",
+        "--payload",
+        '{"slot_id": "a", "blueprint_id": "conv_small", "params": 10}',
+    ],
 ]
 
 
 @pytest.mark.parametrize("args", READS, ids=lambda a: "-".join(a[:2]))
 def test_a_read_of_a_missing_sqlite_file_is_refused_and_creates_nothing(
-    args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     real = f"sqlite:///{tmp_path / 'ledger.db'}"

@@ -26,27 +26,46 @@ def urls(server: PgServer) -> dict[str, tuple[str, tuple[str, ...]]]:
     sock = f"host={server.base}&port={server.port}"
     return {
         "no-such-role": (f"postgresql+psycopg://nobody:{PASSWORD}@/postgres?{sock}", (PASSWORD,)),
-        "no-such-database": (f"postgresql+psycopg://postgres:{PASSWORD}@/nodb?{sock}",
-                             (PASSWORD,)),
+        "no-such-database": (f"postgresql+psycopg://postgres:{PASSWORD}@/nodb?{sock}", (PASSWORD,)),
         "unreachable": (f"postgresql+psycopg://u:{PASSWORD}@127.0.0.1:1/db", (PASSWORD,)),
-        "query-parameter": (f"postgresql+psycopg://u@/db?host=127.0.0.1&port=1"
-                            f"&password={PASSWORD}", (PASSWORD,)),
-        "encoded": ("postgresql+psycopg://u:p%40ss%2F" + PASSWORD + "@127.0.0.1:1/db",
-                    ("p@ss/" + PASSWORD, "p%40ss%2F" + PASSWORD)),
-        "at-sign": (f"postgresql+psycopg://u:p@ss/w?rd#{PASSWORD}@127.0.0.1:1/db",
-                    (f"p@ss/w?rd#{PASSWORD}", PASSWORD)),
+        "query-parameter": (
+            f"postgresql+psycopg://u@/db?host=127.0.0.1&port=1&password={PASSWORD}",
+            (PASSWORD,),
+        ),
+        "encoded": (
+            "postgresql+psycopg://u:p%40ss%2F" + PASSWORD + "@127.0.0.1:1/db",
+            ("p@ss/" + PASSWORD, "p%40ss%2F" + PASSWORD),
+        ),
+        "at-sign": (
+            f"postgresql+psycopg://u:p@ss/w?rd#{PASSWORD}@127.0.0.1:1/db",
+            (f"p@ss/w?rd#{PASSWORD}", PASSWORD),
+        ),
         "bad-port": (f"postgresql+psycopg://u:{PASSWORD}@127.0.0.1:abc/db", (PASSWORD,)),
-        "bad-option": (f"postgresql+psycopg://u@/db?host=127.0.0.1&port=1&sslmode=bogus"
-                       f"&password={PASSWORD}", (PASSWORD,)),
+        "bad-option": (
+            f"postgresql+psycopg://u@/db?host=127.0.0.1&port=1&sslmode=bogus&password={PASSWORD}",
+            (PASSWORD,),
+        ),
     }
 
 
-CASES = ("no-such-role", "no-such-database", "unreachable", "query-parameter", "encoded",
-         "at-sign", "bad-port", "bad-option")
+CASES = (
+    "no-such-role",
+    "no-such-database",
+    "unreachable",
+    "query-parameter",
+    "encoded",
+    "at-sign",
+    "bad-port",
+    "bad-option",
+)
 COMMANDS = {
-    "runs": ["runs"], "verify": ["verify"], "sql": ["sql", "SELECT 1"],
-    "history": ["history", "r1"], "db-current": ["db", "current"],
-    "export": ["export", "r1", "-o", "{tmp}/out"], "report": ["report", "r1", "-o", "{tmp}/r.html"],
+    "runs": ["runs"],
+    "verify": ["verify"],
+    "sql": ["sql", "SELECT 1"],
+    "history": ["history", "r1"],
+    "db-current": ["db", "current"],
+    "export": ["export", "r1", "-o", "{tmp}/out"],
+    "report": ["report", "r1", "-o", "{tmp}/r.html"],
     "append": ["append", "r1", "--type", "EpochCompleted", "--payload", "{}", "--stream", "run"],
 }
 
@@ -54,7 +73,10 @@ COMMANDS = {
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_no_error_line_shows_the_password(
-    pg_server: PgServer, tmp_path: Path, capfd: pytest.CaptureFixture[str], case: str,
+    pg_server: PgServer,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    case: str,
     command: str,
 ) -> None:
     url, secrets = urls(pg_server)[case]
@@ -82,8 +104,10 @@ def test_the_python_api_raises_without_the_password(pg_server: PgServer, case: s
 def test_scrub_masks_conninfo_and_other_urls_in_driver_text() -> None:
     from kasmina.ledger.errors import redact, scrub
 
-    text = ('missing "=" after "password=\'a b\' x" in connection info string; '
-            "password=plain&host=h; see postgresql://bob:pw123@db/x")
+    text = (
+        'missing "=" after "password=\'a b\' x" in connection info string; '
+        "password=plain&host=h; see postgresql://bob:pw123@db/x"
+    )
     cleaned = scrub(text, "sqlite:///ledger.db")
     assert "a b" not in cleaned and "plain" not in cleaned and "pw123" not in cleaned
     assert cleaned.count("***") == 3

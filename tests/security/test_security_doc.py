@@ -58,7 +58,11 @@ def test_the_console_sessions_print_what_the_page_shows(
             argv = [urls.get(word, word) for word in shlex.split(command)]
             assert argv[0] == "kasmina", command
             proc = subprocess.run(
-                [BIN, *argv[1:]], cwd=tmp_path, env=env, capture_output=True, text=True,
+                [BIN, *argv[1:]],
+                cwd=tmp_path,
+                env=env,
+                capture_output=True,
+                text=True,
                 timeout=120,
             )
             printed = (proc.stdout + proc.stderr).rstrip("\n").splitlines()

@@ -86,19 +86,21 @@ COMMANDS = {
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_memory_does_not_grow_with_the_run(
-    runs: tuple[str, dict[str, str]], command: str, tmp_path: Path,
+    runs: tuple[str, dict[str, str]],
+    command: str,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     url, ids = runs
     peaks, sizes = {}, {}
     for size, run_id in ids.items():
         folder = tmp_path / size
-        argv = [a.replace("{run}", run_id).replace("{tmp}", str(folder))
-                for a in COMMANDS[command]]
+        argv = [a.replace("{run}", run_id).replace("{tmp}", str(folder)) for a in COMMANDS[command]]
         with capsys.disabled():
             peaks[size], sink = _peak(["--db", url, *argv])
-        sizes[size] = (sum(p.stat().st_size for p in folder.iterdir())
-                       if folder.exists() else sink.chars)
+        sizes[size] = (
+            sum(p.stat().st_size for p in folder.iterdir()) if folder.exists() else sink.chars
+        )
     assert sizes["long"] > 2.5 * sizes["short"]  # three times the events, printed
     # Gathering the rows first would need three times the memory too.
     assert peaks["long"] < 1.3 * peaks["short"], f"peaks {peaks}, output {sizes}"

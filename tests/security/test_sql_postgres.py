@@ -80,9 +80,7 @@ def victim(
     return Victim(url, admin, name, owner_role if owned else "postgres", drop_dir)
 
 
-def refused(
-    capsys: pytest.CaptureFixture[str], victim: Victim, statement: str, *args: str
-) -> str:
+def refused(capsys: pytest.CaptureFixture[str], victim: Victim, statement: str, *args: str) -> str:
     """Run `kasmina sql`, expecting one error line and no change; return the line."""
     line = cli_error(capsys, ["--db", victim.url, "sql", *args, statement], unchanged=victim.url)
     assert list(victim.drop.iterdir()) == [], "the server wrote a file"
@@ -100,8 +98,10 @@ def _connstr(victim: Victim, user: str) -> str:
 HOSTILE: list[tuple[str, str]] = [
     # breaking out of the transaction with a simple-protocol string
     *(
-        (f"SELECT 1; {end}; DROP TRIGGER events_immutable ON events; DELETE FROM events",
-         ONE_STATEMENT)
+        (
+            f"SELECT 1; {end}; DROP TRIGGER events_immutable ON events; DELETE FROM events",
+            ONE_STATEMENT,
+        )
         for end in ("COMMIT", "ROLLBACK", "END")
     ),
     (f"SELECT 1; ALTER ROLE {OWNER_ROLE} SUPERUSER", ONE_STATEMENT),
@@ -155,7 +155,7 @@ HOSTILE: list[tuple[str, str]] = [
         "SELECT * FROM ts_stat('select set_config(''role'', session_user, true)::tsvector')",
         NO_SWITCH,
     ),
-    (f'SELECT U&"set\\005fconfig"(\'role\', session_user, true), {READ_FILE}', NO_SWITCH),
+    (f"SELECT U&\"set\\005fconfig\"('role', session_user, true), {READ_FILE}", NO_SWITCH),
     (
         "SELECT count(*) FROM events WHERE event_id = query_to_xml("
         "'select set_config(''role'', session_user, true)', true, false, '')::text",
@@ -217,8 +217,9 @@ def test_dblink_really_opens_a_superuser_session(victim: Victim) -> None:
     if not rawdb.run(victim.admin, "SELECT 1 FROM pg_extension WHERE extname = 'dblink'"):
         pytest.skip("no dblink in this server's contrib")
     dsn = _connstr(victim, "postgres")
-    rows = rawdb.run(victim.admin, "SELECT * FROM dblink(?, 'SELECT current_user::text') "
-                     "AS t(u text)", (dsn,))
+    rows = rawdb.run(
+        victim.admin, "SELECT * FROM dblink(?, 'SELECT current_user::text') AS t(u text)", (dsn,)
+    )
     assert rows == [("postgres",)]
 
 
@@ -238,9 +239,17 @@ def test_an_advisory_lock_taken_by_sql_is_gone_when_it_returns(
     with Ledger.open(victim.url) as ledger:
         run = ledger.start_run(name="locked", seed=3, run_id=f"locked{next(_made)}")
         key = f"hashtextextended('{run.run_id}', 0)"
-        assert main(["--db", victim.url, "sql",
-                     f"SELECT pg_advisory_lock({key})::text, pg_advisory_xact_lock({key})::text"]
-                    ) == 0
+        assert (
+            main(
+                [
+                    "--db",
+                    victim.url,
+                    "sql",
+                    f"SELECT pg_advisory_lock({key})::text, pg_advisory_xact_lock({key})::text",
+                ]
+            )
+            == 0
+        )
         assert not rawdb.run(victim.admin, "SELECT 1 FROM pg_locks WHERE locktype = 'advisory'")
         assert ledger.append([sample(run.run_id, n=0)]).appended == 1
 
@@ -251,9 +260,11 @@ def test_a_long_query_is_cut_by_the_timeout(
     line = refused(capsys, victim, "SELECT pg_sleep(120)::text", "--timeout", "1")
     assert "1 s timeout" in line
     line = refused(
-        capsys, victim,
+        capsys,
+        victim,
         "SELECT set_config('statement_timeout', '0', false), pg_sleep(120)::text",
-        "--timeout", "1",
+        "--timeout",
+        "1",
     )
     assert "1 s timeout" in line
 
@@ -307,8 +318,9 @@ def test_migration_0007_downgrades_and_upgrades_again(pg_url: str) -> None:
     record_small_run(pg_url)
     migrate.downgrade(pg_url, "0006")
     assert rawdb.run(pg_url, "SELECT to_regprocedure('kasmina_reader_rows(text)')") == [(None,)]
-    [(select,)] = rawdb.run(pg_url, "SELECT has_table_privilege('kasmina_reader', 'events', "
-                            "'SELECT')")
+    [(select,)] = rawdb.run(
+        pg_url, "SELECT has_table_privilege('kasmina_reader', 'events', 'SELECT')"
+    )
     assert select is False
     migrate.upgrade(pg_url)
     with Ledger.open(pg_url) as ledger:
@@ -329,8 +341,11 @@ def test_a_shadow_function_that_is_not_a_security_definer_is_refused(
     capsys: pytest.CaptureFixture[str], pg_url: str
 ) -> None:
     rawdb.run(pg_url, "DROP FUNCTION kasmina_reader_rows(text)")
-    rawdb.run(pg_url, "CREATE FUNCTION kasmina_reader_rows(q text) RETURNS SETOF record "
-              "LANGUAGE plpgsql AS $$ BEGIN RETURN QUERY EXECUTE q; END $$")
+    rawdb.run(
+        pg_url,
+        "CREATE FUNCTION kasmina_reader_rows(q text) RETURNS SETOF record "
+        "LANGUAGE plpgsql AS $$ BEGIN RETURN QUERY EXECUTE q; END $$",
+    )
     capsys.readouterr()
     assert main(["--db", pg_url, "sql", "SELECT set_config('role', 'postgres', true)"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -347,7 +362,9 @@ def test_an_owner_that_may_not_grant_the_role_is_told_what_an_admin_must_do(
     url = f"postgresql+psycopg://{role}@/{role}?host={pg_server.base}&port={pg_server.port}"
     capture = subprocess.run(
         [sys.executable, "-m", "kasmina.cli", "--db", url, "db", "upgrade"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     lines = [line for line in capture.stderr.splitlines() if line.strip()]
     assert capture.returncode == 2, capture
@@ -378,8 +395,10 @@ def test_grant_reader_lets_an_analyst_read_and_nothing_more(
 ) -> None:
     from urllib.parse import quote
 
-    as_analyst = (f"postgresql+psycopg://{quote(analyst, safe='')}@/{victim.database}"
-                  f"?host={pg_server.base}&port={pg_server.port}")
+    as_analyst = (
+        f"postgresql+psycopg://{quote(analyst, safe='')}@/{victim.database}"
+        f"?host={pg_server.base}&port={pg_server.port}"
+    )
     quoted = '"' + analyst.replace('"', '""') + '"'
     rawdb.run(victim.admin, f"GRANT SELECT ON alembic_version, events TO {quoted}")  # may open
     code, err, _ = _cli(["--db", as_analyst, "sql", "SELECT count(*) FROM events"], capsys)
@@ -389,11 +408,15 @@ def test_grant_reader_lets_an_analyst_read_and_nothing_more(
     code, err, out = _cli(["--db", victim.url, "db", "grant-reader", analyst], capsys)
     assert (code, err) == (0, []) and out.strip() == f"granted kasmina_reader to {analyst}"
     assert fingerprint(victim.url).rows == before.rows
-    code, err, out = _cli(["--db", as_analyst, "sql", "--format", "csv",
-                           "SELECT count(*) AS n FROM events"], capsys)
+    code, err, out = _cli(
+        ["--db", as_analyst, "sql", "--format", "csv", "SELECT count(*) AS n FROM events"], capsys
+    )
     assert (code, err) == (0, []) and out.split() == ["n", str(victim.events())]
-    for statement in ("DELETE FROM events", "SELECT pg_read_file('/etc/passwd')",
-                      f"SELECT set_config('role', session_user, true), {READ_FILE}"):
+    for statement in (
+        "DELETE FROM events",
+        "SELECT pg_read_file('/etc/passwd')",
+        f"SELECT set_config('role', session_user, true), {READ_FILE}",
+    ):
         code, err, _ = _cli(["--db", as_analyst, "sql", statement], capsys)
         assert code == 2 and len(err) == 1 and "refused" in err[0], err
     assert fingerprint(victim.url).rows == before.rows
@@ -433,9 +456,20 @@ def _wait_for(condition: Callable[[], object], what: str, limit_s: float = 30.0)
 
 def _start_long_query(victim: Victim) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "kasmina.cli", "--db", victim.url, "sql", "--timeout", "300",
-         "SELECT pg_sleep(300)::text"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "kasmina.cli",
+            "--db",
+            victim.url,
+            "sql",
+            "--timeout",
+            "300",
+            "SELECT pg_sleep(300)::text",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     _wait_for(lambda: _running(victim) or proc.poll() is not None, "the query to start")
     assert proc.poll() is None, proc.communicate()

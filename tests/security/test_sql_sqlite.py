@@ -100,8 +100,12 @@ def test_the_functions_an_analyst_needs_are_allowed(ledger_url: str) -> None:
 
 
 def test_every_view_works_under_the_allow_list(ledger_url: str) -> None:
-    views = [name for (name,) in rawdb.run(
-        ledger_url, "SELECT name FROM sqlite_master WHERE type = 'view' ORDER BY name")]
+    views = [
+        name
+        for (name,) in rawdb.run(
+            ledger_url, "SELECT name FROM sqlite_master WHERE type = 'view' ORDER BY name"
+        )
+    ]
     assert "seed_timeline" in views
     with Ledger.open(ledger_url) as ledger:
         for view in views:
@@ -112,12 +116,14 @@ def test_every_view_works_under_the_allow_list(ledger_url: str) -> None:
 def test_a_long_query_is_cut_by_the_timeout(ledger_url: str) -> None:
     """In a child process, so that a query the timeout fails to cut fails the test, not hangs it."""
     before = fingerprint(ledger_url)
-    endless = ("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) "
-               "SELECT count(*) FROM n")
+    endless = (
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT count(*) FROM n"
+    )
     proc = subprocess.run(
-        [sys.executable, "-m", "kasmina.cli", "--db", ledger_url, "sql", "--timeout", "1",
-         endless],
-        capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "kasmina.cli", "--db", ledger_url, "sql", "--timeout", "1", endless],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2, proc
@@ -133,14 +139,25 @@ def test_a_timeout_that_is_not_a_positive_number_is_refused(
 
 
 def test_ctrl_c_stops_a_running_query_and_exits_130(ledger_url: str) -> None:
-    endless = ("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) "
-               "SELECT count(*) FROM n")
+    endless = (
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT count(*) FROM n"
+    )
     proc = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys; print('started', flush=True); from kasmina.cli import main; "
-         "sys.exit(main(sys.argv[1:]))",
-         "--db", ledger_url, "sql", "--timeout", "600", endless],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys; print('started', flush=True); from kasmina.cli import main; "
+            "sys.exit(main(sys.argv[1:]))",
+            "--db",
+            ledger_url,
+            "sql",
+            "--timeout",
+            "600",
+            endless,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "started"

@@ -36,10 +36,17 @@ RAW = ("\x1b", "\x07", "\x08", "\r", "\x9b", "\u202e", "\u2066")
 def record_hostile_run(url: str) -> None:
     with Ledger.open(url) as ledger:
         run = ledger.start_run(name="name\x1b[5m[/]", seed=3, run_id=RUN)
-        run.recorder.emit(SeedGerminated(slot_id=SLOT, blueprint_id=BLUEPRINT, params=4),
-                          stream_id=slot_stream(SLOT), epoch=0, seed_id=SEED)
-        run.recorder.emit(EpochCompleted(val_accuracy=0.5, param_digests={DIGEST_KEY: "v\r"}),
-                          stream_id="run", epoch=0)
+        run.recorder.emit(
+            SeedGerminated(slot_id=SLOT, blueprint_id=BLUEPRINT, params=4),
+            stream_id=slot_stream(SLOT),
+            epoch=0,
+            seed_id=SEED,
+        )
+        run.recorder.emit(
+            EpochCompleted(val_accuracy=0.5, param_digests={DIGEST_KEY: "v\r"}),
+            stream_id="run",
+            epoch=0,
+        )
         run.finish()
 
 
@@ -52,8 +59,9 @@ def hostile_url(attacked_url: str) -> str:
 def kasmina(url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "KASMINA_DB"}
     env["COLUMNS"] = "1000"  # no wrapping inside a cell, so the escaped text is whole
-    return subprocess.run([BIN, "--db", url, *args], capture_output=True, text=True, env=env,
-                          timeout=120)
+    return subprocess.run(
+        [BIN, "--db", url, *args], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 SHOWN_RUN = r"evil[/red]\x1b[2J\x1b]0;owned\x07\u202e"
@@ -105,8 +113,11 @@ def test_json_keeps_the_exact_strings(hostile_url: str, fmt: str) -> None:
     before = fingerprint(hostile_url)
     proc = kasmina(hostile_url, "history", RUN, "--format", fmt)
     assert proc.returncode == 0, proc.stderr
-    events = (json.loads(proc.stdout) if fmt == "json"
-              else [json.loads(line) for line in proc.stdout.splitlines()])
+    events = (
+        json.loads(proc.stdout)
+        if fmt == "json"
+        else [json.loads(line) for line in proc.stdout.splitlines()]
+    )
     assert {e["run_id"] for e in events} == {RUN}
     germinated = next(e for e in events if e["event_type"] == "SeedGerminated")
     assert germinated["seed_id"] == SEED and germinated["stream_id"] == slot_stream(SLOT)

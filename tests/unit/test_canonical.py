@@ -12,8 +12,9 @@ from kasmina.errors import PayloadInvalid
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner,
-                                                                 max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4)
+    ),
     max_leaves=20,
 )
 
@@ -33,7 +34,11 @@ def test_sorted_keys_no_spaces_floats_as_repr() -> None:
 
 def test_special_floats_are_explicit() -> None:
     assert canonical_value([math.nan, math.inf, -math.inf, -0.0]) == [
-        "NaN", "Infinity", "-Infinity", "-0.0"]
+        "NaN",
+        "Infinity",
+        "-Infinity",
+        "-0.0",
+    ]
     assert canonical_value(1e300) == int(1e300)
     assert canonical_value(123.0) == 123.0
 
@@ -47,16 +52,27 @@ def test_refuses_what_json_cannot_hold() -> None:
         canonical_json("a\x00b")
 
 
-@given(st.integers(min_value=1, max_value=10**6),
-       st.one_of(st.none(), st.text(st.characters(blacklist_characters="\x00"), max_size=8)),
-       st.one_of(st.none(), st.integers(-5, 10**6)),
-       st.one_of(st.none(), st.integers(0, 4096)))
+@given(
+    st.integers(min_value=1, max_value=10**6),
+    st.one_of(st.none(), st.text(st.characters(blacklist_characters="\x00"), max_size=8)),
+    st.one_of(st.none(), st.integers(-5, 10**6)),
+    st.one_of(st.none(), st.integers(0, 4096)),
+)
 def test_envelope_text_equals_canonical_json_of_the_columns(
     version: int, seed_id: str | None, epoch: int | None, rank: int | None
 ) -> None:
-    columns = dict(event_id="e-1", run_id="r\u00e9", stream_id="slot/\"x\"", version=version,
-                   event_type="T", schema_version=2, epoch=epoch, seed_id=seed_id,
-                   recorded_at="2026-01-01T00:00:00.000001+00:00", prev_hash="0" * 64)
+    columns = dict(
+        event_id="e-1",
+        run_id="r\u00e9",
+        stream_id='slot/"x"',
+        version=version,
+        event_type="T",
+        schema_version=2,
+        epoch=epoch,
+        seed_id=seed_id,
+        recorded_at="2026-01-01T00:00:00.000001+00:00",
+        prev_hash="0" * 64,
+    )
     payload = {"alpha": 0.5, "z": [1, "two"]}
     hashed = {**columns, "payload": payload} | ({} if rank is None else {"rank": rank})
     expected = canonical_json(hashed)
@@ -71,9 +87,10 @@ def _outcome(fn: object, value: object) -> str:
         return f"refused: {exc}"
 
 
-@given(st.dictionaries(st.text(max_size=5), json_values, max_size=8)
-       | st.dictionaries(st.text(max_size=5), st.floats() | st.none() | st.booleans(),
-                         max_size=12))
+@given(
+    st.dictionaries(st.text(max_size=5), json_values, max_size=8)
+    | st.dictionaries(st.text(max_size=5), st.floats() | st.none() | st.booleans(), max_size=12)
+)
 def test_canonical_object_is_canonical_json_of_a_dict(value: dict[str, object]) -> None:
     from kasmina.canonical import canonical_object
 
@@ -121,9 +138,12 @@ def test_loads_refuses_what_json_refuses() -> None:
 _marks = st.sampled_from(["-0.0", "-0.0,", "1e+16", "a\x00b", "\\u0000", "x-0.0]", "e+"])
 
 
-@given(st.dictionaries(st.text(max_size=5), json_values | _marks, max_size=8)
-       | st.dictionaries(st.text(max_size=5), st.floats() | _marks | st.lists(st.floats()),
-                         max_size=12))
+@given(
+    st.dictionaries(st.text(max_size=5), json_values | _marks, max_size=8)
+    | st.dictionaries(
+        st.text(max_size=5), st.floats() | _marks | st.lists(st.floats()), max_size=12
+    )
+)
 def test_canonical_string_keyed_is_canonical_json_of_a_dict(value: dict[str, object]) -> None:
     from kasmina.canonical import canonical_string_keyed
 

@@ -18,10 +18,21 @@ from kasmina.events import (
 )
 from kasmina.stages import SeedStage
 
-REQUIRED = {"RunStarted", "EpochCompleted", "SeedGerminated", "SeedStageChanged",
-            "SeedGateEvaluated", "AlphaTargetSet", "SeedFossilized", "SeedPruned",
-            "CacheEvicted", "MemoryReleased", "EventsDropped", "SeedTelemetrySampled",
-            "RunFinished"}
+REQUIRED = {
+    "RunStarted",
+    "EpochCompleted",
+    "SeedGerminated",
+    "SeedStageChanged",
+    "SeedGateEvaluated",
+    "AlphaTargetSet",
+    "SeedFossilized",
+    "SeedPruned",
+    "CacheEvicted",
+    "MemoryReleased",
+    "EventsDropped",
+    "SeedTelemetrySampled",
+    "RunFinished",
+}
 
 
 def test_every_required_event_type_is_registered() -> None:
@@ -34,8 +45,18 @@ def test_only_telemetry_samples_are_droppable() -> None:
 
 def test_extra_fields_are_refused_with_a_one_line_message() -> None:
     with pytest.raises(PayloadInvalid) as info:
-        load_payload("CacheEvicted", 1, {"cache": "k", "evicted": 0, "reason": "ttl",
-                                         "size_before": 1, "size_after": 1, "oops": 1})
+        load_payload(
+            "CacheEvicted",
+            1,
+            {
+                "cache": "k",
+                "evicted": 0,
+                "reason": "ttl",
+                "size_before": 1,
+                "size_after": 1,
+                "oops": 1,
+            },
+        )
     message = str(info.value)
     assert "\n" not in message and "oops" in message and "evicted" in message
 
@@ -46,8 +67,9 @@ def test_unknown_type() -> None:
 
 
 def test_special_floats_decode_from_their_strings() -> None:
-    payload = load_payload("EpochCompleted", 1, {"val_loss": "NaN", "train_loss": "-Infinity",
-                                                  "val_accuracy": "-0.0"})
+    payload = load_payload(
+        "EpochCompleted", 1, {"val_loss": "NaN", "train_loss": "-Infinity", "val_accuracy": "-0.0"}
+    )
     assert isinstance(payload, EpochCompleted)
     assert payload.val_loss is not None and math.isnan(payload.val_loss)
     assert payload.train_loss == -math.inf
@@ -57,8 +79,9 @@ def test_special_floats_decode_from_their_strings() -> None:
 
 
 def test_stages_are_stored_by_name() -> None:
-    change = SeedStageChanged(slot_id="a", from_stage=SeedStage.DORMANT, to_stage=2,
-                              trigger="command", alpha=0.0)
+    change = SeedStageChanged(
+        slot_id="a", from_stage=SeedStage.DORMANT, to_stage=2, trigger="command", alpha=0.0
+    )
     dumped = change.model_dump()
     assert (dumped["from_stage"], dumped["to_stage"]) == ("DORMANT", "GERMINATED")
     with pytest.raises(PayloadInvalid, match="retired"):
@@ -70,7 +93,10 @@ def test_v1_stage_change_upcasts_to_v2() -> None:
     new = load_payload("SeedStageChanged", 1, old)
     assert isinstance(new, SeedStageChanged)
     assert (new.from_stage, new.to_stage, new.trigger) == (
-        SeedStage.BLENDING, SeedStage.HOLDING, "command")
+        SeedStage.BLENDING,
+        SeedStage.HOLDING,
+        "command",
+    )
 
 
 def test_newer_schema_than_code_is_refused() -> None:

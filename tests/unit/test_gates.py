@@ -13,9 +13,13 @@ T, B = SeedStage.TRAINING, SeedStage.BLENDING
 
 
 def test_gate_is_chosen_by_target() -> None:
-    assert GATE_FOR_TARGET == {SeedStage.GERMINATED: "G0", SeedStage.TRAINING: "G1",
-                               SeedStage.BLENDING: "G2", SeedStage.HOLDING: "G3",
-                               SeedStage.FOSSILIZED: "G5"}
+    assert GATE_FOR_TARGET == {
+        SeedStage.GERMINATED: "G0",
+        SeedStage.TRAINING: "G1",
+        SeedStage.BLENDING: "G2",
+        SeedStage.HOLDING: "G3",
+        SeedStage.FOSSILIZED: "G5",
+    }
     with pytest.raises(NoGate):
         STRICT.check(SeedStage.PRUNED, SeedFacts(stage=T))
 
@@ -37,7 +41,10 @@ def test_g2_strict_checks_improvement_epochs_and_gradient_ratio() -> None:
     assert result.passed and result.score == pytest.approx(0.5)
     bad = SeedFacts(T, epochs_in_stage=3, improvement_since_training=0.2, grad_ratio=0.04)
     assert set(STRICT.check(B, bad).checks_failed) == {
-        "insufficient_training_3_of_10", "improvement_low_0.20", "seed_gradient_low_0.04"}
+        "insufficient_training_3_of_10",
+        "improvement_low_0.20",
+        "seed_gradient_low_0.04",
+    }
 
 
 def test_unmeasured_is_not_healthy() -> None:
@@ -50,8 +57,9 @@ def test_unmeasured_is_not_healthy() -> None:
 
 
 def test_g2_permissive_keeps_only_safety_checks() -> None:
-    ok = SeedFacts(T, epochs_in_stage=10, grad_health=0.8, has_exploding=False,
-                   improvement_since_training=-3.0)
+    ok = SeedFacts(
+        T, epochs_in_stage=10, grad_health=0.8, has_exploding=False, improvement_since_training=-3.0
+    )
     assert PERMISSIVE.check(B, ok).passed
     exploding = SeedFacts(T, epochs_in_stage=10, grad_health=0.9, has_exploding=True)
     assert "exploding_gradients" in PERMISSIVE.check(B, exploding).checks_failed
@@ -74,7 +82,8 @@ def test_g3_wants_full_target_reached_in_hold_and_blending_epochs() -> None:
 def test_g5_needs_counterfactual_health_and_contribution() -> None:
     h, f = SeedStage.HOLDING, SeedStage.FOSSILIZED
     assert STRICT.check(f, SeedFacts(h, counterfactual=None)).checks_failed == (
-        "counterfactual_unavailable",)
+        "counterfactual_unavailable",
+    )
     result = STRICT.check(f, SeedFacts(h, counterfactual=2.0))
     assert result.passed and result.score == pytest.approx(0.2)
     low = STRICT.check(f, SeedFacts(h, counterfactual=0.4))

@@ -22,8 +22,14 @@ class Sink:
         self.fail = fail
         self.batches: list[tuple[str, list[Payload]]] = []
 
-    def emit_many(self, payloads: Sequence[Payload], *, stream_id: str,
-                  epoch: int | None = None, seed_id: str | None = None) -> None:
+    def emit_many(
+        self,
+        payloads: Sequence[Payload],
+        *,
+        stream_id: str,
+        epoch: int | None = None,
+        seed_id: str | None = None,
+    ) -> None:
         if self.fail:
             raise OSError("disk full")
         self.batches.append((stream_id, list(payloads)))
@@ -32,8 +38,12 @@ class Sink:
 def test_machine_is_built_from_the_table() -> None:
     machine = LIFECYCLE.machine
     assert set(machine.states) == {s.name for s in SeedStage}
-    found = {(src, t.dest) for name, event in machine.events.items()
-             for src, ts in event.transitions.items() for t in ts}
+    found = {
+        (src, t.dest)
+        for name, event in machine.events.items()
+        for src, ts in event.transitions.items()
+        for t in ts
+    }
     assert found == {(a.name, b.name) for a, b in edges()}
     assert all(name.startswith("to_") for name in machine.events)  # no auto transitions
 
@@ -46,16 +56,19 @@ def test_every_table_edge_moves_and_every_other_pair_is_refused(source: SeedStag
         machine.join(model, source)
         sink = Sink()
         if target in TRANSITIONS[source]:
-            change = machine.move(model, target, trigger="command", context=MoveContext(),
-                                  emitter=sink)
+            change = machine.move(
+                model, target, trigger="command", context=MoveContext(), emitter=sink
+            )
             assert model.stage is target
             assert sink.batches == [("slot/x", [change])]
         else:
             with pytest.raises(InvalidTransition) as info:
-                machine.move(model, target, trigger="command", context=MoveContext(),
-                             emitter=sink)
+                machine.move(model, target, trigger="command", context=MoveContext(), emitter=sink)
             assert (info.value.from_stage, info.value.to_stage, info.value.slot_id) == (
-                source.name, target.name, "x")
+                source.name,
+                target.name,
+                "x",
+            )
             assert model.stage is source and sink.batches == []
 
 
@@ -84,8 +97,14 @@ def test_a_failed_record_leaves_the_stage_and_skips_side_effects() -> None:
     LIFECYCLE.join(model)
     effects: list[str] = []
     with pytest.raises(OSError):
-        LIFECYCLE.move(model, SeedStage.GERMINATED, trigger="command", context=MoveContext(),
-                       emitter=Sink(fail=True), on_moved=lambda: effects.append("ran"))
+        LIFECYCLE.move(
+            model,
+            SeedStage.GERMINATED,
+            trigger="command",
+            context=MoveContext(),
+            emitter=Sink(fail=True),
+            on_moved=lambda: effects.append("ran"),
+        )
     assert model.stage is SeedStage.DORMANT and effects == []
     LIFECYCLE.leave(model)
 
@@ -97,9 +116,15 @@ def test_before_and_after_events_travel_in_the_same_batch() -> None:
     LIFECYCLE.join(model)
     sink = Sink()
     first, last = EpochCompleted(), EpochCompleted(val_loss=1.0)
-    change = LIFECYCLE.move(model, SeedStage.GERMINATED, trigger="command",
-                            context=MoveContext(alpha=0.0), emitter=sink, before=[first],
-                            after=[last])
+    change = LIFECYCLE.move(
+        model,
+        SeedStage.GERMINATED,
+        trigger="command",
+        context=MoveContext(alpha=0.0),
+        emitter=sink,
+        before=[first],
+        after=[last],
+    )
     assert sink.batches == [("slot/y", [first, change, last])]
     LIFECYCLE.leave(model)
 
@@ -127,14 +152,24 @@ def test_seed_stage_changed_is_built_in_exactly_one_place() -> None:
             if not isinstance(node, ast.Call):
                 continue
             func = node.func
-            name = func.id if isinstance(func, ast.Name) else (
-                func.value.id if isinstance(func, ast.Attribute)
-                and isinstance(func.value, ast.Name) else None)
+            name = (
+                func.id
+                if isinstance(func, ast.Name)
+                else (
+                    func.value.id
+                    if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
+                    else None
+                )
+            )
             if name == "SeedStageChanged":
                 sites.append(f"{path.relative_to(SRC)}:{node.lineno}")
-            if isinstance(func, ast.Name) and func.id in ("event_from_dict", "load_payload") \
-                    and node.args and isinstance(node.args[0], ast.Constant) \
-                    and node.args[0].value == "SeedStageChanged":
+            if (
+                isinstance(func, ast.Name)
+                and func.id in ("event_from_dict", "load_payload")
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+                and node.args[0].value == "SeedStageChanged"
+            ):
                 sites.append(f"{path.relative_to(SRC)}:{node.lineno}")
     assert len(sites) == 1 and sites[0].startswith("lifecycle.py:"), sites
     assert SeedStageChanged.__name__ in (SRC / "lifecycle.py").read_text()

@@ -25,17 +25,33 @@ def _outcome(tmp_path: Path, required: str | None) -> subprocess.CompletedProces
     if required is not None:
         env["KASMINA_REQUIRE_PG"] = required
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-rsf", "-p", "no:cacheprovider",
-         "test_uses_tool.py"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False)
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-rsf",
+            "-p",
+            "no:cacheprovider",
+            "test_uses_tool.py",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_a_missing_tool_fails_under_kasmina_require_pg(tmp_path: Path) -> None:
     proc = _outcome(tmp_path, "1")
     assert proc.returncode == 1, proc.stdout
     assert "1 failed" in proc.stdout
-    assert ("KASMINA_REQUIRE_PG=1 but no kasmina-no-such-tool on PATH (install the Debian "
-            "package kasmina-no-such-package; .ci/run does)") in proc.stdout
+    assert (
+        "KASMINA_REQUIRE_PG=1 but no kasmina-no-such-tool on PATH (install the Debian "
+        "package kasmina-no-such-package; .ci/run does)"
+    ) in proc.stdout
 
 
 @pytest.mark.parametrize("required", [None, "0"])

@@ -63,11 +63,34 @@ def _huge_run(epochs: int = 100_000, slots: int = 8, life: int = 100) -> RunData
                 verdicts.append(Verdict(slot, seed, start + 5 * k, f"G{k}", stage, k != 2, ()))
             outcomes.append(Outcome(seed, slot, "norm", start, "PRUNED", start + life, None))
             alpha.append(Curve((slot, seed), [(start, 0.0), (start + life - 1, 1.0)], life))
-    summary = Summary("huge", "huge", 1, "completed", 10**6, epochs, len(outcomes), 0,
-                      len(outcomes), epochs, 50.0, None, None)
+    summary = Summary(
+        "huge",
+        "huge",
+        1,
+        "completed",
+        10**6,
+        epochs,
+        len(outcomes),
+        0,
+        len(outcomes),
+        epochs,
+        50.0,
+        None,
+        None,
+    )
     evictions = [Eviction("kernels", "ttl", 1, e) for e in range(0, epochs, 3)]
-    return RunData(summary, [f"r0c{s}" for s in range(slots)], intervals, verdicts, evictions,
-                   outcomes, alpha, [], epochs // 200, False)
+    return RunData(
+        summary,
+        [f"r0c{s}" for s in range(slots)],
+        intervals,
+        verdicts,
+        evictions,
+        outcomes,
+        alpha,
+        [],
+        epochs // 200,
+        False,
+    )
 
 
 def test_a_huge_run_gives_a_small_page_that_says_what_it_thinned() -> None:
@@ -77,8 +100,15 @@ def test_a_huge_run_gives_a_small_page_that_says_what_it_thinned() -> None:
     assert page.count('class="lane"') == 8
     assert page.count("<tr><td>seed-") == OUTCOME_ROWS
     notes = page.split("id=notes")[1]
-    for said in ("Stage intervals", "merged", "Alpha curves", "one line per lane", "GC evictions",
-                 f"first {OUTCOME_ROWS:,} of {len(data.outcomes):,}", "share markers"):
+    for said in (
+        "Stage intervals",
+        "merged",
+        "Alpha curves",
+        "one line per lane",
+        "GC evictions",
+        f"first {OUTCOME_ROWS:,} of {len(data.outcomes):,}",
+        "share markers",
+    ):
         assert said in notes, said
     counted = sum(int(n.replace(",", "")) for n in re.findall(r": ([\d,]+) stage intervals", page))
     assert counted == len(data.intervals)
@@ -113,6 +143,9 @@ def test_the_views_give_the_same_report_on_sqlite_and_postgres(
             data = read_run(led, run_id)
         assert data.slots == ["s0", "s1", "s2"] and data.intervals and data.alpha
         assert data.verdicts and data.evictions and data.outcomes and data.accuracy
-        seen.append(replace(data, summary=replace(data.summary, run_id="", started_at=None,
-                                                  finished_at=None)))
+        seen.append(
+            replace(
+                data, summary=replace(data.summary, run_id="", started_at=None, finished_at=None)
+            )
+        )
     assert seen[0] == seen[1]

@@ -17,8 +17,16 @@ from kasmina.stages import (
 
 def test_esper_integer_values() -> None:
     assert {s.name: s.value for s in SeedStage} == {
-        "UNKNOWN": 0, "DORMANT": 1, "GERMINATED": 2, "TRAINING": 3, "BLENDING": 4,
-        "HOLDING": 6, "FOSSILIZED": 7, "PRUNED": 8, "EMBARGOED": 9, "RESETTING": 10,
+        "UNKNOWN": 0,
+        "DORMANT": 1,
+        "GERMINATED": 2,
+        "TRAINING": 3,
+        "BLENDING": 4,
+        "HOLDING": 6,
+        "FOSSILIZED": 7,
+        "PRUNED": 8,
+        "EMBARGOED": 9,
+        "RESETTING": 10,
     }
 
 
@@ -30,18 +38,28 @@ def test_table_has_fourteen_edges_and_every_stage() -> None:
 def test_predicates() -> None:
     assert [s for s in SeedStage if is_terminal(s)] == [SeedStage.FOSSILIZED]
     assert {s for s in SeedStage if is_active(s)} == {
-        SeedStage.TRAINING, SeedStage.BLENDING, SeedStage.HOLDING, SeedStage.FOSSILIZED}
+        SeedStage.TRAINING,
+        SeedStage.BLENDING,
+        SeedStage.HOLDING,
+        SeedStage.FOSSILIZED,
+    }
     assert {s for s in SeedStage if is_failure(s)} == {
-        SeedStage.PRUNED, SeedStage.EMBARGOED, SeedStage.RESETTING}
+        SeedStage.PRUNED,
+        SeedStage.EMBARGOED,
+        SeedStage.RESETTING,
+    }
 
 
-@pytest.mark.parametrize(("a", "b", "legal"), [
-    (SeedStage.HOLDING, SeedStage.BLENDING, True),
-    (SeedStage.GERMINATED, SeedStage.PRUNED, True),
-    (SeedStage.DORMANT, SeedStage.PRUNED, False),
-    (SeedStage.FOSSILIZED, SeedStage.PRUNED, False),
-    (SeedStage.PRUNED, SeedStage.DORMANT, False),
-])
+@pytest.mark.parametrize(
+    ("a", "b", "legal"),
+    [
+        (SeedStage.HOLDING, SeedStage.BLENDING, True),
+        (SeedStage.GERMINATED, SeedStage.PRUNED, True),
+        (SeedStage.DORMANT, SeedStage.PRUNED, False),
+        (SeedStage.FOSSILIZED, SeedStage.PRUNED, False),
+        (SeedStage.PRUNED, SeedStage.DORMANT, False),
+    ],
+)
 def test_specific_moves(a: SeedStage, b: SeedStage, legal: bool) -> None:
     assert is_legal(a, b) is legal
 

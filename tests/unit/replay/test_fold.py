@@ -68,19 +68,27 @@ def germinated(slot: str) -> SeedGerminated:
 
 def plant(ledger: Ledger, run_id: str, slot: str = "a", epoch: int = 0) -> None:
     """A legal DORMANT -> GERMINATED appended by hand, as the runtime records it."""
-    ledger.append([
-        make_event(germinated(slot), run_id=run_id, stream_id=slot_stream(slot),
-                   epoch=epoch, seed_id="s1"),
-        stage_change(run_id, slot, SeedStage.DORMANT, SeedStage.GERMINATED, epoch=epoch),
-    ])
+    ledger.append(
+        [
+            make_event(
+                germinated(slot),
+                run_id=run_id,
+                stream_id=slot_stream(slot),
+                epoch=epoch,
+                seed_id="s1",
+            ),
+            stage_change(run_id, slot, SeedStage.DORMANT, SeedStage.GERMINATED, epoch=epoch),
+        ]
+    )
 
 
 def healthy(slot: SeedSlot) -> None:
     slot.metrics.grad_health, slot.metrics.has_exploding = 1.0, False
 
 
-def blending_slot(run: Run, slot_id: str = "a", *, tempo: int = 6,
-                  curve: AlphaCurve = AlphaCurve.LINEAR) -> SeedSlot:
+def blending_slot(
+    run: Run, slot_id: str = "a", *, tempo: int = 6, curve: AlphaCurve = AlphaCurve.LINEAR
+) -> SeedSlot:
     """A real slot driven to BLENDING at epoch 2 (its ramp starts there), sampled as it goes."""
     slot = SeedSlot(slot_id, 4, recorder=run.recorder, gates=EASY)
     slot.germinate("conv_small", f"seed-{slot_id}", init_seed=3, tempo=tempo, curve=curve)
@@ -100,8 +108,9 @@ def epoch_done(run: Run, epoch: int) -> None:
 
 
 class TestIllegalEvents:
-    def test_illegal_move_stops_the_fold_naming_its_position(self, ledger: Ledger,
-                                                             run: Run) -> None:
+    def test_illegal_move_stops_the_fold_naming_its_position(
+        self, ledger: Ledger, run: Run
+    ) -> None:
         ledger.append([sample(run.run_id, "a", epoch=0)])
         ledger.append([stage_change(run.run_id, "a", SeedStage.DORMANT, SeedStage.BLENDING)])
         bad = last_position(ledger, run.run_id)
@@ -157,8 +166,7 @@ class TestIllegalEvents:
         assert str(info.value).startswith(f"position {bad}: ")
         assert "epoch 3 after epoch 5" in str(info.value)
 
-    def test_epochs_going_backwards_across_streams_are_fine(self, ledger: Ledger,
-                                                            run: Run) -> None:
+    def test_epochs_going_backwards_across_streams_are_fine(self, ledger: Ledger, run: Run) -> None:
         ledger.append([sample(run.run_id, "a", epoch=5)])
         ledger.append([sample(run.run_id, "b", epoch=3)])
         state = ledger.replay(run.run_id)
@@ -176,8 +184,13 @@ class TestIllegalEvents:
         self, ledger: Ledger, run: Run
     ) -> None:
         plant(ledger, run.run_id)
-        ledger.append([make_event(germinated("a"), run_id=run.run_id,
-                                  stream_id=slot_stream("a"), seed_id="s2")])
+        ledger.append(
+            [
+                make_event(
+                    germinated("a"), run_id=run.run_id, stream_id=slot_stream("a"), seed_id="s2"
+                )
+            ]
+        )
         bad = last_position(ledger, run.run_id)
         with pytest.raises(ReplayError, match=rf"^position {bad}: .*GERMINATED"):
             ledger.replay(run.run_id)
@@ -186,8 +199,15 @@ class TestIllegalEvents:
         self, ledger: Ledger, run: Run
     ) -> None:
         plant(ledger, run.run_id)
-        target = AlphaTargetSet(slot_id="a", alpha_start=0.0, target=1.0, steps=3,
-                                curve="LINEAR", steepness=12.0, mode="UP")
+        target = AlphaTargetSet(
+            slot_id="a",
+            alpha_start=0.0,
+            target=1.0,
+            steps=3,
+            curve="LINEAR",
+            steepness=12.0,
+            mode="UP",
+        )
         ledger.append([make_event(target, run_id=run.run_id, stream_id=slot_stream("a"))])
         bad = last_position(ledger, run.run_id)
         with pytest.raises(ReplayError, match=rf"^position {bad}: .*alpha target"):
@@ -197,8 +217,12 @@ class TestIllegalEvents:
 class TestChain:
     def tamper(self, url: str, position: int) -> None:
         rawdb.drop_triggers(url)
-        rawdb.run(url, "UPDATE events SET payload = replace(payload, '\"accuracy\":51.0', "
-                       "'\"accuracy\":99.5') WHERE position = ?", (position,))
+        rawdb.run(
+            url,
+            "UPDATE events SET payload = replace(payload, '\"accuracy\":51.0', "
+            "'\"accuracy\":99.5') WHERE position = ?",
+            (position,),
+        )
 
     def test_tampered_row_is_refused_naming_its_position_and_trust_folds_it(
         self, ledger: Ledger, run: Run, sqlite_url: str
@@ -209,7 +233,8 @@ class TestChain:
         epoch_done(run, 2)
         self.tamper(sqlite_url, target)
         assert '"accuracy":99.5' in str(
-            rawdb.run(sqlite_url, "SELECT payload FROM events WHERE position = ?", (target,))[0][0])
+            rawdb.run(sqlite_url, "SELECT payload FROM events WHERE position = ?", (target,))[0][0]
+        )
         with pytest.raises(UnverifiedRun) as info:
             ledger.replay(run.run_id)
         assert str(info.value).startswith(f"position {target}: ")
@@ -235,9 +260,13 @@ class TestChain:
         plant(ledger, run.run_id)
         bad = last_position(ledger, run.run_id)
         rawdb.drop_triggers(sqlite_url)
-        rawdb.run(sqlite_url, "UPDATE events SET payload = replace(payload, "
-                              "'\"to_stage\":\"GERMINATED\"', '\"to_stage\":\"SHADOWING\"') "
-                              "WHERE position = ?", (bad,))
+        rawdb.run(
+            sqlite_url,
+            "UPDATE events SET payload = replace(payload, "
+            '\'"to_stage":"GERMINATED"\', \'"to_stage":"SHADOWING"\') '
+            "WHERE position = ?",
+            (bad,),
+        )
         with pytest.raises(UnverifiedRun, match=rf"^position {bad}: "):
             ledger.replay(run.run_id)
         with pytest.raises(ReplayError, match=rf"^position {bad}: .*malformed") as info:
@@ -305,7 +334,11 @@ class TestCuts:
         events = list(ledger.read(run.run_id))
         moves = [e for e in events if isinstance(e.payload, SeedStageChanged)]
         assert [m.payload.to_stage.name for m in moves] == [  # type: ignore[attr-defined]
-            "GERMINATED", "TRAINING", "BLENDING", "PRUNED"]
+            "GERMINATED",
+            "TRAINING",
+            "BLENDING",
+            "PRUNED",
+        ]
         for count, event in enumerate(events, start=1):
             state = ledger.replay(run.run_id, until_position=event.position)
             assert state.position == event.position
@@ -340,8 +373,14 @@ class TestCuts:
             assert comparable(folded.slot("a")) == comparable(expected), epoch
             assert folded.run.epoch == epoch
             seen.add(expected.stage)
-        assert seen >= {SeedStage.TRAINING, SeedStage.BLENDING, SeedStage.HOLDING,
-                        SeedStage.PRUNED, SeedStage.EMBARGOED, SeedStage.RESETTING}
+        assert seen >= {
+            SeedStage.TRAINING,
+            SeedStage.BLENDING,
+            SeedStage.HOLDING,
+            SeedStage.PRUNED,
+            SeedStage.EMBARGOED,
+            SeedStage.RESETTING,
+        }
 
     def test_until_epoch_past_the_end_stops_at_the_last_epoch(
         self, ledger: Ledger, run: Run
@@ -402,7 +441,8 @@ class TestTicks:
         assert at["a"].controller.steps_done == 2 and at["b"].controller.steps_done == 0
         b.step_epoch(epoch=4)
         assert ledger.replay(run.run_id, until_epoch=4)["b"].controller == ControllerState.of(
-            b.controller)
+            b.controller
+        )
 
     def test_a_new_alpha_target_from_holding_ramps_from_where_it_was(
         self, ledger: Ledger, run: Run

@@ -105,6 +105,10 @@ def test_a_blending_slot_moves_devices_and_keeps_recording(tmp_path: Path) -> No
         events = list(ledger.read(run.run_id))
         assert ledger.verify(run.run_id).ok
     moves = [e.payload.to_stage for e in events if isinstance(e.payload, SeedStageChanged)]
-    assert moves == [SeedStage.GERMINATED, SeedStage.TRAINING, SeedStage.BLENDING,
-                     SeedStage.HOLDING]
+    assert moves == [
+        SeedStage.GERMINATED,
+        SeedStage.TRAINING,
+        SeedStage.BLENDING,
+        SeedStage.HOLDING,
+    ]
     assert any(isinstance(e.payload, SeedTelemetrySampled) for e in events)

@@ -49,14 +49,19 @@ def fact(n: int) -> EpochCompleted:
 
 
 def sample(n: int) -> SeedTelemetrySampled:
-    return SeedTelemetrySampled(slot_id="r0c0", stage=SeedStage.TRAINING, alpha=0.0,
-                                accuracy=float(n))
+    return SeedTelemetrySampled(
+        slot_id="r0c0", stage=SeedStage.TRAINING, alpha=0.0, accuracy=float(n)
+    )
 
 
 def stored(ledger: Ledger, run_id: str, event_type: str) -> list[float]:
-    return [e.payload.val_accuracy if event_type == "EpochCompleted"  # type: ignore[attr-defined]
-            else e.payload.accuracy  # type: ignore[attr-defined]
-            for e in ledger.read(run_id) if e.event_type == event_type]
+    return [
+        e.payload.val_accuracy
+        if event_type == "EpochCompleted"  # type: ignore[attr-defined]
+        else e.payload.accuracy  # type: ignore[attr-defined]
+        for e in ledger.read(run_id)
+        if e.event_type == event_type
+    ]
 
 
 def test_emit_order_is_stream_order(gated: GatedLedger) -> None:
@@ -73,8 +78,7 @@ def test_emit_order_is_stream_order(gated: GatedLedger) -> None:
 def test_full_fact_queue_blocks_and_loses_nothing(gated: GatedLedger) -> None:
     run = gated.start_run("p", seed=0)
     gated.gate.clear()
-    pipe = RecorderPipeline(gated, run.run_id, batch_size=5, fact_capacity=10,
-                            flush_interval=0.01)
+    pipe = RecorderPipeline(gated, run.run_id, batch_size=5, fact_capacity=10, flush_interval=0.01)
     done = threading.Event()
 
     def produce() -> None:
@@ -97,8 +101,9 @@ def test_full_fact_queue_blocks_and_loses_nothing(gated: GatedLedger) -> None:
 def test_fact_emit_times_out_with_an_error_rather_than_dropping(gated: GatedLedger) -> None:
     run = gated.start_run("p", seed=0)
     gated.gate.clear()
-    pipe = RecorderPipeline(gated, run.run_id, batch_size=1, fact_capacity=1,
-                            emit_timeout=0.2, flush_interval=0.01)
+    pipe = RecorderPipeline(
+        gated, run.run_id, batch_size=1, fact_capacity=1, emit_timeout=0.2, flush_interval=0.01
+    )
     pipe.emit(fact(0), stream_id="run")
     assert gated.entered.wait(10)
     pipe.emit(fact(1), stream_id="run")  # fills the queue again
@@ -113,8 +118,7 @@ def test_fact_emit_times_out_with_an_error_rather_than_dropping(gated: GatedLedg
 def test_samples_overflow_with_an_exact_drop_count(gated: GatedLedger) -> None:
     run = gated.start_run("p", seed=0)
     gated.gate.clear()
-    pipe = RecorderPipeline(gated, run.run_id, batch_size=3, sample_capacity=5,
-                            flush_interval=0.01)
+    pipe = RecorderPipeline(gated, run.run_id, batch_size=3, sample_capacity=5, flush_interval=0.01)
     pipe.emit(sample(-1), stream_id=slot_stream("r0c0"), epoch=0)
     assert gated.entered.wait(10)
     emitted = 1

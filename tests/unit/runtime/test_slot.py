@@ -85,8 +85,15 @@ class TestForward:
         def host_grad(with_slot: bool) -> torch.Tensor:
             host.zero_grad()
             h = host(x)
-            out = slot(h) if with_slot else torch.lerp(h, h.detach() * 0 + slot.seed(h.detach()),  # type: ignore[misc]
-                                                      torch.tensor(0.5))
+            out = (
+                slot(h)
+                if with_slot
+                else torch.lerp(
+                    h,
+                    h.detach() * 0 + slot.seed(h.detach()),  # type: ignore[misc]
+                    torch.tensor(0.5),
+                )
+            )
             out.sum().backward()
             assert host.weight.grad is not None
             return host.weight.grad.clone()
@@ -143,8 +150,9 @@ class TestForward:
     def test_force_alpha_warns_once_under_distributed(self, tmp_path: Path) -> None:
         import torch.distributed as dist
 
-        dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0,
-                                world_size=1)
+        dist.init_process_group(
+            "gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1
+        )
         try:
             slot = SeedSlot("r0c0", 8, gates=EASY)
             to_stage(slot, SeedStage.BLENDING)
@@ -171,8 +179,9 @@ class TestAlphaCache:
         def expect(module: SeedSlot, inp: torch.Tensor, a: float) -> None:
             assert module.seed is not None
             with torch.no_grad():
-                torch.testing.assert_close(module(inp), torch.lerp(inp, module.seed(inp), a),
-                                           rtol=0, atol=0)
+                torch.testing.assert_close(
+                    module(inp), torch.lerp(inp, module.seed(inp), a), rtol=0, atol=0
+                )
 
         slot.set_alpha(0.25)
         expect(slot, x, 0.25)
@@ -229,7 +238,11 @@ class TestCommands:
         assert slot.seed_id is None
         slot.germinate("norm", "s2")
         assert [c[1] for c in stage_changes(run)][-4:] == [
-            "EMBARGOED", "RESETTING", "DORMANT", "GERMINATED"]
+            "EMBARGOED",
+            "RESETTING",
+            "DORMANT",
+            "GERMINATED",
+        ]
 
     def test_illegal_moves_raise_and_record_nothing(self, run: Run) -> None:
         slot = SeedSlot("r0c0", 8, recorder=run.recorder, gates=EASY)
@@ -252,8 +265,9 @@ class TestCommands:
         result = slot.advance_stage()
         assert not result.passed and slot.stage is SeedStage.TRAINING
         assert "insufficient_training_0_of_10" in result.checks_failed
-        verdicts = [e.payload for e in run.ledger.read(run.run_id)
-                    if e.event_type == "SeedGateEvaluated"]
+        verdicts = [
+            e.payload for e in run.ledger.read(run.run_id) if e.event_type == "SeedGateEvaluated"
+        ]
         assert [(v.gate, v.passed) for v in verdicts] == [("G1", True), ("G2", False)]  # type: ignore[attr-defined]
 
     def test_move_and_record_fail_together(self, run: Run) -> None:
@@ -310,7 +324,10 @@ class TestCheckpoint:
         assert fresh.controller == slot.controller
         assert fresh.metrics == slot.metrics
         assert (fresh.seed_id, fresh.blueprint_id, fresh.init_seed) == (
-            slot.seed_id, slot.blueprint_id, slot.init_seed)
+            slot.seed_id,
+            slot.blueprint_id,
+            slot.init_seed,
+        )
         x = features()
         with torch.no_grad():
             assert torch.equal(fresh(x), slot(x))

@@ -19,8 +19,14 @@ class Sink:
     def __init__(self) -> None:
         self.payloads: list[Payload] = []
 
-    def emit_many(self, payloads: Sequence[Payload], *, stream_id: str,
-                  epoch: int | None = None, seed_id: str | None = None) -> None:
+    def emit_many(
+        self,
+        payloads: Sequence[Payload],
+        *,
+        stream_id: str,
+        epoch: int | None = None,
+        seed_id: str | None = None,
+    ) -> None:
         self.payloads.extend(payloads)
 
 
