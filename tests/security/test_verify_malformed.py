@@ -18,7 +18,7 @@ import rawdb
 from kasmina.canonical import chain_hash, envelope_text
 from kasmina.ledger import Ledger, migrate
 from kasmina.ledger.verify import VerifyReport
-from security.attacks import record_small_run
+from security.attacks import cli_error, record_small_run
 
 BIN = str(Path(sys.executable).with_name("kasmina"))
 
@@ -236,3 +236,12 @@ def test_postgres_payload_that_is_no_object(pg_url: str, value: str, shown: str)
     detail = _faults_at(report, position)["malformed_row"]
     assert detail == f"payload holds {shown}, not a JSON object"
     assert "hash_mismatch" in _faults_at(report, after)
+
+
+@pytest.mark.parametrize("column", ["version", "schema_version", "epoch", "rank"])
+def test_reading_a_malformed_integer_is_one_line(
+    exposed_sqlite: str, column: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _insert_copy(exposed_sqlite, **{column: "'abc'"})
+    line = cli_error(capsys, ["--db", exposed_sqlite, "history", "victim"])
+    assert "'abc'" in line and "not an integer" in line, line

@@ -32,7 +32,7 @@ from kasmina.events import RUN_STREAM, NewEvent, RunFinished, RunStarted
 from kasmina.ledger import migrate
 from kasmina.ledger.errors import UPGRADE_HINT, redact, translate
 from kasmina.ledger.heads import Known, KnownHeads
-from kasmina.ledger.store import Cursor, Param, Store
+from kasmina.ledger.store import Cursor, Param, Store, integer, optional_integer
 
 _HEAD = (
     "SELECT version, hash, event_type FROM events WHERE run_id = ? AND stream_id = ? "
@@ -288,13 +288,13 @@ class Appending:
         row = cur.fetchone()
         if row is None:
             return None
-        return int(row[0]), str(row[1]), str(row[2])  # type: ignore[call-overload]
+        return integer(row[0], "a version"), str(row[1]), str(row[2])
 
     def _tip(self, cur: Cursor, run_id: str) -> int | None:
         """The run's largest stored position: unchanged means nothing was appended."""
         cur.execute(self._tip_sql, (run_id,))
         row = cur.fetchone()
-        return None if row is None or row[0] is None else int(row[0])  # type: ignore[call-overload]
+        return None if row is None else optional_integer(row[0], "a position")
 
     def _stored(self, cur: Cursor, ids: Sequence[str]) -> dict[str, _Stored]:
         """The events stored under any of these ids: one statement, one parameter."""

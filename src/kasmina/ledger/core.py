@@ -35,7 +35,16 @@ from kasmina.ledger import migrate
 from kasmina.ledger.appending import Appending, AppendResult, Prepared
 from kasmina.ledger.errors import UPGRADE_HINT, redact, translate
 from kasmina.ledger.readonly import DEFAULT_TIMEOUT_S, check_timeout
-from kasmina.ledger.store import COLUMNS, Cursor, Param, Row, Store
+from kasmina.ledger.store import (
+    COLUMNS,
+    Cursor,
+    EventRow,
+    Param,
+    Row,
+    Store,
+    integer,
+    optional_integer,
+)
 from kasmina.ledger.verify import VerifyReport, verify_runs
 
 if TYPE_CHECKING:
@@ -295,11 +304,11 @@ class Ledger(Appending):
             RunInfo(
                 run_id=str(r[0]),
                 name=None if r[1] is None else str(r[1]),
-                seed=None if r[2] is None else int(r[2]),  # type: ignore[call-overload]
+                seed=optional_integer(r[2], "a run's seed"),
                 started_at=self._store.recorded_at_value(r[3]),
                 finished_at=None if r[4] is None else self._store.recorded_at_value(r[4]),
                 status=str(r[5]),
-                events=int(r[6]),  # type: ignore[call-overload]
+                events=integer(r[6], "a run's event count"),
             )
             for r in rows
         ]
@@ -339,7 +348,7 @@ class Ledger(Appending):
         stream_id: str | None = None,
         seed_id: str | None = None,
         page_size: int = PAGE_SIZE,
-    ) -> Iterator[Row]:
+    ) -> Iterator[EventRow]:
         """Rows in position order, a page at a time (keyset paging: constant memory).
 
         ``after`` and ``until`` bound the positions: after < position <= until.
@@ -370,30 +379,31 @@ class Ledger(Appending):
         while True:
             with translate(self.url):
                 page = self._store.fetch(sql, args)
-            yield from page
+            yield from map(EventRow._make, page)
             if len(page) < page_size:
                 return
-            sql, args = after_sql, [int(page[-1][0]), *params, page_size]  # type: ignore[call-overload]
+            sql, args = after_sql, [integer(page[-1][0], "a position"), *params, page_size]
 
-    def _to_event(self, row: Row) -> StoredEvent:
-        data = self._store.payload_value(row[9])
+    def _to_event(self, row: EventRow) -> StoredEvent:
+        data = self._store.payload_value(row.payload)
         if not isinstance(data, dict):
-            raise PayloadInvalid(f"event at position {row[0]} has a non-object payload")
+            raise PayloadInvalid(f"event at position {row.position} has a non-object payload")
+        schema_version = integer(row.schema_version, "a schema version")
         return StoredEvent(
-            position=int(row[0]),  # type: ignore[call-overload]
-            event_id=str(row[1]),
-            run_id=str(row[2]),
-            stream_id=str(row[3]),
-            version=int(row[4]),  # type: ignore[call-overload]
-            event_type=str(row[5]),
-            schema_version=int(row[6]),  # type: ignore[call-overload]
-            epoch=None if row[7] is None else int(row[7]),  # type: ignore[call-overload]
-            seed_id=None if row[8] is None else str(row[8]),
-            payload=load_payload(str(row[5]), int(row[6]), data),  # type: ignore[call-overload]
-            recorded_at=self._store.recorded_at_value(row[10]),
-            prev_hash=str(row[11]),
-            hash=str(row[12]),
-            rank=None if row[13] is None else int(row[13]),  # type: ignore[call-overload]
+            position=row.position,
+            event_id=str(row.event_id),
+            run_id=str(row.run_id),
+            stream_id=str(row.stream_id),
+            version=integer(row.version, "a version"),
+            event_type=str(row.event_type),
+            schema_version=schema_version,
+            epoch=optional_integer(row.epoch, "an epoch"),
+            seed_id=None if row.seed_id is None else str(row.seed_id),
+            payload=load_payload(str(row.event_type), schema_version, data),
+            recorded_at=self._store.recorded_at_value(row.recorded_at),
+            prev_hash=str(row.prev_hash),
+            hash=str(row.hash),
+            rank=optional_integer(row.rank, "a rank"),
         )
 
     def read(

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from kasmina.ledger.store import Cursor, Row, Store
+from kasmina.ledger.store import Cursor, Row, Store, integer, optional_integer
 
 #: The first schema revision with the table; older databases replay without snapshots.
 SNAPSHOTS_REVISION = "0002"
@@ -97,11 +97,11 @@ def candidates(
     for row in rows:
         snap = Snapshot(
             run_id=str(row[0]),
-            position=int(row[1]),  # type: ignore[call-overload]
-            epoch=None if row[2] is None else int(row[2]),  # type: ignore[call-overload]
-            events=int(row[3]),  # type: ignore[call-overload]
+            position=integer(row[1], "a snapshot's position"),
+            epoch=optional_integer(row[2], "a snapshot's epoch"),
+            events=integer(row[3], "a snapshot's event count"),
             event_hash=str(row[4]),
-            format=int(row[5]),  # type: ignore[call-overload]
+            format=integer(row[5], "a snapshot's format"),
             state=str(row[6]),
         )
         if snapshot_hash(snap) != str(row[7]):
@@ -135,7 +135,7 @@ def delete(store: Store, run_id: str) -> int:
         return row
 
     row = store.transact(run_id, drop)
-    return int(row[0]) if row else 0  # type: ignore[call-overload]
+    return integer(row[0], "a count") if row else 0
 
 
 __all__ = [

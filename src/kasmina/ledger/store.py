@@ -16,15 +16,30 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 from functools import cached_property
-from typing import ClassVar, Protocol, TypeAlias, TypeVar
+from typing import ClassVar, NamedTuple, Protocol, TypeAlias, TypeVar
 
 from kasmina.canonical import Json
-from kasmina.errors import DatabaseLocked
+from kasmina.errors import DatabaseLocked, LedgerError
 from kasmina.ledger.errors import redact
 
 Param: TypeAlias = "str | int | float | None | datetime | list[str]"
 Row: TypeAlias = tuple[object, ...]
 T = TypeVar("T")
+
+
+def integer(value: object, what: str) -> int:
+    """`value` read from the database as an integer, or one line naming `what` it should be.
+
+    Drivers give ints for integer columns and aggregates; a ``bool`` or text
+    in such a column only comes from a row made by hand.
+    """
+    if type(value) is int:
+        return value
+    raise LedgerError(f"the database holds {value!r} as {what}, not an integer")
+
+
+def optional_integer(value: object, what: str) -> int | None:
+    return None if value is None else integer(value, what)
 
 
 class Cursor(Protocol):
@@ -36,24 +51,33 @@ class Cursor(Protocol):
     def fetchone(self) -> Row | None: ...
 
 
-#: Columns in the order the ledger reads and writes them. Here rather than in
-#: `kasmina.ledger.schema`, which imports SQLAlchemy: the stores must not.
-COLUMNS = (
-    "position",
-    "event_id",
-    "run_id",
-    "stream_id",
-    "version",
-    "event_type",
-    "schema_version",
-    "epoch",
-    "seed_id",
-    "payload",
-    "recorded_at",
-    "prev_hash",
-    "hash",
-    "rank",
-)
+class EventRow(NamedTuple):
+    """One row of `events` as read, its columns by name in the ledger's order.
+
+    The annotations are what kasmina writes; a row made by hand (SQLite keeps
+    any value in any column) may hold something else, so the readers that
+    need a type check it (`integer`, `kasmina.ledger.verify`). Here rather
+    than in `kasmina.ledger.schema`, which imports SQLAlchemy: the stores must not.
+    """
+
+    position: int
+    event_id: str
+    run_id: str
+    stream_id: str
+    version: int
+    event_type: str
+    schema_version: int
+    epoch: int | None
+    seed_id: str | None
+    payload: object
+    recorded_at: object
+    prev_hash: str
+    hash: str
+    rank: int | None
+
+
+#: Columns in the order the ledger reads and writes them.
+COLUMNS: tuple[str, ...] = EventRow._fields
 #: The columns an append writes, in the order of its rows: all but the position.
 INSERT_COLUMNS = COLUMNS[1:]
 

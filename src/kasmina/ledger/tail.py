@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 from kasmina.errors import FollowTimeout
 from kasmina.events import RUN_STREAM, StoredEvent
 from kasmina.ledger.errors import translate
+from kasmina.ledger.store import integer
 
 if TYPE_CHECKING:
     from kasmina.ledger.core import Ledger
@@ -83,7 +84,7 @@ def _finished_at(ledger: Ledger, run_id: str) -> int | None:
             "SELECT position FROM events WHERE event_type = ? AND run_id = ? AND stream_id = ?",
             (FINISHED, run_id, RUN_STREAM),
         )
-    return int(rows[0][0]) if rows else None  # type: ignore[call-overload]
+    return integer(rows[0][0], "a position") if rows else None
 
 
 def _tail(

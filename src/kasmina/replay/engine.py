@@ -136,8 +136,8 @@ def _fold_rows(
     feed = folder.feed
     saved = 0
     for row in ledger.raw_rows(folder.run_id, after=folder.position, until=until_position):
-        epoch = row[7]
-        if until_epoch is not None and epoch is not None and epoch > until_epoch:  # type: ignore[operator]
+        epoch = row.epoch
+        if until_epoch is not None and epoch is not None and epoch > until_epoch:
             return True, saved
         feed(row)
         if progress is not None and folder.events % 4096 == 0:
