@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import NamedTuple
 
 from kasmina.canonical import GENESIS_HASH, chain_hash, quote, quoted_envelope
 from kasmina.errors import (
@@ -32,7 +31,15 @@ from kasmina.events import RUN_STREAM, NewEvent, RunFinished, RunStarted
 from kasmina.ledger import migrate
 from kasmina.ledger.errors import UPGRADE_HINT, redact, translate
 from kasmina.ledger.heads import Known, KnownHeads
-from kasmina.ledger.store import Cursor, Param, Store, integer, optional_integer
+from kasmina.ledger.store import (
+    COLUMNS,
+    Cursor,
+    EventRow,
+    Param,
+    Store,
+    integer,
+    optional_integer,
+)
 
 _HEAD = (
     "SELECT version, hash, event_type FROM events WHERE run_id = ? AND stream_id = ? "
@@ -48,21 +55,6 @@ class AppendResult:
     skipped: int
     #: stream id -> (version, hash) of its last event after the append.
     heads: Mapping[str, tuple[int, str]] = field(default_factory=dict)
-
-
-class _Stored(NamedTuple):
-    """What a retry compares of an event found stored under its id (columns by name)."""
-
-    event_id: str
-    run_id: str
-    stream_id: str
-    version: int
-    event_type: str
-    schema_version: int
-    epoch: int | None
-    seed_id: str | None
-    payload: object
-    rank: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,13 +288,14 @@ class Appending:
         row = cur.fetchone()
         return None if row is None else optional_integer(row[0], "a position")
 
-    def _stored(self, cur: Cursor, ids: Sequence[str]) -> dict[str, _Stored]:
+    def _stored(self, cur: Cursor, ids: Sequence[str]) -> dict[str, EventRow]:
         """The events stored under any of these ids: one statement, one parameter."""
         condition, param = self._store.ids_filter(list(ids))
-        cur.execute(f"SELECT {', '.join(_Stored._fields)} FROM events WHERE {condition}", (param,))
-        return {str(row[0]): _Stored._make(row) for row in cur.fetchall()}
+        cur.execute(f"SELECT {', '.join(COLUMNS)} FROM events WHERE {condition}", (param,))
+        found = map(EventRow._make, cur.fetchall())
+        return {str(row.event_id): row for row in found}
 
-    def _repeats(self, item: Prepared, stored: Mapping[str, _Stored]) -> bool:
+    def _repeats(self, item: Prepared, stored: Mapping[str, EventRow]) -> bool:
         """Whether the event is stored already as given; one stored otherwise is refused."""
         event = item.event
         found = stored.get(event.event_id)
