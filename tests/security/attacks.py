@@ -9,6 +9,9 @@ files beside a SQLite ledger, and `verify`'s verdict.
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +21,9 @@ from helpers import sample
 from pgserver import PgServer
 
 from kasmina.ledger import Ledger
+
+#: The installed command, run as a user runs it.
+BIN = str(Path(sys.executable).with_name("kasmina"))
 
 #: A login role that owns its database but is not a superuser (CREATEROLE, so
 #: that it can run every migration itself, as a team's owner account would).
@@ -113,3 +119,17 @@ def cli_error(
         assert captured.out == "", captured.out
         assert fingerprint(unchanged) == before
     return lines[0]
+
+
+def kasmina(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """The real command on `url`, its output decoded exactly as written.
+
+    No newline translation (a recorded cell may hold ``\\r``), and wide columns
+    so that no table cell wraps an escaped string in two.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "KASMINA_DB"}
+    env["COLUMNS"] = "1000"
+    proc = subprocess.run([BIN, "--db", url, *args], capture_output=True, env=env, timeout=120)
+    return subprocess.CompletedProcess(
+        proc.args, proc.returncode, proc.stdout.decode(), proc.stderr.decode()
+    )

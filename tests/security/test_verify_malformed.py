@@ -7,9 +7,6 @@ someone holding the database file (or an older kasmina's bug) could leave them.
 from __future__ import annotations
 
 import itertools
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,9 +15,7 @@ import rawdb
 from kasmina.canonical import chain_hash, envelope_text
 from kasmina.ledger import Ledger, migrate
 from kasmina.ledger.verify import VerifyReport
-from security.attacks import cli_error, record_small_run
-
-BIN = str(Path(sys.executable).with_name("kasmina"))
+from security.attacks import cli_error, kasmina, record_small_run
 
 _COLUMNS = (
     "event_id, run_id, stream_id, version, event_type, schema_version, epoch, seed_id, "
@@ -72,12 +67,6 @@ def _verified(url: str) -> VerifyReport:
 
 def _faults_at(report: VerifyReport, position: int) -> dict[str, str]:
     return {f.kind: f.detail for f in report.faults if f.position == position}
-
-
-def _cli_verify(url: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "KASMINA_DB"}
-    return subprocess.run([BIN, "--db", url, "verify"], capture_output=True, text=True,
-                          env=env, timeout=120)  # fmt: skip
 
 
 @pytest.fixture
@@ -156,7 +145,7 @@ def test_sqlite_malformed_column_is_a_fault_naming_it(exposed_sqlite: str, colum
     assert detail in _faults_at(report, position)["malformed_row"]
     assert "hash_mismatch" in _faults_at(report, after)
     assert report.events == 9
-    proc = _cli_verify(exposed_sqlite)
+    proc = kasmina(exposed_sqlite, "verify")
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     assert "malformed_row" in proc.stdout and column in proc.stdout
