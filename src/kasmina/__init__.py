@@ -20,6 +20,7 @@ from kasmina.errors import (
 from kasmina.events import make_event
 from kasmina.gates import GateResult, QualityGates
 from kasmina.ledger import Ledger, Run, VerifyReport
+from kasmina.replay import replay as _replay  # noqa: F401  (plugs the fold into Ledger.replay)
 from kasmina.stages import SeedStage
 
 if TYPE_CHECKING:

@@ -518,6 +518,7 @@ def replay(
 
 def _reexecute(run_id: str, trust: bool) -> None:
     try:
+        from kasmina.demo import PROGRAM
         from kasmina.replay.reexecution import reexecute
     except ImportError as exc:
         raise KasminaError(
@@ -527,7 +528,7 @@ def _reexecute(run_id: str, trust: bool) -> None:
     from kasmina.replay import render
 
     with _open() as ledger:
-        report = reexecute(ledger, run_id, trust=trust, console=err)
+        report = reexecute(ledger, run_id, PROGRAM, trust=trust, console=err)
     render.print_reexecution(out, report)
     if not report.ok:
         raise typer.Exit(1)

@@ -24,7 +24,7 @@ from torch import nn
 
 from kasmina.canonical import Json
 from kasmina.errors import NotReexecutable, ReplayError
-from kasmina.events import EpochCompleted, SeedStageChanged
+from kasmina.events import EpochCompleted, RunStarted, SeedStageChanged
 from kasmina.gates import QualityGates
 from kasmina.ledger import Ledger
 from kasmina.replay.live import LiveStates, check_live, live_state
@@ -256,6 +256,53 @@ def train(
     if summary:
         _print_summary(console, config, result)
     return result
+
+
+class DemoProgram:
+    """The demo as a program `kasmina.replay.reexecution` can rebuild and train again."""
+
+    def refusal(self, run_id: str, started: RunStarted) -> str | None:
+        if started.host is None:
+            return (
+                f"run {run_id} records no host network, so it cannot be rebuilt; only "
+                f"runs written by `kasmina demo` (host {HOST}) can be re-executed"
+            )
+        if started.host != HOST:
+            return (
+                f"run {run_id} was recorded with host {started.host!r}, which kasmina "
+                f"cannot rebuild; only runs written by `kasmina demo` (host {HOST}) can be "
+                "re-executed"
+            )
+        if started.dataset != DATASET or started.dataset_digest != dataset_digest():
+            return (
+                f"run {run_id} trained on {started.dataset!r} with digest "
+                f"{started.dataset_digest}, which is not the dataset installed here"
+            )
+        return None
+
+    def rerun(
+        self,
+        scratch: Ledger,
+        started: RunStarted,
+        policy: Policy,
+        *,
+        run_id: str,
+        console: Console | None,
+    ) -> None:
+        train(
+            scratch,
+            DemoConfig.from_json(started.config),
+            lambda _: policy,
+            console=console,
+            run_id=run_id,
+            check_replay=False,
+            threads=started.num_threads or 1,
+            summary=False,
+        )
+
+
+#: What `kasmina replay --verify` re-executes a demo run with.
+PROGRAM = DemoProgram()
 
 
 def _run(

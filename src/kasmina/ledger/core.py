@@ -9,12 +9,13 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import metadata
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from kasmina.canonical import Json
 from kasmina.errors import (
     BadDatabaseURL,
     DatabaseUnavailable,
+    KasminaError,
     LedgerError,
     LedgerNotFound,
     PayloadInvalid,
@@ -35,6 +36,7 @@ from kasmina.ledger import migrate
 from kasmina.ledger.appending import Appending, AppendResult, Prepared
 from kasmina.ledger.errors import UPGRADE_HINT, redact, translate
 from kasmina.ledger.readonly import DEFAULT_TIMEOUT_S, check_timeout
+from kasmina.ledger.run import Run, new_run_id
 from kasmina.ledger.store import (
     COLUMNS,
     Cursor,
@@ -48,10 +50,37 @@ from kasmina.ledger.store import (
 from kasmina.ledger.verify import VerifyReport, verify_runs
 
 if TYPE_CHECKING:
-    from kasmina.replay.state import ReplayState
+    from kasmina.run_state import ReplayState
 
 DEFAULT_URL = "sqlite:///kasmina.db"
 PAGE_SIZE = 1000
+
+
+class Fold(Protocol):
+    """What `Ledger.replay` delegates to: `kasmina.replay.replay`."""
+
+    def __call__(
+        self,
+        ledger: Ledger,
+        run_id: str,
+        until_epoch: int | None = None,
+        until_position: int | None = None,
+        *,
+        trust: bool = False,
+        snapshots: bool = True,
+        snapshot_every: int | None = None,
+    ) -> ReplayState: ...
+
+
+#: The fold behind `Ledger.replay`. The fold is a layer above the ledger, so it
+#: plugs itself in (`use_fold`) when imported, and `import kasmina` imports it:
+#: the ledger reaches it without importing it.
+_FOLD: list[Fold] = []
+
+
+def use_fold(fold: Fold) -> None:
+    _FOLD[:] = [fold]
+
 
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM events"
 #: A database before revision 0005 has no rank column; it is read, never written.
@@ -200,7 +229,7 @@ class Ledger(Appending):
         dataset_digest: str | None = None,
         world_size: int = 1,
         slot_writers: Mapping[str, int] | None = None,
-    ) -> Run:
+    ) -> Run[Ledger]:
         """Begin a run: appends `RunStarted` with what produced it.
 
         Besides the config and seed, that is the versions, and (when torch is
@@ -209,8 +238,6 @@ class Ledger(Appending):
         A run of several processes names its world size and which rank writes
         each slot; this process is then rank 0 (see `kasmina.runtime.distributed`).
         """
-        from kasmina.ledger.run import Run, new_run_id
-
         rid = run_id or new_run_id()
         torch = sys.modules.get("torch")
         payload = RunStarted(
@@ -475,9 +502,9 @@ class Ledger(Appending):
         snapshot_every: int | None = None,
     ) -> ReplayState:
         """The run's state at a cut, folded from its events (see `kasmina.replay.replay`)."""
-        from kasmina.replay import replay
-
-        return replay(
+        if not _FOLD:
+            raise KasminaError("Ledger.replay needs the fold: import kasmina.replay")
+        return _FOLD[0](
             self,
             run_id,
             until_epoch,
@@ -508,6 +535,4 @@ class Ledger(Appending):
         return columns, translated()
 
 
-from kasmina.ledger.run import Run  # noqa: E402  (Run refers back to Ledger)
-
-__all__ = ["DEFAULT_URL", "AppendResult", "Ledger", "Run", "RunInfo"]
+__all__ = ["DEFAULT_URL", "AppendResult", "Fold", "Ledger", "Run", "RunInfo", "use_fold"]

@@ -4,13 +4,28 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import Generic, Literal, Protocol, TypeVar
 
 from kasmina.errors import PayloadInvalid
 from kasmina.events import NewEvent, Payload, make_event, rank_stream, stream_writer
+from kasmina.ledger.appending import AppendResult
 
-if TYPE_CHECKING:
-    from kasmina.ledger.core import Ledger
+Status = Literal["completed", "failed", "aborted"]
+
+
+class Writes(Protocol):
+    """What a run's writer needs of the ledger; `kasmina.ledger.Ledger` is one.
+
+    A protocol rather than the class, so this module sits below the ledger
+    that creates runs instead of in a circle with it.
+    """
+
+    def append(self, batch: Sequence[NewEvent]) -> AppendResult: ...
+
+    def finish_run(self, run_id: str, status: Status, *, rank: int | None = None) -> str: ...
+
+
+L = TypeVar("L", bound=Writes)
 
 
 def new_run_id() -> str:
@@ -36,7 +51,7 @@ class Recorder:
 
     def __init__(
         self,
-        ledger: Ledger,
+        ledger: Writes,
         run_id: str,
         *,
         buffer_size: int = 0,
@@ -155,10 +170,16 @@ class Recorder:
         return len(self._pending)
 
 
-class Run:
+class Run(Generic[L]):
+    """One run being written: its recorder, and `finish` to seal it.
+
+    Generic in the ledger it writes to, so that ``run.ledger`` keeps its type
+    (`Ledger.start_run` returns a ``Run[Ledger]``).
+    """
+
     def __init__(
         self,
-        ledger: Ledger,
+        ledger: L,
         run_id: str,
         *,
         buffer_size: int = 0,
@@ -173,7 +194,7 @@ class Run:
         )
         self.finished = False
 
-    def finish(self, status: Literal["completed", "failed", "aborted"] = "completed") -> str:
+    def finish(self, status: Status = "completed") -> str:
         """Seal the run with `RunFinished`; returns the seal event's hash.
 
         In a distributed run only rank 0 seals, after every rank has flushed
@@ -184,7 +205,7 @@ class Run:
         self.finished = True
         return digest
 
-    def __enter__(self) -> Run:
+    def __enter__(self) -> Run[L]:
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:

@@ -25,21 +25,33 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from kasmina.errors import FollowTimeout
 from kasmina.events import RUN_STREAM, StoredEvent
 from kasmina.ledger.errors import translate
-from kasmina.ledger.store import integer
+from kasmina.ledger.store import Store, integer
 
-if TYPE_CHECKING:
-    from kasmina.ledger.core import Ledger
+
+class Followed(Protocol):
+    """What following needs of the ledger; `kasmina.ledger.Ledger` is one."""
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def store(self) -> Store: ...
+
+    def require_run(self, run_id: str) -> None: ...
+
+    def read(self, run_id: str | None = None, *, after: int = 0) -> Iterator[StoredEvent]: ...
+
 
 FINISHED = "RunFinished"
 
 
 def follow(
-    ledger: Ledger,
+    ledger: Followed,
     run_id: str,
     *,
     after: int = 0,
@@ -77,7 +89,7 @@ def follow(
     return _tail(ledger, run_id, after, poll_interval, max_interval, timeout)
 
 
-def _finished_at(ledger: Ledger, run_id: str) -> int | None:
+def _finished_at(ledger: Followed, run_id: str) -> int | None:
     """The position of the run's `RunFinished`, or None while the run is open."""
     with translate(ledger.url):
         rows = ledger.store.fetch(
@@ -88,7 +100,7 @@ def _finished_at(ledger: Ledger, run_id: str) -> int | None:
 
 
 def _tail(
-    ledger: Ledger,
+    ledger: Followed,
     run_id: str,
     after: int,
     poll_interval: float,

@@ -13,16 +13,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from kasmina.ledger.core import use_fold
 from kasmina.replay.engine import Progress, replay_run, snapshot_run
-from kasmina.replay.state import (
-    CacheStats,
-    ControllerState,
-    GateRecord,
-    ReplayState,
-    RunState,
-    SeedMetricsState,
-    SlotState,
-)
+from kasmina.run_state import CacheStats, ReplayState, RunState
+from kasmina.slot_state import ControllerState, GateRecord, SeedMetricsState, SlotState
 
 if TYPE_CHECKING:
     from kasmina.ledger import Ledger
@@ -59,6 +53,8 @@ def replay(
         progress=progress,
     )
 
+
+use_fold(replay)
 
 #: Names that need torch, and the submodule that holds each: imported on first use.
 _LAZY = {

@@ -19,7 +19,7 @@ from kasmina.ledger import snapshots
 from kasmina.ledger.snapshots import Snapshot, SnapshotWarning
 from kasmina.ledger.verify import ChainChecker
 from kasmina.replay.fold import Folder
-from kasmina.replay.state import ReplayState
+from kasmina.run_state import ReplayState
 
 if TYPE_CHECKING:
     from kasmina.ledger import Ledger
@@ -37,7 +37,6 @@ def _encode(folder: Folder) -> Snapshot:
         "state": folder.state().to_json(),
         "heads": {k: [v, h] for k, (v, h) in sorted(checker.heads.items())},
         "sealed": checker.sealed,
-        "germinating": folder.germinating(),
     }
     return Snapshot(
         run_id=folder.run_id,
@@ -85,7 +84,6 @@ def _decode(ledger: Ledger, snap: Snapshot, trust: bool) -> Folder | None:
         start=state,
         checker=checker,
         max_epoch=snap.epoch,
-        germinating=body["germinating"],
     )
     folder.last_hash = snap.event_hash
     return folder

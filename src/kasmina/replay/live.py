@@ -9,49 +9,25 @@ checkpoint's ``state_dict`` on top for those.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict
 
-from kasmina.alpha import AlphaCurve
 from kasmina.errors import ReplayError
 from kasmina.ledger import Ledger
 from kasmina.replay.engine import replay_run
-from kasmina.replay.state import ControllerState, SeedMetricsState, SlotState
 from kasmina.runtime.slot import SeedSlot
-from kasmina.stages import SeedStage
+from kasmina.slot_state import SlotState
 
 #: Live slot states captured at the end of each epoch: {epoch: {slot_id: state}}.
 LiveStates = dict[int, dict[str, SlotState]]
 
 
-def comparable(state: SlotState) -> SlotState:
-    """The state without what only the log keeps (gate history, outcome, fossil digest)."""
-    return replace(state, gates=(), fossil_digest=None, outcome=None)
-
-
 def live_state(slot: SeedSlot) -> SlotState:
-    """A live slot's state in the fold's terms (see `comparable`)."""
-    m = slot.metrics
-    pending = slot._pending_prune
-    return SlotState(
-        slot_id=slot.slot_id,
-        stage=slot.stage,
-        epoch=slot.epoch,
-        seed_id=slot.seed_id,
-        blueprint_id=slot.blueprint_id,
-        init_seed=slot.init_seed,
-        blend_target=slot.blend_target,
-        blend_steps=slot.blend_steps,
-        blend_curve=slot.blend_curve.name,
-        controller=ControllerState.of(slot.controller),
-        epochs_in_stage=m.epochs_in_stage,
-        epochs_total=m.epochs_total,
-        pending_prune=(pending[0], pending[1]) if pending else None,
-        metrics=SeedMetricsState(**{f.name: getattr(m, f.name) for f in fields(SeedMetricsState)}),
-    )
+    """A live slot's state: the same value the fold computes from what it recorded."""
+    return slot.state
 
 
 def _differences(live: SlotState, folded: SlotState) -> list[str]:
-    a, b = asdict(comparable(live)), asdict(comparable(folded))
+    a, b = asdict(live), asdict(folded)
     return [f"{k}: live {a[k]!r}, folded {b[k]!r}" for k in a if a[k] != b[k]]
 
 
@@ -74,39 +50,10 @@ def check_live(ledger: Ledger, run_id: str, live: LiveStates) -> int:
 
 
 def restore_slot(slot: SeedSlot, state: SlotState) -> None:
-    """Put one slot into a folded state (through its checkpoint path, so both agree)."""
+    """Put one slot into a folded state (the path a checkpoint takes too, so both agree)."""
     if state.slot_id != slot.slot_id:
         raise ReplayError(f"state of slot {state.slot_id!r} given to slot {slot.slot_id!r}")
-    metrics = asdict(state.metrics)
-    metrics["epochs_in_stage"] = state.epochs_in_stage
-    metrics["epochs_total"] = state.epochs_total
-    controller = state.controller.controller()
-    slot.set_extra_state(
-        {
-            "stage": state.stage.name,
-            "seed_id": state.seed_id,
-            "blueprint_id": state.blueprint_id,
-            "init_seed": state.init_seed,
-            "blend": [state.blend_target, state.blend_steps, _curve(state.blend_curve)],
-            "controller": controller.to_dict(),
-            "metrics": metrics,
-            "isolate": _isolated(state.stage, slot),
-            "embargo": state.epochs_in_stage if state.stage is SeedStage.EMBARGOED else 0,
-            "pending_prune": list(state.pending_prune) if state.pending_prune else None,
-            "epoch": state.epoch,
-        }
-    )
-
-
-def _curve(name: str) -> int:
-    return int(AlphaCurve[name])
-
-
-def _isolated(stage: SeedStage, slot: SeedSlot) -> bool:
-    """Where `SeedSlot` detaches the seed's input: TRAINING always, blending on a CNN."""
-    if stage is SeedStage.TRAINING:
-        return True
-    return stage in (SeedStage.BLENDING, SeedStage.HOLDING) and slot.topology == "cnn"
+    slot.restore(state)
 
 
 def restore(
@@ -133,4 +80,4 @@ def restore(
     return used
 
 
-__all__ = ["LiveStates", "check_live", "comparable", "live_state", "restore", "restore_slot"]
+__all__ = ["LiveStates", "check_live", "live_state", "restore", "restore_slot"]

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import zip_longest
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from rich.console import Console
 
@@ -196,12 +196,36 @@ def compare(recorded: Ledger, replayed: Ledger, run_id: str, report: Reexecution
             report.digests += _digests(a)
 
 
+class Program(Protocol):
+    """The program that wrote a run, as re-execution reaches it (never by importing it).
+
+    `refusal` says why this program cannot rebuild the run on this machine
+    (another host network, another dataset), or None; `rerun` trains the run
+    again into `scratch` under `run_id`, asking `policy` for every decision.
+    """
+
+    def refusal(self, run_id: str, started: RunStarted) -> str | None: ...
+
+    def rerun(
+        self,
+        scratch: Ledger,
+        started: RunStarted,
+        policy: LoggedDecisions,
+        *,
+        run_id: str,
+        console: Console | None,
+    ) -> None: ...
+
+
 def reexecute(
-    ledger: Ledger, run_id: str, *, trust: bool = False, console: Console | None = None
+    ledger: Ledger,
+    run_id: str,
+    program: Program,
+    *,
+    trust: bool = False,
+    console: Console | None = None,
 ) -> Reexecution:
     """Train the recorded run again on CPU, decisions from the log, and compare the events."""
-    from kasmina import demo
-
     ledger.require_run(run_id)
     if not trust:
         verdict = ledger.verify(run_id)
@@ -213,40 +237,18 @@ def reexecute(
                 fault.position,
             )
     started = _started(ledger, run_id)
-    if started.host is None:
-        raise NotReexecutable(
-            f"run {run_id} records no host network, so it cannot be rebuilt; only runs "
-            f"written by `kasmina demo` (host {demo.HOST}) can be re-executed"
-        )
-    if started.host != demo.HOST:
-        raise NotReexecutable(
-            f"run {run_id} was recorded with host {started.host!r}, which kasmina cannot "
-            f"rebuild; only runs written by `kasmina demo` (host {demo.HOST}) can be re-executed"
-        )
-    if started.dataset != demo.DATASET or started.dataset_digest != demo.dataset_digest():
-        raise NotReexecutable(
-            f"run {run_id} trained on {started.dataset!r} with digest "
-            f"{started.dataset_digest}, which is not the dataset installed here"
-        )
+    refusal = program.refusal(run_id, started)
+    if refusal is not None:
+        raise NotReexecutable(refusal)
     if not any(isinstance(e.payload, RunFinished) for e in ledger.read(run_id, stream_id="run")):
         raise NotReexecutable(f"run {run_id} has no RunFinished: it is unfinished or truncated")
-    config = demo.DemoConfig.from_json(started.config)
     decisions = recorded_decisions(ledger, run_id)
     policy = LoggedDecisions(decisions)
     report = Reexecution(run_id)
     report.notes.extend(_environment_notes(started, ledger))
     with tempfile.TemporaryDirectory(prefix="kasmina-reexecute-") as tmp:
         with Ledger.open(f"sqlite:///{Path(tmp) / 'replayed.db'}") as scratch:
-            demo.train(
-                scratch,
-                config,
-                lambda _: policy,
-                console=console,
-                run_id=run_id,
-                check_replay=False,
-                threads=started.num_threads or 1,
-                summary=False,
-            )
+            program.rerun(scratch, started, policy, run_id=run_id, console=console)
             compare(ledger, scratch, run_id, report)
     report.notes.extend(policy.failures)
     return report
@@ -271,6 +273,7 @@ __all__ = [
     "ENVIRONMENT_FIELDS",
     "Divergence",
     "LoggedDecisions",
+    "Program",
     "Reexecution",
     "compare",
     "recorded_decisions",

@@ -13,7 +13,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from kasmina.replay.state import ReplayState, SlotState
+from kasmina.run_state import ReplayState
+from kasmina.slot_state import SlotState
 from kasmina.terminal import cell, visible
 
 if TYPE_CHECKING:

@@ -118,9 +118,11 @@ def synthetic_run(
         for slot in slot_list:
             if slot.seed is not None and slot.stage is SeedStage.TRAINING:
                 # what capture_gradients measures in real training; G2 asks for it
-                m = slot.metrics
-                m.grad_health = round(rng.uniform(0.7, 1.0), 3)
-                m.has_exploding = m.has_vanishing = False
+                slot.measure(
+                    grad_health=round(rng.uniform(0.7, 1.0), 3),
+                    has_exploding=False,
+                    has_vanishing=False,
+                )
             counterfactual = None
             if slot.seed is not None and slot.stage in (SeedStage.BLENDING, SeedStage.HOLDING):
                 counterfactual = round(rng.uniform(-1.0, 3.0), 4)

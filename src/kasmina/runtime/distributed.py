@@ -76,7 +76,7 @@ def agree(result: GateResult) -> GateResult:
 class DistributedRun:
     """The handle each rank holds on the shared run (see the module docstring)."""
 
-    def __init__(self, run: Run, world_size: int) -> None:
+    def __init__(self, run: Run[Ledger], world_size: int) -> None:
         self.run = run
         self.run_id = run.run_id
         self.rank = run.rank or 0

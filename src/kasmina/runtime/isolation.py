@@ -217,8 +217,60 @@ def gradient_health(params: Iterable[nn.Parameter], clip_norm: float = 1.0) -> G
     )
 
 
+#: Weight of the past in the gradient ratio's moving average.
+GRADIENT_EMA_DECAY = 0.9
+
+
+class GradientMonitor:
+    """What one slot measures of its seed's gradients: the ratio and health that G2 reads.
+
+    The slot owns one and asks it for numbers after each backward; the
+    numbers enter the slot's state through `kasmina.slot_state.measured`.
+    """
+
+    def __init__(self) -> None:
+        self._monitor: IsolationMonitor | None = None
+
+    @property
+    def watching(self) -> bool:
+        return self._monitor is not None
+
+    def watch(self, host: Iterable[nn.Parameter], seed: Iterable[nn.Parameter]) -> None:
+        self.stop()
+        self._monitor = IsolationMonitor(host, seed)
+
+    def stop(self) -> None:
+        if self._monitor is not None:
+            self._monitor.close()
+            self._monitor = None
+
+    def capture(
+        self, seed: nn.Module, previous_ratio: float | None
+    ) -> dict[str, float | bool | None] | None:
+        """The last backward's numbers (the ratio as a moving average), or None if not watching."""
+        monitor = self._monitor
+        if monitor is None:
+            return None
+        snap = monitor.snapshot()
+        monitor.reset()
+        ratio = snap.normalised_ratio
+        if previous_ratio is not None:
+            ratio = GRADIENT_EMA_DECAY * previous_ratio + (1 - GRADIENT_EMA_DECAY) * ratio
+        values: dict[str, float | bool | None] = {"grad_ratio": ratio}
+        health = gradient_health(seed.parameters())
+        if health.measured:
+            values.update(
+                grad_health=health.health,
+                has_vanishing=health.has_vanishing,
+                has_exploding=health.has_exploding,
+            )
+        return values
+
+
 __all__ = [
+    "GRADIENT_EMA_DECAY",
     "GradientHealth",
+    "GradientMonitor",
     "IsolationMonitor",
     "IsolationSnapshot",
     "gradient_health",

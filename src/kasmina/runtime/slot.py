@@ -12,9 +12,9 @@ from __future__ import annotations
 import warnings
 import weakref
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import cast
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -24,6 +24,7 @@ from kasmina.alpha import (
     AlphaController,
     AlphaCurve,
     AlphaMode,
+    AlphaScheduleError,
 )
 from kasmina.errors import InvalidTransition, SlotError
 from kasmina.events import AlphaMode as AlphaModeName
@@ -43,11 +44,17 @@ from kasmina.lifecycle import LIFECYCLE, Emitter, MoveContext, Staged
 from kasmina.runtime.blocks import BlockPool
 from kasmina.runtime.blueprints import Topology, build_blueprint, param_count, param_digest
 from kasmina.runtime.distributed import agree
-from kasmina.runtime.isolation import IsolationMonitor
-from kasmina.runtime.metrics import SeedMetrics
-from kasmina.runtime.slot_checkpoint import SlotCheckpoint
-from kasmina.runtime.slot_gradients import SlotGradients
-from kasmina.runtime.slot_ramps import SlotRamps
+from kasmina.runtime.isolation import GradientMonitor
+from kasmina.slot_state import (
+    ControllerState,
+    SeedMetricsState,
+    SlotState,
+    dormant,
+    evolve_all,
+    fact,
+    measured,
+    tick,
+)
 from kasmina.stages import SeedStage, is_active, is_failure, is_legal, next_stage
 
 DEFAULT_EMBARGO_EPOCHS_AFTER_PRUNE = 5
@@ -64,8 +71,28 @@ def default_init_seed(seed_id: str) -> int:
     return zlib.crc32(seed_id.encode("utf-8"))
 
 
-class SeedSlot(SlotRamps, SlotCheckpoint, SlotGradients, nn.Module):
-    """A slot: identity while empty, a gated and blended seed once germinated."""
+#: Stages in which the slot holds a seed module (a checkpoint rebuilds it there).
+_LIVE_SEED_STAGES = (
+    SeedStage.GERMINATED,
+    SeedStage.TRAINING,
+    SeedStage.BLENDING,
+    SeedStage.HOLDING,
+    SeedStage.FOSSILIZED,
+)
+#: The version of the checkpoint form `get_extra_state` writes (1 had no such key).
+CHECKPOINT_FORMAT = 2
+
+
+class SeedSlot(nn.Module):
+    """A slot: identity while empty, a gated and blended seed once germinated.
+
+    Its lifecycle state is `state`, a `kasmina.slot_state.SlotState`. Every
+    command builds its events, records them, and only then sets ``state`` to
+    `evolve` over exactly those payloads, so the live state is by
+    construction the fold of what was recorded, and a refused record changes
+    nothing. What is torch's stays on the module: the seed, the cached alpha
+    tensors, the gradient monitor, the parameters frozen during a blend-out.
+    """
 
     def __init__(
         self,
@@ -94,33 +121,17 @@ class SeedSlot(SlotRamps, SlotCheckpoint, SlotGradients, nn.Module):
         self.blocks_per_seed = blocks_per_seed
         self.register_buffer("_anchor", torch.zeros(0), persistent=False)
         self.seed: nn.Module | None = None
+        self.state: SlotState = dormant(slot_id)
+        self.gradients = GradientMonitor()
         self._staged = Staged(slot_id)
         LIFECYCLE.join(self._staged)
         weakref.finalize(self, LIFECYCLE.leave, self._staged)
-        self.epoch = 0
         self._forced: float | None = None
         self._warned_distributed = False
         self._alpha_cache: dict[tuple[float, torch.device, torch.dtype], torch.Tensor] = {}
-        self._monitor: IsolationMonitor | None = None
-        self._clear_seed_state()
-
-    def _clear_seed_state(self) -> None:
-        self.seed = None
-        self.seed_id: str | None = None
-        self.blueprint_id: str | None = None
-        self.init_seed: int | None = None
-        self.blend_target = 1.0
-        self.blend_steps = DEFAULT_BLENDING_TOTAL_STEPS
-        self.blend_curve = AlphaCurve.LINEAR
-        self.controller = AlphaController()
-        self.metrics = SeedMetrics()
-        self.isolate_gradients = False
-        self._embargo = 0
-        self._pending_prune: tuple[str, Initiator] | None = None
         self._frozen: list[nn.Parameter] = []
-        self._stop_watching()
 
-    # -- state --------------------------------------------------------------
+    # -- reading the state ----------------------------------------------------
 
     @property
     def _device(self) -> torch.device:
@@ -128,51 +139,98 @@ class SeedSlot(SlotRamps, SlotCheckpoint, SlotGradients, nn.Module):
 
     @property
     def stage(self) -> SeedStage:
-        return self._staged.stage
+        return self.state.stage
+
+    @property
+    def epoch(self) -> int:
+        return self.state.epoch
+
+    @property
+    def seed_id(self) -> str | None:
+        return self.state.seed_id
+
+    @property
+    def blueprint_id(self) -> str | None:
+        return self.state.blueprint_id
+
+    @property
+    def init_seed(self) -> int | None:
+        return self.state.init_seed
+
+    @property
+    def metrics(self) -> SeedMetricsState:
+        return self.state.metrics
+
+    @property
+    def controller(self) -> AlphaController:
+        """The alpha ramp, as a copy: changing it changes nothing (use the ramp commands)."""
+        return self.state.controller.controller()
 
     @property
     def alpha(self) -> float:
-        return self._forced if self._forced is not None else self.controller.alpha
+        return self._forced if self._forced is not None else self.state.controller.alpha
+
+    @property
+    def isolate_gradients(self) -> bool:
+        """Whether the seed's input is detached: in TRAINING, and while blended on a CNN."""
+        stage = self.state.stage
+        if stage is SeedStage.TRAINING:
+            return True
+        return stage in (SeedStage.BLENDING, SeedStage.HOLDING) and self.topology == "cnn"
 
     def facts(self) -> SeedFacts:
-        m = self.metrics
+        st = self.state
+        m = st.metrics
+        c = st.controller
         return SeedFacts(
-            stage=self.stage,
-            seed_id=self.seed_id,
-            blueprint_id=self.blueprint_id,
-            epochs_in_stage=m.epochs_in_stage,
+            stage=st.stage,
+            seed_id=st.seed_id,
+            blueprint_id=st.blueprint_id,
+            epochs_in_stage=st.epochs_in_stage,
             improvement_since_training=m.improvement_since_training,
             grad_ratio=m.grad_ratio,
             grad_health=m.grad_health,
             has_exploding=m.has_exploding,
-            alpha=self.controller.alpha,
-            alpha_target=self.controller.alpha_target,
-            alpha_mode=self.controller.mode.name,
+            alpha=c.alpha,
+            alpha_target=c.alpha_target,
+            alpha_mode=c.mode,
             counterfactual=m.counterfactual,
             healthy=not m.has_exploding,
         )
 
     def _context(self, seed_id: str | None = None) -> MoveContext:
-        m = self.metrics
+        st = self.state
+        m = st.metrics
         return MoveContext(
             alpha=self.alpha,
             accuracy=m.accuracy,
             accuracy_delta=m.accuracy_delta,
-            epochs_in_stage=m.epochs_in_stage,
+            epochs_in_stage=st.epochs_in_stage,
             grad_ratio=m.grad_ratio or 0.0,
             has_vanishing=bool(m.has_vanishing),
             has_exploding=bool(m.has_exploding),
-            alpha_curve=self.controller.curve.name,
-            epoch=self.epoch,
-            seed_id=seed_id if seed_id is not None else self.seed_id,
+            alpha_curve=st.controller.curve,
+            epoch=st.epoch,
+            seed_id=seed_id if seed_id is not None else st.seed_id,
             env_id=self.env_id,
         )
 
+    # -- recording, then evolving -----------------------------------------------
+
+    def _evolve_over(self, payloads: Sequence[Payload], seed_id: str | None) -> None:
+        """Set the state to what the recorded `payloads` make of it."""
+        epoch = self.state.epoch
+        self.state = evolve_all(
+            self.state, [fact(p, epoch=epoch, seed_id=seed_id) for p in payloads]
+        )
+
     def _emit(self, payloads: Sequence[Payload]) -> None:
+        seed_id = self.state.seed_id
         if self.recorder is not None:
             self.recorder.emit_many(
-                payloads, stream_id=f"slot/{self.slot_id}", epoch=self.epoch, seed_id=self.seed_id
+                payloads, stream_id=f"slot/{self.slot_id}", epoch=self.state.epoch, seed_id=seed_id
             )
+        self._evolve_over(payloads, seed_id)
 
     def _move(
         self,
@@ -181,25 +239,21 @@ class SeedSlot(SlotRamps, SlotCheckpoint, SlotGradients, nn.Module):
         *,
         before: Sequence[Payload] = (),
         after: Sequence[Payload] = (),
-        on_moved: Callable[[], None] | None = None,
         seed_id: str | None = None,
     ) -> None:
-        def moved() -> None:
-            self.metrics.epochs_in_stage = 0
-            if on_moved is not None:
-                on_moved()
-            self._sync_freeze()
-
-        LIFECYCLE.move(
+        """Move through the shared machine (the one emission site), then evolve over the batch."""
+        context = self._context(seed_id)
+        change = LIFECYCLE.move(
             self._staged,
             to,
             trigger=trigger,
-            context=self._context(seed_id),
+            context=context,
             emitter=self.recorder,
             before=before,
             after=after,
-            on_moved=moved,
         )
+        self._evolve_over((*before, change, *after), context.seed_id)
+        self._sync_freeze()
 
     # -- commands -----------------------------------------------------------
 
@@ -248,27 +302,16 @@ class SeedSlot(SlotRamps, SlotCheckpoint, SlotGradients, nn.Module):
             init_seed=seed_value,
             alpha_target=alpha_target,
         )
-
-        def install() -> None:
-            self._clear_seed_state()
-            self.seed = module
-            self.seed_id, self.blueprint_id, self.init_seed = seed_id, blueprint_id, seed_value
-            self.blend_target, self.blend_steps, self.blend_curve = alpha_target, tempo, curve
-
         if self.pool is not None:  # all or nothing, before anything is recorded
             self.pool.allocate(self.blocks_per_seed, self.slot_id, seed_id)
         try:
-            self._move(
-                SeedStage.GERMINATED,
-                "command",
-                before=[germinated],
-                on_moved=install,
-                seed_id=seed_id,
-            )
+            self._move(SeedStage.GERMINATED, "command", before=[germinated], seed_id=seed_id)
         except BaseException:
             if self.pool is not None:
                 self.pool.free_seed(seed_id)
             raise
+        self.gradients.stop()
+        self.seed = module
 
     def advance_stage(
         self, target: SeedStage | None = None, *, trigger: Trigger = "command"
@@ -306,51 +349,28 @@ class SeedSlot(SlotRamps, SlotCheckpoint, SlotGradients, nn.Module):
             self._emit([verdict])
             return result
         after: list[Payload] = []
-        on_moved: Callable[[], None]
-        if goal is SeedStage.TRAINING:
-            on_moved = self._enter_training
-        elif goal is SeedStage.BLENDING:
-            ramp = AlphaController(alpha=self.controller.alpha)
-            ramp.retarget(self.blend_target, self.blend_steps, self.blend_curve)
+        if goal is SeedStage.BLENDING:
+            st = self.state
+            ramp = st.controller.controller()
+            ramp.retarget(st.blend_target, st.blend_steps, AlphaCurve[st.blend_curve])
             after.append(self._target_payload(ramp, initiator="auto", prune_ramp=False))
-            on_moved = lambda: self._enter_blending(ramp)  # noqa: E731
-        elif goal is SeedStage.HOLDING:
-            on_moved = self._enter_holding
-        else:
+        elif goal is SeedStage.FOSSILIZED:
             after.append(self._fossilized_payload())
-            on_moved = self._enter_fossilized
-        self._move(goal, trigger, before=[verdict], after=after, on_moved=on_moved)
+        self._move(goal, trigger, before=[verdict], after=after)
         return result
 
-    def _enter_training(self) -> None:
-        self.isolate_gradients = True
-        self.metrics.training_start_accuracy = self.metrics.accuracy
-
-    def _enter_blending(self, ramp: AlphaController) -> None:
-        self.controller = ramp
-        self.isolate_gradients = self.topology == "cnn"
-        if self.metrics.blending_start_accuracy is None:
-            self.metrics.blending_start_accuracy = self.metrics.accuracy
-
-    def _enter_holding(self) -> None:
-        self.controller = AlphaController(
-            alpha=1.0, alpha_start=1.0, alpha_target=1.0, curve=self.controller.curve
-        )
-
-    def _enter_fossilized(self) -> None:
-        self.isolate_gradients = False
-
     def _fossilized_payload(self) -> SeedFossilized:
-        assert self.seed is not None and self.blueprint_id is not None
-        m = self.metrics
+        st = self.state
+        assert self.seed is not None and st.blueprint_id is not None
+        m = st.metrics
         return SeedFossilized(
             slot_id=self.slot_id,
             env_id=self.env_id,
-            blueprint_id=self.blueprint_id,
+            blueprint_id=st.blueprint_id,
             improvement=m.accuracy_delta,
             params_added=param_count(self.seed),
             alpha=self.alpha,
-            epochs_total=m.epochs_total,
+            epochs_total=st.epochs_total,
             counterfactual=m.counterfactual,
             blending_delta=m.blending_delta,
             param_digest=param_digest(self.seed),
@@ -382,46 +402,128 @@ class SeedSlot(SlotRamps, SlotCheckpoint, SlotGradients, nn.Module):
         return self._prune(reason, initiator, scheduled=False)
 
     def _prune(self, reason: str, initiator: Initiator, *, scheduled: bool) -> bool:
-        stage = self.stage
+        st = self.state
+        stage = st.stage
         if stage is SeedStage.FOSSILIZED:
             return False
         if not is_legal(stage, SeedStage.PRUNED):
             raise InvalidTransition(self.slot_id, stage.name, SeedStage.PRUNED.name)
-        m = self.metrics
+        m = st.metrics
         pruned = SeedPruned(
             slot_id=self.slot_id,
             env_id=self.env_id,
             reason=reason,
-            blueprint_id=self.blueprint_id,
+            blueprint_id=st.blueprint_id,
             improvement=m.accuracy_delta,
             auto_pruned=initiator in ("auto", "governor"),
-            epochs_total=m.epochs_total,
+            epochs_total=st.epochs_total,
             counterfactual=m.counterfactual,
             blending_delta=m.blending_delta,
             initiator=initiator,
             scheduled=scheduled,
         )
         after: list[Payload] = [pruned]
-        if self.pool is not None and self.seed_id is not None:
-            held = sum(len(a.blocks) for a in self.pool.allocations(self.seed_id))
+        seed_id = st.seed_id
+        if self.pool is not None and seed_id is not None:
+            held = sum(len(a.blocks) for a in self.pool.allocations(seed_id))
             if held:
                 after.append(MemoryReleased(slot_id=self.slot_id, blocks=held))
-        self._move(SeedStage.PRUNED, "prune", after=after, on_moved=self._drop_seed)
+        self._move(SeedStage.PRUNED, "prune", after=after)
+        # The module goes now; the record (ids, metrics) stays through the cooldown.
+        if self.pool is not None and seed_id is not None:
+            self.pool.free_seed(seed_id)
+        self.seed = None
+        self.gradients.stop()
         return True
 
-    def _drop_seed(self) -> None:
-        """Free the module now; the record (ids, metrics) stays through the cooldown."""
-        if self.pool is not None and self.seed_id is not None:
-            self.pool.free_seed(self.seed_id)
-        self._restore_frozen()
-        self.seed = None
-        self.controller = AlphaController()
-        self.isolate_gradients = False
-        self._pending_prune = None
-        self._stop_watching()
+    # -- alpha ramps ------------------------------------------------------------
 
-    def set_alpha(self, value: float) -> None:
-        self.controller.set_alpha(value)
+    def schedule_prune(
+        self,
+        steps: int = 3,
+        *,
+        curve: AlphaCurve = AlphaCurve.LINEAR,
+        steepness: float = 12.0,
+        reason: str = "scheduled_prune",
+        initiator: Initiator = "policy",
+    ) -> bool:
+        """Ramp alpha down to 0, then prune; at once if alpha is 0 or steps <= 0."""
+        stage = self.stage
+        if (
+            self.state.controller.alpha == 0.0
+            or steps <= 0
+            or stage in (SeedStage.GERMINATED, SeedStage.TRAINING)
+        ):
+            return self.prune(reason, initiator)
+        if stage not in (SeedStage.BLENDING, SeedStage.HOLDING):
+            raise InvalidTransition(self.slot_id, stage.name, SeedStage.PRUNED.name)
+        ramp = self._retargeted(0.0, steps, curve, steepness)
+        self._retarget(
+            self._target_payload(ramp, initiator=initiator, prune_ramp=True, reason=reason)
+        )
+        return True
+
+    def set_alpha_target(
+        self,
+        target: float,
+        steps: int = DEFAULT_BLENDING_TOTAL_STEPS,
+        *,
+        curve: AlphaCurve = AlphaCurve.LINEAR,
+        steepness: float = 12.0,
+        initiator: Initiator = "policy",
+    ) -> None:
+        """A new alpha target from BLENDING or HOLDING (use schedule_prune for 0)."""
+        if self.stage not in (SeedStage.BLENDING, SeedStage.HOLDING):
+            raise SlotError(f"alpha targets are set in BLENDING or HOLDING, not {self.stage.name}")
+        if not 0.0 < target <= 1.0:
+            raise SlotError(f"alpha target must lie in (0, 1], got {target}")
+        ramp = self._retargeted(target, steps, curve, steepness)
+        self._retarget(self._target_payload(ramp, initiator=initiator, prune_ramp=False))
+
+    def _retargeted(
+        self, target: float, steps: int, curve: AlphaCurve, steepness: float
+    ) -> AlphaController:
+        """A new ramp from the resting one; a ramp cannot change course midway."""
+        ramp = self.state.controller.controller()
+        if ramp.mode is not AlphaMode.HOLD:
+            raise AlphaScheduleError(
+                f"slot {self.slot_id!r} is ramping {ramp.mode.name}; "
+                "wait until alpha reaches its target"
+            )
+        ramp.retarget(target, steps, curve, steepness)
+        return ramp
+
+    def _retarget(self, payload: AlphaTargetSet) -> None:
+        """HOLDING means full strength, so any target below it first goes back to BLENDING."""
+        if self.stage is SeedStage.HOLDING and payload.target < 1.0:
+            self._move(SeedStage.BLENDING, "command", after=[payload])
+        else:
+            self._emit([payload])
+            self._sync_freeze()
+
+    # -- measurements -----------------------------------------------------------
+
+    def measure(self, **values: float | bool | None) -> None:
+        """Take in numbers measured outside the slot (accuracy, gradient health, ...).
+
+        The gates read them. They are not events: they reach the log in the
+        seed's next telemetry sample (`kasmina.runtime.telemetry`).
+        """
+        self.state = measured(self.state, **values)
+
+    def watch_gradients(self, host_parameters: Iterable[nn.Parameter]) -> None:
+        """Measure seed/host gradient norms after each backward (for G2)."""
+        if self.seed is None:
+            raise SlotError(f"slot {self.slot_id!r} has no seed to watch")
+        self.gradients.watch(host_parameters, self.seed.parameters())
+
+    def capture_gradients(self) -> None:
+        """Fold the last backward's gradients into the seed's metrics (EMA of the ratio)."""
+        if self.seed is None:
+            return
+        values = self.gradients.capture(self.seed, self.state.metrics.grad_ratio)
+        if values is not None:
+            self.state = measured(self.state, **values)
 
     # -- the epoch tick -----------------------------------------------------
 
@@ -439,46 +541,45 @@ class SeedSlot(SlotRamps, SlotCheckpoint, SlotGradients, nn.Module):
         `kasmina.replay` fold it back exactly. A step that does not advance
         the epoch only records the metrics.
         """
-        target = self.epoch + 1 if epoch is None else epoch
-        if target < self.epoch:
+        before = self.state
+        target = before.epoch + 1 if epoch is None else epoch
+        if target < before.epoch:
             raise SlotError(
-                f"slot {self.slot_id!r} is at epoch {self.epoch}; epoch {target} is in the past"
+                f"slot {self.slot_id!r} is at epoch {before.epoch}; epoch {target} is in the past"
             )
-        ticks = target - self.epoch
-        self.epoch = target
+        ticks = target - before.epoch
+        self.state = tick(before, target)
         stage = self.stage
         if stage is SeedStage.DORMANT:
             return
-        m = self.metrics
-        m.epochs_in_stage += ticks
-        m.epochs_total += ticks
         if self.seed is not None:  # a slot without a seed has nothing to measure
+            values: dict[str, float | bool | None] = {}
             if accuracy is not None:
-                m.observe_accuracy(accuracy)
+                values["accuracy"] = accuracy
             if counterfactual is not None:
-                m.counterfactual = counterfactual
+                values["counterfactual"] = counterfactual
+            if values:
+                self.state = measured(self.state, **values)
         if ticks == 0:
             return
+        st = self.state
         if stage is SeedStage.PRUNED:
-            self._move(SeedStage.EMBARGOED, "auto", on_moved=self._start_embargo)
+            self._move(SeedStage.EMBARGOED, "auto")
         elif stage is SeedStage.EMBARGOED:
-            self._embargo += ticks
-            if self._embargo >= self.embargo_epochs:
+            if st.epochs_in_stage >= self.embargo_epochs:
                 self._move(SeedStage.RESETTING, "auto")
         elif stage is SeedStage.RESETTING:
-            self._move(SeedStage.DORMANT, "auto", on_moved=self._clear_seed_state)
+            self._move(SeedStage.DORMANT, "auto")
         elif stage is SeedStage.BLENDING:
-            reached = False
-            for _ in range(ticks):
-                reached = self.controller.step() or reached
+            reached = before.controller.ramping and not st.controller.ramping
             self._sync_freeze()
-            if reached and self._pending_prune is not None and self.controller.alpha == 0.0:
-                reason, initiator = self._pending_prune
-                self._prune(reason, initiator, scheduled=True)
+            if reached and st.pending_prune is not None and st.controller.alpha == 0.0:
+                reason, initiator = st.pending_prune
+                self._prune(reason, cast(Initiator, initiator), scheduled=True)
             elif (
                 self.auto_advance
-                and self.controller.mode is AlphaMode.HOLD
-                and (self.controller.alpha_target >= 1.0)
+                and not st.controller.ramping
+                and st.controller.alpha_target >= 1.0
             ):
                 self.advance_stage(SeedStage.HOLDING, trigger="gate")
         elif self.auto_advance and stage is SeedStage.GERMINATED:
@@ -486,18 +587,76 @@ class SeedSlot(SlotRamps, SlotCheckpoint, SlotGradients, nn.Module):
         elif (
             self.auto_advance
             and stage is SeedStage.TRAINING
-            and m.epochs_in_stage >= self.gates.min_training_epochs
+            and st.epochs_in_stage >= self.gates.min_training_epochs
         ):
             self.advance_stage(SeedStage.BLENDING, trigger="gate")
 
-    def _start_embargo(self) -> None:
-        self._embargo = 0
+    # -- checkpoints ------------------------------------------------------------
+
+    def get_extra_state(self) -> dict[str, object]:
+        """The slot's state as JSON; `state_dict` carries the seed's weights beside it."""
+        return {"format": CHECKPOINT_FORMAT, "slot_state": self.state.to_json()}
+
+    def set_extra_state(self, state: Mapping[str, Any]) -> None:
+        """Restore from a checkpoint of either form; a live seed is rebuilt for its weights."""
+        if "slot_state" in state:
+            restored = SlotState.from_json(state["slot_state"])
+        else:
+            restored = self._legacy_state(state)
+        if restored.slot_id != self.slot_id:
+            raise SlotError(
+                f"checkpoint of slot {restored.slot_id!r} loaded into slot {self.slot_id!r}"
+            )
+        self.restore(restored)
+
+    def _legacy_state(self, old: Mapping[str, Any]) -> SlotState:
+        """The state in a checkpoint written before `CHECKPOINT_FORMAT` 2."""
+        blend = old["blend"]
+        metrics = old["metrics"]
+        pending = old["pending_prune"]
+        return SlotState(
+            slot_id=self.slot_id,
+            stage=SeedStage[str(old["stage"])],
+            epoch=int(old["epoch"]),
+            seed_id=old["seed_id"],
+            blueprint_id=old["blueprint_id"],
+            init_seed=old["init_seed"],
+            blend_target=float(blend[0]),
+            blend_steps=int(blend[1]),
+            blend_curve=AlphaCurve(int(blend[2])).name,
+            controller=ControllerState.of(AlphaController.from_dict(old["controller"])),
+            epochs_in_stage=int(metrics["epochs_in_stage"]),
+            epochs_total=int(metrics["epochs_total"]),
+            pending_prune=(str(pending[0]), str(pending[1])) if pending else None,
+            metrics=SeedMetricsState(
+                **{name: metrics[name] for name in SeedMetricsState.__dataclass_fields__}
+            ),
+        )
+
+    def restore(self, state: SlotState) -> None:
+        """Put the slot into `state` without recording anything: for checkpoints and replay.
+
+        A live seed is rebuilt from its blueprint and init seed, so its
+        weights are those it had at germination until a checkpoint's load on top.
+        """
+        if state.slot_id != self.slot_id:
+            raise SlotError(f"state of slot {state.slot_id!r} given to slot {self.slot_id!r}")
+        self._restore_frozen()
+        self.gradients.stop()
+        self.seed = None
+        self.state = state
+        if state.stage in _LIVE_SEED_STAGES and state.blueprint_id and state.init_seed is not None:
+            self.seed = build_blueprint(
+                state.blueprint_id, self.channels, self.topology, state.init_seed
+            ).to(device=self._device)
+        LIFECYCLE.restore(self._staged, state.stage)
+        self._sync_freeze()
 
     # -- blend-out freeze -----------------------------------------------------
 
     def _sync_freeze(self) -> None:
         """While alpha ramps DOWN the seed's parameters are frozen, then restored exactly."""
-        if self.controller.mode is AlphaMode.DOWN and self.seed is not None:
+        if self.state.controller.mode == "DOWN" and self.seed is not None:
             if not self._frozen:
                 self._frozen = [p for p in self.seed.parameters() if p.requires_grad]
                 for p in self._frozen:
@@ -586,9 +745,9 @@ class SeedSlot(SlotRamps, SlotCheckpoint, SlotGradients, nn.Module):
 
 
 __all__ = [
+    "CHECKPOINT_FORMAT",
     "DEFAULT_BLENDING_TOTAL_STEPS",
     "DEFAULT_EMBARGO_EPOCHS_AFTER_PRUNE",
-    "SeedMetrics",
     "SeedSlot",
     "SlotError",
     "default_init_seed",
