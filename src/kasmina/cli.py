@@ -26,7 +26,7 @@ except ImportError:  # pragma: no cover
 from rich.console import Console
 
 from kasmina.errors import KasminaError
-from kasmina.render import (
+from kasmina.layouts import (
     EVENT_FIELDS,
     HISTORY_COLUMNS,
     DataFormat,
@@ -488,7 +488,7 @@ def replay(
     """A run's state at an epoch or position, folded from its log; --verify re-executes it."""
     from rich.progress import Progress
 
-    from kasmina.replay import render, replay
+    from kasmina.replay import display, replay
 
     if reexecute:
         if at_epoch is not None or at_position is not None:
@@ -511,9 +511,9 @@ def replay(
                 progress=lambda n: bar.update(task, completed=n),
             )
     if fmt is TableFormat.json:
-        sys.stdout.write(render.state_json(state) + "\n")
+        sys.stdout.write(display.state_json(state) + "\n")
     else:
-        render.print_state(out, state)
+        display.print_state(out, state)
 
 
 def _reexecute(run_id: str, trust: bool) -> None:
@@ -525,11 +525,11 @@ def _reexecute(run_id: str, trust: bool) -> None:
             f"replay --verify needs torch and scikit-learn ({exc.name} is missing): "
             "pip install 'kasmina[demo]'"
         ) from None
-    from kasmina.replay import render
+    from kasmina.replay import display
 
     with _open() as ledger:
         report = reexecute(ledger, run_id, PROGRAM, trust=trust, console=err)
-    render.print_reexecution(out, report)
+    display.print_reexecution(out, report)
     if not report.ok:
         raise typer.Exit(1)
 

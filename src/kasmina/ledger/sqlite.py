@@ -18,7 +18,7 @@ Several processes may append to one SQLite ledger, within limits:
   so batch appends; SQLite's busy waiting is not fair, so with many writers
   one can starve until it gives up. Use PostgreSQL for many writers, or
   writers on several machines.
-- Checkpoints run on a thread of their own (`kasmina.ledger.checkpoints`),
+- The write-ahead log is copied back on a thread of its own (`kasmina.ledger.wal`),
   so a commit does not wait for the log to be copied into the file.
 - A local disk only. WAL needs shared memory between the processes, and
   SQLite's file locks are unreliable on network filesystems (NFS, SMB,
@@ -39,7 +39,7 @@ from typing import Literal, cast
 
 from kasmina.canonical import Json, loads
 from kasmina.errors import DatabaseUnavailable, ReadOnlyLedger
-from kasmina.ledger.checkpoints import BACKSTOP_PAGES, Checkpointer
+from kasmina.ledger.wal import BACKSTOP_PAGES, WalCopier
 from kasmina.ledger.creation import folder_lock
 from kasmina.ledger.readonly import DEFAULT_TIMEOUT_S
 from kasmina.ledger.readonly_sqlite import open_query
@@ -134,7 +134,7 @@ class SQLiteStore(Store):
             self._conn.execute("PRAGMA foreign_keys=ON")
             self._conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
         self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-        self.checkpointer = Checkpointer(path)
+        self.wal_copier = WalCopier(path)
         self._rows_in_transaction = 0
 
     def sql(self, text: str) -> str:
@@ -173,7 +173,7 @@ class SQLiteStore(Store):
             except BaseException:
                 self._conn.rollback()  # also after a failed COMMIT, which leaves it open
                 raise
-            self.checkpointer.committed(self._rows_in_transaction)
+            self.wal_copier.committed(self._rows_in_transaction)
 
     def insert_events(self, cur: Cursor, rows: Iterable[Sequence[Param]]) -> None:
         """Rows go `ROWS_PER_STATEMENT` to an INSERT, the last few by `executemany`.
@@ -240,6 +240,6 @@ class SQLiteStore(Store):
         return open_query(_connect_read_only(self.path, timeout_s), sql, timeout_s)
 
     def close(self) -> None:
-        self.checkpointer.close()
+        self.wal_copier.close()
         with self.lock:
             self._conn.close()

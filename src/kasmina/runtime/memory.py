@@ -278,7 +278,8 @@ class GCReport:
     epoch: int | None
     evicted: dict[str, int]
     collected: int
-    runs: int
+    #: GC passes completed so far, this one included.
+    passes: int
 
 
 class MemoryGovernor:
@@ -312,7 +313,7 @@ class MemoryGovernor:
         #: Serialises passes, so records in a stream follow the order of the passes.
         self._lock = threading.Lock()
         self._last_gc_epoch: int | None = None
-        self._runs = 0
+        self._passes = 0
         for cache in caches:
             self.add_cache(cache)
         if not self._caches:
@@ -334,9 +335,9 @@ class MemoryGovernor:
             self._caches[cache.name] = cache
 
     @property
-    def runs(self) -> int:
-        """Periodic GC passes completed so far."""
-        return self._runs
+    def passes(self) -> int:
+        """GC passes completed so far."""
+        return self._passes
 
     def _due(self, epoch: int) -> bool:
         if self.gc_period <= 0:
@@ -345,29 +346,29 @@ class MemoryGovernor:
         return last is None or epoch < last or epoch - last >= self.gc_period
 
     def periodic_gc(self, epoch: int) -> GCReport | None:
-        """Sweep and collect once `gc_period` epochs passed since the last run.
+        """Sweep and collect once `gc_period` epochs passed since the last pass.
 
-        The first call runs. An epoch before the last run's (a resumed or
-        restarted run) also runs and becomes the new reference, rather than
+        The first call sweeps. An epoch before the last pass's (a resumed or
+        restarted run) also sweeps and becomes the new reference, rather than
         silencing GC until the old epoch comes round again.
         """
         with self._lock:
             if not self._due(epoch):
                 return None
-            passes = [(cache, cache._sweep_pass()) for cache in self._caches.values()]
-            self._record(passes, "ttl", epoch)
+            sweeps = [(cache, cache._sweep_pass()) for cache in self._caches.values()]
+            self._record(sweeps, "ttl", epoch)
             collected = gc.collect()
             self._last_gc_epoch = epoch
-            self._runs += 1
-            evicted = {cache.name: p.removed for cache, p in passes}
-            return GCReport(epoch, evicted, collected, self._runs)
+            self._passes += 1
+            evicted = {cache.name: p.removed for cache, p in sweeps}
+            return GCReport(epoch, evicted, collected, self._passes)
 
     def emergency_cleanup(
         self, epoch: int | None = None, *, include_teacher: bool = False
     ) -> GCReport:
         """Clear every cache (the teacher only if asked) and collect garbage."""
         with self._lock:
-            passes = [
+            sweeps = [
                 (
                     cache,
                     cache._emergency_pass()
@@ -376,23 +377,23 @@ class MemoryGovernor:
                 )
                 for cache in self._caches.values()
             ]
-            self._record(passes, "emergency", epoch)
+            self._record(sweeps, "emergency", epoch)
             collected = gc.collect()
             evicted = {
                 cache.name: p.removed
-                for cache, p in passes
+                for cache, p in sweeps
                 if include_teacher or cache.name != TEACHER
             }
-            return GCReport(epoch, evicted, collected, self._runs)
+            return GCReport(epoch, evicted, collected, self._passes)
 
     def _record(
         self,
-        passes: list[tuple[TTLMemoryCache[Any, Any], _Pass]],
+        sweeps: list[tuple[TTLMemoryCache[Any, Any], _Pass]],
         reason: EvictionReason,
         epoch: int | None,
     ) -> None:
         records: list[tuple[TTLMemoryCache[Any, Any], CacheEvicted]] = []
-        for cache, p in passes:
+        for cache, p in sweeps:
             counts = dict(p.unreported)
             counts[reason] = counts.get(reason, 0) + p.removed
             for why in _REASONS:

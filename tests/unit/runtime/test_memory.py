@@ -327,8 +327,8 @@ def test_periodic_gc_cadence(clock: FakeClock) -> None:
         if report is not None:
             runs += 1
             assert report.epoch == epoch
-            assert report.runs == runs
-    assert gov.runs == runs == 5
+            assert report.passes == runs
+    assert gov.passes == runs == 5
 
 
 @pytest.mark.parametrize("period", [0, -1])
@@ -384,7 +384,7 @@ def test_periodic_gc_sweeps_every_cache_and_records_once_per_cache(clock: FakeCl
         epoch=7,
         evicted={"kernels": 2, "telemetry": 1, "teacher": 0},
         collected=report.collected,
-        runs=1,
+        passes=1,
     )
     assert sink.records == [
         (evicted("kernels", 2, "ttl", 3, 1), "memory/kernels", 7),
@@ -465,10 +465,10 @@ def test_emergency_records_the_kept_teachers_lazy_evictions(clock: FakeClock) ->
 def test_emergency_does_not_count_as_a_periodic_run(clock: FakeClock) -> None:
     gov = governor(clock, gc_period=10)
     assert gov.periodic_gc(0) is not None
-    assert gov.emergency_cleanup(epoch=5).runs == 1
+    assert gov.emergency_cleanup(epoch=5).passes == 1
     assert gov.periodic_gc(6) is None
     report = gov.periodic_gc(10)
-    assert report is not None and report.runs == 2
+    assert report is not None and report.passes == 2
 
 
 def test_without_a_sink_reports_are_still_returned(clock: FakeClock) -> None:
@@ -503,10 +503,10 @@ def test_a_refused_record_is_kept_and_recorded_by_a_later_pass(
         try:
             report = gov.periodic_gc(0)
         except RuntimeError:
-            assert gov.runs == 0
+            assert gov.passes == 0
             continue
         break
-    assert report is not None and report.runs == 1
+    assert report is not None and report.passes == 1
     assert attempts == 1 + len([n for n in fail_on if n <= 3])
     assert {name: sink.total(name) for name in expected} == expected
     for payload in sink.evictions():

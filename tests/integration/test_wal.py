@@ -1,4 +1,4 @@
-"""SQLite's checkpoints run on the store's own thread, and the log stays bounded."""
+"""SQLite's write-ahead log is copied back on the store's own thread, and stays bounded."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 from helpers import sample
 
 from kasmina.ledger import Ledger
-from kasmina.ledger.checkpoints import BACKSTOP_PAGES
+from kasmina.ledger.wal import BACKSTOP_PAGES
 from kasmina.ledger.sqlite import SQLiteStore
 
 PAGE = 4096
@@ -33,10 +33,10 @@ def test_the_thread_copies_committed_events_into_the_database_file(tmp_path: Pat
         run_id = ledger.start_run("ckpt", seed=0).run_id
         before = path.stat().st_size
         _append_batches(ledger, run_id, 3)
-        checkpointer = _store(ledger).checkpointer
-        checkpointer.drain()
-        assert checkpointer.checkpoints >= 1
-        # Below the backstop the writer never checkpoints itself, so the rows in
+        copier = _store(ledger).wal_copier
+        copier.drain()
+        assert copier.copies >= 1
+        # Below the backstop the writer never copies the log back itself, so the rows in
         # the file itself were put there by the thread.
         assert path.stat().st_size > before + 1000 * 300
         reader = sqlite3.connect(path)
@@ -69,10 +69,10 @@ def test_closing_the_ledger_stops_the_thread_and_removes_the_log(tmp_path: Path)
     with Ledger.open(f"sqlite:///{path}") as ledger:
         run_id = ledger.start_run("ckpt", seed=0).run_id
         _append_batches(ledger, run_id, 3)
-        thread = _store(ledger).checkpointer._thread
+        thread = _store(ledger).wal_copier._thread
         assert thread is not None and thread.is_alive()
     assert not thread.is_alive()
-    assert not os.path.exists(f"{path}-wal")  # the last connection checkpointed and removed it
+    assert not os.path.exists(f"{path}-wal")  # the last connection copied it back and removed it
     with Ledger.open(f"sqlite:///{path}") as again:
         assert len(list(again.read(run_id))) == 3001
 
@@ -81,7 +81,7 @@ def test_a_ledger_dropped_without_closing_stops_its_thread(tmp_path: Path) -> No
     ledger = Ledger.open(f"sqlite:///{tmp_path / 'k.db'}")
     run_id = ledger.start_run("ckpt", seed=0).run_id
     _append_batches(ledger, run_id, 3)
-    thread = _store(ledger).checkpointer._thread
+    thread = _store(ledger).wal_copier._thread
     assert thread is not None and thread.is_alive()
     del ledger
     gc.collect()

@@ -1,26 +1,27 @@
-"""SQLite's WAL checkpoints, run on a thread of their own rather than inside a commit.
+"""Copying SQLite's write-ahead log back into the database, on a thread of its own.
 
-In WAL mode every commit appends pages to the log, and a checkpoint copies
-them back into the database file and syncs both. SQLite runs that checkpoint
+In WAL mode every commit appends pages to the log, and a copy-back (SQLite
+calls it a checkpoint; kasmina keeps that word for a training run's saved
+state) copies them into the database file and syncs both. SQLite runs that copy
 inside whichever ``COMMIT`` takes the log past 1,000 pages, so one append in
 two or three paid for the copy and two ``fsync`` calls; profiling a batched
 append put that at about 40% of its storage time. The sqlite3 module releases
-the GIL while SQLite works, so a checkpoint on another connection, in another
+the GIL while SQLite works, so a copy-back on another connection, in another
 thread, overlaps with the caller building its next batch instead.
 
-Durability is unchanged. A ``PASSIVE`` checkpoint waits for no reader or
+Durability is unchanged. A ``PASSIVE`` copy-back waits for no reader or
 writer, a commit never waits for it, and it is requested after about the
-same amount of log as SQLite's own (see `Checkpointer.committed`); under
-``synchronous=NORMAL`` the log is synced at each checkpoint, as before, and
+same amount of log as SQLite's own (see `WalCopier.committed`); under
+``synchronous=NORMAL`` the log is synced at each copy-back, as before, and
 under ``FULL`` at each commit, as before.
 
 The log file is longer, though. SQLite starts it over only when a transaction
-begins with all of it checkpointed, and a busy writer has usually begun its
+begins with all of it copied back, and a busy writer has usually begun its
 next one by the time the thread is done. So the writer keeps SQLite's own
-checkpoint as a backstop at `BACKSTOP_PAGES` (16 MiB): when the log reaches
+copy-back (``wal_autocheckpoint``) as a backstop at `BACKSTOP_PAGES` (16 MiB): when the log reaches
 that, the writer finds nearly all of it copied already, finishes the copy,
 and the log starts over. Measured on the benchmark's workload, batched
-appends were about 20% faster than with the checkpoint inside the commit,
+appends were about 20% faster than with the copy-back inside the commit,
 and 11% faster than with SQLite's own at the backstop's size alone.
 """
 
@@ -30,10 +31,10 @@ import sqlite3
 import threading
 import weakref
 
-#: Log pages (4 KiB) after which a checkpoint is requested: SQLite's default.
-CHECKPOINT_PAGES = 1000
-#: The writer's own automatic checkpoint, for when the thread has fallen behind.
-BACKSTOP_PAGES = 4 * CHECKPOINT_PAGES
+#: Log pages (4 KiB) after which a copy-back is requested: SQLite's default.
+COPY_PAGES = 1000
+#: The writer's own automatic copy-back, for when the thread has fallen behind.
+BACKSTOP_PAGES = 4 * COPY_PAGES
 #: A transaction rewrites a leaf page of the table and of each index at least.
 PAGES_PER_TRANSACTION = 8
 #: A row is about 1 KiB in the table and its indexes, logged with their pages.
@@ -47,7 +48,7 @@ class _Shared:
         self.cond = threading.Condition()
         self.requested = 0
         self.done = 0
-        self.checkpoints = 0
+        self.copies = 0
         self.stop = False
 
     def stop_thread(self) -> None:
@@ -56,7 +57,7 @@ class _Shared:
             self.cond.notify_all()
 
 
-class Checkpointer:
+class WalCopier:
     """One daemon thread with its own connection, woken as the log grows.
 
     The thread starts at the first request and stops at `close`, or when the
@@ -71,35 +72,35 @@ class Checkpointer:
         weakref.finalize(self, self._shared.stop_thread)
 
     @property
-    def checkpoints(self) -> int:
-        """Checkpoints this thread has finished (for tests and diagnostics)."""
-        return self._shared.checkpoints
+    def copies(self) -> int:
+        """Copy-backs this thread has finished (for tests and diagnostics)."""
+        return self._shared.copies
 
     def committed(self, rows: int) -> None:
-        """Count a commit of `rows` rows toward the next checkpoint (estimated log pages)."""
+        """Count a commit of `rows` rows toward the next copy-back (estimated log pages)."""
         shared = self._shared
         with shared.cond:
             self._pages += PAGES_PER_TRANSACTION + rows / ROWS_PER_PAGE
-            if self._pages < CHECKPOINT_PAGES or shared.stop:
+            if self._pages < COPY_PAGES or shared.stop:
                 return
             self._pages = 0.0
             shared.requested += 1
             if self._thread is None:
                 self._thread = threading.Thread(
-                    target=_run, args=(self._path, shared), name="kasmina-checkpoint", daemon=True
+                    target=_run, args=(self._path, shared), name="kasmina-wal", daemon=True
                 )
                 self._thread.start()
             shared.cond.notify_all()
 
     def drain(self) -> None:
-        """Wait until every checkpoint requested so far has run."""
+        """Wait until every copy-back requested so far has run."""
         shared = self._shared
         with shared.cond:
             while shared.done < shared.requested and self._alive():
                 shared.cond.wait(0.1)
 
     def close(self) -> None:
-        """Stop the thread after any checkpoint in progress (the writer's close ends the log)."""
+        """Stop the thread after any copy-back in progress (the writer's close ends the log)."""
         self._shared.stop_thread()
         thread = self._thread
         if thread is not None and thread.is_alive():
@@ -113,7 +114,7 @@ def _run(path: str, shared: _Shared) -> None:
     try:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0)
     except sqlite3.Error:
-        return  # the file is gone or unreadable; the writer's backstop checkpoints alone
+        return  # the file is gone or unreadable; the writer's backstop copies alone
     try:
         while True:
             with shared.cond:
@@ -126,10 +127,10 @@ def _run(path: str, shared: _Shared) -> None:
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 copied = True
             except sqlite3.OperationalError:
-                copied = False  # busy: another process is checkpointing the same file
+                copied = False  # busy: another process is copying the same file back
             with shared.cond:
                 shared.done = target
-                shared.checkpoints += copied
+                shared.copies += copied
                 shared.cond.notify_all()
     finally:
         conn.close()
