@@ -815,7 +815,7 @@ def doc_section(
         "",
         "**What each system does.**",
         "",
-        "- kasmina: `Recorder(ledger, run, buffer_size=1000).emit(...)` of a payload model "
+        "- kasmina: `LedgerRecorder(ledger, run, buffer_size=1000).emit(...)` of a payload model "
         "built from each record (validation, canonical JSON, hash chain), then `flush`; "
         "`buffer_size=0` for one event per transaction. The second kasmina row times only "
         "`Ledger.append` of 1,000-event batches built beforehand with `event_from_dict`.",

@@ -42,7 +42,7 @@ from workload import Record, build  # noqa: E402
 from kasmina.canonical import GENESIS_HASH, chain_hash, quote, quoted_envelope  # noqa: E402
 from kasmina.events import NewEvent, Payload, make_event, payload_class  # noqa: E402
 from kasmina.ledger import Ledger, migrate  # noqa: E402
-from kasmina.ledger.run import Recorder  # noqa: E402
+from kasmina.ledger.run import LedgerRecorder  # noqa: E402
 from kasmina.ledger.sqlite import SQLiteStore  # noqa: E402
 from kasmina.ledger.store import INSERT_COLUMNS  # noqa: E402
 
@@ -152,7 +152,7 @@ def _recorder(template: Path, records: Sequence[Record]) -> float:
         shutil.copyfile(template, path)
         with Ledger.open(f"sqlite:///{path}") as ledger:
             run_id = ledger.start_run("costs", seed=0).run_id
-            recorder = Recorder(ledger, run_id, buffer_size=BATCH)
+            recorder = LedgerRecorder(ledger, run_id, buffer_size=BATCH)
             t0 = time.perf_counter()
             for r in records:
                 recorder.emit(

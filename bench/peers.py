@@ -44,7 +44,7 @@ from workload import Record, Workload
 
 from kasmina.events import EVENT_TYPES, event_from_dict
 from kasmina.ledger import Ledger, migrate
-from kasmina.ledger.run import Recorder
+from kasmina.ledger.run import LedgerRecorder
 from kasmina.replay import replay, snapshot_run
 
 StateFn = Callable[[int], tuple[dict[str, str], float]]
@@ -317,7 +317,7 @@ class Kasmina(System):
                 append(b)
             elapsed = time.perf_counter() - t0
         else:
-            recorder = Recorder(ledger, run_id, buffer_size=batch if batch > 1 else 0)
+            recorder = LedgerRecorder(ledger, run_id, buffer_size=batch if batch > 1 else 0)
             classes = EVENT_TYPES
             emit = recorder.emit
             t0 = time.perf_counter()

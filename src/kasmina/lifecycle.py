@@ -16,31 +16,19 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from transitions import EventData, Machine, State
 
 from kasmina.errors import InvalidTransition
 from kasmina.events import Payload, SeedStageChanged, Trigger
+from kasmina.recording import Recorder
 from kasmina.stages import SeedStage, edges, is_legal
 
 if TYPE_CHECKING:
     from transitions.core import TransitionConfigDict
 
 STATE_ATTRIBUTE = "state"
-
-
-class Emitter(Protocol):
-    """What the lifecycle records through (a ledger recorder or a pipeline)."""
-
-    def emit_many(
-        self,
-        payloads: Sequence[Payload],
-        *,
-        stream_id: str,
-        epoch: int | None = None,
-        seed_id: str | None = None,
-    ) -> None: ...
 
 
 class Staged:
@@ -155,7 +143,7 @@ class Lifecycle:
         *,
         trigger: Trigger,
         context: MoveContext,
-        emitter: Emitter | None,
+        emitter: Recorder | None,
         before: Sequence[Payload] = (),
         after: Sequence[Payload] = (),
         on_moved: Callable[[], None] | None = None,
@@ -193,7 +181,7 @@ class Lifecycle:
 
     @staticmethod
     def _record(event: EventData) -> None:
-        emitter: Emitter | None = event.kwargs["emitter"]
+        emitter: Recorder | None = event.kwargs["emitter"]
         if emitter is None:
             return
         model = event.model
@@ -212,7 +200,6 @@ LIFECYCLE = Lifecycle()
 
 __all__ = [
     "LIFECYCLE",
-    "Emitter",
     "Lifecycle",
     "MoveContext",
     "SharedMachine",

@@ -1,7 +1,7 @@
 """Persistence: the immutable, hash-chained event log. Never imports torch."""
 
 from kasmina.ledger.core import DEFAULT_URL, AppendResult, Ledger, RunInfo
-from kasmina.ledger.run import Recorder, Run
+from kasmina.ledger.run import LedgerRecorder, Run
 from kasmina.ledger.verify import Fault, RunCheck, VerifyReport
 
 __all__ = [
@@ -9,7 +9,7 @@ __all__ = [
     "AppendResult",
     "Fault",
     "Ledger",
-    "Recorder",
+    "LedgerRecorder",
     "Run",
     "RunCheck",
     "RunInfo",

@@ -32,7 +32,7 @@ def new_run_id() -> str:
     return uuid.uuid4().hex
 
 
-class Recorder:
+class LedgerRecorder:
     """Records events of one run into the ledger.
 
     The runtime talks to a recorder, not to the ledger, so that a background
@@ -189,7 +189,7 @@ class Run(Generic[L]):
         self.ledger = ledger
         self.run_id = run_id
         self.rank = rank
-        self.recorder = Recorder(
+        self.recorder = LedgerRecorder(
             ledger, run_id, buffer_size=buffer_size, rank=rank, writers=writers
         )
         self.finished = False

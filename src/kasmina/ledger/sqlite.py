@@ -39,11 +39,11 @@ from typing import Literal, cast
 
 from kasmina.canonical import Json, loads
 from kasmina.errors import DatabaseUnavailable, ReadOnlyLedger
-from kasmina.ledger.wal import BACKSTOP_PAGES, WalCopier
 from kasmina.ledger.creation import folder_lock
 from kasmina.ledger.readonly import DEFAULT_TIMEOUT_S
 from kasmina.ledger.readonly_sqlite import open_query
 from kasmina.ledger.store import Cursor, Param, Row, Store
+from kasmina.ledger.wal import BACKSTOP_PAGES, WalCopier
 
 Synchronous = Literal["NORMAL", "FULL"]
 #: Rows per INSERT statement of an append (see `SQLiteStore.insert_events`).

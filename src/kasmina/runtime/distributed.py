@@ -30,7 +30,7 @@ from kasmina.errors import KasminaError
 from kasmina.events import RUN_STREAM, RunFinished, slot_stream
 from kasmina.gates import GateResult
 from kasmina.ledger import Ledger, Run
-from kasmina.ledger.run import Recorder
+from kasmina.ledger.run import LedgerRecorder
 
 Status = Literal["completed", "failed", "aborted"]
 
@@ -130,14 +130,14 @@ class DistributedRun:
         return cls(run, size)
 
     @property
-    def recorder(self) -> Recorder:
+    def recorder(self) -> LedgerRecorder:
         """This rank's recorder, for `run` events (rank 0) and its own streams."""
         return self.run.recorder
 
     def writes_slot(self, slot_id: str) -> bool:
         return self.recorder.writes(slot_stream(slot_id))
 
-    def recorder_for(self, slot_id: str) -> Recorder | None:
+    def recorder_for(self, slot_id: str) -> LedgerRecorder | None:
         """The recorder to give a slot: this rank's if it writes the slot, else None."""
         return self.recorder if self.writes_slot(slot_id) else None
 

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar, overload
 
 from kasmina.errors import KasminaError
-from kasmina.events import CacheEvicted, EvictionReason, Payload, memory_stream
+from kasmina.events import CacheEvicted, EvictionReason, memory_stream
+from kasmina.recording import Recorder
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -44,19 +45,6 @@ class Clock(Protocol):
     """Seconds on a clock that never goes back; tests pass a fake one."""
 
     def __call__(self) -> float: ...
-
-
-class EventSink(Protocol):
-    """What the governor records through (kasmina's `Recorder`, or a pipeline)."""
-
-    def emit(
-        self,
-        payload: Payload,
-        *,
-        stream_id: str,
-        epoch: int | None = None,
-        seed_id: str | None = None,
-    ) -> None: ...
 
 
 class CacheError(KasminaError):
@@ -302,7 +290,7 @@ class MemoryGovernor:
 
     def __init__(
         self,
-        sink: EventSink | None = None,
+        sink: Recorder | None = None,
         *,
         gc_period: int = DEFAULT_GC_PERIOD,
         caches: Iterable[TTLMemoryCache[Any, Any]] = (),
@@ -433,7 +421,6 @@ __all__ = [
     "CacheError",
     "CacheStats",
     "Clock",
-    "EventSink",
     "GCReport",
     "MemoryGovernor",
     "TTLMemoryCache",

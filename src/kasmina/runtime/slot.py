@@ -40,7 +40,8 @@ from kasmina.events import (
     Trigger,
 )
 from kasmina.gates import GateResult, QualityGates, SeedFacts
-from kasmina.lifecycle import LIFECYCLE, Emitter, MoveContext, Staged
+from kasmina.lifecycle import LIFECYCLE, MoveContext, Staged
+from kasmina.recording import Recorder
 from kasmina.runtime.blocks import BlockPool
 from kasmina.runtime.blueprints import Topology, build_blueprint, param_count, param_digest
 from kasmina.runtime.distributed import agree
@@ -100,7 +101,7 @@ class SeedSlot(nn.Module):
         channels: int,
         *,
         topology: Topology = "cnn",
-        recorder: Emitter | None = None,
+        recorder: Recorder | None = None,
         gates: QualityGates | None = None,
         embargo_epochs: int = DEFAULT_EMBARGO_EPOCHS_AFTER_PRUNE,
         auto_advance: bool = False,

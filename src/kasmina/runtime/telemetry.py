@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import cast
 
 from kasmina.events import AlphaMode, SeedTelemetrySampled, slot_stream
-from kasmina.lifecycle import Emitter
+from kasmina.recording import Recorder
 from kasmina.runtime.slot import SeedSlot
 
 
@@ -35,7 +35,7 @@ def telemetry_sample(slot: SeedSlot) -> SeedTelemetrySampled | None:
     )
 
 
-def emit_sample(recorder: Emitter, slot: SeedSlot, epoch: int) -> None:
+def emit_sample(recorder: Recorder, slot: SeedSlot, epoch: int) -> None:
     sample = telemetry_sample(slot)
     if sample is not None:
         recorder.emit_many(
