@@ -133,9 +133,9 @@ def db_downgrade(
 
 
 def _current(url: str) -> str | None:
-    from kasmina.ledger.core import _open_store
+    from kasmina.ledger.core import open_store
 
-    store = _open_store(url, "NORMAL", create=False)
+    store = open_store(url, "NORMAL", create=False)
     try:
         return store.schema_revision()
     finally:
@@ -157,10 +157,10 @@ def db_grant_reader(
     role: Annotated[str, typer.Argument(metavar="LOGIN_ROLE", help="A PostgreSQL login role.")],
 ) -> None:
     """Let a PostgreSQL login role run `kasmina sql` (as kasmina_reader: SELECT only)."""
-    from kasmina.ledger.core import _open_store
+    from kasmina.ledger.core import open_store
     from kasmina.ledger.postgres import PostgresStore
 
-    store = _open_store(state.db, "NORMAL", create=False)
+    store = open_store(state.db, "NORMAL", create=False)
     try:
         if not isinstance(store, PostgresStore):
             raise KasminaError(

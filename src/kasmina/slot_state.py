@@ -287,6 +287,34 @@ def fact(payload: Payload, *, epoch: int | None, seed_id: str | None) -> Fact:
     return Fact(type(payload).__name__, json.loads(payload.canonical_text()), epoch, seed_id)
 
 
+def from_legacy_checkpoint(slot_id: str, old: Mapping[str, Any]) -> SlotState:
+    """The state in a slot checkpoint written before the checkpoint format had a number.
+
+    That form held the stage, ids, blend settings as ``[target, steps,
+    curve number]``, the controller as `AlphaController.to_dict`, and the
+    epoch counters among the metrics; gate history and outcome were not kept.
+    """
+    blend = old["blend"]
+    metrics = old["metrics"]
+    pending = old["pending_prune"]
+    return SlotState(
+        slot_id=slot_id,
+        stage=SeedStage[str(old["stage"])],
+        epoch=int(old["epoch"]),
+        seed_id=old["seed_id"],
+        blueprint_id=old["blueprint_id"],
+        init_seed=old["init_seed"],
+        blend_target=float(blend[0]),
+        blend_steps=int(blend[1]),
+        blend_curve=AlphaCurve(int(blend[2])).name,
+        controller=ControllerState.of(AlphaController.from_dict(old["controller"])),
+        epochs_in_stage=int(metrics["epochs_in_stage"]),
+        epochs_total=int(metrics["epochs_total"]),
+        pending_prune=(str(pending[0]), str(pending[1])) if pending else None,
+        metrics=SeedMetricsState(**{f.name: metrics[f.name] for f in fields(SeedMetricsState)}),
+    )
+
+
 def dormant(slot_id: str, epoch: int = 0) -> SlotState:
     """A slot no event has named yet."""
     return SlotState(slot_id, epoch=epoch)
@@ -346,9 +374,20 @@ def _stage_changed(state: SlotState, e: Fact) -> SlotState:
     elif dest is SeedStage.HOLDING:
         controller = replace(_FULL, curve=controller.curve)
     elif dest is SeedStage.PRUNED:
+        # The seed is gone: its numbers are what the move recorded, whatever
+        # was measured after its last sample (which no event carries).
         controller = ControllerState()
         pending = None
-        metrics = replace(metrics, accuracy=accuracy)
+        initial = metrics.initial_accuracy
+        metrics = replace(
+            metrics,
+            initial_accuracy=accuracy if initial is None else initial,
+            accuracy=accuracy,
+            grad_ratio=real(e.data.get("grad_ratio")),
+            grad_health=None,
+            has_vanishing=_flag(e.data.get("has_vanishing")),
+            has_exploding=_flag(e.data.get("has_exploding")),
+        )
     return replace(
         state,
         stage=dest,
@@ -532,6 +571,7 @@ __all__ = [
     "evolve",
     "evolve_all",
     "fact",
+    "from_legacy_checkpoint",
     "measured",
     "real",
     "tick",

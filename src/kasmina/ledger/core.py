@@ -106,7 +106,7 @@ def package_version(name: str) -> str | None:
         return None
 
 
-def _open_store(url: str, synchronous: Literal["NORMAL", "FULL"], *, create: bool) -> Store:
+def open_store(url: str, synchronous: Literal["NORMAL", "FULL"], *, create: bool) -> Store:
     """The store behind `url`; a SQLite file that does not exist is made only if `create`."""
     from kasmina.ledger.urls import parse_url
 
@@ -177,7 +177,7 @@ class Ledger(Appending):
         database must be at the code's schema head before kasmina writes to
         it (``kasmina db upgrade``); reading an older one is allowed.
         """
-        store = _open_store(url, synchronous, create=create)
+        store = open_store(url, synchronous, create=create)
         try:
             with translate(url):
                 if (

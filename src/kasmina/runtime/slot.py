@@ -47,12 +47,12 @@ from kasmina.runtime.blueprints import Topology, build_blueprint, param_count, p
 from kasmina.runtime.distributed import agree
 from kasmina.runtime.isolation import GradientMonitor
 from kasmina.slot_state import (
-    ControllerState,
     SeedMetricsState,
     SlotState,
     dormant,
     evolve_all,
     fact,
+    from_legacy_checkpoint,
     measured,
     tick,
 )
@@ -508,8 +508,11 @@ class SeedSlot(nn.Module):
         """Take in numbers measured outside the slot (accuracy, gradient health, ...).
 
         The gates read them. They are not events: they reach the log in the
-        seed's next telemetry sample (`kasmina.runtime.telemetry`).
+        seed's next telemetry sample (`kasmina.runtime.telemetry`), so a slot
+        without a seed, which has no samples, refuses them.
         """
+        if self.seed is None:
+            raise SlotError(f"slot {self.slot_id!r} has no seed to measure")
         self.state = measured(self.state, **values)
 
     def watch_gradients(self, host_parameters: Iterable[nn.Parameter]) -> None:
@@ -603,36 +606,12 @@ class SeedSlot(nn.Module):
         if "slot_state" in state:
             restored = SlotState.from_json(state["slot_state"])
         else:
-            restored = self._legacy_state(state)
+            restored = from_legacy_checkpoint(self.slot_id, state)
         if restored.slot_id != self.slot_id:
             raise SlotError(
                 f"checkpoint of slot {restored.slot_id!r} loaded into slot {self.slot_id!r}"
             )
         self.restore(restored)
-
-    def _legacy_state(self, old: Mapping[str, Any]) -> SlotState:
-        """The state in a checkpoint written before `CHECKPOINT_FORMAT` 2."""
-        blend = old["blend"]
-        metrics = old["metrics"]
-        pending = old["pending_prune"]
-        return SlotState(
-            slot_id=self.slot_id,
-            stage=SeedStage[str(old["stage"])],
-            epoch=int(old["epoch"]),
-            seed_id=old["seed_id"],
-            blueprint_id=old["blueprint_id"],
-            init_seed=old["init_seed"],
-            blend_target=float(blend[0]),
-            blend_steps=int(blend[1]),
-            blend_curve=AlphaCurve(int(blend[2])).name,
-            controller=ControllerState.of(AlphaController.from_dict(old["controller"])),
-            epochs_in_stage=int(metrics["epochs_in_stage"]),
-            epochs_total=int(metrics["epochs_total"]),
-            pending_prune=(str(pending[0]), str(pending[1])) if pending else None,
-            metrics=SeedMetricsState(
-                **{name: metrics[name] for name in SeedMetricsState.__dataclass_fields__}
-            ),
-        )
 
     def restore(self, state: SlotState) -> None:
         """Put the slot into `state` without recording anything: for checkpoints and replay.
