@@ -50,7 +50,7 @@ def _host(recorder: Recorder | None, seeded: bool, device: torch.device) -> Digi
     if seeded:
         for i, slot in enumerate(slots):
             slot.germinate("conv_small", f"bench-{i}", init_seed=i, tempo=50)
-            slot.metrics.grad_health, slot.metrics.has_exploding = 1.0, False
+            slot.measure(grad_health=1.0, has_exploding=False)
             slot.advance_stage(SeedStage.TRAINING)
             slot.advance_stage(SeedStage.BLENDING)
     return model

@@ -28,7 +28,7 @@ from kasmina.gates import QualityGates
 from kasmina.ledger import Ledger, migrate, snapshots
 from kasmina.ledger.snapshots import SnapshotWarning
 from kasmina.replay import ReplayState, snapshot_run
-from kasmina.replay.live import LiveStates, check_live, comparable, live_state, restore
+from kasmina.replay.live import LiveStates, check_live, live_state, restore
 from kasmina.replay.synthetic import BLUEPRINTS, CHANNELS, synthetic_run
 from kasmina.runtime.blocks import BlockPool
 from kasmina.runtime.blueprints import build_blueprint, param_digest
@@ -144,8 +144,11 @@ def drive(
         for slot in slot_list:
             if slot.seed is not None and slot.stage is SeedStage.TRAINING:
                 # what capture_gradients would measure in real training
-                slot.metrics.grad_health = round(rng.uniform(0.7, 1.0), 3)
-                slot.metrics.has_exploding = slot.metrics.has_vanishing = False
+                slot.measure(
+                    grad_health=round(rng.uniform(0.7, 1.0), 3),
+                    has_exploding=False,
+                    has_vanishing=False,
+                )
             counterfactual = None
             if slot.seed is not None and slot.stage in (SeedStage.BLENDING, SeedStage.HOLDING):
                 counterfactual = round(rng.uniform(-1.0, 3.0), 4)
@@ -250,7 +253,7 @@ class TestLiveEqualsFolded:
         final = ledger.replay(rec.run_id)
         last = max(rec.live)
         for slot_id, state in rec.live[last].items():
-            assert comparable(final.slot(slot_id)) == comparable(state)
+            assert final.slot(slot_id) == state
 
     def test_live_equals_folded_through_fade_out_prunes(self, driven: Recorded) -> None:
         with Ledger.open(driven.url) as ledger:
@@ -600,7 +603,7 @@ class TestRestore:
                 for slot in slots:
                     state = folded.slot(slot.slot_id)
                     assert used[slot.slot_id] == state
-                    assert comparable(live_state(slot)) == comparable(state)
+                    assert live_state(slot) == state
                     assert slot.stage is state.stage and slot.alpha == state.alpha
                     checked[state.stage] += 1
                     if state.stage in LIVE_SEED_STAGES:
@@ -664,7 +667,7 @@ class TestRestore:
                 )
             for epoch in range(1, 6):
                 for slot in live:
-                    slot.metrics.grad_health, slot.metrics.has_exploding = 1.0, False
+                    slot.measure(grad_health=1.0, has_exploding=False)
                     slot.step_epoch(accuracy=60.0 + epoch, epoch=epoch)
                     emit_sample(run.recorder, slot, epoch)
                 if epoch == 3:
@@ -680,4 +683,5 @@ class TestRestore:
                     a.step_epoch(accuracy=70.0, epoch=epoch)
                     b.step_epoch(accuracy=70.0, epoch=epoch)
                     assert (a.stage, a.alpha, a.metrics) == (b.stage, b.alpha, b.metrics), epoch
+                    assert a.state == b.state, epoch
             assert live[0].stage is SeedStage.DORMANT and live[1].stage is SeedStage.HOLDING

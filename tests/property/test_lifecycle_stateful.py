@@ -87,8 +87,8 @@ class SlotCommands(RuleBasedStateMachine):
     def germinate(self, i: int, blueprint: str, tempo: int) -> None:
         self.seeds += 1
         self._attempt(self.slots[i], "germinate", blueprint, f"s{self.seeds}", tempo=tempo)
-        m = self.slots[i].metrics  # measured and healthy unless `measure` says otherwise
-        m.grad_health, m.has_exploding, m.counterfactual = 1.0, False, 1.0
+        # measured and healthy unless `measure` says otherwise
+        self.slots[i].measure(grad_health=1.0, has_exploding=False, counterfactual=1.0)
 
     @rule(i=slot_index, stage=st.sampled_from(list(SeedStage)))
     def advance(self, i: int, stage: SeedStage) -> None:
@@ -115,14 +115,21 @@ class SlotCommands(RuleBasedStateMachine):
         self._attempt(self.slots[i], "step_epoch")
 
     @rule(i=slot_index, value=st.floats(-0.5, 1.5))
-    def set_alpha(self, i: int, value: float) -> None:
-        self._attempt(self.slots[i], "set_alpha", value)
+    def force_alpha(self, i: int, value: float) -> None:
+        """Alpha forced for an evaluation: clamped into [0, 1]; it records and keeps nothing."""
+        self.steps += 1
+        slot = self.slots[i]
+        before, rows = slot.state, self._rows()
+        with slot.force_alpha(value):
+            assert slot.alpha == min(1.0, max(0.0, value))
+            self.ledger_fold_equals_live_stages()
+        assert slot.state == before and slot.alpha == before.alpha
+        assert self._rows() == rows, "force_alpha recorded events"
 
     @precondition(lambda self: any(s.seed is not None for s in self.slots))
     @rule(i=slot_index, health=st.sampled_from([None, 0.2, 1.0]), exploding=st.booleans())
     def measure(self, i: int, health: float | None, exploding: bool) -> None:
-        m = self.slots[i].metrics
-        m.grad_health, m.has_exploding = health, exploding
+        self.slots[i].measure(grad_health=health, has_exploding=exploding)
 
     @invariant()
     def ledger_fold_equals_live_stages(self) -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import platform
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import metadata
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Literal
 
 from kasmina.canonical import Json
 from kasmina.errors import (
@@ -56,29 +56,13 @@ DEFAULT_URL = "sqlite:///kasmina.db"
 PAGE_SIZE = 1000
 
 
-class Fold(Protocol):
-    """What `Ledger.replay` delegates to: `kasmina.replay.replay`."""
-
-    def __call__(
-        self,
-        ledger: Ledger,
-        run_id: str,
-        until_epoch: int | None = None,
-        until_position: int | None = None,
-        *,
-        trust: bool = False,
-        snapshots: bool = True,
-        snapshot_every: int | None = None,
-    ) -> ReplayState: ...
-
-
 #: The fold behind `Ledger.replay`. The fold is a layer above the ledger, so it
 #: plugs itself in (`use_fold`) when imported, and `import kasmina` imports it:
 #: the ledger reaches it without importing it.
-_FOLD: list[Fold] = []
+_FOLD: list[Callable[..., ReplayState]] = []
 
 
-def use_fold(fold: Fold) -> None:
+def use_fold(fold: Callable[..., ReplayState]) -> None:
     _FOLD[:] = [fold]
 
 
@@ -535,4 +519,4 @@ class Ledger(Appending):
         return columns, translated()
 
 
-__all__ = ["DEFAULT_URL", "AppendResult", "Fold", "Ledger", "Run", "RunInfo", "use_fold"]
+__all__ = ["DEFAULT_URL", "AppendResult", "Ledger", "Run", "RunInfo", "use_fold"]

@@ -22,10 +22,10 @@ from kasmina.events import (
 )
 from kasmina.gates import QualityGates
 from kasmina.ledger import Ledger, Run
-from kasmina.replay.live import comparable, live_state
-from kasmina.replay.state import ControllerState, SlotState
+from kasmina.replay.live import live_state
 from kasmina.runtime.slot import SeedSlot
 from kasmina.runtime.telemetry import emit_sample
+from kasmina.slot_state import ControllerState, SlotState
 from kasmina.stages import SeedStage
 
 EASY = QualityGates(permissive=True, min_training_epochs=1, min_blending_epochs=0)
@@ -83,7 +83,7 @@ def plant(ledger: Ledger, run_id: str, slot: str = "a", epoch: int = 0) -> None:
 
 
 def healthy(slot: SeedSlot) -> None:
-    slot.metrics.grad_health, slot.metrics.has_exploding = 1.0, False
+    slot.measure(grad_health=1.0, has_exploding=False)
 
 
 def blending_slot(
@@ -370,7 +370,7 @@ class TestCuts:
         seen = set()
         for epoch, expected in live.items():
             folded = ledger.replay(run.run_id, until_epoch=epoch)
-            assert comparable(folded.slot("a")) == comparable(expected), epoch
+            assert folded.slot("a") == expected, epoch
             assert folded.run.epoch == epoch
             seen.add(expected.stage)
         assert seen >= {
@@ -405,10 +405,10 @@ class TestTicks:
         assert folded.controller == ControllerState.of(slot.controller)
         assert folded.controller.steps_done == 3
         assert 0.0 < folded.alpha < 1.0
-        assert folded.epochs_in_stage == slot.metrics.epochs_in_stage == 3
-        assert folded.epochs_total == slot.metrics.epochs_total
+        assert folded.epochs_in_stage == slot.state.epochs_in_stage == 3
+        assert folded.epochs_total == slot.state.epochs_total
         assert folded.epoch == 5
-        assert comparable(folded) == comparable(live_state(slot))
+        assert folded == live_state(slot)
         assert ledger.replay(run.run_id)["a"] == folded
 
     def test_a_position_cut_adds_no_ticks_beyond_what_was_recorded(
@@ -458,7 +458,7 @@ class TestTicks:
         assert folded.stage is SeedStage.BLENDING
         assert folded.controller == ControllerState.of(slot.controller)
         assert folded.controller.mode == "DOWN" and folded.controller.steps_done == 2
-        assert comparable(folded) == comparable(live_state(slot))
+        assert folded == live_state(slot)
 
     def test_a_scheduled_prune_completing_inside_step_epoch_matches_the_live_slot(
         self, ledger: Ledger, run: Run
@@ -483,4 +483,4 @@ class TestTicks:
         assert slot.stage is SeedStage.PRUNED
         folded = ledger.replay(run.run_id, until_epoch=5)["a"]
         assert folded.stage is SeedStage.PRUNED and folded.pending_prune is None
-        assert comparable(folded) == comparable(live_state(slot))
+        assert folded == live_state(slot)

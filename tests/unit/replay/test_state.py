@@ -11,15 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kasmina.canonical import canonical_json
-from kasmina.replay.state import (
-    CacheStats,
-    ControllerState,
-    GateRecord,
-    ReplayState,
-    RunState,
-    SeedMetricsState,
-    SlotState,
-)
+from kasmina.run_state import CacheStats, ReplayState, RunState
+from kasmina.slot_state import ControllerState, GateRecord, SeedMetricsState, SlotState
 from kasmina.stages import SeedStage
 
 AWKWARD = (math.nan, math.inf, -math.inf, -0.0, 0.0, 5e-324, 1e300, 0.1, -2.5)

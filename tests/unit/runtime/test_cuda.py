@@ -23,13 +23,16 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 
 def blending(alpha: float = 0.6) -> SeedSlot:
+    """A blending slot whose ramp has reached `alpha` (a one-step ramp to that target)."""
     slot = SeedSlot("r0c0", 8, gates=EASY)
+    slot.germinate("conv_small", "s1", init_seed=1, alpha_target=alpha, tempo=1)
     to_stage(slot, SeedStage.BLENDING)
+    slot.step_epoch()
+    assert slot.alpha == alpha and slot.controller.mode is AlphaMode.HOLD
     assert slot.seed is not None
     with torch.no_grad():
         for p in slot.seed.parameters():
             p.add_(0.3)  # a seed that visibly changes the features
-    slot.set_alpha(alpha)
     return slot
 
 
