@@ -35,8 +35,9 @@ sys.path.insert(0, str(ROOT / "src"))
 from kasmina.demo import DemoConfig, DigitsHost, load_digits_tensors  # noqa: E402
 from kasmina.events import EpochCompleted, SeedTelemetrySampled, slot_stream  # noqa: E402
 from kasmina.gates import QualityGates  # noqa: E402
-from kasmina.ledger import Ledger, Recorder  # noqa: E402
+from kasmina.ledger import Ledger  # noqa: E402
 from kasmina.lifecycle import Lifecycle, Staged  # noqa: E402
+from kasmina.recording import Recorder  # noqa: E402
 from kasmina.runtime.slot import SeedSlot  # noqa: E402
 from kasmina.stages import SeedStage, edges  # noqa: E402
 

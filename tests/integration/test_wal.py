@@ -10,8 +10,8 @@ from pathlib import Path
 from helpers import sample
 
 from kasmina.ledger import Ledger
-from kasmina.ledger.wal import BACKSTOP_PAGES
 from kasmina.ledger.sqlite import SQLiteStore
+from kasmina.ledger.wal import BACKSTOP_PAGES
 
 PAGE = 4096
 

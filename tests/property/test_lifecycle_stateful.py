@@ -87,8 +87,9 @@ class SlotCommands(RuleBasedStateMachine):
     def germinate(self, i: int, blueprint: str, tempo: int) -> None:
         self.seeds += 1
         self._attempt(self.slots[i], "germinate", blueprint, f"s{self.seeds}", tempo=tempo)
-        # measured and healthy unless `measure` says otherwise
-        self.slots[i].measure(grad_health=1.0, has_exploding=False, counterfactual=1.0)
+        slot = self.slots[i]
+        if slot.seed is not None:  # measured and healthy unless `measure` says otherwise
+            slot.measure(grad_health=1.0, has_exploding=False, counterfactual=1.0)
 
     @rule(i=slot_index, stage=st.sampled_from(list(SeedStage)))
     def advance(self, i: int, stage: SeedStage) -> None:
@@ -129,7 +130,8 @@ class SlotCommands(RuleBasedStateMachine):
     @precondition(lambda self: any(s.seed is not None for s in self.slots))
     @rule(i=slot_index, health=st.sampled_from([None, 0.2, 1.0]), exploding=st.booleans())
     def measure(self, i: int, health: float | None, exploding: bool) -> None:
-        self.slots[i].measure(grad_health=health, has_exploding=exploding)
+        # refused (and recording nothing) for a slot without a seed
+        self._attempt(self.slots[i], "measure", grad_health=health, has_exploding=exploding)
 
     @invariant()
     def ledger_fold_equals_live_stages(self) -> None:
