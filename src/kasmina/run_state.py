@@ -16,7 +16,7 @@ from kasmina.slot_state import SlotState, dormant
 
 
 @dataclass(frozen=True, slots=True)
-class CacheStats:
+class CacheEvictions:
     """GC evictions of one memory cache, as `CacheEvicted` events counted them."""
 
     evicted: int = 0
@@ -39,7 +39,7 @@ class RunState:
     epoch: int | None = None
     #: The payload of the last `EpochCompleted` folded.
     last_epoch: Mapping[str, Json] = field(default_factory=dict)
-    caches: Mapping[str, CacheStats] = field(default_factory=dict)
+    caches: Mapping[str, CacheEvictions] = field(default_factory=dict)
     blocks_released: int = 0
     samples_dropped: int = 0
     events: int = 0
@@ -48,7 +48,7 @@ class RunState:
     def to_json(self) -> dict[str, Json]:
         data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
         data["caches"] = {
-            name: {f.name: getattr(c, f.name) for f in fields(CacheStats)}
+            name: {f.name: getattr(c, f.name) for f in fields(CacheEvictions)}
             for name, c in sorted(self.caches.items())
         }
         return cast(dict[str, Json], canonical_value(data))
@@ -57,7 +57,7 @@ class RunState:
     def from_json(cls, data: Mapping[str, Any]) -> RunState:
         values = dict(data)
         values["caches"] = {
-            name: CacheStats(
+            name: CacheEvictions(
                 evicted=int(c["evicted"]),
                 passes=int(c["passes"]),
                 by_reason=dict(c["by_reason"]),
@@ -124,4 +124,4 @@ class ReplayState(Mapping[str, SlotState]):
         return ReplayState(self.slots, replace(self.run, **changes))
 
 
-__all__ = ["CacheStats", "ReplayState", "RunState"]
+__all__ = ["CacheEvictions", "ReplayState", "RunState"]

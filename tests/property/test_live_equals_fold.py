@@ -8,7 +8,7 @@ folded state of that slot, exactly (``==``; NaN counts as equal to NaN, see
 `same`).
 
 The fold is incremental, so checking after every command stays linear: one
-`kasmina.replay.fold.Folder` per run is fed only the rows appended since the
+`kasmina.replay.fold.Fold` per run is fed only the rows appended since the
 last check (``ledger.raw_rows(run_id, after=position)``, after a recorder
 flush). Its hash checker is on, so the chain is verified inline as well.
 
@@ -17,7 +17,7 @@ the fold knows a clock only from recorded epoch numbers. So time moves like a
 training loop: the `epoch` command steps *every* slot to the same new epoch
 and then records `EpochCompleted` at that epoch. The state compared is then
 what ``ledger.replay(run_id)`` gives at that moment (the fold's slots ticked
-to the last epoch the log names, `Folder.max_epoch`), and that epoch must be
+to the last epoch the log names, `Fold.max_epoch`), and that epoch must be
 the live epoch; a full ``replay_run`` from scratch is compared too, every so
 often and at the end.
 
@@ -59,7 +59,7 @@ from kasmina.events import EpochCompleted, SeedPruned, SeedStageChanged
 from kasmina.gates import NoGate, QualityGates
 from kasmina.ledger import Ledger
 from kasmina.replay.engine import replay_run
-from kasmina.replay.fold import Folder
+from kasmina.replay.fold import Fold
 from kasmina.runtime.blocks import BlockPool, PoolExhausted
 from kasmina.runtime.blueprints import Topology, UnknownBlueprint, blueprint_names
 from kasmina.runtime.slot import SeedSlot
@@ -174,7 +174,7 @@ class Driver:
         self.slots: list[SeedSlot] = []
         for spec in SPECS:
             self._add_slot(spec)
-        self.folder = Folder(ledger.store, self.run_id)
+        self.fold = Fold(ledger.store, self.run_id)
         self.position = 0
         self.planted = 0
         self.commands = 0
@@ -201,11 +201,11 @@ class Driver:
     # -- the log side ---------------------------------------------------------------
 
     def sync(self) -> int:
-        """Feed the folder the rows recorded since the last sync; returns how many."""
+        """Feed the fold the rows recorded since the last sync; returns how many."""
         self.recorder.flush()
         fed = 0
         for row in self.ledger.raw_rows(self.run_id, after=self.position):
-            self.folder.feed(row)
+            self.fold.feed(row)
             self.position = row.position
             fed += 1
         return fed
@@ -216,9 +216,9 @@ class Driver:
 
     def folded(self) -> dict[str, SlotState]:
         """The fold as ``ledger.replay`` would cut it now: every slot at the log's last epoch."""
-        if self.folder.max_epoch is not None:
-            self.folder.tick_all(self.folder.max_epoch)
-        state = self.folder.state()
+        if self.fold.max_epoch is not None:
+            self.fold.tick_all(self.fold.max_epoch)
+        state = self.fold.state()
         return {s.slot_id: state.slot(s.slot_id) for s in self.slots}
 
     def check(self, what: str) -> None:
@@ -230,8 +230,8 @@ class Driver:
                 f"after command {self.commands} ({what}), slot {slot.slot_id} at epoch "
                 f"{self.epoch}: live != fold: " + "; ".join(diffs)
             )
-        if self.folder.max_epoch is not None:
-            assert self.folder.max_epoch == self.epoch, (self.folder.max_epoch, self.epoch)
+        if self.fold.max_epoch is not None:
+            assert self.fold.max_epoch == self.epoch, (self.fold.max_epoch, self.epoch)
         if self.commands % FULL_FOLD_EVERY == 0:
             self.check_full_fold(what)
 

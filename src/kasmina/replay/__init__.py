@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from kasmina.ledger.core import use_fold
 from kasmina.replay.engine import Progress, replay_run, snapshot_run
-from kasmina.run_state import CacheStats, ReplayState, RunState
+from kasmina.run_state import CacheEvictions, ReplayState, RunState
 from kasmina.slot_state import ControllerState, GateRecord, SeedMetricsState, SlotState
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "CacheStats",
+    "CacheEvictions",
     "ControllerState",
     "GateRecord",
     "ReplayState",

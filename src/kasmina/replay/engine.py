@@ -18,7 +18,7 @@ from kasmina.errors import ReplayError
 from kasmina.ledger import snapshots
 from kasmina.ledger.snapshots import Snapshot, SnapshotWarning
 from kasmina.ledger.verify import ChainChecker
-from kasmina.replay.fold import Folder
+from kasmina.replay.fold import Fold
 from kasmina.run_state import ReplayState
 
 if TYPE_CHECKING:
@@ -30,27 +30,27 @@ SNAPSHOT_FORMAT = 1
 Progress = Callable[[int], None]
 
 
-def _encode(folder: Folder) -> Snapshot:
-    checker = folder.checker
+def _encode(fold: Fold) -> Snapshot:
+    checker = fold.checker
     assert checker is not None, "snapshots are only taken from verified folds"
     body = {
-        "state": folder.state().to_json(),
+        "state": fold.state().to_json(),
         "heads": {k: [v, h] for k, (v, h) in sorted(checker.heads.items())},
         "sealed": checker.sealed,
     }
     return Snapshot(
-        run_id=folder.run_id,
-        position=folder.position,
-        epoch=folder.max_epoch,
-        events=folder.events,
-        event_hash=folder.last_hash,
+        run_id=fold.run_id,
+        position=fold.position,
+        epoch=fold.max_epoch,
+        events=fold.events,
+        event_hash=fold.last_hash,
         format=SNAPSHOT_FORMAT,
         state=canonical_json(body),
     )
 
 
-def _decode(ledger: Ledger, snap: Snapshot, trust: bool) -> Folder | None:
-    """A folder resumed from a snapshot, or None (with a warning) if it does not fit the log."""
+def _decode(ledger: Ledger, snap: Snapshot, trust: bool) -> Fold | None:
+    """A fold resumed from a snapshot, or None (with a warning) if it does not fit the log."""
     if snap.format != SNAPSHOT_FORMAT:
         return None
     store = ledger.store
@@ -77,7 +77,7 @@ def _decode(ledger: Ledger, snap: Snapshot, trust: bool) -> Folder | None:
     checker = ChainChecker(
         store, snap.run_id, heads=heads, sealed=bool(body["sealed"]), count=snap.events
     )
-    folder = Folder(
+    fold = Fold(
         store,
         snap.run_id,
         trust=trust,
@@ -85,8 +85,8 @@ def _decode(ledger: Ledger, snap: Snapshot, trust: bool) -> Folder | None:
         checker=checker,
         max_epoch=snap.epoch,
     )
-    folder.last_hash = snap.event_hash
-    return folder
+    fold.last_hash = snap.event_hash
+    return fold
 
 
 def _start(
@@ -97,16 +97,16 @@ def _start(
     until_position: int | None,
     trust: bool,
     use_snapshots: bool,
-) -> Folder:
+) -> Fold:
     store = ledger.store
     if use_snapshots and snapshots.has_snapshots(store, ledger.revision):
         for snap in snapshots.candidates(
             store, run_id, until_position=until_position, until_epoch=until_epoch
         ):
-            folder = _decode(ledger, snap, trust)
-            if folder is not None:
-                return folder
-    return Folder(store, run_id, trust=trust)
+            fold = _decode(ledger, snap, trust)
+            if fold is not None:
+                return fold
+    return Fold(store, run_id, trust=trust)
 
 
 def _require_snapshot_table(ledger: Ledger) -> None:
@@ -119,30 +119,30 @@ def _require_snapshot_table(ledger: Ledger) -> None:
 
 def _fold_rows(
     ledger: Ledger,
-    folder: Folder,
+    fold: Fold,
     *,
     until_epoch: int | None,
     until_position: int | None,
     snapshot_every: int | None,
     progress: Progress | None,
 ) -> tuple[bool, int]:
-    """Feed the run's rows after the folder's position up to the cut, saving snapshots.
+    """Feed the run's rows after the fold's position up to the cut, saving snapshots.
 
     Returns whether the run went past the cut epoch, and how many snapshots were stored.
     """
-    next_save = folder.events + snapshot_every if snapshot_every else None
-    feed = folder.feed
+    next_save = fold.events + snapshot_every if snapshot_every else None
+    feed = fold.feed
     saved = 0
-    for row in ledger.raw_rows(folder.run_id, after=folder.position, until=until_position):
+    for row in ledger.raw_rows(fold.run_id, after=fold.position, until=until_position):
         epoch = row.epoch
         if until_epoch is not None and epoch is not None and epoch > until_epoch:
             return True, saved
         feed(row)
-        if progress is not None and folder.events % 4096 == 0:
-            progress(folder.events)
-        if next_save is not None and folder.events >= next_save:
-            saved += snapshots.save(ledger.store, _encode(folder))
-            next_save = folder.events + (snapshot_every or 0)
+        if progress is not None and fold.events % 4096 == 0:
+            progress(fold.events)
+        if next_save is not None and fold.events >= next_save:
+            saved += snapshots.save(ledger.store, _encode(fold))
+            next_save = fold.events + (snapshot_every or 0)
     return False, saved
 
 
@@ -163,7 +163,7 @@ def replay_run(
     if snapshot_every is not None and snapshot_every < 1:
         raise ReplayError(f"snapshot_every must be at least 1, got {snapshot_every}")
     ledger.require_run(run_id)
-    folder = _start(
+    fold = _start(
         ledger,
         run_id,
         until_epoch=until_epoch,
@@ -175,22 +175,22 @@ def replay_run(
         _require_snapshot_table(ledger)
     beyond, _ = _fold_rows(
         ledger,
-        folder,
+        fold,
         until_epoch=until_epoch,
         until_position=until_position,
         snapshot_every=None if trust else snapshot_every,
         progress=progress,
     )
-    if folder.events == 0:
+    if fold.events == 0:
         raise ReplayError(f"run {run_id} has no events before the cut")
     if progress is not None:
-        progress(folder.events)
+        progress(fold.events)
     if until_position is None:
         # The cut epoch if the run went past it; else the last epoch the run reached.
-        last = until_epoch if beyond else folder.max_epoch
+        last = until_epoch if beyond else fold.max_epoch
         if last is not None:
-            folder.tick_all(last)
-    return folder.state()
+            fold.tick_all(last)
+    return fold.state()
 
 
 def snapshot_run(ledger: Ledger, run_id: str, *, every: int | None = None) -> int:
@@ -201,14 +201,14 @@ def snapshot_run(ledger: Ledger, run_id: str, *, every: int | None = None) -> in
     """
     ledger.require_run(run_id)
     _require_snapshot_table(ledger)
-    folder = _start(
+    fold = _start(
         ledger, run_id, until_epoch=None, until_position=None, trust=False, use_snapshots=True
     )
     _, saved = _fold_rows(
-        ledger, folder, until_epoch=None, until_position=None, snapshot_every=every, progress=None
+        ledger, fold, until_epoch=None, until_position=None, snapshot_every=every, progress=None
     )
-    if folder.events:
-        saved += snapshots.save(ledger.store, _encode(folder))
+    if fold.events:
+        saved += snapshots.save(ledger.store, _encode(fold))
     return saved
 
 

@@ -20,7 +20,7 @@ from kasmina.errors import ReplayError, UnverifiedRun
 from kasmina.events import EVENT_TYPES, upcast
 from kasmina.ledger.store import EventRow, Store
 from kasmina.ledger.verify import ChainChecker
-from kasmina.run_state import CacheStats, ReplayState, RunState
+from kasmina.run_state import CacheEvictions, ReplayState, RunState
 from kasmina.slot_state import (
     SLOT_EVENT_TYPES,
     Fact,
@@ -58,7 +58,7 @@ class _Deferred:
         self.gate_rows: list[EventRow] = []
 
 
-class Folder:
+class Fold:
     """Feeds on rows (the ledger's 14 columns, position order) and yields `ReplayState`."""
 
     def __init__(
@@ -77,7 +77,7 @@ class Folder:
         self.checker = None if trust else (checker or ChainChecker(store, run_id))
         run = start.run if start is not None else RunState(run_id)
         self.run = run
-        self.caches: dict[str, CacheStats] = dict(run.caches)
+        self.caches: dict[str, CacheEvictions] = dict(run.caches)
         self.slots: dict[str, _Deferred] = {}
         if start is not None:
             for slot_id, state in start.slots.items():
@@ -198,11 +198,11 @@ class Folder:
             data = self._payload(row)
             if event_type == "CacheEvicted":
                 name = str(data["cache"])
-                old = self.caches.get(name, CacheStats())
+                old = self.caches.get(name, CacheEvictions())
                 reason = str(data["reason"])
                 by_reason = dict(old.by_reason)
                 by_reason[reason] = by_reason.get(reason, 0) + int(data["evicted"])
-                self.caches[name] = CacheStats(
+                self.caches[name] = CacheEvictions(
                     evicted=old.evicted + int(data["evicted"]),
                     passes=old.passes + 1,
                     by_reason=by_reason,
@@ -264,4 +264,4 @@ class Folder:
         )
 
 
-__all__ = ["GATE_BATCH", "Folder"]
+__all__ = ["GATE_BATCH", "Fold"]
