@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kasmina.canonical import canonical_json
-from kasmina.run_state import CacheStats, ReplayState, RunState
+from kasmina.run_state import CacheEvictions, ReplayState, RunState
 from kasmina.slot_state import ControllerState, GateRecord, SeedMetricsState, SlotState
 from kasmina.stages import SeedStage
 
@@ -170,8 +170,10 @@ def awkward_run() -> RunState:
         epoch=41,
         last_epoch={"val_accuracy": "NaN", "val_loss": "Infinity", "param_digests": {}},
         caches={
-            "kernels": CacheStats(evicted=9, passes=3, by_reason={"ttl": 7, "capacity": 2}, size=4),
-            "empty": CacheStats(),
+            "kernels": CacheEvictions(
+                evicted=9, passes=3, by_reason={"ttl": 7, "capacity": 2}, size=4
+            ),
+            "empty": CacheEvictions(),
         },
         blocks_released=5,
         samples_dropped=12,
