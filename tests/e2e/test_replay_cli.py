@@ -207,6 +207,15 @@ def test_state_at_an_epoch_as_json_is_the_fold(demo_run: tuple[Path, str]) -> No
         assert slot_id in table.stdout
 
 
+def test_the_state_table_explains_its_gates_column(demo_run: tuple[Path, str]) -> None:
+    path, run_id = demo_run
+    table = kasmina("replay", run_id, db=f"sqlite:///{path}")
+    assert table.returncode == 0, table.stderr
+    flat = " ".join(table.stdout.split())
+    assert "G2+ the last verdict of G2 passed, G2- it failed" in flat
+    assert "(G2+3: three, the last passed)" in flat
+
+
 def test_bad_replay_requests_get_one_error_line(demo_run: tuple[Path, str]) -> None:
     path, run_id = demo_run
     url = f"sqlite:///{path}"

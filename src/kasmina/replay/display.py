@@ -30,6 +30,13 @@ def _ramp(s: SlotState) -> str:
     return f"{c.mode.lower()} to {c.alpha_target:g} ({steps}, {c.curve.lower()})"
 
 
+#: What the `gates` column's G2+3 means (docs/gates.md says what each gate checks).
+GATES_LEGEND = (
+    "gates: G2+ the last verdict of G2 passed, G2- it failed; "
+    "a number after it counts the attempts (G2+3: three, the last passed)"
+)
+
+
 def _gates(s: SlotState) -> str:
     return " ".join(
         f"{g.gate}{'+' if g.last_passed else '-'}{g.attempts if g.attempts > 1 else ''}"
@@ -50,6 +57,7 @@ def state_table(state: ReplayState) -> Table:
         "gates",
         "outcome",
         title=cell(_title(state)),
+        caption=GATES_LEGEND,
     )
     for s in state.values():
         table.add_row(
