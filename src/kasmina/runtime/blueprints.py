@@ -1,7 +1,10 @@
 """The seed modules a slot can germinate, registered per host topology.
 
-Every seed maps a tensor to one of exactly the same shape, so a slot can blend it
-into the host without reshaping. A seed is rebuilt from its recorded integer init
+A topology names the shape of the features at a slot: ``"cnn"`` for
+(batch, channels, height, width), ``"transformer"`` for (batch, steps,
+channels), ``"tabular"`` for (batch, channels). Every seed maps a tensor to one
+of exactly the same shape, so a slot can blend it into the host without
+reshaping; `register_blueprint` adds a user's own. A seed is rebuilt from its recorded integer init
 seed alone, which is why building forks the RNG: the weights then depend on that
 integer and nothing else, and the training run's own random stream is not moved.
 """
@@ -22,10 +25,15 @@ from torch import nn
 
 from kasmina.errors import KasminaError
 
-Topology = Literal["cnn", "transformer"]
+Topology = Literal["cnn", "transformer", "tabular"]
+TOPOLOGIES: tuple[Topology, ...] = ("cnn", "transformer", "tabular")
 
 _GROUP_CHOICES = (32, 16, 8, 4, 2, 1)
 _MIN_CHANNELS_PER_GROUP = 16
+
+
+class BlueprintError(KasminaError):
+    """A blueprint that cannot be registered as asked."""
 
 
 class UnknownBlueprint(KasminaError):
@@ -163,7 +171,7 @@ class BlueprintSpec:
     description: str
 
 
-_SPECS = (
+_BUILT_IN = (
     BlueprintSpec("conv_small", "cnn", _ConvSmall, "x + scale·ReLU(GN(1×1 conv)), scale zeroed"),
     BlueprintSpec("conv_light", "cnn", _ConvLight, "x + ReLU(GN(3×3 conv))"),
     BlueprintSpec("depthwise", "cnn", _Depthwise, "x + ReLU(GN(1×1 pointwise(3×3 depthwise)))"),
@@ -178,11 +186,45 @@ _SPECS = (
     BlueprintSpec(
         "norm", "transformer", _transformer_norm, "LayerNorm mixed in by tanh(s), s starting at 0"
     ),
+    BlueprintSpec("mlp", "tabular", _MLP, "x + MLP, 4× expansion, GELU, output zeroed"),
+    BlueprintSpec(
+        "norm", "tabular", _transformer_norm, "LayerNorm mixed in by tanh(s), s starting at 0"
+    ),
 )
 
-BLUEPRINTS: Mapping[tuple[Topology, str], BlueprintSpec] = MappingProxyType(
-    {(spec.topology, spec.name): spec for spec in _SPECS}
-)
+_REGISTRY: dict[tuple[Topology, str], BlueprintSpec] = {
+    (spec.topology, spec.name): spec for spec in _BUILT_IN
+}
+#: Every blueprint, built-in and registered: a live, read-only view.
+BLUEPRINTS: Mapping[tuple[Topology, str], BlueprintSpec] = MappingProxyType(_REGISTRY)
+
+
+def register_blueprint(
+    name: str,
+    topology: Topology,
+    factory: Callable[[int], nn.Module],
+    description: str = "",
+) -> BlueprintSpec:
+    """Make `factory(channels)` germinable as `name` in slots of `topology`.
+
+    The factory must build the same weights from the same torch seed (it is
+    called under a fixed seed, from the recorded init seed), and return a
+    module whose output has its input's shape. A process that replays or
+    re-executes a run must register the same blueprints first. A name already
+    taken for the topology is refused, so a run cannot silently change what a
+    recorded blueprint id means.
+    """
+    if topology not in TOPOLOGIES:
+        raise BlueprintError(
+            f"unknown topology {topology!r} for blueprint {name!r}; known: {', '.join(TOPOLOGIES)}"
+        )
+    if not name or not name.replace("_", "").isalnum():
+        raise BlueprintError(f"a blueprint name is letters, digits and _, got {name!r}")
+    if (topology, name) in _REGISTRY:
+        raise BlueprintError(f"blueprint {name!r} is already registered for topology {topology!r}")
+    spec = BlueprintSpec(name, topology, factory, description)
+    _REGISTRY[(topology, name)] = spec
+    return spec
 
 
 def blueprint_names(topology: Topology) -> list[str]:
@@ -235,6 +277,8 @@ def param_digest(module: nn.Module) -> str:
 
 __all__ = [
     "BLUEPRINTS",
+    "TOPOLOGIES",
+    "BlueprintError",
     "BlueprintSpec",
     "Topology",
     "UnknownBlueprint",
@@ -243,4 +287,5 @@ __all__ = [
     "group_count",
     "param_count",
     "param_digest",
+    "register_blueprint",
 ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import warnings
 import weakref
 import zlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
 
@@ -62,9 +62,23 @@ DEFAULT_EMBARGO_EPOCHS_AFTER_PRUNE = 5
 _ALPHA_CACHE_LIMIT = 16
 
 
-def _probe(topology: Topology, channels: int) -> torch.Tensor:
-    shape = (1, channels, 32, 32) if topology == "cnn" else (2, 8, channels)
+#: The probe's shape per topology, until the slot has seen its host's features.
+_DEFAULT_PROBE: dict[str, Callable[[int], tuple[int, ...]]] = {
+    "cnn": lambda c: (1, c, 32, 32),
+    "transformer": lambda c: (2, 8, c),
+    "tabular": lambda c: (2, c),
+}
+
+
+def _probe(topology: Topology, channels: int, seen: torch.Size | None) -> torch.Tensor:
+    """A fixed random input shaped like the host's features (as last seen), batch of 2."""
+    shape = (2, *seen[1:]) if seen is not None else _DEFAULT_PROBE[topology](channels)
     return torch.randn(shape, generator=torch.Generator().manual_seed(0))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def default_init_seed(seed_id: str) -> int:
@@ -131,6 +145,7 @@ class SeedSlot(nn.Module):
         self._warned_distributed = False
         self._alpha_cache: dict[tuple[float, torch.device, torch.dtype], torch.Tensor] = {}
         self._frozen: list[nn.Parameter] = []
+        self._host_shape: torch.Size | None = None
 
     # -- reading the state ----------------------------------------------------
 
@@ -275,11 +290,19 @@ class SeedSlot(nn.Module):
             raise SlotError(f"initial alpha target must lie in (0, 1], got {alpha_target}")
         seed_value = default_init_seed(seed_id) if init_seed is None else init_seed
         module = build_blueprint(blueprint_id, self.channels, self.topology, seed_value)
-        probe = _probe(self.topology, self.channels)
+        probe = _probe(self.topology, self.channels, self._host_shape)
         with torch.no_grad():
             module.eval()
-            out = module(probe)
-            module.train()
+            try:
+                out = module(probe)
+            except Exception as exc:  # the user's blueprint may raise anything
+                raise SlotError(
+                    f"blueprint {blueprint_id!r} cannot run on features of shape "
+                    f"{tuple(probe.shape)} in slot {self.slot_id!r} (topology "
+                    f"{self.topology!r}): {_first_line(exc)}"
+                ) from None
+            finally:
+                module.train()
         if out.shape != probe.shape:
             raise SlotError(
                 f"blueprint {blueprint_id!r} changes the shape {tuple(probe.shape)} to "
@@ -672,6 +695,7 @@ class SeedSlot(nn.Module):
         """
         seed = self.seed
         if seed is None or not is_active(self.stage):
+            self._host_shape = host_features.shape  # what the next germination probes with
             return host_features
         seed_input = (
             host_features.detach().contiguous() if self.isolate_gradients else host_features

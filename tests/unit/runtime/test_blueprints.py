@@ -1,14 +1,18 @@
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Iterator
 
 import pytest
 import torch
 from torch import nn
 
-from kasmina.errors import KasminaError
+from kasmina.errors import KasminaError, SlotError
+from kasmina.gates import QualityGates
 from kasmina.runtime.blueprints import (
     BLUEPRINTS,
+    BlueprintError,
     Topology,
     UnknownBlueprint,
     blueprint_names,
@@ -16,7 +20,10 @@ from kasmina.runtime.blueprints import (
     group_count,
     param_count,
     param_digest,
+    register_blueprint,
 )
+from kasmina.runtime.slot import SeedSlot
+from kasmina.stages import SeedStage
 
 ALL = sorted(BLUEPRINTS)
 IDENTITY_AT_BIRTH = [
@@ -25,6 +32,8 @@ IDENTITY_AT_BIRTH = [
     ("transformer", "mlp"),
     ("transformer", "attention_lite"),
     ("transformer", "norm"),
+    ("tabular", "mlp"),
+    ("tabular", "norm"),
 ]
 RANDOM_INIT = [
     ("cnn", "conv_small"),
@@ -32,19 +41,22 @@ RANDOM_INIT = [
     ("cnn", "depthwise"),
     ("transformer", "mlp"),
     ("transformer", "attention_lite"),
+    ("tabular", "mlp"),
 ]
 SEED_INDEPENDENT = [key for key in ALL if key not in RANDOM_INIT]
 
 
 def sample(topology: Topology, channels: int, seed: int = 7) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
-    shape = (2, channels, 5, 6) if topology == "cnn" else (2, 7, channels)
+    shapes = {"cnn": (2, channels, 5, 6), "transformer": (2, 7, channels), "tabular": (2, channels)}
+    shape = shapes[topology]
     return torch.randn(shape, generator=gen)
 
 
 def test_registry_names() -> None:
     assert blueprint_names("cnn") == ["conv_light", "conv_small", "depthwise", "norm"]
     assert blueprint_names("transformer") == ["attention_lite", "mlp", "norm"]
+    assert blueprint_names("tabular") == ["mlp", "norm"]
     for (topology, name), spec in BLUEPRINTS.items():
         assert (spec.topology, spec.name) == (topology, name)
         assert spec.description
@@ -280,3 +292,113 @@ def test_param_digest_covers_buffers_names_and_shapes() -> None:
 def test_param_digest_handles_bfloat16() -> None:
     seed = build_blueprint("mlp", 4, "transformer").to(torch.bfloat16)
     assert param_digest(seed) == param_digest(build_blueprint("mlp", 4, "transformer").bfloat16())
+
+
+# -- hosts of every shape, and blueprints of the user's own ---------------------------
+
+
+class _Gain(nn.Module):
+    """A user's seed: x + w·x, w starting at 0."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.w * x
+
+
+class _Only8x8(nn.Module):
+    """A user's CNN seed that works only on 8×8 feature maps."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.mix = nn.Linear(64, 64)
+        nn.init.zeros_(self.mix.weight)
+        nn.init.zeros_(self.mix.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        return x + self.mix(x.reshape(b, c, h * w)).reshape(b, c, h, w)
+
+
+@pytest.fixture
+def registered() -> Iterator[list[tuple[Topology, str]]]:
+    """Blueprints a test registers are removed afterwards, so tests do not see each other's."""
+    from kasmina.runtime import blueprints
+
+    added: list[tuple[Topology, str]] = []
+    yield added
+    for key in added:
+        blueprints._REGISTRY.pop(key, None)
+
+
+def test_a_registered_blueprint_germinates_and_rebuilds_bit_identically(
+    registered: list[tuple[Topology, str]],
+) -> None:
+    spec = register_blueprint("gain", "tabular", _Gain, "x + w·x")
+    registered.append(("tabular", "gain"))
+    assert BLUEPRINTS[("tabular", "gain")] is spec and "gain" in blueprint_names("tabular")
+    slot = SeedSlot("t0", 5, topology="tabular")
+    slot.germinate("gain", "s1", init_seed=4)
+    x = torch.randn(3, 5)
+    assert torch.equal(slot(x), x)  # identity at birth, whatever the alpha
+    assert slot.seed is not None
+    assert param_digest(slot.seed) == param_digest(build_blueprint("gain", 5, "tabular", 4))
+
+
+@pytest.mark.parametrize(
+    ("name", "topology", "message"),
+    [
+        ("conv_small", "cnn", "already registered for topology 'cnn'"),
+        ("gain", "graph", "unknown topology 'graph'"),
+        ("bad name", "cnn", "letters, digits and _"),
+        ("", "cnn", "letters, digits and _"),
+    ],
+)
+def test_a_bad_registration_is_refused_in_one_line(name: str, topology: str, message: str) -> None:
+    before = dict(BLUEPRINTS)
+    with pytest.raises(BlueprintError, match=re.escape(message)) as info:
+        register_blueprint(name, topology, _Gain)  # type: ignore[arg-type]
+    assert "\n" not in str(info.value)
+    assert dict(BLUEPRINTS) == before
+
+
+def test_mlp_germinates_on_tabular_features_and_trains() -> None:
+    slot = SeedSlot("t0", 6, topology="tabular", gates=QualityGates(permissive=True))
+    x = torch.randn(4, 6)
+    assert slot(x) is x
+    slot.germinate("mlp", "s1", init_seed=2)
+    assert slot.advance_stage(SeedStage.TRAINING).passed
+    assert slot.seed is not None
+    out = slot(x)  # TRAINING: the host's features exactly, the seed on the gradient path
+    assert torch.equal(out, x)
+    out.square().sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in slot.seed.parameters())
+
+
+def test_the_probe_follows_the_features_the_host_gave() -> None:
+    """attention_lite needs (batch, steps, channels): on (batch, channels) it is refused."""
+    slot = SeedSlot("t0", 8, topology="transformer")
+    assert slot(torch.randn(4, 8)).shape == (4, 8)  # the host's features: 2-D
+    before = slot.state
+    with pytest.raises(SlotError) as info:
+        slot.germinate("attention_lite", "s1")
+    line = str(info.value)
+    assert "\n" not in line
+    assert "'attention_lite' cannot run on features of shape (2, 8) in slot 't0'" in line
+    assert slot.state is before and slot.seed is None
+    slot.germinate("mlp", "s2")  # a blueprint that fits those features is fine
+    assert slot.stage is SeedStage.GERMINATED
+
+
+def test_a_cnn_probe_takes_the_hosts_spatial_size(registered: list[tuple[Topology, str]]) -> None:
+    register_blueprint("only8x8", "cnn", _Only8x8)
+    registered.append(("cnn", "only8x8"))
+    unseen = SeedSlot("c0", 4)
+    with pytest.raises(SlotError, match=r"shape \(1, 4, 32, 32\)"):
+        unseen.germinate("only8x8", "s1")  # no features seen: the default 32×32 probe
+    slot = SeedSlot("c1", 4)
+    slot(torch.randn(3, 4, 8, 8))
+    slot.germinate("only8x8", "s1")
+    assert slot.stage is SeedStage.GERMINATED
