@@ -7,10 +7,21 @@ audit trail years later. The model's class name is the stored ``event_type``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, ClassVar, Literal, NamedTuple, TypeAlias, get_args, get_origin
+from types import MappingProxyType
+from typing import (
+    Annotated,
+    ClassVar,
+    Literal,
+    NamedTuple,
+    TypeAlias,
+    TypeVar,
+    get_args,
+    get_origin,
+)
 
 from pydantic import (
     BaseModel,
@@ -24,7 +35,7 @@ from pydantic import (
 )
 
 from kasmina.canonical import SPECIAL_FLOATS, Json, canonical_string_keyed
-from kasmina.errors import PayloadInvalid, UnknownEventType
+from kasmina.errors import EventError, PayloadInvalid, UnknownEventType
 from kasmina.ids import new_event_id
 from kasmina.stages import SeedStage, parse_stage
 
@@ -333,24 +344,75 @@ class RunFinished(Payload):
     seal: dict[str, str]
 
 
-EVENT_TYPES: Mapping[str, type[Payload]] = {
-    cls.__name__: cls
-    for cls in (
-        RunStarted,
-        EpochCompleted,
-        SeedGerminated,
-        SeedStageChanged,
-        SeedGateEvaluated,
-        AlphaTargetSet,
-        SeedFossilized,
-        SeedPruned,
-        CacheEvicted,
-        MemoryReleased,
-        EventsDropped,
-        SeedTelemetrySampled,
-        RunFinished,
-    )
-}
+_BUILT_IN: tuple[type[Payload], ...] = (
+    RunStarted,
+    EpochCompleted,
+    SeedGerminated,
+    SeedStageChanged,
+    SeedGateEvaluated,
+    AlphaTargetSet,
+    SeedFossilized,
+    SeedPruned,
+    CacheEvicted,
+    MemoryReleased,
+    EventsDropped,
+    SeedTelemetrySampled,
+    RunFinished,
+)
+_REGISTRY: dict[str, type[Payload]] = {cls.__name__: cls for cls in _BUILT_IN}
+#: Every event type this process can write and decode: built-in and registered (a live view).
+EVENT_TYPES: Mapping[str, type[Payload]] = MappingProxyType(_REGISTRY)
+BUILT_IN_TYPES = frozenset(_REGISTRY)
+_TYPE_NAME = re.compile(r"[A-Z][A-Za-z0-9]{0,63}")
+
+P = TypeVar("P", bound=type[Payload])
+
+
+def register(cls: P) -> P:
+    """Add a user's `Payload` subclass as an event type (usable as a class decorator).
+
+    Its events are validated, stored, hashed and verified like the built-in
+    ones; the event type is the class name. A process that lacks the class
+    still reads them, as `RawPayload`. Registering the same class again is a
+    no-op; another class under a name already taken is refused, so an event
+    type never changes meaning within a process.
+    """
+    if not isinstance(cls, type) or not issubclass(cls, Payload) or cls is Payload:
+        raise EventError(f"register() takes a subclass of kasmina.events.Payload, got {cls!r}")
+    name = cls.__name__
+    if not _TYPE_NAME.fullmatch(name):
+        raise EventError(
+            f"an event type is a CamelCase name of letters and digits (at most 64), got {name!r}"
+        )
+    known = _REGISTRY.get(name)
+    if known is cls:
+        return cls
+    if known is not None:
+        what = "a built-in event type" if name in BUILT_IN_TYPES else "already registered"
+        raise EventError(f"event type {name!r} is {what}; choose another class name")
+    if issubclass(cls, RawPayload):
+        raise EventError("RawPayload stands for unknown types and cannot be registered")
+    _REGISTRY[name] = cls
+    return cls
+
+
+class RawPayload(Payload):
+    """The payload of an event whose type this process does not know, as stored.
+
+    Fields are the stored JSON's keys (special floats stay the strings
+    "NaN", "Infinity"); it cannot be appended again, because it is not a
+    registered type.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True, strict=False)
+
+    def data(self) -> dict[str, Json]:
+        return dict(self.model_extra or {})
+
+    def canonical_text(self) -> str:
+        values: dict[str, object] = dict(self.model_extra or {})
+        return canonical_string_keyed(values)
+
 
 JsonObject: TypeAlias = dict[str, Json]
 Upcaster: TypeAlias = Callable[[JsonObject], JsonObject]
@@ -403,6 +465,13 @@ def upcast(event_type: str, schema_version: int, data: Mapping[str, Json]) -> Js
             raise PayloadInvalid(f"no upcaster for {event_type} v{version} -> v{version + 1}")
         current = step(current)
     return current
+
+
+def read_payload(event_type: str, schema_version: int, data: Mapping[str, Json]) -> Payload:
+    """A stored payload as a model: its class if this process knows the type, else raw."""
+    if event_type not in _REGISTRY:
+        return RawPayload.model_validate(data)
+    return load_payload(event_type, schema_version, data)
 
 
 def load_payload(event_type: str, schema_version: int, data: Mapping[str, Json]) -> Payload:
@@ -530,6 +599,7 @@ def json_schemas() -> dict[str, JsonObject]:
 
 
 __all__ = [
+    "BUILT_IN_TYPES",
     "EVENT_TYPES",
     "RUN_STREAM",
     "UPCASTERS",
@@ -541,6 +611,7 @@ __all__ = [
     "MemoryReleased",
     "NewEvent",
     "Payload",
+    "RawPayload",
     "Real",
     "RunFinished",
     "RunStarted",
@@ -558,6 +629,8 @@ __all__ = [
     "make_event",
     "memory_stream",
     "rank_stream",
+    "read_payload",
+    "register",
     "stream_writer",
     "new_event_id",
     "payload_class",

@@ -28,8 +28,8 @@ from kasmina.events import (
     RunFinished,
     RunStarted,
     StoredEvent,
-    load_payload,
     make_event,
+    read_payload,
     slot_stream,
 )
 from kasmina.ledger import migrate
@@ -410,7 +410,7 @@ class Ledger(Appending):
             schema_version=schema_version,
             epoch=optional_integer(row.epoch, "an epoch"),
             seed_id=None if row.seed_id is None else str(row.seed_id),
-            payload=load_payload(str(row.event_type), schema_version, data),
+            payload=read_payload(str(row.event_type), schema_version, data),
             recorded_at=self._store.recorded_at_value(row.recorded_at),
             prev_hash=str(row.prev_hash),
             hash=str(row.hash),

@@ -34,6 +34,10 @@ from kasmina.slot_state import (
 
 _SLOT_PREFIX = "slot/"
 _CURRENT_VERSION = {name: cls.schema_version for name, cls in EVENT_TYPES.items()}
+#: The run-level events the fold totals; every other type passes through unread.
+_RUN_EVENT_TYPES = frozenset(
+    ("CacheEvicted", "EventsDropped", "MemoryReleased", "RunStarted", "RunFinished")
+)
 #: Undecoded gate verdicts kept per slot before they are applied (bounds memory).
 GATE_BATCH = 64
 
@@ -136,11 +140,9 @@ class Fold:
                 slot.sample = row
             return
         if event_type not in SLOT_EVENT_TYPES:
-            if event_type not in _CURRENT_VERSION:
-                raise self.fail(row, "unknown event type")
             if event_type == "MemoryReleased":
                 self._run_event(event_type, row)
-            return
+            return  # no effect on a slot, a user's own event type included
         event = self._fact(row)
         if discards_seed(event):
             slot.sample = None
@@ -192,8 +194,8 @@ class Fold:
             self.last_epoch_raw = row.payload
             self.run_epoch = row.epoch
             return
-        if event_type not in _CURRENT_VERSION:
-            raise self.fail(row, "unknown event type")
+        if event_type not in _RUN_EVENT_TYPES:
+            return  # no effect on the run's totals, a user's own event type included
         try:
             data = self._payload(row)
             if event_type == "CacheEvicted":
