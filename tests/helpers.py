@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import uuid
 
 from kasmina.events import NewEvent, SeedStageChanged, SeedTelemetrySampled, make_event, slot_stream
@@ -68,3 +69,13 @@ def copy_run(source: Ledger, target: Ledger, run_id: str, new_id: str) -> None:
             for e in source.read(run_id)
         ]
     )
+
+
+def default_sigint() -> None:
+    """``preexec_fn`` for a child that a test interrupts: SIGINT as a terminal delivers it.
+
+    A shell without job control starts a background job with SIGINT ignored,
+    and a child inherits that; a suite run that way would otherwise test a
+    process that cannot be interrupted at all.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

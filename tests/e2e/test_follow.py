@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from helpers import sample
+from helpers import default_sigint, sample
 
 from kasmina.events import StoredEvent
 from kasmina.ledger import Ledger
@@ -36,6 +36,7 @@ class Follower:
             stderr=subprocess.PIPE,
             text=True,
             env=env,
+            preexec_fn=default_sigint,
         )
         self._lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()

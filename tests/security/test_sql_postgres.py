@@ -24,7 +24,7 @@ from pathlib import Path
 import psycopg
 import pytest
 import rawdb
-from helpers import sample
+from helpers import default_sigint, sample
 from pgserver import PgServer
 
 from kasmina.cli import main
@@ -470,6 +470,7 @@ def _start_long_query(victim: Victim) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_sigint,
     )
     _wait_for(lambda: _running(victim) or proc.poll() is not None, "the query to start")
     assert proc.poll() is None, proc.communicate()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import rawdb
+from helpers import default_sigint
 
 from kasmina.cli import main
 from kasmina.ledger import Ledger
@@ -158,6 +159,7 @@ def test_ctrl_c_stops_a_running_query_and_exits_130(ledger_url: str) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_sigint,
     )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "started"
