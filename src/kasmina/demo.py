@@ -385,6 +385,10 @@ def _run(
                         for s in slot_list
                         if s.seed is not None and s.seed_id is not None
                     },
+                    metrics={
+                        "lr": float(host_opt.param_groups[0]["lr"]),
+                        "live_seeds": float(sum(s.seed is not None for s in slot_list)),
+                    },
                 ),
                 stream_id="run",
                 epoch=epoch,

@@ -30,6 +30,7 @@ from pydantic import (
     Field,
     JsonValue,
     PlainSerializer,
+    StringConstraints,
     ValidationError,
     model_validator,
 )
@@ -109,6 +110,29 @@ RunStatus: TypeAlias = Literal["completed", "failed", "aborted"]
 Count = Annotated[int, Field(ge=0)]
 
 
+def _special(where: str, value: str) -> float:
+    if value not in SPECIAL_FLOATS:
+        raise ValueError(
+            f"{where}: expected a number or one of {sorted(SPECIAL_FLOATS)}, got {value!r}"
+        )
+    return SPECIAL_FLOATS[value]
+
+
+def _decoded_values(name: str, values: dict[str, object]) -> dict[str, object]:
+    """`values` with special-float strings read back as floats (the same dict if none)."""
+    if not any(type(v) is str for v in values.values()):
+        return values
+    return {k: _special(f"{name}.{k}", v) if type(v) is str else v for k, v in values.items()}
+
+
+#: A free-named metric: lower case, digits and ``_ . / -``, at most 64 characters.
+MetricName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_./-]{1,64}$")]
+#: At most this many free-named metrics in one event.
+MAX_METRICS = 64
+#: A user's own numbers beside an event's typed fields (F1, learning rate, GPU memory...).
+Metrics = Annotated[dict[MetricName, Real], Field(max_length=MAX_METRICS)]
+
+
 class Payload(BaseModel):
     """Base of every payload. ``schema_version`` is bumped with an upcaster.
 
@@ -160,14 +184,16 @@ class Payload(BaseModel):
         for name in cls._real_fields:
             value = data.get(name)
             if type(value) is str:
-                if value not in SPECIAL_FLOATS:
-                    raise ValueError(
-                        f"{name}: expected a number or one of {sorted(SPECIAL_FLOATS)}, "
-                        f"got {value!r}"
-                    )
-                if decoded is data:
-                    decoded = dict(data)
-                decoded[name] = SPECIAL_FLOATS[value]
+                new: object = _special(name, value)
+            elif type(value) is dict:  # free-named metrics: their values are reals
+                new = _decoded_values(name, value)
+                if new is value:
+                    continue
+            else:
+                continue
+            if decoded is data:
+                decoded = dict(data)
+            decoded[name] = new
         return decoded
 
 
@@ -205,12 +231,14 @@ class RunStarted(Payload):
 
 
 class EpochCompleted(Payload):
+    schema_version: ClassVar[int] = 2
     val_accuracy: Real | None = None
     val_loss: Real | None = None
     train_accuracy: Real | None = None
     train_loss: Real | None = None
     host_grad_norm: Real | None = None
     param_digests: dict[str, str] = Field(default_factory=dict)
+    metrics: Metrics = Field(default_factory=dict)
 
 
 class SeedGerminated(_Causal):
@@ -322,6 +350,7 @@ class EventsDropped(Payload):
 
 
 class SeedTelemetrySampled(Payload):
+    schema_version: ClassVar[int] = 2
     droppable: ClassVar[bool] = True
     slot_id: str
     stage: Stage
@@ -336,6 +365,7 @@ class SeedTelemetrySampled(Payload):
     grad_health: Real | None = None
     has_vanishing: bool | None = None
     has_exploding: bool | None = None
+    metrics: Metrics = Field(default_factory=dict)
 
 
 class RunFinished(Payload):
@@ -429,9 +459,18 @@ def _stage_changed_v1_to_v2(data: JsonObject) -> JsonObject:
     return out
 
 
+def _metrics_v1_to_v2(data: JsonObject) -> JsonObject:
+    """v1 had no free-named metrics."""
+    out = dict(data)
+    out.setdefault("metrics", {})
+    return out
+
+
 #: (event_type, from_version) -> function giving the next version's payload.
 UPCASTERS: Mapping[tuple[str, int], Upcaster] = {
     ("SeedStageChanged", 1): _stage_changed_v1_to_v2,
+    ("EpochCompleted", 1): _metrics_v1_to_v2,
+    ("SeedTelemetrySampled", 1): _metrics_v1_to_v2,
 }
 
 
@@ -607,7 +646,10 @@ __all__ = [
     "CacheEvicted",
     "EpochCompleted",
     "EventsDropped",
+    "MAX_METRICS",
     "JsonObject",
+    "MetricName",
+    "Metrics",
     "MemoryReleased",
     "NewEvent",
     "Payload",

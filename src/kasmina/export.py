@@ -66,7 +66,7 @@ _NAMES: Mapping[Kind, tuple[str, ...]] = {
     Kind.FLOAT: (
         "score", "alpha", "alpha_target", "accuracy", "accuracy_delta", "counterfactual",
         "final_val_accuracy", "grad_ratio", "improvement", "blending_delta", "val_accuracy",
-        "val_loss", "train_accuracy", "train_loss", "host_grad_norm",
+        "val_loss", "train_accuracy", "train_loss", "host_grad_norm", "value",
     ),
     Kind.BOOL: ("passed", "has_vanishing", "has_exploding", "auto_pruned", "scheduled"),
     Kind.TIME: ("recorded_at", "started_at", "finished_at"),

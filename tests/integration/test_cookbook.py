@@ -310,6 +310,15 @@ def accuracy_around_fossilization(run: Run) -> list[Row]:
     ]
 
 
+def own_metric(run: Run) -> list[Row]:
+    """The live seeds of each epoch, read from the EpochCompleted payloads, not the view."""
+    return [
+        (DEMO_RUN, e.epoch, e.payload.metrics["live_seeds"])
+        for e in run.of("EpochCompleted")
+        if "live_seeds" in e.payload.metrics
+    ]
+
+
 def illegal_moves(run: Run) -> list[Row]:
     """Every recorded move checked against the code's table, not the view's copy of it."""
     return [(sum(not is_legal(m.payload.from_stage, m.payload.to_stage) for m in run.moves),)]

@@ -107,7 +107,8 @@ def test_newer_schema_than_code_is_refused() -> None:
 def test_envelope_assigns_ids_and_checks_versions() -> None:
     event = make_event(EpochCompleted(), run_id="r", stream_id="run", epoch=3)
     assert len(event.event_id) == 36 and event.version is None
-    assert event.event_type == "EpochCompleted" and event.schema_version == 1
+    assert event.event_type == "EpochCompleted"
+    assert event.schema_version == EpochCompleted.schema_version == 2
     with pytest.raises(PayloadInvalid):
         make_event(EpochCompleted(), run_id="r", stream_id="run", version=0)
 

@@ -110,4 +110,5 @@ VIEWS: tuple[str, ...] = (
     "gate_checks",
     "seed_endings",
     "epoch_metrics",
+    "metrics",
 )

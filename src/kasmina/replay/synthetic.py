@@ -131,7 +131,17 @@ def synthetic_run(
             policy.act(slot, epoch)
             if slot.seed_id is not None:
                 governor.cache("kernels").put(f"{slot.seed_id}", epoch)
-        recorder.emit(EpochCompleted(val_accuracy=accuracy), stream_id="run", epoch=epoch)
+        recorder.emit(
+            EpochCompleted(
+                val_accuracy=accuracy,
+                metrics={
+                    "lr": round(1e-3 * 0.99**epoch, 9),
+                    "live_seeds": float(sum(s.seed is not None for s in slot_list)),
+                },
+            ),
+            stream_id="run",
+            epoch=epoch,
+        )
         clock.epoch = epoch + 1
         governor.periodic_gc(epoch)
         if capture is not None:

@@ -26,7 +26,7 @@ from kasmina.report.thinning import Curve, Thinner
 #: Buckets per curve over the whole run; each keeps its lowest and highest point.
 CURVE_BUCKETS = 200
 #: Views added by later migrations; an older database still gets a report without them.
-OPTIONAL_VIEWS = ("seed_endings", "epoch_metrics")
+OPTIONAL_VIEWS = ("seed_endings", "epoch_metrics", "metrics")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +44,27 @@ class Summary:
     final_val_accuracy: float | None
     started_at: datetime | None
     finished_at: datetime | None
+
+
+@dataclass(slots=True)
+class MetricSummary:
+    """One free-named metric of the run or of one slot, over every epoch that recorded it."""
+
+    slot_id: str | None
+    name: str
+    count: int = 0
+    #: The lowest and highest value other than NaN; None while there is none.
+    low: float | None = None
+    high: float | None = None
+    last: float | None = None
+    last_epoch: int | None = None
+
+    def add(self, epoch: int | None, value: float | None) -> None:
+        self.count += 1
+        self.last, self.last_epoch = value, epoch
+        if value is not None and not math.isnan(value):
+            self.low = value if self.low is None else min(self.low, value)
+            self.high = value if self.high is None else max(self.high, value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +130,8 @@ class RunData:
     has_endings: bool
     unplaced_evictions: int = 0
     missing_views: list[str] = field(default_factory=list)
+    #: The run's free-named metrics, run-level first, then per slot, by name.
+    metrics: list[MetricSummary] = field(default_factory=list)
 
     @property
     def span(self) -> int:
@@ -173,6 +196,7 @@ def read_run(ledger: Ledger, run_id: str) -> RunData:
             for name, value in (("validation", r[1]), ("training", r[2])):
                 if value is not None:
                     accuracy.add(("run", name), _int(r[0]), _float(value))
+    metrics = _metrics(ledger, where) if "metrics" in views else []
     slots = {i.slot_id for i in intervals} | {v.slot_id for v in verdicts}
     slots |= {o.slot_id for o in outcomes} | {k[0] for k in alpha.keys()}
     return RunData(
@@ -188,6 +212,24 @@ def read_run(ledger: Ledger, run_id: str) -> RunData:
         has_endings=has_endings,
         unplaced_evictions=unplaced,
         missing_views=[v for v in OPTIONAL_VIEWS if v not in views],
+        metrics=metrics,
+    )
+
+
+def _metrics(ledger: Ledger, where: str) -> list[MetricSummary]:
+    """Streamed once in log order, kept as one summary per (slot, name)."""
+    found: dict[tuple[str | None, str], MetricSummary] = {}
+    for r in _rows(
+        ledger, f"SELECT slot_id, name, epoch, value FROM metrics {where} ORDER BY position"
+    ):
+        key = (_opt_str(r[0]), _str(r[1]))
+        summary = found.get(key)
+        if summary is None:
+            summary = found[key] = MetricSummary(*key)
+        summary.add(_opt_int(r[2]), None if r[3] is None else _float(r[3]))
+    return sorted(
+        found.values(),
+        key=lambda m: (m.slot_id is not None, natural_key(m.slot_id or ""), m.name),
     )
 
 
@@ -303,6 +345,7 @@ def _time(value: object) -> datetime | None:
 
 
 __all__ = [
+    "MetricSummary",
     "Ending",
     "Eviction",
     "Interval",

@@ -128,7 +128,7 @@ def render_page(data: RunData, version: str) -> str:
             f"<p class=hint>{data.unplaced_evictions:,} eviction record(s) carry no epoch "
             "and are not drawn; they are counted in the header.</p>"
         )
-    body += ["</section>", _gate_table(data), _outcome_table(data, notes)]
+    body += ["</section>", _gate_table(data), _outcome_table(data, notes), _metric_table(data)]
     body += ["<section id=notes><h2>What this page leaves out</h2>", _notes(data, notes)]
     body.append("</section>")
     return (
@@ -264,6 +264,31 @@ def _number(value: float | int | None, digits: int = 2) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return f"{value:,.{digits}f}"
+
+
+def _metric_value(value: float | None) -> str:
+    return "—" if value is None else f"{value:.6g}"
+
+
+def _metric_table(data: RunData) -> str:
+    """The run's free-named metrics (`EpochCompleted.metrics`, samples' `metrics`)."""
+    if not data.metrics:
+        return _empty("metrics", "Your metrics", "The run recorded no free-named metrics.")
+    rows = [
+        f"<tr><td>{esc(m.slot_id or 'run')}</td><td>{esc(m.name)}</td>"
+        f"<td class=n>{m.count:,}</td><td class=n>{_metric_value(m.low)}</td>"
+        f"<td class=n>{_metric_value(m.high)}</td><td class=n>{_metric_value(m.last)}</td>"
+        f"<td class=n>{'' if m.last_epoch is None else m.last_epoch}</td></tr>"
+        for m in data.metrics
+    ]
+    return (
+        "<section id=metrics><h2>Your metrics</h2><div class=scroll><table><thead><tr>"
+        "<th>of</th><th>name</th><th class=n>values</th><th class=n>lowest</th>"
+        "<th class=n>highest</th><th class=n>last</th><th class=n>last epoch</th>"
+        "</tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>"
+        "<p class=hint>From the <code>metrics</code> view; NaN values count but are neither "
+        "lowest nor highest.</p></section>"
+    )
 
 
 def _outcome_table(data: RunData, notes: list[str]) -> str:
