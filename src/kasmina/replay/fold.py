@@ -149,12 +149,7 @@ class Fold:
             slot.gate_rows = []
         elif slot.sample is not None and uses_measurements(event):
             self._apply_sample(slot)
-        try:
-            slot.state = evolve(tick(slot.state, slot.epoch), event)
-        except ReplayError as exc:
-            raise self.fail(row, str(exc)) from None
-        except (KeyError, TypeError, ValueError) as exc:
-            raise self.fail(row, f"malformed payload ({exc!r})") from None
+        slot.state = self._evolve(tick(slot.state, slot.epoch), row, event)
 
     def _payload(self, row: EventRow) -> dict[str, Any]:
         data = self.load(row.payload)
@@ -167,9 +162,10 @@ class Fold:
     def _fact(self, row: EventRow) -> Fact:
         return Fact(row.event_type, self._payload(row), row.epoch, row.seed_id)
 
-    def _evolve(self, state: SlotState, row: EventRow) -> SlotState:
+    def _evolve(self, state: SlotState, row: EventRow, event: Fact | None = None) -> SlotState:
+        """`evolve` over one row (decoded here unless given), its errors naming the row."""
         try:
-            return evolve(state, self._fact(row))
+            return evolve(state, event if event is not None else self._fact(row))
         except ReplayError as exc:
             raise self.fail(row, str(exc)) from None
         except (KeyError, TypeError, ValueError) as exc:

@@ -630,11 +630,7 @@ class SeedSlot(nn.Module):
             restored = SlotState.from_json(state["slot_state"])
         else:
             restored = from_legacy_checkpoint(self.slot_id, state)
-        if restored.slot_id != self.slot_id:
-            raise SlotError(
-                f"checkpoint of slot {restored.slot_id!r} loaded into slot {self.slot_id!r}"
-            )
-        self.restore(restored)
+        self.restore(restored)  # refuses another slot's state
 
     def restore(self, state: SlotState) -> None:
         """Put the slot into `state` without recording anything: for checkpoints and replay.
