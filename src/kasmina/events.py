@@ -197,7 +197,19 @@ class Payload(BaseModel):
         return decoded
 
 
-class _Causal(Payload):
+class _Decided(Payload):
+    """An effect of a policy's decision carries its id (`PolicyDecided.decision_id`).
+
+    So "which moves trace back to decision D" (DOMAIN question 13) is one SQL
+    join; None when nobody's decision caused the event (a gate, a ramp, a user's
+    own call).
+    """
+
+    schema_version: ClassVar[int] = 2
+    decision_id: str | None = None
+
+
+class _Causal(_Decided):
     """Optional identity of the decision behind a move (question 13)."""
 
     morphology_proposal_id: str | None = None
@@ -255,7 +267,7 @@ class SeedGerminated(_Causal):
 
 
 class SeedStageChanged(_Causal):
-    schema_version: ClassVar[int] = 2
+    schema_version: ClassVar[int] = 3
     slot_id: str
     env_id: int = -1
     from_stage: Stage
@@ -271,7 +283,7 @@ class SeedStageChanged(_Causal):
     alpha_curve: str = "LINEAR"
 
 
-class SeedGateEvaluated(Payload):
+class SeedGateEvaluated(_Decided):
     slot_id: str
     env_id: int = -1
     gate: GateName
@@ -285,7 +297,7 @@ class SeedGateEvaluated(Payload):
     trigger: Trigger = "command"
 
 
-class AlphaTargetSet(Payload):
+class AlphaTargetSet(_Decided):
     slot_id: str
     alpha_start: Real
     target: Real
@@ -368,6 +380,30 @@ class SeedTelemetrySampled(Payload):
     metrics: Metrics = Field(default_factory=dict)
 
 
+PolicyAction: TypeAlias = Literal[
+    "WAIT", "GERMINATE", "SET_ALPHA_TARGET", "PRUNE", "FOSSILIZE", "ADVANCE"
+]
+
+
+class PolicyDecided(Payload):
+    """A policy's decision for one slot, recorded before (and with) its effects.
+
+    The effects carry ``decision_id``. A decision the lifecycle would not
+    carry out (an illegal move, a ramp underway, a gate that says no) is
+    recorded with ``accepted`` false and the reason in ``refusal``; a gate's
+    refusal has its verdict recorded beside it as the decision's effect.
+    """
+
+    decision_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    policy: str
+    action: PolicyAction
+    slot_id: str
+    arguments: dict[str, JsonValue] = Field(default_factory=dict)
+    reason: str = ""
+    accepted: bool = True
+    refusal: str | None = None
+
+
 class RunFinished(Payload):
     status: RunStatus = "completed"
     #: stream id -> hash of its last event before this one, so truncation shows.
@@ -387,6 +423,7 @@ _BUILT_IN: tuple[type[Payload], ...] = (
     MemoryReleased,
     EventsDropped,
     SeedTelemetrySampled,
+    PolicyDecided,
     RunFinished,
 )
 _REGISTRY: dict[str, type[Payload]] = {cls.__name__: cls for cls in _BUILT_IN}
@@ -466,9 +503,22 @@ def _metrics_v1_to_v2(data: JsonObject) -> JsonObject:
     return out
 
 
+def _no_decision(data: JsonObject) -> JsonObject:
+    """Before `PolicyDecided`, no effect named the decision behind it."""
+    out = dict(data)
+    out.setdefault("decision_id", None)
+    return out
+
+
 #: (event_type, from_version) -> function giving the next version's payload.
 UPCASTERS: Mapping[tuple[str, int], Upcaster] = {
     ("SeedStageChanged", 1): _stage_changed_v1_to_v2,
+    ("SeedStageChanged", 2): _no_decision,
+    ("SeedGerminated", 1): _no_decision,
+    ("SeedGateEvaluated", 1): _no_decision,
+    ("AlphaTargetSet", 1): _no_decision,
+    ("SeedFossilized", 1): _no_decision,
+    ("SeedPruned", 1): _no_decision,
     ("EpochCompleted", 1): _metrics_v1_to_v2,
     ("SeedTelemetrySampled", 1): _metrics_v1_to_v2,
 }
@@ -652,6 +702,8 @@ __all__ = [
     "Metrics",
     "MemoryReleased",
     "NewEvent",
+    "PolicyAction",
+    "PolicyDecided",
     "Payload",
     "RawPayload",
     "Real",

@@ -60,6 +60,8 @@ class MoveContext:
     epoch: int | None = None
     seed_id: str | None = None
     env_id: int = -1
+    #: The policy decision behind the move, if any (`kasmina.events.PolicyDecided`).
+    decision_id: str | None = None
 
 
 def trigger_name(stage: SeedStage) -> str:
@@ -170,6 +172,7 @@ class Lifecycle:
             has_vanishing=context.has_vanishing,
             has_exploding=context.has_exploding,
             alpha_curve=context.alpha_curve,
+            decision_id=context.decision_id,
         )
         batch = (*before, change, *after)
         self.machine.events[trigger_name(to)].trigger(

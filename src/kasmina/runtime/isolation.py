@@ -9,7 +9,7 @@ which the detach does not protect. Its norms feed the gate's gradient ratio.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
@@ -50,6 +50,18 @@ def _trainable(params: Iterable[nn.Parameter]) -> list[nn.Parameter]:
             seen.add(id(p))
             kept.append(p)
     return kept
+
+
+def normalised_ratio(host_norm: float, seed_norm: float, host_count: int, seed_count: int) -> float:
+    """Seed/host gradient norm ratio scaled by sqrt(host/seed parameter counts), capped.
+
+    A seed has far fewer parameters than its host, so its raw gradient norm is
+    small by construction; the scale makes the gate's threshold mean the same
+    for any seed size.
+    """
+    if host_norm < _RATIO_EPS or seed_count == 0:
+        return 0.0
+    return min((seed_norm / host_norm) * math.sqrt(host_count / seed_count), _RATIO_CAP)
 
 
 class IsolationMonitor:
@@ -109,11 +121,9 @@ class IsolationMonitor:
         seed_norm = math.sqrt(self._total("seed"))
         dot = self._total("dot")
         raw_ratio = seed_norm / (host_norm + _RATIO_EPS) if host_norm > 0.0 else 0.0
-        if host_norm < _RATIO_EPS or self.seed_param_count == 0:
-            normalised = 0.0
-        else:
-            scale = math.sqrt(self.host_param_count / self.seed_param_count)
-            normalised = min((seed_norm / host_norm) * scale, _RATIO_CAP)
+        normalised = normalised_ratio(
+            host_norm, seed_norm, self.host_param_count, self.seed_param_count
+        )
         return IsolationSnapshot(
             host_norm=host_norm,
             seed_norm=seed_norm,
@@ -181,24 +191,16 @@ def _norms64(grads: list[torch.Tensor]) -> torch.Tensor:
     """Per-tensor float64 norms on the CPU, with one transfer per device."""
     by_device: dict[torch.device, list[torch.Tensor]] = {}
     for g in grads:
-        norm = torch.linalg.vector_norm(g.detach(), dtype=torch.float64)
-        by_device.setdefault(g.device, []).append(norm)
-    return torch.cat([torch.stack(norms).cpu() for norms in by_device.values()])
+        by_device.setdefault(g.device, []).append(g)
+    return torch.cat([_device_norms(group).cpu() for group in by_device.values()])
 
 
-def gradient_health(params: Iterable[nn.Parameter], clip_norm: float = 1.0) -> GradientHealth:
-    """A [0, 1] score of the gradients before clipping; fractions count only parameters
-    that have a gradient.
-    """
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return _UNMEASURED
-    norms = _norms64(grads)
-    count = norms.numel()
-    vanishing = int((norms < _VANISHING).sum().item())
-    exploding_mask = (norms > _EXPLODING_FACTOR * clip_norm) | ~torch.isfinite(norms)
-    exploding = int(exploding_mask.sum().item())
-    total_norm = float(torch.sqrt(torch.sum(norms * norms)).item())
+def _device_norms(grads: list[torch.Tensor]) -> torch.Tensor:
+    """Per-tensor float64 norms of tensors on one device, left there (no sync)."""
+    return torch.stack(torch._foreach_norm([g.detach() for g in grads], 2, dtype=torch.float64))
+
+
+def _health(count: int, vanishing: int, exploding: int, total_norm: float) -> GradientHealth:
     vanishing_fraction = vanishing / count
     exploding_fraction = exploding / count
     if math.isfinite(total_norm):
@@ -217,54 +219,124 @@ def gradient_health(params: Iterable[nn.Parameter], clip_norm: float = 1.0) -> G
     )
 
 
+def _counts(norms: torch.Tensor, clip_norm: float) -> torch.Tensor:
+    """(count, vanishing, exploding, total norm) of per-tensor norms, as one float64 tensor."""
+    exploding = (norms > _EXPLODING_FACTOR * clip_norm) | ~torch.isfinite(norms)
+    return torch.stack(
+        (
+            torch.tensor(float(norms.numel()), dtype=torch.float64, device=norms.device),
+            (norms < _VANISHING).sum().to(torch.float64),
+            exploding.sum().to(torch.float64),
+            torch.sqrt(torch.sum(norms * norms)),
+        )
+    )
+
+
+def gradient_health(params: Iterable[nn.Parameter], clip_norm: float = 1.0) -> GradientHealth:
+    """A [0, 1] score of the gradients before clipping; fractions count only parameters
+    that have a gradient.
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return _UNMEASURED
+    count, vanishing, exploding, total = _counts(_norms64(grads), clip_norm).tolist()
+    return _health(int(count), int(vanishing), int(exploding), total)
+
+
 #: Weight of the past in the gradient ratio's moving average.
 GRADIENT_EMA_DECAY = 0.9
+
+
+def host_gradient_norm(params: Sequence[nn.Parameter]) -> torch.Tensor | None:
+    """The host's total gradient norm after a backward, as a float64 tensor (no sync).
+
+    Computed once per backward for every slot of a model: the host is the
+    same for all of them.
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return None
+    by_device: dict[torch.device, list[torch.Tensor]] = {}
+    for g in grads:
+        by_device.setdefault(g.device, []).append(g)
+    first = grads[0].device
+    squares = [_device_norms(group).square().sum().to(first) for group in by_device.values()]
+    return torch.sqrt(torch.stack(squares).sum())
 
 
 class GradientMonitor:
     """What one slot measures of its seed's gradients: the ratio and health that G2 reads.
 
-    The slot owns one and asks it for numbers after each backward; the
-    numbers enter the slot's state through `kasmina.slot_state.measured`.
+    It reads ``p.grad`` after each backward (so gradients are expected to be
+    zeroed between steps) and keeps each backward's numbers as a small tensor
+    on the gradients' device; `drain` moves them to the host once, so a
+    training step never waits for the GPU. The ratio is a moving average over
+    the backwards drained, the health that of the last one.
     """
 
     def __init__(self) -> None:
-        self._monitor: IsolationMonitor | None = None
+        self._host: list[nn.Parameter] | None = None
+        self._host_count = 0
+        self._steps: list[torch.Tensor] = []
 
     @property
     def watching(self) -> bool:
-        return self._monitor is not None
+        return self._host is not None
 
-    def watch(self, host: Iterable[nn.Parameter], seed: Iterable[nn.Parameter]) -> None:
+    def watch(self, host: Iterable[nn.Parameter]) -> None:
         self.stop()
-        self._monitor = IsolationMonitor(host, seed)
+        self._host = _trainable(host)
+        self._host_count = sum(p.numel() for p in self._host)
 
     def stop(self) -> None:
-        if self._monitor is not None:
-            self._monitor.close()
-            self._monitor = None
+        self._host = None
+        self._steps.clear()
 
-    def capture(
+    def record(self, seed: nn.Module, host_norm: torch.Tensor | None = None) -> None:
+        """Take the last backward's numbers; `host_norm` when the caller has it already."""
+        host = self._host
+        if host is None:
+            return
+        grads = [p.grad for p in seed.parameters() if p.grad is not None]
+        if not grads:
+            return
+        if host_norm is None:
+            host_norm = host_gradient_norm(host)
+        norms = _device_norms(grads)
+        device = norms.device
+        host_value = (
+            torch.zeros((), dtype=torch.float64, device=device)
+            if host_norm is None
+            else host_norm.to(device=device, dtype=torch.float64)
+        )
+        self._steps.append(torch.cat((host_value.reshape(1), _counts(norms, 1.0))))
+
+    def drain(
         self, seed: nn.Module, previous_ratio: float | None
     ) -> dict[str, float | bool | None] | None:
-        """The last backward's numbers (the ratio as a moving average), or None if not watching."""
-        monitor = self._monitor
-        if monitor is None:
+        """The numbers of the backwards recorded since the last drain; None if none were."""
+        steps = self._steps
+        if self._host is None or not steps:
             return None
-        snap = monitor.snapshot()
-        monitor.reset()
-        ratio = snap.normalised_ratio
-        if previous_ratio is not None:
-            ratio = GRADIENT_EMA_DECAY * previous_ratio + (1 - GRADIENT_EMA_DECAY) * ratio
-        values: dict[str, float | bool | None] = {"grad_ratio": ratio}
-        health = gradient_health(seed.parameters())
-        if health.measured:
-            values.update(
-                grad_health=health.health,
-                has_vanishing=health.has_vanishing,
-                has_exploding=health.has_exploding,
+        rows = torch.stack(steps).cpu().tolist()
+        steps.clear()
+        seed_count = sum(p.numel() for p in seed.parameters() if p.requires_grad)
+        ratio = previous_ratio
+        for host_norm, _, _, _, seed_norm in rows:
+            step = normalised_ratio(host_norm, seed_norm, self._host_count, seed_count)
+            ratio = (
+                step
+                if ratio is None
+                else GRADIENT_EMA_DECAY * ratio + (1 - GRADIENT_EMA_DECAY) * step
             )
-        return values
+        _, count, vanishing, exploding, total = rows[-1]
+        health = _health(int(count), int(vanishing), int(exploding), total)
+        return {
+            "grad_ratio": ratio,
+            "grad_health": health.health,
+            "has_vanishing": health.has_vanishing,
+            "has_exploding": health.has_exploding,
+        }
 
 
 __all__ = [
@@ -274,5 +346,7 @@ __all__ = [
     "IsolationMonitor",
     "IsolationSnapshot",
     "gradient_health",
+    "host_gradient_norm",
+    "normalised_ratio",
     "shared_parameters",
 ]

@@ -33,6 +33,7 @@ from kasmina.events import (
     Initiator,
     MemoryReleased,
     Payload,
+    PolicyDecided,
     SeedFossilized,
     SeedGateEvaluated,
     SeedGerminated,
@@ -94,6 +95,18 @@ _LIVE_SEED_STAGES = (
     SeedStage.HOLDING,
     SeedStage.FOSSILIZED,
 )
+
+
+class PendingDecision:
+    """A policy's decision on its way into a slot's next batch (see `SeedSlot.deciding`)."""
+
+    __slots__ = ("payload", "recorded")
+
+    def __init__(self, payload: PolicyDecided) -> None:
+        self.payload = payload
+        self.recorded = False
+
+
 #: The version of the checkpoint form `get_extra_state` writes (1 had no such key).
 CHECKPOINT_FORMAT = 2
 
@@ -118,7 +131,7 @@ class SeedSlot(nn.Module):
         recorder: Recorder | None = None,
         gates: QualityGates | None = None,
         embargo_epochs: int = DEFAULT_EMBARGO_EPOCHS_AFTER_PRUNE,
-        auto_advance: bool = False,
+        auto_advance: bool | None = None,
         env_id: int = -1,
         pool: BlockPool | None = None,
         blocks_per_seed: int = 1,
@@ -130,7 +143,9 @@ class SeedSlot(nn.Module):
         self.recorder = recorder
         self.gates = gates or QualityGates()
         self.embargo_epochs = embargo_epochs
-        self.auto_advance = auto_advance
+        self.auto_advance = bool(auto_advance)
+        #: What the constructor was given, so `adopt` fills in only the rest.
+        self._given = (recorder is not None, gates is not None, auto_advance is not None)
         self.env_id = env_id
         self.pool = pool
         self.blocks_per_seed = blocks_per_seed
@@ -146,6 +161,27 @@ class SeedSlot(nn.Module):
         self._alpha_cache: dict[tuple[float, torch.device, torch.dtype], torch.Tensor] = {}
         self._frozen: list[nn.Parameter] = []
         self._host_shape: torch.Size | None = None
+        self._decision: PendingDecision | None = None
+
+    def adopt(
+        self,
+        *,
+        recorder: Recorder | None = None,
+        gates: QualityGates | None = None,
+        auto_advance: bool | None = None,
+    ) -> None:
+        """Take a manager's recorder, gates and auto-advance where the constructor had none.
+
+        So a model's own constructor can build its slots without knowing the
+        ledger (`kasmina.runtime.manager.SeedManager` calls this).
+        """
+        has_recorder, has_gates, has_advance = self._given
+        if recorder is not None and not has_recorder:
+            self.recorder = recorder
+        if gates is not None and not has_gates:
+            self.gates = gates
+        if auto_advance is not None and not has_advance:
+            self.auto_advance = auto_advance
 
     # -- reading the state ----------------------------------------------------
 
@@ -229,6 +265,7 @@ class SeedSlot(nn.Module):
             epoch=st.epoch,
             seed_id=seed_id if seed_id is not None else st.seed_id,
             env_id=self.env_id,
+            decision_id=self._decision.payload.decision_id if self._decision else None,
         )
 
     # -- recording, then evolving -----------------------------------------------
@@ -242,11 +279,55 @@ class SeedSlot(nn.Module):
 
     def _emit(self, payloads: Sequence[Payload]) -> None:
         seed_id = self.state.seed_id
+        payloads = self._decided(payloads)
         if self.recorder is not None:
             self.recorder.emit_many(
                 payloads, stream_id=f"slot/{self.slot_id}", epoch=self.state.epoch, seed_id=seed_id
             )
+        self._mark_decided()
         self._evolve_over(payloads, seed_id)
+
+    def _stamped(self, payloads: Sequence[Payload]) -> Sequence[Payload]:
+        """`payloads` as effects of the pending decision: each carries its id."""
+        pending = self._decision
+        if pending is None:
+            return payloads
+        stamp = {"decision_id": pending.payload.decision_id}
+        return [
+            p.model_copy(update=stamp) if getattr(p, "decision_id", "") is None else p
+            for p in payloads
+        ]
+
+    def _decided(self, payloads: Sequence[Payload]) -> Sequence[Payload]:
+        """`payloads` stamped, headed by the decision itself if it is not recorded yet."""
+        pending = self._decision
+        stamped = self._stamped(payloads)
+        if pending is None or pending.recorded:
+            return stamped
+        return [pending.payload, *stamped]
+
+    def _mark_decided(self) -> None:
+        if self._decision is not None:
+            self._decision.recorded = True
+
+    @contextmanager
+    def deciding(self, decision: PolicyDecided) -> Iterator[PendingDecision]:
+        """Record `decision` at the head of the next batch made in the block, as its cause.
+
+        Every event the block records carries the decision's id. If the block
+        records nothing (the command was refused before any record), the
+        yielded `PendingDecision` says so, and the caller records the refusal.
+        """
+        if decision.slot_id != self.slot_id:
+            raise SlotError(f"decision for slot {decision.slot_id!r} given to {self.slot_id!r}")
+        if self._decision is not None:
+            raise SlotError(f"decisions cannot be nested (slot {self.slot_id!r})")
+        pending = PendingDecision(decision)
+        self._decision = pending
+        try:
+            yield pending
+        finally:
+            self._decision = None
 
     def _move(
         self,
@@ -259,6 +340,7 @@ class SeedSlot(nn.Module):
     ) -> None:
         """Move through the shared machine (the one emission site), then evolve over the batch."""
         context = self._context(seed_id)
+        before, after = self._decided(before), self._stamped(after)
         change = LIFECYCLE.move(
             self._staged,
             to,
@@ -268,6 +350,7 @@ class SeedSlot(nn.Module):
             before=before,
             after=after,
         )
+        self._mark_decided()
         self._evolve_over((*before, change, *after), context.seed_id)
         self._sync_freeze()
 
@@ -370,6 +453,11 @@ class SeedSlot(nn.Module):
             trigger=trigger,
         )
         if not result.passed:
+            pending = self._decision
+            if pending is not None and not pending.recorded:
+                pending.payload = pending.payload.model_copy(
+                    update={"accepted": False, "refusal": result.message}
+                )
             self._emit([verdict])
             return result
         after: list[Payload] = []
@@ -542,13 +630,19 @@ class SeedSlot(nn.Module):
         """Measure seed/host gradient norms after each backward (for G2)."""
         if self.seed is None:
             raise SlotError(f"slot {self.slot_id!r} has no seed to watch")
-        self.gradients.watch(host_parameters, self.seed.parameters())
+        self.gradients.watch(host_parameters)
 
     def capture_gradients(self) -> None:
         """Fold the last backward's gradients into the seed's metrics (EMA of the ratio)."""
+        if self.seed is not None:
+            self.gradients.record(self.seed)
+            self.settle_gradients()
+
+    def settle_gradients(self) -> None:
+        """Fold the backwards recorded by `gradients.record` into the seed's metrics."""
         if self.seed is None:
             return
-        values = self.gradients.capture(self.seed, self.state.metrics.grad_ratio)
+        values = self.gradients.drain(self.seed, self.state.metrics.grad_ratio)
         if values is not None:
             self.state = measured(self.state, **values)
 
@@ -748,6 +842,7 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "DEFAULT_BLENDING_TOTAL_STEPS",
     "DEFAULT_EMBARGO_EPOCHS_AFTER_PRUNE",
+    "PendingDecision",
     "SeedSlot",
     "SlotError",
     "default_init_seed",

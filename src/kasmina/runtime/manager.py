@@ -1,0 +1,385 @@
+"""SeedManager: the seeds of one model, driven from the user's own training loop.
+
+A model's constructor puts `SeedSlot`s wherever it likes; the manager finds
+them and owns the glue every user otherwise writes by hand: a germinated
+seed's parameters join the optimizer (and leave it, state and all, at
+prune), its gradients are measured for the gates, the counterfactual is
+scored once per live seed, every slot ticks and is sampled, the epoch's
+metrics are recorded, and the policy's decisions are recorded and applied.
+"""
+
+from __future__ import annotations
+
+import warnings
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+from kasmina.alpha import AlphaCurve, AlphaScheduleError
+from kasmina.errors import InvalidTransition, KasminaError, SlotError
+from kasmina.events import RUN_STREAM, EpochCompleted, PolicyDecided, slot_stream
+from kasmina.gates import QualityGates
+from kasmina.policy import (
+    Action,
+    Advance,
+    Fossilize,
+    Germinate,
+    Observation,
+    Policy,
+    Prune,
+    SetAlphaTarget,
+    Wait,
+    policy_name,
+)
+from kasmina.recording import Recorder
+from kasmina.runtime.blocks import BlockPoolError
+from kasmina.runtime.blueprints import BlueprintError, UnknownBlueprint, param_digest
+from kasmina.runtime.isolation import host_gradient_norm
+from kasmina.runtime.slot import SeedSlot
+from kasmina.runtime.telemetry import emit_sample
+from kasmina.stages import SeedStage, parse_stage
+
+#: What the lifecycle raises when it will not carry out a decision; recorded as a refusal.
+REFUSALS: tuple[type[KasminaError], ...] = (
+    InvalidTransition,
+    SlotError,
+    AlphaScheduleError,
+    BlueprintError,
+    UnknownBlueprint,
+    BlockPoolError,
+)
+#: EpochCompleted's typed fields; any other metric goes into its free-named `metrics`.
+_TYPED = ("val_accuracy", "val_loss", "train_accuracy", "train_loss", "host_grad_norm")
+#: Stages whose seed is blended in, so silencing it (alpha 0) measures what it adds.
+_SCORED = (SeedStage.BLENDING, SeedStage.HOLDING)
+
+Evaluate = Callable[[nn.Module], Mapping[str, float]]
+
+
+@dataclass
+class _Joined:
+    """A seed the optimizer and the gradient monitor know about."""
+
+    seed: weakref.ReferenceType[nn.Module]
+    group: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    """What `end_epoch` measured and decided."""
+
+    epoch: int
+    metrics: Mapping[str, float]
+    #: Accuracy points lost with each blended seed silenced, by slot id.
+    contributions: Mapping[str, float]
+    decisions: Sequence[PolicyDecided] = field(default_factory=tuple)
+
+
+class SeedManager:
+    """The seeds of `model`: optimizer, gradients, counterfactuals, epochs and the policy.
+
+    `score` names the metric the gates and the counterfactual read, an
+    accuracy on a 0-100 scale (DOMAIN §1), taken from `end_epoch`'s metrics or
+    from what `evaluate` returns. Slots built without a recorder, gates or an
+    auto-advance choice take the manager's.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: Optimizer,
+        recorder: Recorder,
+        *,
+        policy: Policy | None = None,
+        gates: QualityGates | None = None,
+        seed_optimizer: Mapping[str, Any] | None = None,
+        scheduler: LRScheduler | None = None,
+        score: str = "val_accuracy",
+        auto_advance: bool = True,
+        gradient_every: int = 1,
+        slot_recorders: Mapping[str, Recorder | None] | None = None,
+    ) -> None:
+        slots = [m for m in model.modules() if isinstance(m, SeedSlot)]
+        if not slots:
+            raise SlotError(f"{type(model).__name__} contains no SeedSlot to manage")
+        ids = [s.slot_id for s in slots]
+        doubles = sorted({i for i in ids if ids.count(i) > 1})
+        if doubles:
+            raise SlotError(f"slot ids must be unique in a model; repeated: {doubles}")
+        if gradient_every < 1:
+            raise SlotError(f"gradient_every must be at least 1, got {gradient_every}")
+        self.model = model
+        self.optimizer = optimizer
+        self.recorder = recorder
+        self.policy = policy
+        self.scheduler = scheduler
+        self.score = score
+        self.gradient_every = gradient_every
+        self.seed_optimizer = dict(seed_optimizer or {})
+        self.slots: dict[str, SeedSlot] = {s.slot_id: s for s in slots}
+        for slot in slots:
+            own = recorder if slot_recorders is None else slot_recorders.get(slot.slot_id)
+            if slot_recorders is not None:
+                slot.recorder = own
+            slot.adopt(recorder=own, gates=gates, auto_advance=auto_advance)
+        in_slots = {id(p) for s in slots for p in s.parameters()}
+        self._host = [p for p in model.parameters() if id(p) not in in_slots]
+        self._joined: dict[str, _Joined] = {}
+        self._backwards = 0
+        self._last_epoch: int | None = None
+        self._sync()
+
+    # -- the optimizer and the gradient monitor follow the seeds ------------------
+
+    def _sync(self) -> None:
+        """Join seeds planted since the last call and let go of seeds gone since."""
+        for slot_id, slot in self.slots.items():
+            joined = self._joined.get(slot_id)
+            seed = slot.seed
+            if joined is not None and joined.seed() is not seed:
+                self._leave(slot_id, joined)
+                joined = None
+            if seed is not None and joined is None:
+                self._join(slot, seed)
+
+    def _join(self, slot: SeedSlot, seed: nn.Module) -> None:
+        known = {id(p) for g in self.optimizer.param_groups for p in g["params"]}
+        params = [p for p in seed.parameters() if id(p) not in known]
+        options = {k: v for k, v in self.optimizer.param_groups[0].items() if k != "params"}
+        options.update(self.seed_optimizer)
+        group: dict[str, Any] = {"params": params, **options}
+        if params:
+            if "initial_lr" in options or self.scheduler is not None:
+                group["initial_lr"] = group["lr"]
+            self.optimizer.add_param_group(group)
+            group = self.optimizer.param_groups[-1]
+            if self.scheduler is not None:
+                self.scheduler.base_lrs.append(group["initial_lr"])
+                self.scheduler._last_lr.append(group["lr"])
+        slot.watch_gradients(self._host)
+        self._joined[slot.slot_id] = _Joined(weakref.ref(seed), group)
+
+    def _leave(self, slot_id: str, joined: _Joined) -> None:
+        """Take the seed's parameters and their state out of the optimizer."""
+        groups = self.optimizer.param_groups
+        index = next((i for i, g in enumerate(groups) if g is joined.group), None)
+        if index is not None:
+            for p in joined.group["params"]:
+                self.optimizer.state.pop(p, None)
+            del groups[index]
+            if self.scheduler is not None:
+                del self.scheduler.base_lrs[index]
+                del self.scheduler._last_lr[index]
+        self.slots[slot_id].gradients.stop()
+        del self._joined[slot_id]
+
+    # -- the training step ---------------------------------------------------------
+
+    def after_backward(self) -> None:
+        """Measure the seeds' gradients of the backward just run (call before `step`).
+
+        Nothing waits for the GPU here: the numbers stay on the device until
+        `end_epoch` folds them into the seeds' metrics, which the gates read.
+        """
+        self._sync()
+        self._backwards += 1
+        if self._backwards % self.gradient_every:
+            return
+        live = [s for s in self.slots.values() if s.seed is not None and s.gradients.watching]
+        if not live:
+            return
+        host_norm = host_gradient_norm(self._host)
+        for slot in live:
+            assert slot.seed is not None
+            slot.gradients.record(slot.seed, host_norm)
+
+    # -- the epoch -------------------------------------------------------------------
+
+    def end_epoch(
+        self,
+        epoch: int,
+        *,
+        metrics: Mapping[str, float] | None = None,
+        evaluate: Evaluate | None = None,
+    ) -> EpochResult:
+        """Score, tick, sample and record the epoch, then ask the policy and apply its actions.
+
+        `evaluate(model)` is run once as the model is and once per blended
+        seed with that seed's alpha forced to 0 (its counterfactual). Its
+        results and `metrics` are recorded in `EpochCompleted`: the names of
+        its typed fields (``val_accuracy``, ``train_loss``...) fill them, any
+        other name goes into its free-named ``metrics``.
+        """
+        if self._last_epoch is not None and epoch <= self._last_epoch:
+            raise SlotError(f"epoch {epoch} comes after epoch {self._last_epoch}, which has ended")
+        self._sync()
+        for slot in self.slots.values():
+            slot.settle_gradients()
+        values = dict(metrics or {})
+        contributions: dict[str, float] = {}
+        if evaluate is not None:
+            scored = dict(evaluate(self.model))
+            clash = sorted(set(scored) & set(values))
+            if clash:
+                raise SlotError(f"metrics {clash} were given and also returned by evaluate")
+            values.update(scored)
+            contributions = self._counterfactuals(evaluate, scored)
+        accuracy = values.get(self.score)
+        for slot_id, slot in self.slots.items():
+            slot.step_epoch(
+                accuracy=accuracy, counterfactual=contributions.get(slot_id), epoch=epoch
+            )
+            if slot.recorder is not None:
+                emit_sample(slot.recorder, slot, epoch)
+        self._sync()
+        self._record_epoch(epoch, values)
+        decisions: list[PolicyDecided] = []
+        if self.policy is not None:
+            observation = Observation(
+                epoch=epoch,
+                slots={k: s.state for k, s in self.slots.items()},
+                metrics=values,
+                topologies={k: s.topology for k, s in self.slots.items()},
+            )
+            for index, action in enumerate(self.policy.decide(observation)):
+                decisions.append(self._apply(epoch, index, action))
+                self._sync()
+        self._last_epoch = epoch
+        self.recorder.flush()
+        return EpochResult(epoch, values, contributions, tuple(decisions))
+
+    def _counterfactuals(self, evaluate: Evaluate, scored: Mapping[str, float]) -> dict[str, float]:
+        live = [s for s in self.slots.values() if s.seed is not None and s.stage in _SCORED]
+        if not live:
+            return {}
+        full = scored.get(self.score)
+        if full is None:
+            raise SlotError(
+                f"evaluate returned no {self.score!r} (the score named by SeedManager(score=...)); "
+                f"it returned {sorted(scored)}"
+            )
+        out: dict[str, float] = {}
+        for slot in live:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # every rank silences alike
+                with slot.force_alpha(0.0):
+                    silenced = evaluate(self.model).get(self.score)
+            if silenced is None:
+                raise SlotError(f"evaluate returned no {self.score!r} with a seed silenced")
+            out[slot.slot_id] = float(full) - float(silenced)
+        return out
+
+    def _record_epoch(self, epoch: int, values: Mapping[str, float]) -> None:
+        typed = {k: float(v) for k, v in values.items() if k in _TYPED}
+        free = {k: float(v) for k, v in values.items() if k not in _TYPED}
+        digests = {
+            s.seed_id: param_digest(s.seed)
+            for s in self.slots.values()
+            if s.seed is not None and s.seed_id is not None
+        }
+        payload = EpochCompleted(param_digests=digests, metrics=free, **typed)
+        self.recorder.emit(payload, stream_id=RUN_STREAM, epoch=epoch)
+
+    # -- carrying out a decision ---------------------------------------------------
+
+    def _apply(self, epoch: int, index: int, action: Action) -> PolicyDecided:
+        slot = self.slots.get(action.slot_id)
+        if slot is None:
+            raise SlotError(
+                f"the policy named slot {action.slot_id!r}, which this model does not have "
+                f"(slots: {sorted(self.slots)})"
+            )
+        decision = PolicyDecided(
+            decision_id=f"e{epoch}.{index}",
+            policy=policy_name(self.policy),
+            action=action.kind,
+            slot_id=slot.slot_id,
+            arguments=action.arguments(),
+            reason=action.reason,
+        )
+        if isinstance(action, Wait):
+            self._record_decision(slot, decision)
+            return decision
+        with slot.deciding(decision) as pending:
+            try:
+                done = self._carry_out(slot, action, epoch)
+            except REFUSALS as exc:
+                if pending.recorded:
+                    raise
+                refused = decision.model_copy(update={"accepted": False, "refusal": str(exc)})
+                self._record_decision(slot, refused)
+                return refused
+            if not done and not pending.recorded:
+                refused = decision.model_copy(
+                    update={
+                        "accepted": False,
+                        "refusal": "a fossilized seed is kept for good; it is never pruned",
+                    }
+                )
+                self._record_decision(slot, refused)
+                return refused
+            return pending.payload
+
+    def _record_decision(self, slot: SeedSlot, decision: PolicyDecided) -> None:
+        if slot.recorder is not None:
+            slot.recorder.emit(
+                decision,
+                stream_id=slot_stream(slot.slot_id),
+                epoch=slot.epoch,
+                seed_id=slot.seed_id,
+            )
+
+    def _carry_out(self, slot: SeedSlot, action: Action, epoch: int) -> bool:
+        """Run the slot's command for `action`; False when the slot declined without raising."""
+        if isinstance(action, Germinate):
+            slot.germinate(
+                action.blueprint,
+                action.seed_id or f"{slot.slot_id}-e{epoch}",
+                init_seed=action.init_seed,
+                alpha_target=action.alpha_target,
+                tempo=action.tempo,
+                curve=_curve(action.curve),
+            )
+        elif isinstance(action, SetAlphaTarget):
+            slot.set_alpha_target(
+                action.target,
+                action.steps,
+                curve=_curve(action.curve),
+                steepness=action.steepness,
+                initiator="policy",
+            )
+        elif isinstance(action, Prune):
+            if action.steps > 0:
+                return slot.schedule_prune(action.steps, reason=action.reason, initiator="policy")
+            return slot.prune(action.reason, initiator="policy")
+        elif isinstance(action, Fossilize):
+            slot.advance_stage(SeedStage.FOSSILIZED)
+        elif isinstance(action, Advance):
+            slot.advance_stage(parse_stage(action.target) if action.target else None)
+        return True
+
+    # -- reading ---------------------------------------------------------------------
+
+    def seed_parameters(self) -> list[nn.Parameter]:
+        """Every live seed's parameters (what the optimizer's seed groups hold)."""
+        return [p for s in self.slots.values() if s.seed is not None for p in s.seed.parameters()]
+
+    def host_parameters(self) -> list[nn.Parameter]:
+        return list(self._host)
+
+
+def _curve(name: str) -> AlphaCurve:
+    try:
+        return AlphaCurve[name]
+    except KeyError:
+        raise SlotError(
+            f"unknown alpha curve {name!r}; choose one of {[c.name for c in AlphaCurve]}"
+        ) from None
+
+
+__all__ = ["REFUSALS", "EpochResult", "Evaluate", "SeedManager"]
