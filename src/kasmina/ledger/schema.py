@@ -111,4 +111,6 @@ VIEWS: tuple[str, ...] = (
     "seed_endings",
     "epoch_metrics",
     "metrics",
+    "decisions",
+    "decision_effects",
 )
