@@ -1,6 +1,7 @@
 """The demo job: a small CNN learns scikit-learn's bundled digits while seeds grow in it.
 
-Three slots sit between the host's conv blocks. A simple built-in policy
+Three slots sit between the host's conv blocks. The loop is the one
+`docs/training.md` teaches: a `SeedManager` with a `HeuristicPolicy`, which
 plants a seed in an empty slot, lets the gates carry it through training and
 blending, and at HOLDING fossilizes it if its counterfactual contribution (the
 accuracy lost when its alpha is forced to 0) clears a threshold, else prunes
@@ -11,10 +12,9 @@ recorded in the ledger. The same seed gives the same events on CPU.
 from __future__ import annotations
 
 import hashlib
-import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -24,17 +24,16 @@ from torch import nn
 
 from kasmina.canonical import Json
 from kasmina.errors import NotReexecutable, ReplayError
-from kasmina.events import EpochCompleted, RunStarted, SeedStageChanged
+from kasmina.events import RunStarted, SeedStageChanged
 from kasmina.gates import QualityGates
 from kasmina.ledger import Ledger
+from kasmina.policy import HeuristicPolicy, Policy
 from kasmina.replay.live import LiveStates, check_live, live_state
 from kasmina.runtime.blocks import BlockPool
-from kasmina.runtime.blueprints import param_digest
+from kasmina.runtime.manager import SeedManager
 from kasmina.runtime.memory import MemoryGovernor, TTLMemoryCache
 from kasmina.runtime.pipeline import RecorderPipeline
 from kasmina.runtime.slot import SeedSlot
-from kasmina.runtime.telemetry import emit_sample
-from kasmina.stages import SeedStage
 
 BLUEPRINTS = ("conv_small", "conv_light", "depthwise", "norm")
 HOST = "DigitsHost"
@@ -110,15 +109,10 @@ class DigitsHost(nn.Module):
         self.blocks = nn.ModuleList(nn.Conv2d(width, width, 3, padding=1) for _ in slots)
         self.head = nn.Linear(width, 10)
 
-    def host_parameters(self) -> list[nn.Parameter]:
-        return [p for name, p in self.named_parameters() if not name.startswith("slots.")]
-
-    def forward(self, x: torch.Tensor, silenced: str | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = F.relu(self.stem(x))
         for slot, block in zip(self.slots, self.blocks, strict=True):
-            assert isinstance(slot, SeedSlot)
-            h = slot(h, alpha_override=0.0 if slot.slot_id == silenced else None)
-            h = F.relu(block(h))
+            h = F.relu(block(slot(h)))
         pooled: torch.Tensor = h.mean(dim=(2, 3))
         logits: torch.Tensor = self.head(pooled)
         return logits
@@ -147,50 +141,31 @@ def load_digits_tensors(seed: int) -> tuple[torch.Tensor, ...]:
     return x[:cut], y[:cut], x[cut:], y[cut:]
 
 
-def _accuracy(
-    model: DigitsHost, x: torch.Tensor, y: torch.Tensor, silenced: str | None = None
-) -> tuple[float, float]:
-    model.eval()
-    with torch.no_grad():
-        logits = model(x, silenced=silenced)
-        loss = float(F.cross_entropy(logits, y))
-        acc = float((logits.argmax(1) == y).float().mean()) * 100.0
-    model.train()
-    return round(acc, 4), round(loss, 6)
+def _evaluator(x: torch.Tensor, y: torch.Tensor) -> Callable[[nn.Module], dict[str, float]]:
+    """The validation pass `SeedManager` runs (once more per blended seed, silenced)."""
+
+    def evaluate(model: nn.Module) -> dict[str, float]:
+        model.eval()
+        with torch.no_grad():
+            logits = model(x)
+            loss = float(F.cross_entropy(logits, y))
+            acc = float((logits.argmax(1) == y).float().mean()) * 100.0
+        model.train()
+        return {"val_accuracy": round(acc, 4), "val_loss": round(loss, 6)}
+
+    return evaluate
 
 
-class Policy(Protocol):
-    def act(self, slot: SeedSlot, epoch: int, contribution: float | None) -> None: ...
-
-
-class DemoPolicy:
-    """Plant, wait for the gates, then keep what helps and prune what does not."""
-
-    def __init__(self, config: DemoConfig, rng: random.Random) -> None:
-        self.config = config
-        self.rng = rng
-        self.planted = 0
-        self.kept = 0
-
-    def act(self, slot: SeedSlot, epoch: int, contribution: float | None) -> None:
-        stage = slot.stage
-        if stage is SeedStage.DORMANT and epoch % self.config.germinate_every == 0:
-            self.planted += 1
-            slot.germinate(
-                self.rng.choice(BLUEPRINTS),
-                f"seed-{self.planted}",
-                init_seed=self.rng.randrange(2**31),
-                tempo=self.config.blend_tempo,
-            )
-        elif stage is SeedStage.HOLDING and contribution is not None:
-            if self.kept >= self.config.fossil_budget:
-                slot.prune("fossil_budget_spent", initiator="policy")
-            elif contribution < self.config.min_contribution:
-                slot.prune(f"low_contribution_{contribution:.2f}", initiator="policy")
-            elif slot.advance_stage(SeedStage.FOSSILIZED).passed:
-                self.kept += 1
-            else:
-                slot.prune("fossilize_gate_failed", initiator="policy")
+def demo_policy(config: DemoConfig) -> HeuristicPolicy:
+    """The demo's decisions: the heuristic policy, configured from the run's config."""
+    return HeuristicPolicy(
+        BLUEPRINTS,
+        germinate_every=config.germinate_every,
+        tempo=config.blend_tempo,
+        min_contribution=config.min_contribution,
+        fossil_budget=config.fossil_budget,
+        seed=config.seed,
+    )
 
 
 @dataclass
@@ -215,13 +190,7 @@ def run_demo(
 ) -> DemoResult:
     """Train, grow, record; returns the run id, accuracies and each seed's path."""
     config = DemoConfig(epochs=epochs, slots=slots, seed=seed)
-    return train(
-        ledger,
-        config,
-        lambda c: DemoPolicy(c, random.Random(c.seed)),
-        console=console,
-        run_id=run_id,
-    )
+    return train(ledger, config, demo_policy, console=console, run_id=run_id)
 
 
 def train(
@@ -237,7 +206,7 @@ def train(
 ) -> DemoResult:
     """The demo's training loop, on CPU with deterministic algorithms.
 
-    `policy` makes the decisions: `DemoPolicy` for a new run, the recorded
+    `policy` makes the decisions: `demo_policy` for a new run, the recorded
     decisions when `kasmina.replay.reexecution` runs a recorded one again.
     With `check_replay`, the live slots at the end of every epoch are
     compared with the fold of the ledger up to that epoch. `console` shows
@@ -336,63 +305,38 @@ def _run(
     )
     pool = BlockPool(config.slots * config.blocks_per_seed, (config.width,))
     slot_list = [
-        SeedSlot(
-            f"r0c{i}",
-            config.width,
-            recorder=recorder,
-            gates=config.gates,
-            auto_advance=True,
-            pool=pool,
-            blocks_per_seed=config.blocks_per_seed,
-        )
+        SeedSlot(f"r0c{i}", config.width, pool=pool, blocks_per_seed=config.blocks_per_seed)
         for i in range(config.slots)
     ]
     model = DigitsHost(slot_list, config.width)
-    host_opt = torch.optim.Adam(model.host_parameters(), lr=config.lr)
-    seed_opts: dict[str, tuple[nn.Module, torch.optim.Optimizer]] = {}
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    manager = SeedManager(model, optimizer, recorder, policy=policy, gates=config.gates)
+    evaluate = _evaluator(x_val, y_val)
     shuffle = torch.Generator().manual_seed(config.seed)
-    before, _ = _accuracy(model, x_val, y_val)
+    before = evaluate(model)["val_accuracy"]
     accuracy = before
     live: LiveStates = {}
 
     with Progress(console=console, disable=not console.is_terminal, transient=True) as bar:
         task = bar.add_task("training", total=config.epochs)
         for epoch in range(config.epochs):
-            train_loss = _train_epoch(
-                model, slot_list, host_opt, seed_opts, x_train, y_train, shuffle, config
+            train_loss = _train_epoch(model, manager, optimizer, x_train, y_train, shuffle, config)
+            result = manager.end_epoch(
+                epoch,
+                metrics={
+                    "train_loss": train_loss,
+                    "lr": float(optimizer.param_groups[0]["lr"]),
+                    "live_seeds": float(sum(s.seed is not None for s in slot_list)),
+                },
+                evaluate=evaluate,
             )
-            accuracy, loss = _accuracy(model, x_val, y_val)
+            accuracy = result.metrics["val_accuracy"]
             for slot in slot_list:
-                contribution = None
-                if slot.seed is not None and slot.stage in (SeedStage.BLENDING, SeedStage.HOLDING):
-                    silenced, _ = _accuracy(model, x_val, y_val, silenced=slot.slot_id)
-                    contribution = round(accuracy - silenced, 4)
-                slot.step_epoch(accuracy=accuracy, counterfactual=contribution, epoch=epoch)
-                emit_sample(recorder, slot, epoch)
-                policy.act(slot, epoch, contribution)
                 if slot.seed_id is not None and slot.blueprint_id is not None:
                     governor.cache("kernels").put(
                         f"{slot.blueprint_id}:{slot.seed_id}", slot.slot_id
                     )
                     governor.cache("telemetry").put(f"{slot.slot_id}:{epoch}", accuracy)
-            recorder.emit(
-                EpochCompleted(
-                    val_accuracy=accuracy,
-                    val_loss=loss,
-                    train_loss=train_loss,
-                    param_digests={
-                        s.seed_id: param_digest(s.seed)
-                        for s in slot_list
-                        if s.seed is not None and s.seed_id is not None
-                    },
-                    metrics={
-                        "lr": float(host_opt.param_groups[0]["lr"]),
-                        "live_seeds": float(sum(s.seed is not None for s in slot_list)),
-                    },
-                ),
-                stream_id="run",
-                epoch=epoch,
-            )
             clock.epoch = epoch + 1
             governor.periodic_gc(epoch)
             recorder.flush()
@@ -429,37 +373,21 @@ def _print_summary(console: Console, config: DemoConfig, result: DemoResult) -> 
 
 def _train_epoch(
     model: DigitsHost,
-    slots: Sequence[SeedSlot],
-    host_opt: torch.optim.Optimizer,
-    seed_opts: dict[str, tuple[nn.Module, torch.optim.Optimizer]],
+    manager: SeedManager,
+    optimizer: torch.optim.Optimizer,
     x: torch.Tensor,
     y: torch.Tensor,
     shuffle: torch.Generator,
     config: DemoConfig,
 ) -> float:
-    for slot in slots:
-        known = seed_opts.get(slot.slot_id)
-        if slot.seed is None:
-            seed_opts.pop(slot.slot_id, None)
-        elif known is None or known[0] is not slot.seed:
-            seed_opts[slot.slot_id] = (
-                slot.seed,
-                torch.optim.Adam(slot.seed.parameters(), lr=config.lr),
-            )
-            slot.watch_gradients(model.host_parameters())
     order = torch.randperm(len(y), generator=shuffle)
     total = 0.0
     for start in range(0, len(y), config.batch):
         index = order[start : start + config.batch]
-        host_opt.zero_grad()
-        for _, opt in seed_opts.values():
-            opt.zero_grad()
+        optimizer.zero_grad()
         loss = F.cross_entropy(model(x[index]), y[index])
         loss.backward()  # type: ignore[no-untyped-call]
-        host_opt.step()
-        for _, opt in seed_opts.values():
-            opt.step()
-        for slot in slots:
-            slot.capture_gradients()
+        manager.after_backward()
+        optimizer.step()
         total += loss.item() * len(index)
     return round(total / len(y), 6)

@@ -1,8 +1,8 @@
 """Re-execution: train a recorded run again and prove it gives the same events.
 
 The run's `RunStarted` says how it was made (config, seed, threads, dataset
-digest, host); every policy decision (germinate, advance, prune, alpha
-targets) is taken from the recorded log rather than from the policy, so what
+digest, host); every policy decision is taken from the recorded
+`PolicyDecided` events rather than from the policy (`RecordedPolicy`), so what
 is tested is everything else: training, gates, auto-advance, alpha ramps,
 memory governance, and the parameter digests the run recorded. The new events
 go to a scratch SQLite ledger under the same run id and are compared stream by
@@ -13,7 +13,6 @@ timestamps, hashes, and so the seal's hashes).
 from __future__ import annotations
 
 import tempfile
-from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import zip_longest
@@ -22,28 +21,21 @@ from typing import Any, Protocol
 
 from rich.console import Console
 
-from kasmina.alpha import AlphaCurve
 from kasmina.canonical import canonical_value
-from kasmina.errors import KasminaError, NotReexecutable, UnverifiedRun
+from kasmina.errors import NotReexecutable, UnverifiedRun
 from kasmina.events import (
-    AlphaTargetSet,
     EpochCompleted,
-    Initiator,
+    PolicyDecided,
     RunFinished,
     RunStarted,
     SeedFossilized,
-    SeedGateEvaluated,
-    SeedGerminated,
-    SeedPruned,
     StoredEvent,
 )
 from kasmina.ledger import Ledger
-from kasmina.runtime.slot import SeedSlot
+from kasmina.policy import Policy, RecordedPolicy
 
 #: RunStarted fields that describe the machine, not the run; differences are reported, not failed.
 ENVIRONMENT_FIELDS = ("kasmina_version", "python_version", "torch_version", "platform")
-
-Decision = tuple[str, Any]
 
 
 @dataclass(frozen=True)
@@ -71,74 +63,15 @@ class Reexecution:
         return not self.divergences
 
 
-class LoggedDecisions:
-    """A policy that replays the recorded commands of each slot at each epoch."""
-
-    def __init__(self, decisions: dict[tuple[str, int], list[Decision]]) -> None:
-        self.decisions = decisions
-        self.failures: list[str] = []
-
-    def act(self, slot: SeedSlot, epoch: int, contribution: float | None) -> None:
-        for kind, args in self.decisions.pop((slot.slot_id, epoch), []):
-            try:
-                _apply(slot, kind, args)
-            except KasminaError as exc:
-                self.failures.append(
-                    f"epoch {epoch}, slot {slot.slot_id}: recorded {kind} could not be "
-                    f"applied ({exc})"
-                )
-                return
-
-
-def _apply(slot: SeedSlot, kind: str, args: Any) -> None:
-    if kind == "germinate":
-        p: SeedGerminated = args[0]
-        slot.germinate(
-            p.blueprint_id,
-            args[1],
-            init_seed=p.init_seed,
-            alpha_target=p.alpha_target,
-            tempo=p.blend_tempo_epochs,
-            curve=AlphaCurve[p.alpha_curve],
-        )
-    elif kind == "advance":
-        slot.advance_stage(args.target_stage)
-    elif kind == "prune":
-        slot.prune(args.reason, args.initiator)
-    elif kind == "schedule_prune":
-        a: AlphaTargetSet = args
-        slot.schedule_prune(
-            a.steps,
-            curve=AlphaCurve[a.curve],
-            steepness=a.steepness,
-            reason=a.reason or "scheduled_prune",
-            initiator=a.initiator,
-        )
-    else:
-        t: AlphaTargetSet = args
-        initiator: Initiator = t.initiator
-        slot.set_alpha_target(
-            t.target, t.steps, curve=AlphaCurve[t.curve], steepness=t.steepness, initiator=initiator
-        )
-
-
-def recorded_decisions(ledger: Ledger, run_id: str) -> dict[tuple[str, int], list[Decision]]:
-    """Every command a policy gave, by (slot, epoch), in the order it was given."""
-    out: dict[tuple[str, int], list[Decision]] = defaultdict(list)
-    for e in ledger.read(run_id):
-        p = e.payload
-        if e.epoch is None or not e.stream_id.startswith("slot/"):
-            continue
-        key = (e.stream_id[len("slot/") :], e.epoch)
-        if isinstance(p, SeedGerminated):
-            out[key].append(("germinate", (p, e.seed_id)))
-        elif isinstance(p, SeedGateEvaluated) and p.trigger == "command":
-            out[key].append(("advance", p))
-        elif isinstance(p, SeedPruned) and not p.scheduled:
-            out[key].append(("prune", p))
-        elif isinstance(p, AlphaTargetSet) and p.initiator != "auto":
-            out[key].append(("schedule_prune" if p.prune_ramp else "set_alpha_target", p))
-    return out
+def recorded_decisions(ledger: Ledger, run_id: str) -> RecordedPolicy:
+    """A policy that re-applies the run's `PolicyDecided` decisions, epoch by epoch."""
+    decisions = [
+        (e.epoch, e.payload)
+        for e in ledger.read(run_id)
+        if isinstance(e.payload, PolicyDecided) and e.epoch is not None
+    ]
+    name = decisions[0][1].policy if decisions else "recorded"
+    return RecordedPolicy(decisions, name)
 
 
 def _started(ledger: Ledger, run_id: str) -> RunStarted:
@@ -210,7 +143,7 @@ class Program(Protocol):
         self,
         scratch: Ledger,
         started: RunStarted,
-        policy: LoggedDecisions,
+        policy: Policy,
         *,
         run_id: str,
         console: Console | None,
@@ -242,15 +175,15 @@ def reexecute(
         raise NotReexecutable(refusal)
     if not any(isinstance(e.payload, RunFinished) for e in ledger.read(run_id, stream_id="run")):
         raise NotReexecutable(f"run {run_id} has no RunFinished: it is unfinished or truncated")
-    decisions = recorded_decisions(ledger, run_id)
-    policy = LoggedDecisions(decisions)
+    policy = recorded_decisions(ledger, run_id)
     report = Reexecution(run_id)
     report.notes.extend(_environment_notes(started, ledger))
     with tempfile.TemporaryDirectory(prefix="kasmina-reexecute-") as tmp:
         with Ledger.open(f"sqlite:///{Path(tmp) / 'replayed.db'}") as scratch:
             program.rerun(scratch, started, policy, run_id=run_id, console=console)
             compare(ledger, scratch, run_id, report)
-    report.notes.extend(policy.failures)
+    if policy.left:
+        report.notes.append(f"{policy.left} recorded decisions were never asked for")
     return report
 
 
@@ -272,7 +205,6 @@ def _environment_notes(started: RunStarted, ledger: Ledger) -> list[str]:
 __all__ = [
     "ENVIRONMENT_FIELDS",
     "Divergence",
-    "LoggedDecisions",
     "Program",
     "Reexecution",
     "compare",
