@@ -31,6 +31,7 @@ REQUIRED = {
     "MemoryReleased",
     "EventsDropped",
     "SeedTelemetrySampled",
+    "PolicyDecided",
     "RunFinished",
 }
 
@@ -101,7 +102,7 @@ def test_v1_stage_change_upcasts_to_v2() -> None:
 
 def test_newer_schema_than_code_is_refused() -> None:
     with pytest.raises(PayloadInvalid, match="newer"):
-        load_payload("SeedStageChanged", 3, {})
+        load_payload("SeedStageChanged", SeedStageChanged.schema_version + 1, {})
 
 
 def test_envelope_assigns_ids_and_checks_versions() -> None:

@@ -352,8 +352,9 @@ def _enclosing(tree: ast.AST) -> dict[int, str]:
 
 
 #: SeedSlot attributes named like SlotState fields that are not state: the slot's
-#: identity, given once at construction, and its gate thresholds (`QualityGates`).
-SEEDSLOT_OWN = {("__init__", "slot_id"), ("__init__", "gates")}
+#: identity, given once at construction, and its gate thresholds (`QualityGates`),
+#: given at construction or by the manager that adopts the slot.
+SEEDSLOT_OWN = {("__init__", "slot_id"), ("__init__", "gates"), ("adopt", "gates")}
 
 
 def seedslot_violations(
