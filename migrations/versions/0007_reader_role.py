@@ -112,9 +112,7 @@ def upgrade() -> None:
     _join_role()
     op.execute(f"GRANT USAGE ON SCHEMA {schema} TO {READER}")
     op.execute(f"GRANT SELECT ON {', '.join(_RELATIONS)} TO {READER}")
-    op.execute(
-        f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT SELECT ON TABLES TO {READER}"
-    )
+    op.execute(f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT SELECT ON TABLES TO {READER}")
     op.execute(_CREATE_FUNCTION)
     op.execute(f"REVOKE ALL ON FUNCTION {_FUNCTION} FROM PUBLIC")
     # A new owner needs CREATE on the schema at the moment it takes the function, not after.
@@ -128,8 +126,6 @@ def downgrade() -> None:
         return
     schema = _schema()
     op.execute(f"DROP FUNCTION IF EXISTS {_FUNCTION}")
-    op.execute(
-        f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} REVOKE SELECT ON TABLES FROM {READER}"
-    )
+    op.execute(f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} REVOKE SELECT ON TABLES FROM {READER}")
     op.execute(f"REVOKE SELECT ON {', '.join(_RELATIONS)} FROM {READER}")
     op.execute(f"REVOKE USAGE ON SCHEMA {schema} FROM {READER}")

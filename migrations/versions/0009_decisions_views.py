@@ -4,9 +4,10 @@ A `PolicyDecided` event heads the batch of its effects on the slot's stream,
 and every effect (`SeedGerminated`, `SeedStageChanged`, `SeedGateEvaluated`,
 `AlphaTargetSet`, `SeedFossilized`, `SeedPruned`) carries its
 ``decision_id``, so "which moves trace back to decision D" is one join:
-``decisions JOIN decision_effects USING (run_id, decision_id)``.
-``arguments`` is the decision's arguments as JSON text (PostgreSQL spaces it
-as JSONB prints it; parse it rather than compare the text).
+``decisions JOIN decision_effects USING (run_id, decision_id)``. A
+decision's arguments stay in its payload (``payload -> 'arguments'``): JSON
+text is printed differently by the two databases, and a view gives the same
+rows on both.
 
 Revision ID: 0009
 Revises: 0008
@@ -27,9 +28,6 @@ depends_on = None
 
 def _views(dialect: str) -> list[str]:
     j = PayloadSql(dialect)
-    arguments = (
-        "(payload -> 'arguments')::text" if j.pg else "json(json_extract(payload, '$.arguments'))"
-    )
     decisions = f"""
         CREATE VIEW decisions AS
         SELECT run_id,
@@ -39,7 +37,6 @@ def _views(dialect: str) -> list[str]:
                seed_id,
                {j.field("policy")} AS policy,
                {j.field("action")} AS action,
-               {arguments} AS arguments,
                {j.field("reason")} AS reason,
                {j.boolean("accepted")} AS accepted,
                {j.field("refusal")} AS refusal,

@@ -68,13 +68,16 @@ _NAMES: Mapping[Kind, tuple[str, ...]] = {
         "final_val_accuracy", "grad_ratio", "improvement", "blending_delta", "val_accuracy",
         "val_loss", "train_accuracy", "train_loss", "host_grad_norm", "value",
     ),
-    Kind.BOOL: ("passed", "has_vanishing", "has_exploding", "auto_pruned", "scheduled"),
+    Kind.BOOL: (
+        "passed", "has_vanishing", "has_exploding", "auto_pruned", "scheduled", "accepted",
+    ),
     Kind.TIME: ("recorded_at", "started_at", "finished_at"),
     Kind.TEXT: (
         "event_id", "run_id", "stream_id", "event_type", "seed_id", "payload", "prev_hash",
         "hash", "name", "status", "slot_id", "from_stage", "to_stage", "trigger", "stage",
         "blueprint_id", "final_stage", "cache", "reason", "gate", "target_stage",
         "checks_failed", "checks_passed", "message", "check_name", "outcome", "initiator",
+        "decision_id", "policy", "action", "refusal",
     ),
 }  # fmt: skip
 

@@ -48,7 +48,7 @@ class Wait(_Action):
 class Germinate(_Action):
     """Plant a seed of `blueprint` in an empty slot.
 
-    Without a `seed_id` the manager names it ``<slot>-e<epoch>``; without an
+    Without a `seed_id` the seed is named ``<slot>-<decision id>``; without an
     `init_seed` the slot derives one from the seed id, so a run still replays.
     """
 

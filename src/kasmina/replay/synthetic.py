@@ -1,7 +1,7 @@
 """Long synthetic runs for replay benchmarks and tests: real slots, no training.
 
-Real `SeedSlot`s driven by a random policy that uses every command a policy
-has (germinate, advance, prune, scheduled prune, new alpha targets), with
+Real `SeedSlot`s driven by a random policy that uses every action a policy
+has (germinate, fossilize, prune, scheduled prune, new alpha targets), with
 made-up accuracies instead of a model. Everything is recorded as in a real
 run, so a fold of the log must equal the slots at every epoch, and the same
 seed gives the same log.
@@ -16,7 +16,9 @@ from kasmina.alpha import AlphaCurve, AlphaMode
 from kasmina.events import EpochCompleted
 from kasmina.gates import QualityGates
 from kasmina.ledger import Ledger
+from kasmina.policy import Action, Fossilize, Germinate, Prune, SetAlphaTarget
 from kasmina.replay.live import LiveStates, live_state
+from kasmina.runtime.decisions import decide
 from kasmina.runtime.memory import MemoryGovernor, TTLMemoryCache
 from kasmina.runtime.slot import SeedSlot
 from kasmina.runtime.telemetry import emit_sample
@@ -35,43 +37,50 @@ class _Clock:
 
 
 class RandomPolicy:
-    """Random decisions, weighted so seeds keep cycling through every stage."""
+    """Random decisions, weighted so seeds keep cycling through every stage.
+
+    It sees one slot at a time (`act`), as a policy made for one slot would;
+    every decision is recorded through `kasmina.runtime.decisions.decide`.
+    """
+
+    name = "random"
 
     def __init__(self, rng: random.Random) -> None:
         self.rng = rng
         self.planted = 0
 
-    def act(self, slot: SeedSlot, epoch: int) -> None:
+    def act(self, slot: SeedSlot, epoch: int) -> Action | None:
         rng = self.rng
         stage = slot.stage
+        sid = slot.slot_id
         resting = slot.controller.mode is AlphaMode.HOLD
         roll = rng.random()
         if stage is SeedStage.DORMANT and roll < 0.5:
             self.planted += 1
-            slot.germinate(
-                rng.choice(BLUEPRINTS),
-                f"seed-{self.planted}",
+            return Germinate(
+                sid,
+                blueprint=rng.choice(BLUEPRINTS),
+                seed_id=f"seed-{self.planted}",
                 init_seed=rng.randrange(2**31),
                 tempo=rng.randint(1, 4),
-                curve=rng.choice(list(AlphaCurve)),
+                curve=rng.choice(list(AlphaCurve)).name,
                 alpha_target=rng.choice((1.0, 1.0, 0.75)),
             )
-        elif stage in (SeedStage.GERMINATED, SeedStage.TRAINING) and roll < 0.03:
-            slot.prune("impatient", initiator="policy")
-        elif stage is SeedStage.BLENDING and resting and roll < 0.2:
+        if stage in (SeedStage.GERMINATED, SeedStage.TRAINING) and roll < 0.03:
+            return Prune(sid, reason="impatient")
+        if stage is SeedStage.BLENDING and resting and roll < 0.2:
             if slot.controller.alpha_target < 1.0 and roll < 0.1:
-                slot.set_alpha_target(1.0, rng.randint(0, 3), curve=AlphaCurve.COSINE)
-            else:
-                slot.schedule_prune(rng.randint(0, 3), reason="fade_out")
-        elif stage is SeedStage.HOLDING and roll < 0.6:
+                return SetAlphaTarget(sid, target=1.0, steps=rng.randint(0, 3), curve="COSINE")
+            return Prune(sid, steps=rng.randint(0, 3), reason="fade_out")
+        if stage is SeedStage.HOLDING and roll < 0.6:
             if roll < 0.05:
-                slot.advance_stage(SeedStage.FOSSILIZED)
-            elif roll < 0.25:
-                slot.set_alpha_target(0.5, rng.randint(1, 3), curve=AlphaCurve.SIGMOID)
-            elif roll < 0.4:
-                slot.schedule_prune(rng.randint(1, 3), reason="holding_too_long")
-            else:
-                slot.prune("no_gain", initiator="policy")
+                return Fossilize(sid)
+            if roll < 0.25:
+                return SetAlphaTarget(sid, target=0.5, steps=rng.randint(1, 3), curve="SIGMOID")
+            if roll < 0.4:
+                return Prune(sid, steps=rng.randint(1, 3), reason="holding_too_long")
+            return Prune(sid, reason="no_gain")
+        return None
 
 
 def synthetic_run(
@@ -128,7 +137,9 @@ def synthetic_run(
                 counterfactual = round(rng.uniform(-1.0, 3.0), 4)
             slot.step_epoch(accuracy=accuracy, counterfactual=counterfactual, epoch=epoch)
             emit_sample(recorder, slot, epoch)
-            policy.act(slot, epoch)
+            action = policy.act(slot, epoch)
+            if action is not None:
+                decide(slot, action, f"e{epoch}.{slot.slot_id}", policy.name)
             if slot.seed_id is not None:
                 governor.cache("kernels").put(f"{slot.seed_id}", epoch)
         recorder.emit(

@@ -20,39 +20,23 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from kasmina.alpha import AlphaCurve, AlphaScheduleError
-from kasmina.errors import InvalidTransition, KasminaError, SlotError
-from kasmina.events import RUN_STREAM, EpochCompleted, PolicyDecided, slot_stream
+from kasmina.errors import SlotError
+from kasmina.events import RUN_STREAM, EpochCompleted, PolicyDecided
 from kasmina.gates import QualityGates
 from kasmina.policy import (
     Action,
-    Advance,
-    Fossilize,
-    Germinate,
     Observation,
     Policy,
-    Prune,
-    SetAlphaTarget,
-    Wait,
     policy_name,
 )
 from kasmina.recording import Recorder
-from kasmina.runtime.blocks import BlockPoolError
-from kasmina.runtime.blueprints import BlueprintError, UnknownBlueprint, param_digest
+from kasmina.runtime.blueprints import param_digest
+from kasmina.runtime.decisions import decide
 from kasmina.runtime.isolation import host_gradient_norm
 from kasmina.runtime.slot import SeedSlot
 from kasmina.runtime.telemetry import emit_sample
-from kasmina.stages import SeedStage, parse_stage
+from kasmina.stages import SeedStage
 
-#: What the lifecycle raises when it will not carry out a decision; recorded as a refusal.
-REFUSALS: tuple[type[KasminaError], ...] = (
-    InvalidTransition,
-    SlotError,
-    AlphaScheduleError,
-    BlueprintError,
-    UnknownBlueprint,
-    BlockPoolError,
-)
 #: EpochCompleted's typed fields; any other metric goes into its free-named `metrics`.
 _TYPED = ("val_accuracy", "val_loss", "train_accuracy", "train_loss", "host_grad_norm")
 #: Stages whose seed is blended in, so silencing it (alpha 0) measures what it adds.
@@ -285,8 +269,6 @@ class SeedManager:
         payload = EpochCompleted(param_digests=digests, metrics=free, **typed)
         self.recorder.emit(payload, stream_id=RUN_STREAM, epoch=epoch)
 
-    # -- carrying out a decision ---------------------------------------------------
-
     def _apply(self, epoch: int, index: int, action: Action) -> PolicyDecided:
         slot = self.slots.get(action.slot_id)
         if slot is None:
@@ -294,74 +276,7 @@ class SeedManager:
                 f"the policy named slot {action.slot_id!r}, which this model does not have "
                 f"(slots: {sorted(self.slots)})"
             )
-        decision = PolicyDecided(
-            decision_id=f"e{epoch}.{index}",
-            policy=policy_name(self.policy),
-            action=action.kind,
-            slot_id=slot.slot_id,
-            arguments=action.arguments(),
-            reason=action.reason,
-        )
-        if isinstance(action, Wait):
-            self._record_decision(slot, decision)
-            return decision
-        with slot.deciding(decision) as pending:
-            try:
-                done = self._carry_out(slot, action, epoch)
-            except REFUSALS as exc:
-                if pending.recorded:
-                    raise
-                refused = decision.model_copy(update={"accepted": False, "refusal": str(exc)})
-                self._record_decision(slot, refused)
-                return refused
-            if not done and not pending.recorded:
-                refused = decision.model_copy(
-                    update={
-                        "accepted": False,
-                        "refusal": "a fossilized seed is kept for good; it is never pruned",
-                    }
-                )
-                self._record_decision(slot, refused)
-                return refused
-            return pending.payload
-
-    def _record_decision(self, slot: SeedSlot, decision: PolicyDecided) -> None:
-        if slot.recorder is not None:
-            slot.recorder.emit(
-                decision,
-                stream_id=slot_stream(slot.slot_id),
-                epoch=slot.epoch,
-                seed_id=slot.seed_id,
-            )
-
-    def _carry_out(self, slot: SeedSlot, action: Action, epoch: int) -> bool:
-        """Run the slot's command for `action`; False when the slot declined without raising."""
-        if isinstance(action, Germinate):
-            slot.germinate(
-                action.blueprint,
-                action.seed_id or f"{slot.slot_id}-e{epoch}",
-                init_seed=action.init_seed,
-                alpha_target=action.alpha_target,
-                tempo=action.tempo,
-                curve=_curve(action.curve),
-            )
-        elif isinstance(action, SetAlphaTarget):
-            slot.set_alpha_target(
-                action.target,
-                action.steps,
-                curve=_curve(action.curve),
-                steepness=action.steepness,
-                initiator="policy",
-            )
-        elif isinstance(action, Prune):
-            if action.steps > 0:
-                return slot.schedule_prune(action.steps, reason=action.reason, initiator="policy")
-            return slot.prune(action.reason, initiator="policy")
-        elif isinstance(action, Fossilize):
-            slot.advance_stage(SeedStage.FOSSILIZED)
-        elif isinstance(action, Advance):
-            slot.advance_stage(parse_stage(action.target) if action.target else None)
-        return True
+        return decide(slot, action, f"e{epoch}.{index}", policy_name(self.policy))
 
     # -- reading ---------------------------------------------------------------------
 
@@ -373,13 +288,4 @@ class SeedManager:
         return list(self._host)
 
 
-def _curve(name: str) -> AlphaCurve:
-    try:
-        return AlphaCurve[name]
-    except KeyError:
-        raise SlotError(
-            f"unknown alpha curve {name!r}; choose one of {[c.name for c in AlphaCurve]}"
-        ) from None
-
-
-__all__ = ["REFUSALS", "EpochResult", "Evaluate", "SeedManager"]
+__all__ = ["EpochResult", "Evaluate", "SeedManager"]
