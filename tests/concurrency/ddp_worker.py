@@ -1,4 +1,4 @@
-"""One rank of the DDP test: a DDP-wrapped digits host with two slots, recording.
+"""One rank of the DDP test: a DDP-wrapped digits host with two slots and a SeedManager.
 
 Run by `torch.multiprocessing.spawn` (gloo on CPU in `make test`, nccl on a
 machine with two GPUs: ``python tests/concurrency/ddp_worker.py URL OUT --backend nccl``).
@@ -15,20 +15,23 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from kasmina.demo import DigitsHost, load_digits_tensors
-from kasmina.events import CacheEvicted, EpochCompleted, memory_stream
+from kasmina.events import CacheEvicted, memory_stream
 from kasmina.gates import QualityGates
 from kasmina.ledger import Ledger
+from kasmina.policy import Action, Fossilize, Germinate, Observation, Prune
 from kasmina.runtime.distributed import DistributedRun
+from kasmina.runtime.manager import SeedManager
 from kasmina.runtime.slot import SeedSlot
-from kasmina.runtime.telemetry import emit_sample
 from kasmina.stages import SeedStage
 
 SLOTS = ("r0c0", "r0c1")
@@ -36,21 +39,50 @@ EPOCHS = 9
 WIDTH = 8
 
 
-def _accuracy(
-    model: DigitsHost, x: torch.Tensor, y: torch.Tensor, silenced: str | None = None
-) -> float:
-    model.eval()
-    with torch.no_grad():
-        acc = float((model(x, silenced=silenced).argmax(1) == y).float().mean()) * 100.0
-    model.train()
-    return round(acc, 3)
+def _evaluator(x: torch.Tensor, y: torch.Tensor) -> Callable[[nn.Module], dict[str, float]]:
+    def evaluate(model: nn.Module) -> dict[str, float]:
+        model.eval()
+        with torch.no_grad():
+            acc = float((model(x).argmax(1) == y).float().mean()) * 100.0
+        model.train()
+        return {"val_accuracy": round(acc, 3)}
+
+    return evaluate
 
 
-def _wrap(model: DigitsHost, device: torch.device) -> tuple[DDP, torch.optim.Optimizer]:
-    """A fresh DDP wrapper and optimiser: a germinated seed brings new parameters."""
+class _EndingPolicy:
+    """Plants every slot at epoch 0; at HOLDING keeps the first slot's seed and prunes the other.
+
+    Each rank runs its own copy, but only rank 0's actions are applied.
+    """
+
+    name = "ddp-test"
+
+    def decide(self, observation: Observation) -> list[Action]:
+        actions: list[Action] = []
+        for i, (slot_id, state) in enumerate(observation.slots.items()):
+            if observation.epoch == 0 and state.stage is SeedStage.DORMANT:
+                actions.append(
+                    Germinate(
+                        slot_id,
+                        blueprint="conv_small",
+                        seed_id=f"seed-{i}",
+                        init_seed=100 + i,
+                        tempo=2,
+                    )
+                )
+            elif state.stage is SeedStage.HOLDING and state.metrics.counterfactual is not None:
+                if slot_id == SLOTS[0]:
+                    actions.append(Fossilize(slot_id))
+                else:
+                    actions.append(Prune(slot_id, reason="ddp_test_done"))
+        return actions
+
+
+def _wrap(model: DigitsHost, device: torch.device) -> DDP:
+    """A fresh DDP wrapper: a germinated seed brings new parameters."""
     ids = [device.index] if device.type == "cuda" else None
-    ddp = DDP(model, device_ids=ids, find_unused_parameters=True)
-    return ddp, torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.05)
+    return DDP(model, device_ids=ids, find_unused_parameters=True)
 
 
 def run_rank(rank: int, world_size: int, init: str, url: str, out: str, backend: str) -> None:
@@ -69,46 +101,35 @@ def run_rank(rank: int, world_size: int, init: str, url: str, out: str, backend:
         with Ledger.open(url) as ledger:
             shared = DistributedRun.start(ledger, "ddp", seed=0, slots=SLOTS, buffer_size=64)
             gates = QualityGates(permissive=True, min_training_epochs=2, min_blending_epochs=2)
-            slots = [
-                SeedSlot(s, WIDTH, recorder=shared.recorder_for(s), gates=gates, auto_advance=True)
-                for s in SLOTS
-            ]
+            slots = [SeedSlot(s, WIDTH) for s in SLOTS]
             model = DigitsHost(slots, WIDTH).to(device)
-            ddp, opt = _wrap(model, device)
+            opt = torch.optim.SGD(model.parameters(), lr=0.05)
+            manager = SeedManager(
+                model,
+                opt,
+                shared.recorder,
+                policy=_EndingPolicy(),
+                gates=gates,
+                distributed=shared,
+            )
+            ddp = _wrap(model, device)
+            evaluate = _evaluator(x_val, y_val)
             override_warnings: list[str] = []
             for epoch in range(EPOCHS):
-                if epoch == 0:
-                    for i, slot in enumerate(slots):
-                        slot.germinate("conv_small", f"seed-{i}", init_seed=100 + i, tempo=2)
-                        slot.watch_gradients(model.host_parameters())
-                    ddp, opt = _wrap(model, device)
                 for start in range(0, len(y_train), 64):
                     opt.zero_grad()
                     loss = F.cross_entropy(
                         ddp(x_train[start : start + 64]), y_train[start : start + 64]
                     )
                     loss.backward()
+                    manager.after_backward()
                     opt.step()
-                    for slot in slots:
-                        slot.capture_gradients()
-                accuracy = _accuracy(model, x_val, y_val)
-                for slot in slots:
-                    contribution = None
-                    if slot.stage in (SeedStage.BLENDING, SeedStage.HOLDING):
-                        with warnings.catch_warnings(record=True) as caught:
-                            warnings.simplefilter("always")
-                            silenced = _accuracy(model, x_val, y_val, silenced=slot.slot_id)
-                        override_warnings += [str(w.message) for w in caught]
-                        contribution = round(accuracy - silenced, 3)
-                    slot.step_epoch(accuracy=accuracy, counterfactual=contribution, epoch=epoch)
-                    recorder = shared.recorder_for(slot.slot_id)
-                    if recorder is not None:
-                        emit_sample(recorder, slot, epoch)
-                    if slot.stage is SeedStage.HOLDING and contribution is not None:
-                        if slot.slot_id == SLOTS[0]:
-                            slot.advance_stage(SeedStage.FOSSILIZED)
-                        else:
-                            slot.prune("ddp_test_done", initiator="policy")
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    result = manager.end_epoch(epoch, evaluate=evaluate)
+                override_warnings += [str(w.message) for w in caught]
+                if result.seeds_changed:
+                    ddp = _wrap(model, device)
                 # Each rank's own cache stream (renamed per rank by the recorder).
                 shared.recorder.emit(
                     CacheEvicted(
@@ -121,14 +142,10 @@ def run_rank(rank: int, world_size: int, init: str, url: str, out: str, backend:
                     stream_id=memory_stream("kernels"),
                     epoch=epoch,
                 )
-                if rank == 0:
-                    shared.recorder.emit(
-                        EpochCompleted(val_accuracy=accuracy), stream_id="run", epoch=epoch
-                    )
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 with slots[0].force_alpha(0.0):
-                    _accuracy(model, x_val, y_val)
+                    evaluate(model)
             report["force_alpha_warnings"] = [str(w.message) for w in caught]
             report["override_warnings"] = override_warnings
             report["stages"] = {s.slot_id: s.stage.name for s in slots}

@@ -10,7 +10,7 @@ import pytest
 from conftest import new_pg_database
 from ddp_worker import SLOTS, agree_rank, spawn
 
-from kasmina.events import RunFinished, RunStarted
+from kasmina.events import PolicyDecided, RunFinished, RunStarted
 from kasmina.ledger import Ledger
 
 pytestmark = pytest.mark.postgres
@@ -116,3 +116,25 @@ def test_gate_verdicts_are_rank_zeros_on_every_rank(tmp_path: Path) -> None:
         "passed": True,
         "message": "rank 0 passes [rank 1 had failed (too_soon); rank 0 decides]",
     }
+
+
+def test_rank_zeros_decisions_are_recorded_by_each_slots_writer(
+    ddp_run: tuple[str, list[dict[str, object]]],
+) -> None:
+    """The manager broadcasts rank 0's actions; the slot's writer records each decision."""
+    url, reports = ddp_run
+    with Ledger.open(url) as ledger:
+        events = list(ledger.read(str(reports[0]["run_id"])))
+    decided = [e for e in events if isinstance(e.payload, PolicyDecided)]
+    assert {(e.stream_id, e.payload.action) for e in decided} == {
+        (f"slot/{SLOTS[0]}", "GERMINATE"),
+        (f"slot/{SLOTS[0]}", "FOSSILIZE"),
+        (f"slot/{SLOTS[1]}", "GERMINATE"),
+        (f"slot/{SLOTS[1]}", "PRUNE"),
+    }
+    assert all(e.rank == SLOTS.index(e.stream_id.removeprefix("slot/")) for e in decided)
+    assert all(e.payload.accepted for e in decided)
+    assert (
+        reports[0]["stages"] == {SLOTS[0]: "FOSSILIZED", SLOTS[1]: "EMBARGOED"}
+        or reports[0]["stages"][SLOTS[0]] == "FOSSILIZED"
+    )

@@ -32,6 +32,46 @@ def new_run_id() -> str:
     return uuid.uuid4().hex
 
 
+class StreamRoutes:
+    """Where a recorder of a distributed run writes each stream it is asked for.
+
+    A shared stream (`run`, a slot's) is refused unless this rank is its
+    writer, and a process-local stream is renamed with `rank_stream`, so that
+    every stream has exactly one writer. Without a rank, every stream is
+    written as asked.
+    """
+
+    def __init__(self, run_id: str, rank: int | None, writers: Mapping[str, int]) -> None:
+        self.run_id = run_id
+        self.rank = rank
+        self.writers = writers
+        self._routes: dict[str, str] = {}
+
+    def route(self, stream_id: str) -> str:
+        rank = self.rank
+        if rank is None:
+            return stream_id
+        routed = self._routes.get(stream_id)
+        if routed is not None:
+            return routed
+        writer = stream_writer(stream_id, self.writers)
+        if writer is None:
+            routed = rank_stream(stream_id, rank)
+        elif writer == rank:
+            routed = stream_id
+        else:
+            raise PayloadInvalid(
+                f"rank {rank} may not write stream {stream_id!r} of run {self.run_id}: "
+                f"its writer is rank {writer} (a stream has exactly one writer)"
+            )
+        self._routes[stream_id] = routed
+        return routed
+
+    def writes(self, stream_id: str) -> bool:
+        writer = stream_writer(stream_id, self.writers) if self.rank is not None else None
+        return writer is None or writer == self.rank
+
+
 class LedgerRecorder:
     """Records events of one run into the ledger.
 
@@ -63,36 +103,17 @@ class LedgerRecorder:
         self.buffer_size = buffer_size
         self.rank = rank
         self.writers = dict(writers or {})
+        self.routes = StreamRoutes(run_id, rank, self.writers)
         self._pending: list[NewEvent] = []
-        #: Stream asked for -> stream written, for a recorder with a rank.
-        self._routes: dict[str, str] = {}
         #: Version and hash of the last event this recorder stored, per stream.
         self.heads: dict[str, tuple[int, str]] = {}
 
     def _route(self, stream_id: str) -> str:
-        rank = self.rank
-        if rank is None:
-            return stream_id
-        routed = self._routes.get(stream_id)
-        if routed is not None:
-            return routed
-        writer = stream_writer(stream_id, self.writers)
-        if writer is None:
-            routed = rank_stream(stream_id, rank)
-        elif writer == rank:
-            routed = stream_id
-        else:
-            raise PayloadInvalid(
-                f"rank {rank} may not write stream {stream_id!r} of run {self.run_id}: "
-                f"its writer is rank {writer} (a stream has exactly one writer)"
-            )
-        self._routes[stream_id] = routed
-        return routed
+        return self.routes.route(stream_id)
 
     def writes(self, stream_id: str) -> bool:
         """Whether this recorder may record to a stream (shared streams have one writer)."""
-        writer = stream_writer(stream_id, self.writers) if self.rank is not None else None
-        return writer is None or writer == self.rank
+        return self.routes.writes(stream_id)
 
     def event(
         self,

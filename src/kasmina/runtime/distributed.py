@@ -51,7 +51,8 @@ def round_robin(slot_ids: Sequence[str], world_size: int) -> dict[str, int]:
     return {slot_id: i % world_size for i, slot_id in enumerate(slot_ids)}
 
 
-def _broadcast(value: object) -> object:
+def broadcast(value: object) -> object:
+    """Rank 0's `value` on every rank (a collective)."""
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
@@ -62,7 +63,7 @@ def agree(result: GateResult) -> GateResult:
     rank, size = world()
     if size == 1:
         return result
-    chosen = _broadcast(result)
+    chosen = broadcast(result)
     if not isinstance(chosen, GateResult):
         raise DistributedError(f"rank 0 sent {type(chosen).__name__} for a gate verdict")
     if rank != 0 and chosen.passed != result.passed:
@@ -117,9 +118,9 @@ class DistributedRun:
                 )
                 header = (run.run_id, writers)
             except Exception as exc:
-                _broadcast(f"rank 0 could not start the run: {exc}")
+                broadcast(f"rank 0 could not start the run: {exc}")
                 raise
-        header = _broadcast(header)
+        header = broadcast(header)
         if isinstance(header, str):
             raise DistributedError(header)
         if not isinstance(header, tuple):
@@ -160,7 +161,7 @@ class DistributedRun:
                 outcome = self._seal(status, reports)
             except Exception as exc:
                 outcome = DistributedError(f"sealing run {self.run_id} failed: {exc}")
-        outcome = _broadcast(outcome)
+        outcome = broadcast(outcome)
         self.run.finished = True
         if isinstance(outcome, Exception):
             raise outcome
@@ -190,4 +191,11 @@ class DistributedRun:
         return digest
 
 
-__all__ = ["DistributedError", "DistributedRun", "agree", "round_robin", "world"]
+__all__ = [
+    "DistributedError",
+    "DistributedRun",
+    "agree",
+    "broadcast",
+    "round_robin",
+    "world",
+]

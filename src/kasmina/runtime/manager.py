@@ -10,7 +10,6 @@ metrics are recorded, and the policy's decisions are recorded and applied.
 
 from __future__ import annotations
 
-import warnings
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from kasmina.policy import (
 from kasmina.recording import Recorder
 from kasmina.runtime.blueprints import param_digest
 from kasmina.runtime.decisions import decide
+from kasmina.runtime.distributed import DistributedRun, broadcast
 from kasmina.runtime.isolation import host_gradient_norm
 from kasmina.runtime.slot import SeedSlot
 from kasmina.runtime.telemetry import emit_sample
@@ -62,6 +62,9 @@ class EpochResult:
     #: Accuracy points lost with each blended seed silenced, by slot id.
     contributions: Mapping[str, float]
     decisions: Sequence[PolicyDecided] = field(default_factory=tuple)
+    #: Whether seeds were planted or removed this epoch: the model's parameters
+    #: changed, so a wrapper that lists them (DistributedDataParallel) is rebuilt.
+    seeds_changed: bool = False
 
 
 class SeedManager:
@@ -71,6 +74,11 @@ class SeedManager:
     accuracy on a 0-100 scale (DOMAIN §1), taken from `end_epoch`'s metrics or
     from what `evaluate` returns. Slots built without a recorder, gates or an
     auto-advance choice take the manager's.
+
+    In a distributed run (`distributed`, a `DistributedRun`) every rank makes
+    the same calls: every rank moves every slot, only a slot's writer records
+    it, rank 0 records the epoch, and rank 0's policy decides for all (its
+    actions are broadcast), as rank 0's gate verdicts are.
     """
 
     def __init__(
@@ -86,7 +94,7 @@ class SeedManager:
         score: str = "val_accuracy",
         auto_advance: bool = True,
         gradient_every: int = 1,
-        slot_recorders: Mapping[str, Recorder | None] | None = None,
+        distributed: DistributedRun | None = None,
     ) -> None:
         slots = [m for m in model.modules() if isinstance(m, SeedSlot)]
         if not slots:
@@ -106,17 +114,20 @@ class SeedManager:
         self.gradient_every = gradient_every
         self.seed_optimizer = dict(seed_optimizer or {})
         self.slots: dict[str, SeedSlot] = {s.slot_id: s for s in slots}
+        self.distributed = distributed
         for slot in slots:
-            own = recorder if slot_recorders is None else slot_recorders.get(slot.slot_id)
-            if slot_recorders is not None:
-                slot.recorder = own
-            slot.adopt(recorder=own, gates=gates, auto_advance=auto_advance)
+            if distributed is not None and not distributed.writes_slot(slot.slot_id):
+                slot.recorder = None  # every rank moves the slot; its writer records it
+                slot.adopt(gates=gates, auto_advance=auto_advance)
+            else:
+                slot.adopt(recorder=recorder, gates=gates, auto_advance=auto_advance)
         in_slots = {id(p) for s in slots for p in s.parameters()}
         self._host = [p for p in model.parameters() if id(p) not in in_slots]
         self._joined: dict[str, _Joined] = {}
         self._backwards = 0
         self._last_epoch: int | None = None
         self._sync()
+        self._seeds_before = self._seeds()
 
     # -- the optimizer and the gradient monitor follow the seeds ------------------
 
@@ -221,8 +232,21 @@ class SeedManager:
             if slot.recorder is not None:
                 emit_sample(slot.recorder, slot, epoch)
         self._sync()
-        self._record_epoch(epoch, values)
+        if self.distributed is None or self.distributed.rank == 0:
+            self._record_epoch(epoch, values)
         decisions: list[PolicyDecided] = []
+        for index, action in enumerate(self._actions(epoch, values)):
+            decisions.append(self._apply(epoch, index, action))
+        self._sync()
+        seeds = self._seeds()
+        changed = seeds != self._seeds_before
+        self._seeds_before = seeds
+        self._last_epoch = epoch
+        self.recorder.flush()
+        return EpochResult(epoch, values, contributions, tuple(decisions), changed)
+
+    def _actions(self, epoch: int, values: Mapping[str, float]) -> list[Action]:
+        actions: list[Action] = []
         if self.policy is not None:
             observation = Observation(
                 epoch=epoch,
@@ -230,12 +254,16 @@ class SeedManager:
                 metrics=values,
                 topologies={k: s.topology for k, s in self.slots.items()},
             )
-            for index, action in enumerate(self.policy.decide(observation)):
-                decisions.append(self._apply(epoch, index, action))
-                self._sync()
-        self._last_epoch = epoch
-        self.recorder.flush()
-        return EpochResult(epoch, values, contributions, tuple(decisions))
+            actions = list(self.policy.decide(observation))
+        if self.distributed is not None:
+            chosen = broadcast(actions)
+            if not isinstance(chosen, list):
+                raise SlotError(f"rank 0 sent {type(chosen).__name__} for the policy's actions")
+            actions = chosen
+        return actions
+
+    def _seeds(self) -> dict[str, int]:
+        return {k: id(s.seed) for k, s in self.slots.items() if s.seed is not None}
 
     def _counterfactuals(self, evaluate: Evaluate, scored: Mapping[str, float]) -> dict[str, float]:
         live = [s for s in self.slots.values() if s.seed is not None and s.stage in _SCORED]
@@ -249,10 +277,8 @@ class SeedManager:
             )
         out: dict[str, float] = {}
         for slot in live:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # every rank silences alike
-                with slot.force_alpha(0.0):
-                    silenced = evaluate(self.model).get(self.score)
+            with slot.silenced():
+                silenced = evaluate(self.model).get(self.score)
             if silenced is None:
                 raise SlotError(f"evaluate returned no {self.score!r} with a seed silenced")
             out[slot.slot_id] = float(full) - float(silenced)

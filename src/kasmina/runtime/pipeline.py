@@ -20,7 +20,7 @@ import itertools
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -33,7 +33,9 @@ from kasmina.events import (
     NewEvent,
     Payload,
     make_event,
+    rank_stream,
 )
+from kasmina.ledger.run import StreamRoutes
 
 if TYPE_CHECKING:
     from kasmina.ledger import Ledger
@@ -69,9 +71,16 @@ class RecorderPipeline:
         fact_capacity: int = 100_000,
         sample_capacity: int = 10_000,
         emit_timeout: float = 60.0,
+        rank: int | None = None,
+        writers: Mapping[str, int] | None = None,
     ) -> None:
         self.ledger = ledger
         self.run_id = run_id
+        #: This process's rank in a distributed run (see `kasmina.ledger.run.StreamRoutes`).
+        self.rank = rank
+        self.routes = StreamRoutes(run_id, rank, dict(writers or {}))
+        #: Rank 0 counts its drops in `run`; another rank, which may not write it, in its own.
+        self._drops_stream = RUN_STREAM if not rank else rank_stream("drops", rank)
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.fact_capacity = fact_capacity
@@ -114,6 +123,7 @@ class RecorderPipeline:
         kind = type(payload)
         if kind.__name__ not in EVENT_TYPES:
             raise PayloadInvalid(f"cannot record {kind.__name__}: not an event payload")
+        stream_id = self.routes.route(stream_id)  # a stream it may not write raises here
         with self._cond:
             seq = next(self._seq)
             item = (seq, payload, stream_id, epoch, seed_id)
@@ -244,7 +254,7 @@ class RecorderPipeline:
 
     def _envelopes(self, items: list[_Item], drops: _Drops) -> list[NewEvent]:
         events = [
-            make_event(p, run_id=self.run_id, stream_id=s, epoch=e, seed_id=sid)
+            make_event(p, run_id=self.run_id, stream_id=s, epoch=e, seed_id=sid, rank=self.rank)
             for _, p, s, e, sid in items
         ]
         dropped, first, last = drops
@@ -253,8 +263,9 @@ class RecorderPipeline:
                 make_event(
                     EventsDropped(count=dropped, first_epoch=first, last_epoch=last),
                     run_id=self.run_id,
-                    stream_id=RUN_STREAM,
+                    stream_id=self._drops_stream,
                     epoch=last,
+                    rank=self.rank,
                 )
             )
         return events

@@ -14,6 +14,7 @@ import weakref
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, cast
 
 import torch
@@ -105,6 +106,10 @@ class PendingDecision:
     def __init__(self, payload: PolicyDecided) -> None:
         self.payload = payload
         self.recorded = False
+
+
+#: Slots (by object id) whose forwards in this context see alpha 0: `SeedSlot.silenced`.
+_SILENCED: ContextVar[frozenset[int]] = ContextVar("kasmina_silenced", default=frozenset())
 
 
 #: The version of the checkpoint form `get_extra_state` writes (1 had no such key).
@@ -787,6 +792,8 @@ class SeedSlot(nn.Module):
         if seed is None or not is_active(self.stage):
             self._host_shape = host_features.shape  # what the next germination probes with
             return host_features
+        if alpha_override is None and _SILENCED.get() and id(self) in _SILENCED.get():
+            alpha_override = 0.0
         seed_input = (
             host_features.detach().contiguous() if self.isolate_gradients else host_features
         )
@@ -803,6 +810,21 @@ class SeedSlot(nn.Module):
         if self.stage is SeedStage.TRAINING and alpha == 0.0 and self._forced is None:
             return host_features + (seed_out - seed_out.detach())
         return torch.lerp(host_features, seed_out, self._alpha_tensor(alpha, host_features))
+
+    @contextmanager
+    def silenced(self) -> Iterator[None]:
+        """Forwards in this block see alpha 0, as ``alpha_override=0.0`` would give.
+
+        Nothing on the module changes: the override lives in the calling
+        context (a `contextvars` variable), so other threads and DDP ranks
+        are untouched. It is how `SeedManager` scores a seed's counterfactual
+        through a user's own `evaluate`, which cannot pass an override itself.
+        """
+        token = _SILENCED.set(_SILENCED.get() | {id(self)})
+        try:
+            yield
+        finally:
+            _SILENCED.reset(token)
 
     @contextmanager
     def force_alpha(self, value: float) -> Iterator[None]:
