@@ -134,7 +134,5 @@ def test_rank_zeros_decisions_are_recorded_by_each_slots_writer(
     }
     assert all(e.rank == SLOTS.index(e.stream_id.removeprefix("slot/")) for e in decided)
     assert all(e.payload.accepted for e in decided)
-    assert (
-        reports[0]["stages"] == {SLOTS[0]: "FOSSILIZED", SLOTS[1]: "EMBARGOED"}
-        or reports[0]["stages"][SLOTS[0]] == "FOSSILIZED"
-    )
+    assert reports[0]["stages"][SLOTS[0]] == "FOSSILIZED"
+    assert reports[0]["stages"][SLOTS[1]] in ("PRUNED", "EMBARGOED")
