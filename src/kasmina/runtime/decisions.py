@@ -95,8 +95,15 @@ def _carry_out(slot: SeedSlot, action: Action, decision_id: str) -> bool:
     elif isinstance(action, Fossilize):
         slot.advance_stage(SeedStage.FOSSILIZED)
     elif isinstance(action, Advance):
-        slot.advance_stage(parse_stage(action.target) if action.target else None)
+        slot.advance_stage(_stage(action.target) if action.target else None)
     return True
+
+
+def _stage(name: str) -> SeedStage:
+    try:
+        return parse_stage(name)
+    except ValueError as exc:
+        raise SlotError(f"cannot advance to {name!r}: {exc}") from None
 
 
 def _curve(name: str) -> AlphaCurve:

@@ -19,8 +19,9 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+from kasmina.canonical import Json
 from kasmina.errors import SlotError
-from kasmina.events import RUN_STREAM, EpochCompleted, PolicyDecided
+from kasmina.events import RUN_STREAM, EpochCompleted, PolicyDecided, load_payload
 from kasmina.gates import QualityGates
 from kasmina.policy import (
     Action,
@@ -136,7 +137,8 @@ class SeedManager:
         for slot_id, slot in self.slots.items():
             joined = self._joined.get(slot_id)
             seed = slot.seed
-            if joined is not None and joined.seed() is not seed:
+            # A pruned seed may be freed already: its dead reference reads None.
+            if joined is not None and (seed is None or joined.seed() is not seed):
                 self._leave(slot_id, joined)
                 joined = None
             if seed is not None and joined is None:
@@ -150,12 +152,16 @@ class SeedManager:
         group: dict[str, Any] = {"params": params, **options}
         if params:
             if "initial_lr" in options or self.scheduler is not None:
-                group["initial_lr"] = group["lr"]
+                # The schedule's base: the host's, unless the seed was given its own lr.
+                given = self.seed_optimizer.get("lr")
+                group["initial_lr"] = (
+                    given if given is not None else options.get("initial_lr", group["lr"])
+                )
             self.optimizer.add_param_group(group)
             group = self.optimizer.param_groups[-1]
             if self.scheduler is not None:
-                self.scheduler.base_lrs.append(group["initial_lr"])
-                self.scheduler._last_lr.append(group["lr"])
+                for name, value in _per_group(self.scheduler, group):
+                    getattr(self.scheduler, name).append(value)
         slot.watch_gradients(self._host)
         self._joined[slot.slot_id] = _Joined(weakref.ref(seed), group)
 
@@ -168,8 +174,8 @@ class SeedManager:
                 self.optimizer.state.pop(p, None)
             del groups[index]
             if self.scheduler is not None:
-                del self.scheduler.base_lrs[index]
-                del self.scheduler._last_lr[index]
+                for name, _ in _per_group(self.scheduler, joined.group):
+                    del getattr(self.scheduler, name)[index]
         self.slots[slot_id].gradients.stop()
         del self._joined[slot_id]
 
@@ -212,6 +218,7 @@ class SeedManager:
         """
         if self._last_epoch is not None and epoch <= self._last_epoch:
             raise SlotError(f"epoch {epoch} comes after epoch {self._last_epoch}, which has ended")
+        _epoch_payload(dict(metrics or {}), {})  # a bad metric is refused before anything
         self._sync()
         for slot in self.slots.values():
             slot.settle_gradients()
@@ -234,14 +241,28 @@ class SeedManager:
         self._sync()
         if self.distributed is None or self.distributed.rank == 0:
             self._record_epoch(epoch, values)
+        self._last_epoch = epoch  # recorded: from here the epoch has ended
         decisions: list[PolicyDecided] = []
-        for index, action in enumerate(self._actions(epoch, values)):
-            decisions.append(self._apply(epoch, index, action))
+        actions = self._actions(epoch, values)
+        unknown = sorted({a.slot_id for a in actions} - set(self.slots))
+        if unknown:
+            raise SlotError(
+                f"the policy named slots {unknown}, which this model does not have "
+                f"(slots: {sorted(self.slots)}); none of its actions were applied"
+            )
+        for index, action in enumerate(actions):
+            decisions.append(
+                decide(
+                    self.slots[action.slot_id],
+                    action,
+                    f"e{epoch}.{index}",
+                    policy_name(self.policy),
+                )
+            )
         self._sync()
         seeds = self._seeds()
         changed = seeds != self._seeds_before
         self._seeds_before = seeds
-        self._last_epoch = epoch
         self.recorder.flush()
         return EpochResult(epoch, values, contributions, tuple(decisions), changed)
 
@@ -285,24 +306,12 @@ class SeedManager:
         return out
 
     def _record_epoch(self, epoch: int, values: Mapping[str, float]) -> None:
-        typed = {k: float(v) for k, v in values.items() if k in _TYPED}
-        free = {k: float(v) for k, v in values.items() if k not in _TYPED}
         digests = {
             s.seed_id: param_digest(s.seed)
             for s in self.slots.values()
             if s.seed is not None and s.seed_id is not None
         }
-        payload = EpochCompleted(param_digests=digests, metrics=free, **typed)
-        self.recorder.emit(payload, stream_id=RUN_STREAM, epoch=epoch)
-
-    def _apply(self, epoch: int, index: int, action: Action) -> PolicyDecided:
-        slot = self.slots.get(action.slot_id)
-        if slot is None:
-            raise SlotError(
-                f"the policy named slot {action.slot_id!r}, which this model does not have "
-                f"(slots: {sorted(self.slots)})"
-            )
-        return decide(slot, action, f"e{epoch}.{index}", policy_name(self.policy))
+        self.recorder.emit(_epoch_payload(values, digests), stream_id=RUN_STREAM, epoch=epoch)
 
     # -- reading ---------------------------------------------------------------------
 
@@ -312,6 +321,29 @@ class SeedManager:
 
     def host_parameters(self) -> list[nn.Parameter]:
         return list(self._host)
+
+
+def _per_group(scheduler: LRScheduler, group: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """The scheduler's lists that hold one entry per param group, and a new group's entry.
+
+    A seed's group follows the host's schedule: the host's base lr (or the
+    seed's own), and the first group's lambda where the schedule has one.
+    """
+    lists: list[tuple[str, Any]] = [("base_lrs", group["initial_lr"]), ("_last_lr", group["lr"])]
+    lambdas = getattr(scheduler, "lr_lambdas", None)
+    if isinstance(lambdas, list) and lambdas:
+        lists.append(("lr_lambdas", lambdas[0]))
+    return lists
+
+
+def _epoch_payload(values: Mapping[str, float], digests: dict[str, str]) -> EpochCompleted:
+    """The epoch's record: typed fields by name, every other metric free-named."""
+    data: dict[str, Json] = {k: float(v) for k, v in values.items() if k in _TYPED}
+    data["metrics"] = {k: float(v) for k, v in values.items() if k not in _TYPED}
+    data["param_digests"] = dict(digests)
+    payload = load_payload("EpochCompleted", EpochCompleted.schema_version, data)
+    assert isinstance(payload, EpochCompleted)
+    return payload
 
 
 __all__ = ["EpochResult", "Evaluate", "SeedManager"]
