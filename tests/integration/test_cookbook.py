@@ -324,6 +324,17 @@ def illegal_moves(run: Run) -> list[Row]:
     return [(sum(not is_legal(m.payload.from_stage, m.payload.to_stage) for m in run.moves),)]
 
 
+def decision_effects(run: Run) -> list[Row]:
+    """Every event naming a decision, matched to that decision in Python."""
+    decided = {e.payload.decision_id: e.payload for e in run.of("PolicyDecided")}
+    return [
+        (DEMO_RUN, d.decision_id, d.action, d.accepted, e.event_type, e.epoch)
+        for e in run.events
+        if e.event_type != "PolicyDecided"
+        and (d := decided.get(getattr(e.payload, "decision_id", None) or "")) is not None
+    ]
+
+
 ORACLES: dict[str, Callable[[Run], list[Row]]] = {
     name.replace("_", "-"): fn
     for name, fn in list(globals().items())
