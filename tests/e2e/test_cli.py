@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import rawdb
 
+from kasmina.events import SeedStageChanged
 from kasmina.ledger import Ledger
 
 BIN = str(Path(sys.executable).with_name("kasmina"))
@@ -178,7 +179,8 @@ class TestCommands:
         js = kasmina("sql", "SELECT COUNT(*) AS n FROM events", "--format", "json", db=url)
         assert json.loads(js.stdout) == [{"n": 2}]
         schema = json.loads(kasmina("schema").stdout)
-        assert "SeedStageChanged" in schema and schema["SeedStageChanged"]["x-schema-version"] == 2
+        version = SeedStageChanged.schema_version
+        assert schema["SeedStageChanged"]["x-schema-version"] == version
 
     def test_sql_output_writes_the_result_to_a_file(
         self, demo_db: tuple[str, str], tmp_path: Path

@@ -14,7 +14,7 @@ import rawdb
 from test_cli import _one_error_line, kasmina
 
 from kasmina.demo import run_demo
-from kasmina.events import EpochCompleted, SeedFossilized, StoredEvent
+from kasmina.events import EpochCompleted, PolicyDecided, SeedFossilized, StoredEvent
 from kasmina.ledger import Ledger
 from kasmina.replay.synthetic import synthetic_run
 
@@ -106,10 +106,20 @@ def test_a_changed_decision_is_caught_at_the_first_event_it_changes(
         and germinated.seed_id in e.payload.param_digests
     )
 
-    def another_seed(payload: dict[str, Any]) -> None:
-        payload["init_seed"] += 1  # the policy "chose" another seed
+    decided = next(
+        e
+        for e in events
+        if isinstance(e.payload, PolicyDecided)
+        and e.payload.decision_id == germinated.payload.decision_id
+    )
 
-    _rewrite(path, run_id, {germinated.position: another_seed})
+    def another_seed(payload: dict[str, Any]) -> None:
+        payload["init_seed"] += 1  # the seed it planted
+
+    def another_choice(payload: dict[str, Any]) -> None:
+        payload["arguments"]["init_seed"] += 1  # the policy "chose" another seed
+
+    _rewrite(path, run_id, {germinated.position: another_seed, decided.position: another_choice})
     position, event_type, stream, _ = _first_divergence(path, run_id)
     assert (position, event_type, stream) == (shows.position, shows.event_type, shows.stream_id)
 

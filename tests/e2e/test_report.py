@@ -127,7 +127,7 @@ def test_report_draws_every_slot_interval_gate_and_seed(report: Path, demo_url: 
     html = report.read_text(encoding="utf-8")
     for seed in seeds:
         assert f">{seed}</text>" in html and f">{seed}</td>" in html
-    curves = page.having("polyline", "curve")
+    curves = page.having("polyline", "curve") + page.having("circle", "dot")  # one sample: a dot
     assert len(curves) == len(seeds)
     assert len(page.having("g", "bar")) == len(
         {r[0] for r in rows(demo_url, f"SELECT epoch FROM gc_evictions {where}")}
