@@ -12,11 +12,12 @@ Rows:
   `SeedManager` (`after_backward` every step, `end_epoch` with a
   `HeuristicPolicy`, recording into a SQLite ledger) against the same loop
   with no manager, the user's `evaluate` calls excluded from the manager's
-  cost (they are timed inside the function handed to `end_epoch`);
+  cost (they are timed inside the function handed to `end_epoch`), with
+  `gradient_every` 1, 4 and 16 (measure every k-th backward);
 - the same for a small transformer encoder (4 layers, d_model 256, sequences
-  of 64, batches of 64 on a GPU; a smaller one on the CPU) with three
-  transformer seed slots between its layers, also with `gradient_every` 4
-  and 16;
+  of 64, batches of 64, 100 steps an epoch on a GPU; a smaller one on the
+  CPU) with three transformer seed slots between its layers. Per-step and
+  per-epoch costs are printed apart: the share of a longer epoch follows.
 - the per-call cost of `Recorder.emit` of a prebuilt payload on the hot path
   (into a 1,000-event buffer), against a bare `list.append` of the payload;
 - the cost per slot of joining the shared lifecycle machine at 10,000 slots,

@@ -301,11 +301,6 @@ def test_prune_on_cuda_takes_the_seed_and_its_adam_state_out(run: Run) -> None:
     manager.end_epoch(1, metrics={"val_accuracy": 10.0})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SeedManager._sync compares the joined seed's weakref with slot.seed: once the "
-    "pruned module is collected both are None, so its group and Adam state stay",
-)
 def test_a_pruned_seed_nothing_else_holds_leaves_the_optimizer_and_the_gpu(run: Run) -> None:
     model, manager, optimizer, seed = pruned_after_training(run)
     ids = {id(p) for p in seed.parameters()}
