@@ -58,7 +58,7 @@ from kasmina.ledger import Ledger  # noqa: E402
 from kasmina.lifecycle import Lifecycle, Staged  # noqa: E402
 from kasmina.policy import HeuristicPolicy  # noqa: E402
 from kasmina.recording import Recorder  # noqa: E402
-from kasmina.runtime.isolation import host_gradient_norm  # noqa: E402
+from kasmina.runtime.isolation import step_norms  # noqa: E402
 from kasmina.runtime.manager import SeedManager  # noqa: E402
 from kasmina.runtime.slot import SeedSlot  # noqa: E402
 from kasmina.stages import SeedStage, edges  # noqa: E402
@@ -513,11 +513,11 @@ def profile_manager(device: torch.device, shape: TransformerShape, calls: int = 
         slot = next(s for s in manager.slots.values() if s.seed is not None)
         seed = slot.seed
         assert seed is not None
-        norm = host_gradient_norm(params)
+        grads = [p.grad for p in params if p.grad is not None]
         parts: dict[str, Callable[[], object]] = {
             "SeedManager._sync (join check)": manager._sync,
-            "host_gradient_norm, once per backward": lambda: host_gradient_norm(params),
-            "GradientMonitor.record, one slot": lambda: slot.gradients.record(seed, norm),
+            "step_norms of the host, once per backward": lambda: step_norms(grads),
+            "GradientMonitor.record, one slot by hand": lambda: slot.gradients.record(seed),
             "after_backward, 3 slots": manager.after_backward,
         }
         print(f"\nwhere after_backward's time goes ({shape}; {calls} calls each, us per call)")

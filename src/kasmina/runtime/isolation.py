@@ -247,37 +247,75 @@ def gradient_health(params: Iterable[nn.Parameter], clip_norm: float = 1.0) -> G
 GRADIENT_EMA_DECAY = 0.9
 
 
-def host_gradient_norm(params: Sequence[nn.Parameter]) -> torch.Tensor | None:
-    """The host's total gradient norm after a backward, as a float64 tensor (no sync).
+def step_norms(grads: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Per-tensor gradient norms of one backward as one tensor, left on the device.
 
-    Computed once per backward for every slot of a model: the host is the
-    same for all of them.
+    One fused kernel (`_foreach_norm`) for any number of tensors: a training
+    step never waits for the GPU and pays a few launches, not one per tensor.
     """
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return None
-    by_device: dict[torch.device, list[torch.Tensor]] = {}
-    for g in grads:
-        by_device.setdefault(g.device, []).append(g)
-    first = grads[0].device
-    squares = [_device_norms(group).square().sum().to(first) for group in by_device.values()]
-    return torch.sqrt(torch.stack(squares).sum())
+    return torch.stack(torch._foreach_norm([g.detach() for g in grads], 2))
+
+
+def host_norm(norms: Sequence[float]) -> float:
+    """The host's total gradient norm from its per-tensor norms."""
+    return math.sqrt(sum(n * n for n in norms))
+
+
+def split_rows(steps: Sequence[torch.Tensor]) -> list[list[float]]:
+    """Tensors of norms as lists of floats, with one transfer to the host for all of them."""
+    flat = torch.cat(list(steps)).double().cpu().tolist()
+    rows, at = [], 0
+    for step in steps:
+        n = step.numel()
+        rows.append(flat[at : at + n])
+        at += n
+    return rows
+
+
+def fold_steps(
+    steps: Sequence[tuple[float, Sequence[float]]],
+    previous_ratio: float | None,
+    host_count: int,
+    seed_count: int,
+) -> dict[str, float | bool | None]:
+    """A seed's gradient numbers from its backwards: (host norm, the seed's per-tensor norms).
+
+    The ratio is a moving average over the backwards, the health that of the last.
+    """
+    ratio = previous_ratio
+    for host_norm, seed_norms in steps:
+        seed_norm = math.sqrt(sum(n * n for n in seed_norms))
+        step = normalised_ratio(host_norm, seed_norm, host_count, seed_count)
+        ratio = (
+            step if ratio is None else GRADIENT_EMA_DECAY * ratio + (1 - GRADIENT_EMA_DECAY) * step
+        )
+    _, last = steps[-1]
+    vanishing = sum(n < _VANISHING for n in last)
+    exploding = sum(not math.isfinite(n) or n > _EXPLODING_FACTOR for n in last)
+    total = math.sqrt(sum(n * n for n in last))
+    health = _health(len(last), vanishing, exploding, total)
+    return {
+        "grad_ratio": ratio,
+        "grad_health": health.health,
+        "has_vanishing": health.has_vanishing,
+        "has_exploding": health.has_exploding,
+    }
 
 
 class GradientMonitor:
     """What one slot measures of its seed's gradients: the ratio and health that G2 reads.
 
     It reads ``p.grad`` after each backward (so gradients are expected to be
-    zeroed between steps) and keeps each backward's numbers as a small tensor
+    zeroed between steps) and keeps each backward's norms as one small tensor
     on the gradients' device; `drain` moves them to the host once, so a
-    training step never waits for the GPU. The ratio is a moving average over
-    the backwards drained, the health that of the last one.
+    training step never waits for the GPU. `SeedManager` measures all its
+    slots at once instead, with the same `fold_steps`.
     """
 
     def __init__(self) -> None:
         self._host: list[nn.Parameter] | None = None
-        self._host_count = 0
-        self._steps: list[torch.Tensor] = []
+        self.host_count = 0
+        self._steps: list[tuple[torch.Tensor, int]] = []
 
     @property
     def watching(self) -> bool:
@@ -286,30 +324,22 @@ class GradientMonitor:
     def watch(self, host: Iterable[nn.Parameter]) -> None:
         self.stop()
         self._host = _trainable(host)
-        self._host_count = sum(p.numel() for p in self._host)
+        self.host_count = sum(p.numel() for p in self._host)
 
     def stop(self) -> None:
         self._host = None
         self._steps.clear()
 
-    def record(self, seed: nn.Module, host_norm: torch.Tensor | None = None) -> None:
-        """Take the last backward's numbers; `host_norm` when the caller has it already."""
+    def record(self, seed: nn.Module) -> None:
+        """Take the last backward's norms: the host's total first, then the seed's tensors."""
         host = self._host
         if host is None:
             return
         grads = [p.grad for p in seed.parameters() if p.grad is not None]
         if not grads:
             return
-        if host_norm is None:
-            host_norm = host_gradient_norm(host)
-        norms = _device_norms(grads)
-        device = norms.device
-        host_value = (
-            torch.zeros((), dtype=torch.float64, device=device)
-            if host_norm is None
-            else host_norm.to(device=device, dtype=torch.float64)
-        )
-        self._steps.append(torch.cat((host_value.reshape(1), _counts(norms, 1.0))))
+        host_grads = [p.grad for p in host if p.grad is not None]
+        self._steps.append((step_norms([*host_grads, *grads]), len(host_grads)))
 
     def drain(
         self, seed: nn.Module, previous_ratio: float | None
@@ -318,25 +348,11 @@ class GradientMonitor:
         steps = self._steps
         if self._host is None or not steps:
             return None
-        rows = torch.stack(steps).cpu().tolist()
+        rows = split_rows([norms for norms, _ in steps])
+        pairs = [(host_norm(r[:h]), r[h:]) for r, (_, h) in zip(rows, steps, strict=True)]
         steps.clear()
         seed_count = sum(p.numel() for p in seed.parameters() if p.requires_grad)
-        ratio = previous_ratio
-        for host_norm, _, _, _, seed_norm in rows:
-            step = normalised_ratio(host_norm, seed_norm, self._host_count, seed_count)
-            ratio = (
-                step
-                if ratio is None
-                else GRADIENT_EMA_DECAY * ratio + (1 - GRADIENT_EMA_DECAY) * step
-            )
-        _, count, vanishing, exploding, total = rows[-1]
-        health = _health(int(count), int(vanishing), int(exploding), total)
-        return {
-            "grad_ratio": ratio,
-            "grad_health": health.health,
-            "has_vanishing": health.has_vanishing,
-            "has_exploding": health.has_exploding,
-        }
+        return fold_steps(pairs, previous_ratio, self.host_count, seed_count)
 
 
 __all__ = [
@@ -346,7 +362,10 @@ __all__ = [
     "IsolationMonitor",
     "IsolationSnapshot",
     "gradient_health",
-    "host_gradient_norm",
+    "fold_steps",
+    "host_norm",
+    "split_rows",
+    "step_norms",
     "normalised_ratio",
     "shared_parameters",
 ]

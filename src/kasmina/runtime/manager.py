@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
@@ -33,7 +34,7 @@ from kasmina.recording import Recorder
 from kasmina.runtime.blueprints import param_digest
 from kasmina.runtime.decisions import decide
 from kasmina.runtime.distributed import DistributedRun, broadcast
-from kasmina.runtime.isolation import host_gradient_norm
+from kasmina.runtime.isolation import fold_steps, host_norm, split_rows, step_norms
 from kasmina.runtime.slot import SeedSlot
 from kasmina.runtime.telemetry import emit_sample
 from kasmina.stages import SeedStage
@@ -126,6 +127,7 @@ class SeedManager:
         self._host = [p for p in model.parameters() if id(p) not in in_slots]
         self._joined: dict[str, _Joined] = {}
         self._backwards = 0
+        self._steps: list[tuple[torch.Tensor, int, list[tuple[str, int, int]]]] = []
         self._last_epoch: int | None = None
         self._sync()
         self._seeds_before = self._seeds()
@@ -184,8 +186,9 @@ class SeedManager:
     def after_backward(self) -> None:
         """Measure the seeds' gradients of the backward just run (call before `step`).
 
-        Nothing waits for the GPU here: the numbers stay on the device until
-        `end_epoch` folds them into the seeds' metrics, which the gates read.
+        One fused norm over the host's and every seed's gradients, kept on
+        the device: nothing waits for the GPU here. `end_epoch` moves them to
+        the host once and folds them into the seeds' metrics, which the gates read.
         """
         self._sync()
         self._backwards += 1
@@ -194,10 +197,39 @@ class SeedManager:
         live = [s for s in self.slots.values() if s.seed is not None and s.gradients.watching]
         if not live:
             return
-        host_norm = host_gradient_norm(self._host)
+        grads = [p.grad for p in self._host if p.grad is not None]
+        layout: list[tuple[str, int, int]] = []
+        host_end = len(grads)
         for slot in live:
             assert slot.seed is not None
-            slot.gradients.record(slot.seed, host_norm)
+            start = len(grads)
+            grads.extend(p.grad for p in slot.seed.parameters() if p.grad is not None)
+            if len(grads) > start:
+                layout.append((slot.slot_id, start, len(grads)))
+        if layout:
+            self._steps.append((step_norms(grads), host_end, layout))
+
+    def _settle_gradients(self) -> None:
+        """Fold the backwards measured since the last epoch into each seed's metrics."""
+        steps, self._steps = self._steps, []
+        if not steps:
+            return
+        per_slot: dict[str, list[tuple[float, list[float]]]] = {}
+        for row, (_, host_end, layout) in zip(
+            split_rows([s[0] for s in steps]), steps, strict=True
+        ):
+            host = host_norm(row[:host_end])
+            for slot_id, start, end in layout:
+                per_slot.setdefault(slot_id, []).append((host, row[start:end]))
+        for slot_id, measured_steps in per_slot.items():
+            slot = self.slots[slot_id]
+            if slot.seed is None:
+                continue
+            seed_count = sum(p.numel() for p in slot.seed.parameters() if p.requires_grad)
+            values = fold_steps(
+                measured_steps, slot.metrics.grad_ratio, slot.gradients.host_count, seed_count
+            )
+            slot.measure(**values)
 
     # -- the epoch -------------------------------------------------------------------
 
@@ -220,8 +252,7 @@ class SeedManager:
             raise SlotError(f"epoch {epoch} comes after epoch {self._last_epoch}, which has ended")
         _epoch_payload(dict(metrics or {}), {})  # a bad metric is refused before anything
         self._sync()
-        for slot in self.slots.values():
-            slot.settle_gradients()
+        self._settle_gradients()
         values = dict(metrics or {})
         contributions: dict[str, float] = {}
         if evaluate is not None:
