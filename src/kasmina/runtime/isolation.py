@@ -219,17 +219,11 @@ def _health(count: int, vanishing: int, exploding: int, total_norm: float) -> Gr
     )
 
 
-def _counts(norms: torch.Tensor, clip_norm: float) -> torch.Tensor:
-    """(count, vanishing, exploding, total norm) of per-tensor norms, as one float64 tensor."""
-    exploding = (norms > _EXPLODING_FACTOR * clip_norm) | ~torch.isfinite(norms)
-    return torch.stack(
-        (
-            torch.tensor(float(norms.numel()), dtype=torch.float64, device=norms.device),
-            (norms < _VANISHING).sum().to(torch.float64),
-            exploding.sum().to(torch.float64),
-            torch.sqrt(torch.sum(norms * norms)),
-        )
-    )
+def _health_of(norms: Sequence[float], clip_norm: float = 1.0) -> GradientHealth:
+    """The health of one backward from its per-tensor gradient norms."""
+    vanishing = sum(n < _VANISHING for n in norms)
+    exploding = sum(not math.isfinite(n) or n > _EXPLODING_FACTOR * clip_norm for n in norms)
+    return _health(len(norms), vanishing, exploding, math.sqrt(sum(n * n for n in norms)))
 
 
 def gradient_health(params: Iterable[nn.Parameter], clip_norm: float = 1.0) -> GradientHealth:
@@ -239,8 +233,7 @@ def gradient_health(params: Iterable[nn.Parameter], clip_norm: float = 1.0) -> G
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return _UNMEASURED
-    count, vanishing, exploding, total = _counts(_norms64(grads), clip_norm).tolist()
-    return _health(int(count), int(vanishing), int(exploding), total)
+    return _health_of(_norms64(grads).tolist(), clip_norm)
 
 
 #: Weight of the past in the gradient ratio's moving average.
@@ -289,11 +282,7 @@ def fold_steps(
         ratio = (
             step if ratio is None else GRADIENT_EMA_DECAY * ratio + (1 - GRADIENT_EMA_DECAY) * step
         )
-    _, last = steps[-1]
-    vanishing = sum(n < _VANISHING for n in last)
-    exploding = sum(not math.isfinite(n) or n > _EXPLODING_FACTOR for n in last)
-    total = math.sqrt(sum(n * n for n in last))
-    health = _health(len(last), vanishing, exploding, total)
+    health = _health_of(steps[-1][1])
     return {
         "grad_ratio": ratio,
         "grad_health": health.health,

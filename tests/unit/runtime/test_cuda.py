@@ -245,11 +245,6 @@ def test_after_backward_and_end_epoch_on_cuda_record_the_gradient_numbers(run: R
     assert sum(isinstance(e.payload, EpochCompleted) for e in events) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="kasmina.runtime.isolation._counts builds a tensor with torch.tensor(..., "
-    "device=cuda), a blocking host-to-device copy: one sync per slot per backward",
-)
 def test_after_backward_does_not_wait_for_the_gpu(run: Run) -> None:
     model = host()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
