@@ -49,4 +49,8 @@ def test_cli_examples_run(path: Path, tmp_path: Path) -> None:
             [BIN, *argv[1:]], cwd=tmp_path, capture_output=True, text=True, timeout=120
         )
         assert proc.returncode == 0, f"{line}\n{proc.stderr}"
-        assert proc.stdout.strip(), line
+        if "-o" in argv:  # a file is the output; stdout stays clean for pipes
+            written = tmp_path / argv[argv.index("-o") + 1]
+            assert written.stat().st_size > 0, line
+        else:
+            assert proc.stdout.strip(), line
