@@ -331,6 +331,46 @@ def test_a_pruned_seed_leaves_the_optimizer_and_the_gradient_monitor(
     assert len(optimizer.param_groups) == 1
 
 
+def test_seeds_share_one_param_group_that_goes_with_the_last_seed(
+    sqlite_run: Run[Ledger],
+) -> None:
+    model = wine_net("h1", "h2")
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    plant = [Germinate("h1", blueprint="mlp"), Germinate("h2", blueprint="mlp")]
+    policy = Scripted({0: plant, 2: [Prune("h1")], 4: [Prune("h2")]})
+    manager = SeedManager(model, optimizer, sqlite_run.recorder, policy=policy, gates=EASY)
+    ids = lambda params: [id(p) for p in params]  # noqa: E731
+
+    run_epochs(model, optimizer, manager, range(2))
+    train_epoch(model, optimizer, manager)
+    first, second = model.slot("h1").seed, model.slot("h2").seed
+    assert first is not None and second is not None
+    assert len(optimizer.param_groups) == 2
+    assert ids(optimizer.param_groups[1]["params"]) == ids(
+        [*first.parameters(), *second.parameters()]
+    )
+    kept = [weakref.ref(p) for p in second.parameters()]
+    assert all(optimizer.state[p] for p in second.parameters())
+    del first, second
+
+    manager.end_epoch(2, evaluate=evaluate)  # h1's seed goes; h2's stays in the group
+    gc.collect()
+    remaining = [p() for p in kept]
+    assert len(optimizer.param_groups) == 2
+    assert ids(optimizer.param_groups[1]["params"]) == ids(remaining)
+    seed_ids = {id(p) for p in remaining}
+    host_ids = set(ids(optimizer.param_groups[0]["params"]))
+    assert {id(p) for p in optimizer.state} <= host_ids | seed_ids
+    assert all(optimizer.state[p] for p in remaining if p is not None)
+    del remaining
+
+    run_epochs(model, optimizer, manager, range(3, 5))  # h2's seed goes at 4
+    gc.collect()
+    assert all(p() is None for p in kept)
+    assert len(optimizer.param_groups) == 1
+    assert {id(p) for p in optimizer.state} <= host_ids
+
+
 SCHEDULERS: dict[str, Callable[[torch.optim.Optimizer], Any]] = {
     "step": lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=1, gamma=0.5),
     # T_max 2 reaches cosine's warm restart, which reads base_lrs group by group

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import chain
 from types import MappingProxyType
@@ -265,11 +266,72 @@ def param_digest(module: nn.Module) -> str:
     byte stream. The bytes are read through a uint8 view because numpy has no
     bfloat16.
     """
+    return param_digests({"": module})[""]
+
+
+def param_digests(modules: Mapping[str, nn.Module]) -> dict[str, str]:
+    """`param_digest` of several modules, paying one device-to-host copy for all of them.
+
+    Digesting every live seed each epoch is the costliest thing `SeedManager`
+    does on a GPU: one ``.cpu()`` per tensor waits for the device each time,
+    and SHA-256 of megabytes holds a core. So every tensor on a device is
+    gathered into one flat byte buffer and copied once, and the modules are
+    hashed side by side (hashlib releases the GIL for large buffers).
+    """
+    fields = {key: list(_named_tensors(module)) for key, module in modules.items()}
+    raw = _host_bytes([t for named in fields.values() for _, t in named])
+    views = iter(raw)
+    jobs = {key: [(name, t, next(views)) for name, t in named] for key, named in fields.items()}
+    if len(jobs) > 1 and sum(len(v) for *_, v in chain(*jobs.values())) >= _PARALLEL_BYTES:
+        futures = {key: _hashers().submit(_sha256, job) for key, job in jobs.items()}
+        return {key: future.result() for key, future in futures.items()}
+    return {key: _sha256(job) for key, job in jobs.items()}
+
+
+#: Below this many bytes in all, threads cost more than they save.
+_PARALLEL_BYTES = 1 << 20
+_POOL: list[ThreadPoolExecutor] = []
+
+
+def _hashers() -> ThreadPoolExecutor:
+    if not _POOL:
+        _POOL.append(ThreadPoolExecutor(max_workers=4, thread_name_prefix="kasmina-digest"))
+    return _POOL[0]
+
+
+def _host_bytes(tensors: list[torch.Tensor]) -> list[memoryview]:
+    """Each tensor's bytes on the host, in order; one copy per device for those not on the CPU."""
+    out: list[memoryview | None] = [None] * len(tensors)
+    on_device: dict[torch.device, list[int]] = {}
+    for i, tensor in enumerate(tensors):
+        if tensor.device.type == "cpu":
+            out[i] = _bytes_of(tensor)
+        else:
+            on_device.setdefault(tensor.device, []).append(i)
+    for indices in on_device.values():
+        parts = [_flat_bytes(tensors[i]) for i in indices]
+        flat = torch.cat(parts).cpu().numpy().data
+        at = 0
+        for i, part in zip(indices, parts, strict=True):
+            out[i] = flat[at : at + part.numel()]
+            at += part.numel()
+    return [view for view in out if view is not None]
+
+
+def _flat_bytes(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.detach().contiguous().reshape(-1).view(torch.uint8)
+
+
+def _bytes_of(tensor: torch.Tensor) -> memoryview:
+    return _flat_bytes(tensor).numpy().data
+
+
+def _sha256(fields: list[tuple[str, torch.Tensor, memoryview]]) -> str:
     digest = hashlib.sha256()
-    for name, tensor in _named_tensors(module):
-        raw = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+    for name, tensor, raw in fields:
         header = (name, str(tensor.dtype), str(tuple(tensor.shape)))
-        for field in (*(part.encode() for part in header), raw):
+        parts: tuple[bytes | memoryview, ...] = (*(part.encode() for part in header), raw)
+        for field in parts:
             digest.update(len(field).to_bytes(8, "big"))
             digest.update(field)
     return digest.hexdigest()
@@ -287,5 +349,6 @@ __all__ = [
     "group_count",
     "param_count",
     "param_digest",
+    "param_digests",
     "register_blueprint",
 ]

@@ -31,7 +31,7 @@ from kasmina.policy import (
     policy_name,
 )
 from kasmina.recording import Recorder
-from kasmina.runtime.blueprints import param_digest
+from kasmina.runtime.blueprints import param_digests
 from kasmina.runtime.decisions import decide
 from kasmina.runtime.distributed import DistributedRun, broadcast
 from kasmina.runtime.isolation import fold_steps, host_norm, split_rows, step_norms
@@ -52,7 +52,8 @@ class _Joined:
     """A seed the optimizer and the gradient monitor know about."""
 
     seed: weakref.ReferenceType[nn.Module]
-    group: dict[str, Any]
+    #: The parameters it added to the seeds' param group.
+    params: list[nn.Parameter]
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,8 @@ class SeedManager:
         in_slots = {id(p) for s in slots for p in s.parameters()}
         self._host = [p for p in model.parameters() if id(p) not in in_slots]
         self._joined: dict[str, _Joined] = {}
+        #: The one param group every live seed's parameters are in, while there is a seed.
+        self._group: dict[str, Any] | None = None
         self._backwards = 0
         self._steps: list[tuple[torch.Tensor, int, list[tuple[str, int, int]]]] = []
         self._last_epoch: int | None = None
@@ -149,35 +152,52 @@ class SeedManager:
     def _join(self, slot: SeedSlot, seed: nn.Module) -> None:
         known = {id(p) for g in self.optimizer.param_groups for p in g["params"]}
         params = [p for p in seed.parameters() if id(p) not in known]
+        if params and self._group is not None:
+            self._group["params"].extend(params)
+        elif params:
+            self._group = self._open_group(params)
+        slot.watch_gradients(self._host)
+        self._joined[slot.slot_id] = _Joined(weakref.ref(seed), params)
+
+    def _open_group(self, params: list[nn.Parameter]) -> dict[str, Any]:
+        """The seeds' param group: the first group's options as they are now, and `seed_optimizer`.
+
+        One group for all seeds rather than one each: an optimizer pays its
+        launches per group on a GPU, so a group per seed would make every
+        step dearer as seeds are planted.
+        """
         options = {k: v for k, v in self.optimizer.param_groups[0].items() if k != "params"}
         options.update(self.seed_optimizer)
         group: dict[str, Any] = {"params": params, **options}
-        if params:
-            if "initial_lr" in options or self.scheduler is not None:
-                # The schedule's base: the host's, unless the seed was given its own lr.
-                given = self.seed_optimizer.get("lr")
-                group["initial_lr"] = (
-                    given if given is not None else options.get("initial_lr", group["lr"])
-                )
-            self.optimizer.add_param_group(group)
-            group = self.optimizer.param_groups[-1]
-            if self.scheduler is not None:
-                for name, value in _per_group(self.scheduler, group):
-                    getattr(self.scheduler, name).append(value)
-        slot.watch_gradients(self._host)
-        self._joined[slot.slot_id] = _Joined(weakref.ref(seed), group)
+        if "initial_lr" in options or self.scheduler is not None:
+            # The schedule's base: the host's, unless the seeds were given their own lr.
+            given = self.seed_optimizer.get("lr")
+            group["initial_lr"] = (
+                given if given is not None else options.get("initial_lr", group["lr"])
+            )
+        self.optimizer.add_param_group(group)
+        group = self.optimizer.param_groups[-1]
+        if self.scheduler is not None:
+            for name, value in _per_group(self.scheduler, group):
+                getattr(self.scheduler, name).append(value)
+        return group
 
     def _leave(self, slot_id: str, joined: _Joined) -> None:
         """Take the seed's parameters and their state out of the optimizer."""
+        gone = {id(p) for p in joined.params}
+        for p in joined.params:
+            self.optimizer.state.pop(p, None)
         groups = self.optimizer.param_groups
-        index = next((i for i, g in enumerate(groups) if g is joined.group), None)
-        if index is not None:
-            for p in joined.group["params"]:
-                self.optimizer.state.pop(p, None)
-            del groups[index]
-            if self.scheduler is not None:
-                for name, _ in _per_group(self.scheduler, joined.group):
-                    del getattr(self.scheduler, name)[index]
+        index = next((i for i, g in enumerate(groups) if g is self._group), None)
+        if index is not None and gone:
+            group = groups[index]
+            group["params"] = [p for p in group["params"] if id(p) not in gone]
+            if not group["params"]:  # the last seed has gone: so has its group
+                del groups[index]
+                if self.scheduler is not None:
+                    for name, _ in _per_group(self.scheduler, group):
+                        del getattr(self.scheduler, name)[index]
+                self._group = None
         self.slots[slot_id].gradients.stop()
         del self._joined[slot_id]
 
@@ -337,11 +357,13 @@ class SeedManager:
         return out
 
     def _record_epoch(self, epoch: int, values: Mapping[str, float]) -> None:
-        digests = {
-            s.seed_id: param_digest(s.seed)
-            for s in self.slots.values()
-            if s.seed is not None and s.seed_id is not None
-        }
+        digests = param_digests(
+            {
+                s.seed_id: s.seed
+                for s in self.slots.values()
+                if s.seed is not None and s.seed_id is not None
+            }
+        )
         self.recorder.emit(_epoch_payload(values, digests), stream_id=RUN_STREAM, epoch=epoch)
 
     # -- reading ---------------------------------------------------------------------

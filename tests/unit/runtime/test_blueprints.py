@@ -20,6 +20,7 @@ from kasmina.runtime.blueprints import (
     group_count,
     param_count,
     param_digest,
+    param_digests,
     register_blueprint,
 )
 from kasmina.runtime.slot import SeedSlot
@@ -271,6 +272,20 @@ def test_param_digest_sees_every_change() -> None:
         next(seed.parameters()).view(-1)[5] += 1e-6
     assert param_digest(seed) != digest
     assert param_digest(build_blueprint("conv_light", 8).double()) != digest
+
+
+def test_param_digests_of_several_modules_are_each_ones_own() -> None:
+    # Over a megabyte in all, so the modules are hashed on threads side by side.
+    modules = {f"s{i}": build_blueprint("attention_lite", 192, "transformer", i) for i in range(3)}
+    assert sum(p.numel() * p.element_size() for m in modules.values() for p in m.parameters()) > (
+        1 << 20
+    )
+    digests = param_digests(modules)
+    assert digests == {k: param_digest(m) for k, m in modules.items()}
+    assert len(set(digests.values())) == 3
+    small = {"a": build_blueprint("norm", 4), "b": build_blueprint("conv_light", 4)}
+    assert param_digests(small) == {k: param_digest(m) for k, m in small.items()}
+    assert param_digests({}) == {}
 
 
 def test_param_digest_covers_buffers_names_and_shapes() -> None:

@@ -22,6 +22,7 @@ from torch import nn
 from kasmina.alpha import AlphaMode
 from kasmina.events import EpochCompleted, SeedStageChanged, SeedTelemetrySampled
 from kasmina.ledger import Ledger, Run
+from kasmina.runtime.blueprints import build_blueprint, param_digest, param_digests
 from kasmina.runtime.manager import SeedManager
 from kasmina.runtime.slot import SeedSlot
 from kasmina.runtime.telemetry import emit_sample
@@ -54,6 +55,16 @@ def test_forward_on_cuda_equals_cpu_within_tolerance() -> None:
     assert gpu_out.device.type == "cuda"
     torch.testing.assert_close(gpu_out.cpu(), cpu_out, rtol=1e-4, atol=1e-5)
     assert not torch.equal(cpu_out, x)
+
+
+def test_a_digest_on_cuda_equals_the_digest_on_the_cpu() -> None:
+    modules = {f"s{i}": build_blueprint("attention_lite", 192, "transformer", i) for i in range(3)}
+    on_cpu = {k: param_digest(m) for k, m in modules.items()}
+    mixed = {**{k: m.cuda() for k, m in modules.items()}, "cpu": build_blueprint("norm", 8)}
+    assert param_digests(mixed) == {**on_cpu, "cpu": param_digest(build_blueprint("norm", 8))}
+    half = build_blueprint("mlp", 16, "transformer", 2).to(torch.bfloat16)
+    expected = param_digest(half)
+    assert param_digest(half.cuda()) == expected
 
 
 def test_alpha_cache_holds_one_tensor_per_device_and_dtype() -> None:
