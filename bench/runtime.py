@@ -9,11 +9,12 @@ Rows:
   everything the demo records into a SQLite ledger (per-epoch samples, gate
   verdicts, stage moves, EpochCompleted, one flush per epoch);
 - the demo host with the same three blending slots trained under a
-  `SeedManager` (`after_backward` every step, `end_epoch` with a
+  `SeedManager` (`after_backward` after every backward, `end_epoch` with a
   `HeuristicPolicy`, recording into a SQLite ledger) against the same loop
   with no manager, the user's `evaluate` calls excluded from the manager's
   cost (they are timed inside the function handed to `end_epoch`), with
-  `gradient_every` 1, 4 and 16 (measure every k-th backward);
+  `gradient_every` None (the default: a few backwards an epoch), 1, 4 and 16
+  (measure every k-th backward);
 - the same for a small transformer encoder (4 layers, d_model 256, sequences
   of 64, batches of 64, 100 steps an epoch on a GPU; a smaller one on the
   CPU) with three transformer seed slots between its layers. Per-step and
@@ -212,8 +213,9 @@ class TransformerShape:
 #: The size the GPU target is stated for, and a smaller one a 2-core CPU runs in seconds.
 GPU_SHAPE = TransformerShape(layers=4, d_model=256, seq=64, batch=64, steps=100)
 CPU_SHAPE = TransformerShape(layers=4, d_model=128, seq=32, batch=16, steps=8)
-#: `gradient_every` values measured on the transformer host besides the default 1.
-SPARSER = (4, 16)
+#: `gradient_every` values measured on both hosts: the default (None: AUTO_SAMPLES
+#: backwards an epoch), then every backward, every 4th and every 16th.
+EVERY: tuple[int | None, ...] = (None, 1, 4, 16)
 
 
 class TokenHost(nn.Module):
@@ -308,7 +310,7 @@ def _managed(
     device: torch.device,
     recorder: Recorder | None,
     tempo: int,
-    gradient_every: int = 1,
+    gradient_every: int | None = None,
 ) -> tuple[Callable[[int], _Epoch], SeedManager | None]:
     """The host's epoch loop: with a `SeedManager` if `recorder` is given, else by hand.
 
@@ -413,7 +415,7 @@ class ManagerFigures:
     """A managed loop against the loop by hand, medians over interleaved epochs."""
 
     label: str
-    gradient_every: int
+    gradient_every: int | None
     steps: int
     #: The host's epoch without a manager, its one evaluate pass included.
     epoch: float
@@ -429,7 +431,7 @@ class ManagerFigures:
 
 
 def bench_manager(
-    host: _Host, epochs: int, device: torch.device, every: Sequence[int] = (1,)
+    host: _Host, epochs: int, device: torch.device, every: Sequence[int | None] = (None,)
 ) -> list[ManagerFigures]:
     folder = tempfile.mkdtemp(prefix="kasmina-bench-manager-")
     tempo = max(50, epochs + 10)  # the seeds stay BLENDING for the whole bench
@@ -444,7 +446,7 @@ def bench_manager(
         for loop in loops.values():
             loop(0)
         base: list[_Epoch] = []
-        seen: dict[int, list[_Epoch]] = {k: [] for k in every}
+        seen: dict[int | None, list[_Epoch]] = {k: [] for k in every}
         for number in range(1, epochs + 1):  # interleaved
             base.append(plain(number))
             for k, loop in loops.items():
@@ -472,6 +474,10 @@ def bench_manager(
     return figures
 
 
+def _every(f: ManagerFigures) -> str:
+    return "None (the default)" if f.gradient_every is None else str(f.gradient_every)
+
+
 def manager_rows(figures: Sequence[ManagerFigures]) -> list[tuple[str, float, str]]:
     """Table rows: (measure, value, ratio as printed)."""
     first = figures[0]
@@ -484,7 +490,7 @@ def manager_rows(figures: Sequence[ManagerFigures]) -> list[tuple[str, float, st
         ),
     ]
     for f in figures:
-        tag = f"SeedManager, gradient_every {f.gradient_every}"
+        tag = f"SeedManager, gradient_every {_every(f)}"
         rows += [
             (f"+ {tag}, evaluates excluded (ms)", f.managed * 1e3, f"{f.managed / f.plain:.3f}x"),
             ("  after_backward per step (us)", f.hook / f.steps * 1e6, f"{f.hook / f.epoch:.4f}x"),
@@ -501,7 +507,7 @@ def profile_manager(device: torch.device, shape: TransformerShape, calls: int = 
     folder = tempfile.mkdtemp(prefix="kasmina-bench-profile-")
     with Ledger.open(f"sqlite:///{folder}/profile.db") as ledger:
         run = ledger.start_run("bench-profile", seed=0, buffer_size=10_000)
-        loop, manager = _managed(host, device, run.recorder, 60)
+        loop, manager = _managed(host, device, run.recorder, 60, 1)  # every call measures
         assert manager is not None
         loop(0)
         model = manager.model
@@ -636,8 +642,8 @@ def main() -> int:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     shape = GPU_SHAPE if device.type == "cuda" else CPU_SHAPE
     rows = bench_training(args.epochs, device)
-    demo = bench_manager(_demo_host(device), args.epochs, device, (1, *SPARSER))
-    tokens = bench_manager(_token_host(device, shape), args.epochs, device, (1, *SPARSER))
+    demo = bench_manager(_demo_host(device), args.epochs, device, EVERY)
+    tokens = bench_manager(_token_host(device, shape), args.epochs, device, EVERY)
     emit, append = bench_emit()
     join, machine = bench_join()
     print(f"\nkasmina runtime costs on {device} (median of {args.epochs} interleaved epochs)")
@@ -664,12 +670,11 @@ def main() -> int:
         print(f"{name:50} {value:10.2f} {ratio:>9}")
     target = "< 1% (on a GPU)" if device.type == "cuda" else "< 2% (on the CPU)"
     print(
-        f"\nSeedManager overhead, the user's evaluate calls excluded: demo host "
-        f"{demo[0].share * 100:.2f}% of the epoch inside the manager (A/B "
+        f"\nSeedManager overhead by default (gradient_every None), the user's evaluate calls "
+        f"excluded: demo host {demo[0].share * 100:.2f}% of the epoch inside the manager (A/B "
         f"{demo[0].difference * 100:+.2f}%), target < 2% on the CPU; transformer "
         + ", ".join(
-            f"gradient_every {f.gradient_every}: {f.share * 100:.2f}%"
-            f" (A/B {f.difference * 100:+.2f}%)"
+            f"gradient_every {_every(f)}: {f.share * 100:.2f}% (A/B {f.difference * 100:+.2f}%)"
             for f in tokens
         )
         + f", target < 1% on a GPU; this run's target: {target}"

@@ -40,7 +40,7 @@ from kasmina.policy import (
     Wait,
 )
 from kasmina.runtime.isolation import GradientMonitor
-from kasmina.runtime.manager import EpochResult, SeedManager
+from kasmina.runtime.manager import AUTO_SAMPLES, EpochResult, SeedManager
 from kasmina.runtime.slot import SeedSlot
 from kasmina.stages import SeedStage
 
@@ -976,6 +976,28 @@ def test_recorded_gradients_drain_to_the_per_step_numbers(sqlite_run: Run[Ledger
             expected.has_vanishing,
             expected.has_exploding,
         )
+
+
+@pytest.mark.parametrize("every", [None, 1, 3])
+def test_gradient_every_picks_the_backwards_measured(
+    sqlite_run: Run[Ledger], every: int | None
+) -> None:
+    model = wine_net("h1")
+    optimizer = sgd(model)
+    policy = Scripted({0: [Germinate("h1", blueprint="mlp")]})
+    manager = SeedManager(
+        model, optimizer, sqlite_run.recorder, policy=policy, gates=EASY, gradient_every=every
+    )
+    backwards = len(range(0, len(wine()[1]), 16))
+    measured = []
+    for epoch in range(4):
+        train_epoch(model, optimizer, manager)
+        measured.append(manager.end_epoch(epoch, evaluate=evaluate).measured_backwards)
+    # no gradient reaches the seed before TRAINING (epoch 2); then by default AUTO_SAMPLES
+    k = every or max(1, backwards // AUTO_SAMPLES)
+    assert k > 1 or every == 1
+    assert measured == [0, 0, backwards // k, backwards // k]
+    assert model.slot("h1").metrics.grad_ratio is not None
 
 
 def test_draining_with_nothing_recorded_gives_none(sqlite_run: Run[Ledger]) -> None:

@@ -246,7 +246,8 @@ def step_norms(grads: Sequence[torch.Tensor]) -> torch.Tensor:
     One fused kernel (`_foreach_norm`) for any number of tensors: a training
     step never waits for the GPU and pays a few launches, not one per tensor.
     """
-    return torch.stack(torch._foreach_norm([g.detach() for g in grads], 2))
+    with torch.no_grad():  # cheaper than a detach per tensor
+        return torch.stack(torch._foreach_norm(list(grads), 2))
 
 
 def host_norm(norms: Sequence[float]) -> float:

@@ -41,6 +41,9 @@ from kasmina.stages import SeedStage
 
 #: EpochCompleted's typed fields; any other metric goes into its free-named `metrics`.
 _TYPED = ("val_accuracy", "val_loss", "train_accuracy", "train_loss", "host_grad_norm")
+#: Backwards measured an epoch when `gradient_every` is None: the cost of measuring
+#: becomes a fixed cost per epoch, like `end_epoch`'s, and its share falls as epochs grow.
+AUTO_SAMPLES = 4
 #: Stages whose seed is blended in, so silencing it (alpha 0) measures what it adds.
 _SCORED = (SeedStage.BLENDING, SeedStage.HOLDING)
 
@@ -54,6 +57,8 @@ class _Joined:
     seed: weakref.ReferenceType[nn.Module]
     #: The parameters it added to the seeds' param group.
     params: list[nn.Parameter]
+    #: All its parameters, listed once: `after_backward` reads their gradients every step.
+    measured: list[nn.Parameter]
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,8 @@ class EpochResult:
     #: Whether seeds were planted or removed this epoch: the model's parameters
     #: changed, so a wrapper that lists them (DistributedDataParallel) is rebuilt.
     seeds_changed: bool = False
+    #: Backwards of the epoch whose gradients were measured (see `gradient_every`).
+    measured_backwards: int = 0
 
 
 class SeedManager:
@@ -77,6 +84,12 @@ class SeedManager:
     accuracy on a 0-100 scale (DOMAIN §1), taken from `end_epoch`'s metrics or
     from what `evaluate` returns. Slots built without a recorder, gates or an
     auto-advance choice take the manager's.
+
+    `gradient_every=k` measures every k-th backward of an epoch for the gates.
+    The default, None, measures every backward of the first epoch and then
+    `AUTO_SAMPLES` evenly spaced ones an epoch: the gates read a moving
+    average, which a few samples an epoch keep, and measuring every step
+    costs a launch-bound GPU loop several percent.
 
     In a distributed run (`distributed`, a `DistributedRun`) every rank makes
     the same calls: every rank moves every slot, only a slot's writer records
@@ -96,7 +109,7 @@ class SeedManager:
         scheduler: LRScheduler | None = None,
         score: str = "val_accuracy",
         auto_advance: bool = True,
-        gradient_every: int = 1,
+        gradient_every: int | None = None,
         distributed: DistributedRun | None = None,
     ) -> None:
         slots = [m for m in model.modules() if isinstance(m, SeedSlot)]
@@ -106,8 +119,8 @@ class SeedManager:
         doubles = sorted({i for i in ids if ids.count(i) > 1})
         if doubles:
             raise SlotError(f"slot ids must be unique in a model; repeated: {doubles}")
-        if gradient_every < 1:
-            raise SlotError(f"gradient_every must be at least 1, got {gradient_every}")
+        if gradient_every is not None and gradient_every < 1:
+            raise SlotError(f"gradient_every must be at least 1 (or None), got {gradient_every}")
         self.model = model
         self.optimizer = optimizer
         self.recorder = recorder
@@ -129,7 +142,8 @@ class SeedManager:
         self._joined: dict[str, _Joined] = {}
         #: The one param group every live seed's parameters are in, while there is a seed.
         self._group: dict[str, Any] | None = None
-        self._backwards = 0
+        self._backwards = 0  # this epoch's
+        self._every = gradient_every or 1
         self._steps: list[tuple[torch.Tensor, int, list[tuple[str, int, int]]]] = []
         self._last_epoch: int | None = None
         self._sync()
@@ -157,7 +171,7 @@ class SeedManager:
         elif params:
             self._group = self._open_group(params)
         slot.watch_gradients(self._host)
-        self._joined[slot.slot_id] = _Joined(weakref.ref(seed), params)
+        self._joined[slot.slot_id] = _Joined(weakref.ref(seed), params, list(seed.parameters()))
 
     def _open_group(self, params: list[nn.Parameter]) -> dict[str, Any]:
         """The seeds' param group: the first group's options as they are now, and `seed_optimizer`.
@@ -212,28 +226,26 @@ class SeedManager:
         """
         self._sync()
         self._backwards += 1
-        if self._backwards % self.gradient_every:
-            return
-        live = [s for s in self.slots.values() if s.seed is not None and s.gradients.watching]
-        if not live:
+        if self._backwards % self._every:
             return
         grads = [p.grad for p in self._host if p.grad is not None]
         layout: list[tuple[str, int, int]] = []
         host_end = len(grads)
-        for slot in live:
-            assert slot.seed is not None
+        for slot_id, joined in self._joined.items():
+            if not self.slots[slot_id].gradients.watching:
+                continue
             start = len(grads)
-            grads.extend(p.grad for p in slot.seed.parameters() if p.grad is not None)
+            grads.extend(p.grad for p in joined.measured if p.grad is not None)
             if len(grads) > start:
-                layout.append((slot.slot_id, start, len(grads)))
+                layout.append((slot_id, start, len(grads)))
         if layout:
             self._steps.append((step_norms(grads), host_end, layout))
 
-    def _settle_gradients(self) -> None:
-        """Fold the backwards measured since the last epoch into each seed's metrics."""
+    def _settle_gradients(self) -> int:
+        """Fold the backwards measured since the last epoch into each seed's metrics; how many."""
         steps, self._steps = self._steps, []
         if not steps:
-            return
+            return 0
         per_slot: dict[str, list[tuple[float, list[float]]]] = {}
         for row, (_, host_end, layout) in zip(
             split_rows([s[0] for s in steps]), steps, strict=True
@@ -250,6 +262,7 @@ class SeedManager:
                 measured_steps, slot.metrics.grad_ratio, slot.gradients.host_count, seed_count
             )
             slot.measure(**values)
+        return len(steps)
 
     # -- the epoch -------------------------------------------------------------------
 
@@ -272,7 +285,10 @@ class SeedManager:
             raise SlotError(f"epoch {epoch} comes after epoch {self._last_epoch}, which has ended")
         _epoch_payload(dict(metrics or {}), {})  # a bad metric is refused before anything
         self._sync()
-        self._settle_gradients()
+        measured = self._settle_gradients()
+        if self.gradient_every is None:  # about AUTO_SAMPLES measured backwards an epoch
+            self._every = max(1, self._backwards // AUTO_SAMPLES)
+        self._backwards = 0
         values = dict(metrics or {})
         contributions: dict[str, float] = {}
         if evaluate is not None:
@@ -315,7 +331,7 @@ class SeedManager:
         changed = seeds != self._seeds_before
         self._seeds_before = seeds
         self.recorder.flush()
-        return EpochResult(epoch, values, contributions, tuple(decisions), changed)
+        return EpochResult(epoch, values, contributions, tuple(decisions), changed, measured)
 
     def _actions(self, epoch: int, values: Mapping[str, float]) -> list[Action]:
         actions: list[Action] = []
