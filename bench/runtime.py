@@ -428,6 +428,8 @@ class ManagerFigures:
     share: float
     #: Median over epochs of (managed - plain, evaluates excluded) / the plain epoch.
     difference: float
+    #: The same for a second loop by hand: the A/B this machine gives with no manager.
+    control: float
 
 
 def bench_manager(
@@ -441,16 +443,22 @@ def bench_manager(
             k: ledger.start_run(f"bench-manager-{k}", seed=0, buffer_size=10_000) for k in every
         }
         plain, _ = _managed(host, device, None, tempo)
+        # The same loop by hand once more, run last in each round: A/B against it
+        # measures what position and the machine alone give.
+        control, _ = _managed(host, device, None, tempo)
         loops = {k: _managed(host, device, runs[k].recorder, tempo, k)[0] for k in every}
         plain(0)  # warm-up
         for loop in loops.values():
             loop(0)
+        control(0)
         base: list[_Epoch] = []
+        again: list[_Epoch] = []
         seen: dict[int | None, list[_Epoch]] = {k: [] for k in every}
         for number in range(1, epochs + 1):  # interleaved
             base.append(plain(number))
             for k, loop in loops.items():
                 seen[k].append(loop(number))
+            again.append(control(number))
         for run in runs.values():
             run.finish()
     med = statistics.median
@@ -469,6 +477,7 @@ def bench_manager(
                 end=med(m.end for m in managed),
                 share=med(m.manager / b.total for m, b in pairs),
                 difference=med((m.own - b.own) / b.total for m, b in pairs),
+                control=med((c.own - b.own) / b.total for c, b in zip(again, base, strict=True)),
             )
         )
     return figures
@@ -487,6 +496,11 @@ def manager_rows(figures: Sequence[ManagerFigures]) -> list[tuple[str, float, st
             f"{first.label}: same, its evaluate excluded (ms)",
             first.plain * 1e3,
             f"{first.plain / first.epoch:.3f}x",
+        ),
+        (
+            "  the same loop by hand again, A/B (%): the noise floor",
+            first.control * 100,
+            f"{first.control:+.4f}x",
         ),
     ]
     for f in figures:
@@ -672,7 +686,8 @@ def main() -> int:
     print(
         f"\nSeedManager overhead by default (gradient_every None), the user's evaluate calls "
         f"excluded: demo host {demo[0].share * 100:.2f}% of the epoch inside the manager (A/B "
-        f"{demo[0].difference * 100:+.2f}%), target < 2% on the CPU; transformer "
+        f"{demo[0].difference * 100:+.2f}%, noise floor {demo[0].control * 100:+.2f}%), "
+        f"target < 2% on the CPU; transformer (A/B noise floor {tokens[0].control * 100:+.2f}%) "
         + ", ".join(
             f"gradient_every {_every(f)}: {f.share * 100:.2f}% (A/B {f.difference * 100:+.2f}%)"
             for f in tokens
