@@ -542,6 +542,51 @@ def schema() -> None:
     sys.stdout.write(json.dumps(json_schemas(), indent=2, sort_keys=True) + "\n")
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def run(
+    context: typer.Context,
+    target: Annotated[
+        str, typer.Argument(help="path/to/file.py:function or package.module:function.")
+    ],
+    config: Annotated[
+        str | None, typer.Option(help="The program's config: a JSON object or a .json file.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="The run's seed (ctx.seed).")] = 0,
+    name: Annotated[str | None, typer.Option(help="The run's name.")] = None,
+    run_id: Annotated[
+        str | None, typer.Option("--run-id", help="Name the run (default: a new UUID).")
+    ] = None,
+    device: Annotated[str, typer.Option(help="ctx.device, e.g. cpu or cuda.")] = "cpu",
+) -> None:
+    """Run your training program, recording what it is so the run can be proved later.
+
+    Arguments after `--` reach the program as ctx.argv.
+    """
+    from kasmina.programs import ProgramFailed, read_config, run_program
+
+    values = read_config(config)
+    with _open(create=True) as ledger:
+        try:
+            rid = run_program(
+                ledger,
+                target,
+                config=values,
+                seed=seed,
+                name=name,
+                run_id=run_id,
+                device=device,
+                argv=list(context.args),
+            )
+        except ProgramFailed as exc:
+            import traceback
+
+            cause = exc.__cause__ or exc
+            traceback.print_exception(type(cause), cause, cause.__traceback__, file=sys.stderr)
+            err.print(_error_line(exc), markup=False, highlight=False)
+            raise typer.Exit(1) from None
+    out.print(rid, highlight=False, markup=False)
+
+
 @app.command()
 def demo(
     epochs: Annotated[int, typer.Option(help="Epochs to train.")] = 30,

@@ -220,6 +220,7 @@ class _Causal(_Decided):
 
 
 class RunStarted(Payload):
+    schema_version: ClassVar[int] = 2
     name: str
     seed: int
     config: dict[str, JsonValue] = Field(default_factory=dict)
@@ -240,6 +241,14 @@ class RunStarted(Payload):
     #: at the start, so every stream has exactly one writer.
     world_size: Annotated[int, Field(ge=1)] = 1
     slot_writers: dict[str, Count] = Field(default_factory=dict)
+    #: A run started by `kasmina run`: the program (``path.py:function`` or
+    #: ``package.module:function``), its arguments, a digest of its code (a git
+    #: commit and a digest of uncommitted changes, or the source's SHA-256), and
+    #: the machine beyond the versions above (CUDA, cuDNN, the device).
+    entry_point: str | None = None
+    argv: list[str] = Field(default_factory=list)
+    code: dict[str, str] = Field(default_factory=dict)
+    environment: dict[str, JsonValue] = Field(default_factory=dict)
 
 
 class EpochCompleted(Payload):
@@ -503,6 +512,13 @@ def _metrics_v1_to_v2(data: JsonObject) -> JsonObject:
     return out
 
 
+def _no_program(data: JsonObject) -> JsonObject:
+    """Before `kasmina run`, no run named the program that made it."""
+    out = dict(data)
+    out.setdefault("entry_point", None)
+    return out
+
+
 def _no_decision(data: JsonObject) -> JsonObject:
     """Before `PolicyDecided`, no effect named the decision behind it."""
     out = dict(data)
@@ -519,6 +535,7 @@ UPCASTERS: Mapping[tuple[str, int], Upcaster] = {
     ("AlphaTargetSet", 1): _no_decision,
     ("SeedFossilized", 1): _no_decision,
     ("SeedPruned", 1): _no_decision,
+    ("RunStarted", 1): _no_program,
     ("EpochCompleted", 1): _metrics_v1_to_v2,
     ("SeedTelemetrySampled", 1): _metrics_v1_to_v2,
 }

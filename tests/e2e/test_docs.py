@@ -19,12 +19,19 @@ def blocks(path: Path, lang: str) -> list[str]:
     return re.findall(rf"```{lang}\n(.*?)```", path.read_text(), flags=re.S)
 
 
+def write_files(path: Path, folder: Path) -> None:
+    """Blocks fenced as ```python file=NAME are files the page's commands use."""
+    for name, text in re.findall(r"```python file=([\w.-]+)\n(.*?)```", path.read_text(), re.S):
+        (folder / name).write_text(text)
+
+
 def _docs_with(lang: str) -> list[Path]:
     return [p for p in DOCS if blocks(p, lang)]
 
 
 @pytest.mark.parametrize("path", _docs_with("python"), ids=lambda p: p.name)
 def test_python_examples_run(path: Path, tmp_path: Path) -> None:
+    write_files(path, tmp_path)
     for code in blocks(path, "python"):
         proc = subprocess.run(
             [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
@@ -34,6 +41,7 @@ def test_python_examples_run(path: Path, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("path", _docs_with("sh"), ids=lambda p: p.name)
 def test_cli_examples_run(path: Path, tmp_path: Path) -> None:
+    write_files(path, tmp_path)
     for code in blocks(path, "python"):
         subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True, timeout=120)
     commands = [

@@ -213,6 +213,7 @@ class Ledger(Appending):
         dataset_digest: str | None = None,
         world_size: int = 1,
         slot_writers: Mapping[str, int] | None = None,
+        program: Mapping[str, Json] | None = None,
     ) -> Run[Ledger]:
         """Begin a run: appends `RunStarted` with what produced it.
 
@@ -221,6 +222,8 @@ class Ledger(Appending):
         and deterministic-algorithms flag: what re-executing the run needs.
         A run of several processes names its world size and which rank writes
         each slot; this process is then rank 0 (see `kasmina.runtime.distributed`).
+        `program` holds what `kasmina run` records of the program (its
+        ``entry_point``, ``argv``, ``code`` and ``environment``).
         """
         rid = run_id or new_run_id()
         torch = sys.modules.get("torch")
@@ -242,6 +245,8 @@ class Ledger(Appending):
             world_size=world_size,
             slot_writers=dict(slot_writers or {}),
         )
+        if program:
+            payload = RunStarted.model_validate({**payload.model_dump(), **program})
         rank = None if world_size == 1 else 0
         self.append([make_event(payload, run_id=rid, stream_id=RUN_STREAM, version=1, rank=rank)])
         return Run(self, rid, buffer_size=buffer_size, rank=rank, writers=payload.slot_writers)

@@ -1,0 +1,271 @@
+"""`kasmina run`: a user's program, loaded by file or module, recorded in its `RunStarted`."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from kasmina.events import RunStarted, load_payload
+from kasmina.ledger import Ledger
+from kasmina.programs import ProgramError, ProgramFailed, run_program
+
+BIN = str(Path(sys.executable).with_name("kasmina"))
+
+#: A seed manager loop on iris, a dataset and model no example in the docs uses.
+IRIS = textwrap.dedent(
+    """
+    import random
+
+    import torch
+    import torch.nn.functional as F
+    from sklearn.datasets import load_iris
+    from torch import nn
+
+    from kasmina import HeuristicPolicy, QualityGates, SeedManager, SeedSlot
+
+
+    def main(ctx):
+        if "draws" in ctx.config:  # the first numbers Python's and torch's generators give
+            with open(ctx.config["draws"], "a") as out:
+                out.write(f"{random.random()} {float(torch.rand(1))}\\n")
+        data = load_iris()
+        x = torch.tensor(data.data, dtype=torch.float32)
+        x = (x - x.mean(0)) / x.std(0)
+        y = torch.tensor(data.target)
+        order = torch.randperm(len(y))
+        x, y = x[order], y[order]
+        ctx.dataset_digest("sklearn.load_iris", x.numpy().tobytes() + y.numpy().tobytes())
+        slot = SeedSlot("hidden", 16, topology="tabular")
+        model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), slot, nn.Linear(16, 3))
+        optimizer = torch.optim.Adam(model.parameters(), lr=ctx.config.get("lr", 0.01))
+        gates = QualityGates(permissive=True, min_training_epochs=2, min_blending_epochs=2)
+        policy = ctx.policy(HeuristicPolicy(tempo=2))
+        manager = SeedManager(model, optimizer, ctx.recorder, policy=policy, gates=gates)
+
+        def evaluate(m):
+            with torch.no_grad():
+                hits = (m(x[100:]).argmax(1) == y[100:]).float().mean().item()
+            return {"val_accuracy": 100 * hits}
+
+        for epoch in range(ctx.config.get("epochs", 4)):
+            for i in range(0, 100, 20):
+                optimizer.zero_grad()
+                F.cross_entropy(model(x[i : i + 20]), y[i : i + 20]).backward()
+                manager.after_backward()
+                optimizer.step()
+            manager.end_epoch(epoch, evaluate=evaluate)
+    """
+)
+
+
+def started(ledger: Ledger, run_id: str) -> RunStarted:
+    first = next(iter(ledger.history(run_id)))
+    assert isinstance(first.payload, RunStarted)
+    return first.payload
+
+
+def write(folder: Path, name: str, text: str) -> Path:
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_a_program_file_runs_and_its_run_started_says_what_it_was(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    program = write(tmp_path / "code", "iris.py", IRIS)
+    rid = run_program(
+        ledger,
+        f"{program}:main",
+        config={"epochs": 3},
+        seed=5,
+        run_id="iris",
+        argv=["--flag", "x"],
+    )
+    assert rid == "iris"
+    info = started(ledger, rid)
+    assert info.entry_point == f"{program.resolve()}:main"
+    assert (info.config, info.seed, info.argv) == ({"epochs": 3}, 5, ["--flag", "x"])
+    assert info.name == "iris:main"
+    assert info.code == {"source": hashlib.sha256(program.read_bytes()).hexdigest()}
+    assert info.dataset == "sklearn.load_iris" and len(info.dataset_digest or "") == 64
+    assert info.environment["cuda_available"] in (True, False)
+    assert "cublas_workspace_config" in info.environment
+    types = [e.event_type for e in ledger.history(rid)]
+    assert types.count("EpochCompleted") == 3
+    assert "PolicyDecided" in types and types[-1] == "RunFinished"
+    assert ledger.verify(rid).ok
+
+
+def test_the_run_seed_seeds_python_and_torch(sqlite_url: str, tmp_path: Path) -> None:
+    program = write(tmp_path, "seeded.py", IRIS)
+    draws = tmp_path / "draws.txt"
+    config = {"epochs": 1, "draws": str(draws)}
+    with Ledger.open(sqlite_url) as ledger:
+        for rid, seed in (("a", 11), ("b", 11), ("c", 12)):
+            run_program(ledger, f"{program}:main", config=config, seed=seed, run_id=rid)
+        digests = [started(ledger, r).dataset_digest for r in ("a", "b", "c")]
+    first, second, third = draws.read_text().splitlines()
+    assert first == second != third
+    # the shuffled data follows torch's seed too
+    assert digests[0] == digests[1] != digests[2]
+
+
+def test_a_module_target_is_imported_from_the_working_directory(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path, "mylab/__init__.py", "")
+    program = write(tmp_path, "mylab/train_tiny.py", "def main(ctx):\n    ctx.recorder\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with Ledger.open(sqlite_url) as ledger:
+        rid = run_program(ledger, "mylab.train_tiny:main", run_id="m")
+        info = started(ledger, rid)
+    assert info.entry_point == "mylab.train_tiny:main"
+    assert info.name == "train_tiny:main"
+    assert info.code == {"source": hashlib.sha256(program.read_bytes()).hexdigest()}
+
+
+def git(repo: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip()
+
+
+def test_in_a_repository_the_code_is_its_commit_and_a_digest_of_changes(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    repo = tmp_path / "repo"
+    program = write(repo, "train.py", "def main(ctx):\n    ctx.recorder\n")
+    git(repo, "init", "-q")
+    git(repo, "-c", "user.email=a@b", "-c", "user.name=a", "add", "train.py")
+    git(repo, "-c", "user.email=a@b", "-c", "user.name=a", "commit", "-qm", "first")
+    head = git(repo, "rev-parse", "HEAD")
+    with Ledger.open(sqlite_url) as ledger:
+        clean = started(ledger, run_program(ledger, f"{program}:main", run_id="clean")).code
+        program.write_text("def main(ctx):\n    ctx.recorder  # edited\n")
+        edited = started(ledger, run_program(ledger, f"{program}:main", run_id="edited")).code
+        write(repo, "helper.py", "X = 1\n")
+        untracked = started(ledger, run_program(ledger, f"{program}:main", run_id="new")).code
+    assert clean == {"commit": head, "changes": ""}
+    assert edited["commit"] == head and len(edited["changes"]) == 64
+    assert untracked["commit"] == head and untracked["changes"] not in ("", edited["changes"])
+
+
+def test_a_program_that_raises_leaves_its_run_open_with_its_events(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    program = write(
+        tmp_path,
+        "crash.py",
+        IRIS.replace("manager.end_epoch(epoch, evaluate=evaluate)", "")
+        + "\n\ndef crash(ctx):\n    main(ctx)\n    raise RuntimeError('out of memory, say')\n",
+    )
+    with Ledger.open(sqlite_url) as ledger:
+        with pytest.raises(ProgramFailed, match="raised RuntimeError: out of memory, say") as err:
+            run_program(ledger, f"{program}:crash", config={"epochs": 1}, run_id="dies")
+        assert err.value.run_id == "dies"
+        assert isinstance(err.value.__cause__, RuntimeError)
+        (info,) = ledger.runs()
+        assert info.run_id == "dies" and info.finished_at is None
+        assert info.events >= 1
+        assert ledger.verify("dies").ok
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("train.py", "a program is named as path/to/file.py:function"),
+        ("missing.py:main", "program file 'missing.py' does not exist"),
+        ("{folder}/prog.py:absent", "has no function 'absent'"),
+        ("{folder}/prog.py:VALUE", "is a int, not a function"),
+        ("no_such_module_here:main", "cannot import program module 'no_such_module_here'"),
+        ("{folder}/broken.py:main", "line 1: '(' was never closed"),
+        ("a b:main", "a program is named as"),
+        ("{folder}/prog.py:1st", "a program is named as"),
+    ],
+)
+def test_a_program_that_cannot_be_loaded_is_one_error_and_records_nothing(
+    sqlite_url: str, tmp_path: Path, target: str, message: str
+) -> None:
+    write(tmp_path, "prog.py", "VALUE = 3\n\ndef main(ctx):\n    pass\n")
+    write(tmp_path, "broken.py", "def main(ctx:\n")
+    with Ledger.open(sqlite_url) as ledger:
+        with pytest.raises(ProgramError, match=message.replace("(", r"\(")):
+            run_program(ledger, target.format(folder=tmp_path))
+        assert ledger.runs() == []
+
+
+def test_a_dataset_digest_after_the_run_started_is_refused(sqlite_url: str, tmp_path: Path) -> None:
+    program = write(
+        tmp_path, "late.py", "def main(ctx):\n    ctx.recorder\n    ctx.dataset_digest('d', b'x')\n"
+    )
+    with Ledger.open(sqlite_url) as ledger:
+        with pytest.raises(ProgramFailed, match="report the dataset digest before the run starts"):
+            run_program(ledger, f"{program}:main", run_id="late")
+
+
+def test_a_run_started_before_programs_reads_with_no_entry_point() -> None:
+    old = {"name": "old", "seed": 1, "kasmina_version": "0.1.0", "python_version": "3.11.0"}
+    payload = load_payload("RunStarted", 1, old)
+    assert isinstance(payload, RunStarted)
+    assert (payload.entry_point, payload.argv, payload.code) == (None, [], {})
+
+
+def kasmina(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([BIN, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def test_kasmina_run_passes_arguments_and_prints_the_run_id(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "echo.py",
+        "def main(ctx):\n    ctx.recorder\n"
+        "    print('argv', ctx.argv, ctx.config, ctx.seed, ctx.device)\n",
+    )
+    db = f"sqlite:///{tmp_path / 'k.db'}"
+    proc = kasmina(
+        "--db", db, "run", "echo.py:main", "--config", '{"k": 1}', "--seed", "4",
+        "--run-id", "cli", "--", "--lr", "0.1", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["argv ['--lr', '0.1'] {'k': 1} 4 cpu", "cli"]
+    config_file = write(tmp_path, "config.json", '{"k": 2}')
+    proc = kasmina("--db", db, "run", "echo.py:main", "--config", str(config_file), cwd=tmp_path)
+    assert proc.returncode == 0 and "{'k': 2}" in proc.stdout
+
+
+def test_kasmina_run_shows_the_programs_traceback_and_one_error_line(tmp_path: Path) -> None:
+    write(tmp_path, "boom.py", "def main(ctx):\n    ctx.recorder\n    raise KeyError('lr')\n")
+    db = f"sqlite:///{tmp_path / 'k.db'}"
+    proc = kasmina("--db", db, "run", "boom.py:main", "--run-id", "boom", cwd=tmp_path)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert lines[0] == "Traceback (most recent call last):"
+    assert lines[-1] == "error: program boom.py:main raised KeyError: 'lr'; run boom is left open"
+    proc = kasmina("--db", db, "runs", cwd=tmp_path)
+    assert "boom" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["nothing.py:main"], "error: program file 'nothing.py' does not exist"),
+        (["ok.py:main", "--config", "{bad"], "error: --config is not valid JSON"),
+        (["ok.py:main", "--config", "[1]"], "error: --config must be a JSON object, got list"),
+        (["ok.py:main", "--config", "no.json"], "error: --config 'no.json' is neither a JSON"),
+    ],
+)
+def test_kasmina_run_bad_input_is_one_line(tmp_path: Path, args: list[str], message: str) -> None:
+    write(tmp_path, "ok.py", "def main(ctx):\n    pass\n")
+    proc = kasmina("--db", f"sqlite:///{tmp_path / 'k.db'}", "run", *args, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert proc.stderr.startswith(message)
