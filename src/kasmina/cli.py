@@ -475,6 +475,12 @@ def replay(
     trust: Annotated[
         bool, typer.Option("--trust", help="Fold even if the hash chain does not verify.")
     ] = False,
+    allow_code_change: Annotated[
+        bool,
+        typer.Option(
+            "--allow-code-change", help="With --verify: re-run a program whose code has changed."
+        ),
+    ] = False,
     no_snapshots: Annotated[
         bool, typer.Option("--no-snapshots", help="Fold from the first event.")
     ] = False,
@@ -493,7 +499,7 @@ def replay(
     if reexecute:
         if at_epoch is not None or at_position is not None:
             raise KasminaError("--verify re-executes the whole run; drop --at-epoch/--at-position")
-        _reexecute(run_id, trust)
+        _reexecute(run_id, trust, allow_code_change)
         return
     with _open() as ledger:
         ledger.require_run(run_id)
@@ -516,19 +522,24 @@ def replay(
         display.print_state(out, state)
 
 
-def _reexecute(run_id: str, trust: bool) -> None:
+def _reexecute(run_id: str, trust: bool, allow_code_change: bool) -> None:
     try:
         from kasmina.demo import PROGRAM
-        from kasmina.replay.reexecution import reexecute
+        from kasmina.replay.reexecution import Program, reexecute, started_of
     except ImportError as exc:
         raise KasminaError(
             f"replay --verify needs torch and scikit-learn ({exc.name} is missing): "
             "pip install 'kasmina[demo]'"
         ) from None
+    from kasmina.programs import RecordedProgram
     from kasmina.replay import display
 
     with _open() as ledger:
-        report = reexecute(ledger, run_id, PROGRAM, trust=trust, console=err)
+        ledger.require_run(run_id)
+        program: Program = PROGRAM
+        if started_of(ledger, run_id).entry_point is not None:  # started by `kasmina run`
+            program = RecordedProgram(allow_code_change)
+        report = reexecute(ledger, run_id, program, trust=trust, console=err)
     display.print_reexecution(out, report)
     if not report.ok:
         raise typer.Exit(1)

@@ -230,6 +230,8 @@ def train(
 class DemoProgram:
     """The demo as a program `kasmina.replay.reexecution` can rebuild and train again."""
 
+    notes: tuple[str, ...] = ()
+
     def refusal(self, run_id: str, started: RunStarted) -> str | None:
         if started.host is None:
             return (

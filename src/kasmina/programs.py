@@ -30,6 +30,7 @@ from kasmina.canonical import Json
 from kasmina.errors import KasminaError
 
 if TYPE_CHECKING:
+    from kasmina.events import RunStarted
     from kasmina.ledger import Ledger, Run
     from kasmina.recording import Recorder
 
@@ -313,7 +314,6 @@ def run_program(
         "code": dict(code_digest(entry, module)),
         "environment": environment(),
     }
-    seed_everything(seed)
     ctx = RunContext(
         ledger=ledger,
         config=dict(config or {}),
@@ -325,22 +325,99 @@ def run_program(
         run_id=run_id,
         _program=program,
     )
+    return _execute(function, ctx)
+
+
+def _execute(function: Callable[[RunContext], object], ctx: RunContext) -> str:
+    """Seed, call the program, and seal its run when it returns (see `run_program`)."""
+    seed_everything(ctx.seed)
     try:
         function(ctx)
     except Exception as exc:
         if ctx.started:
             ctx.recorder.flush()
-        raise ProgramFailed(target, ctx.run.run_id if ctx.started else None, exc) from exc
+        raise ProgramFailed(ctx.entry.target, ctx.run.run_id if ctx.started else None, exc) from exc
     run = ctx.run
     if not run.finished:
         run.finish()
     return run.run_id
 
 
+def _code_text(code: Mapping[str, str]) -> str:
+    return ", ".join(f"{k} {v[:12] or 'none'}" for k, v in sorted(code.items())) or "no digest"
+
+
+@dataclass
+class RecordedProgram:
+    """A run's program as re-execution reaches it: through the entry point its run recorded.
+
+    It is loaded and its code digested again; a digest other than the
+    recorded one refuses the re-run unless `allow_code_change`, and is then
+    a note. The re-run gets the recorded config, seed, arguments and thread
+    count, and a context whose `policy(default)` is the recorded decisions.
+    """
+
+    allow_code_change: bool = False
+    notes: list[str] = field(default_factory=list)
+    _loaded: tuple[EntryPoint, Callable[[RunContext], object]] | None = None
+
+    def refusal(self, run_id: str, started: RunStarted) -> str | None:
+        if started.entry_point is None:
+            return f"run {run_id} was not started by `kasmina run`, so no program is recorded"
+        try:
+            entry = parse_target(started.entry_point)
+            function = load_program(entry)
+        except ProgramError as exc:
+            return f"run {run_id} was made by {started.entry_point}, which cannot be loaded: {exc}"
+        now = code_digest(entry, sys.modules.get(getattr(function, "__module__", "") or ""))
+        if now != started.code:
+            change = f"the code of {started.entry_point} is not the code of run {run_id}"
+            detail = f" (recorded {_code_text(started.code)}; now {_code_text(now)})"
+            if not self.allow_code_change:
+                return f"{change}{detail}; pass --allow-code-change to re-run it anyway"
+            self.notes.append(f"{change}{detail}: re-run anyway")
+        self._loaded = (entry, function)
+        return None
+
+    def rerun(
+        self,
+        scratch: Ledger,
+        started: RunStarted,
+        policy: Any,
+        *,
+        run_id: str,
+        console: object = None,
+    ) -> None:
+        assert self._loaded is not None, "refusal() loads the program first"
+        entry, function = self._loaded
+        torch = sys.modules.get("torch")
+        if torch is not None and started.num_threads:
+            torch.set_num_threads(started.num_threads)
+        ctx = RunContext(
+            ledger=scratch,
+            config=dict(started.config),
+            seed=started.seed,
+            device="cpu",
+            argv=list(started.argv),
+            name=started.name,
+            entry=entry,
+            run_id=run_id,
+            _program={
+                "entry_point": started.entry_point,
+                "argv": list(started.argv),
+                "code": dict(started.code),
+                "environment": dict(started.environment),
+            },
+            _replaying=policy,
+        )
+        _execute(function, ctx)
+
+
 __all__ = [
     "EntryPoint",
     "ProgramError",
     "ProgramFailed",
+    "RecordedProgram",
     "RunContext",
     "code_digest",
     "environment",

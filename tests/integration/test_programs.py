@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from kasmina.errors import NotReexecutable
 from kasmina.events import RunStarted, load_payload
 from kasmina.ledger import Ledger
-from kasmina.programs import ProgramError, ProgramFailed, run_program
+from kasmina.programs import ProgramError, ProgramFailed, RecordedProgram, run_program
+from kasmina.replay.reexecution import reexecute
 
 BIN = str(Path(sys.executable).with_name("kasmina"))
 
@@ -269,3 +271,53 @@ def test_kasmina_run_bad_input_is_one_line(tmp_path: Path, args: list[str], mess
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1
     assert proc.stderr.startswith(message)
+
+
+# -- re-execution of a program's run ---------------------------------------------------------
+
+
+def test_a_programs_run_re_executes_with_no_divergence(ledger: Ledger, tmp_path: Path) -> None:
+    program = write(tmp_path, "iris_again.py", IRIS)
+    rid = run_program(ledger, f"{program}:main", config={"epochs": 6}, seed=2, run_id="again")
+    report = reexecute(ledger, rid, RecordedProgram())
+    assert report.ok, report.divergences
+    assert report.compared == sum(1 for _ in ledger.history(rid))
+    assert report.digests > 0 and report.notes == []
+
+
+def test_changed_code_is_refused_or_shown_at_its_first_diverging_event(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    program = write(tmp_path, "iris_edit.py", IRIS)
+    with Ledger.open(sqlite_url) as ledger:
+        rid = run_program(ledger, f"{program}:main", config={"epochs": 3}, seed=2, run_id="edit")
+        program.write_text(IRIS.replace('ctx.config.get("lr", 0.01)', 'ctx.config.get("lr", 0.05)'))
+        with pytest.raises(NotReexecutable, match="pass --allow-code-change"):
+            reexecute(ledger, rid, RecordedProgram())
+        report = reexecute(ledger, rid, RecordedProgram(allow_code_change=True))
+        first_epoch = next(e for e in ledger.read(rid) if e.event_type == "EpochCompleted")
+    assert not report.ok
+    assert any("is not the code of run edit" in n for n in report.notes)
+    run_stream = next(d for d in report.divergences if d.stream_id == "run")
+    assert run_stream.version == first_epoch.version
+    assert run_stream.recorded is not None and run_stream.recorded.position == first_epoch.position
+    assert "payload.val_accuracy" in run_stream.fields
+
+
+def test_kasmina_replay_verify_re_executes_a_program_or_names_what_is_missing(
+    tmp_path: Path,
+) -> None:
+    program = write(tmp_path, "iris_cli.py", IRIS)
+    db = f"sqlite:///{tmp_path / 'k.db'}"
+    proc = kasmina("--db", db, "run", "iris_cli.py:main", "--run-id", "v", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    proc = kasmina("--db", db, "replay", "v", "--verify", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().endswith("0 divergences")
+    program.unlink()
+    proc = kasmina("--db", db, "replay", "v", "--verify", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        f"error: run v was made by {program}:main, which cannot be loaded: "
+        f"program file '{program}' does not exist"
+    )

@@ -13,7 +13,7 @@ timestamps, hashes, and so the seal's hashes).
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import zip_longest
 from pathlib import Path
@@ -74,7 +74,7 @@ def recorded_decisions(ledger: Ledger, run_id: str) -> RecordedPolicy:
     return RecordedPolicy(decisions, name)
 
 
-def _started(ledger: Ledger, run_id: str) -> RunStarted:
+def started_of(ledger: Ledger, run_id: str) -> RunStarted:
     first = next(ledger.read(run_id, stream_id="run"), None)
     if first is None or not isinstance(first.payload, RunStarted):
         raise NotReexecutable(f"run {run_id} does not begin with RunStarted")
@@ -139,6 +139,11 @@ class Program(Protocol):
 
     def refusal(self, run_id: str, started: RunStarted) -> str | None: ...
 
+    @property
+    def notes(self) -> Sequence[str]:
+        """What the re-run should report beside its comparison (a code change allowed)."""
+        ...
+
     def rerun(
         self,
         scratch: Ledger,
@@ -169,7 +174,7 @@ def reexecute(
                 "chain does not verify (pass --trust to re-execute it anyway)",
                 fault.position,
             )
-    started = _started(ledger, run_id)
+    started = started_of(ledger, run_id)
     refusal = program.refusal(run_id, started)
     if refusal is not None:
         raise NotReexecutable(refusal)
@@ -177,6 +182,7 @@ def reexecute(
         raise NotReexecutable(f"run {run_id} has no RunFinished: it is unfinished or truncated")
     policy = recorded_decisions(ledger, run_id)
     report = Reexecution(run_id)
+    report.notes.extend(program.notes)
     report.notes.extend(_environment_notes(started, ledger))
     with tempfile.TemporaryDirectory(prefix="kasmina-reexecute-") as tmp:
         with Ledger.open(f"sqlite:///{Path(tmp) / 'replayed.db'}") as scratch:
@@ -210,4 +216,5 @@ __all__ = [
     "compare",
     "recorded_decisions",
     "reexecute",
+    "started_of",
 ]
