@@ -14,7 +14,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +27,7 @@ from kasmina.canonical import Json
 from kasmina.errors import NotReexecutable, ReplayError
 from kasmina.events import RunStarted, SeedStageChanged
 from kasmina.gates import QualityGates
-from kasmina.ledger import Ledger
+from kasmina.ledger import Ledger, Run
 from kasmina.policy import HeuristicPolicy, Policy
 from kasmina.replay.live import LiveStates, check_live, live_state
 from kasmina.runtime.blocks import BlockPool
@@ -34,6 +35,9 @@ from kasmina.runtime.manager import SeedManager
 from kasmina.runtime.memory import MemoryGovernor, TTLMemoryCache
 from kasmina.runtime.pipeline import RecorderPipeline
 from kasmina.runtime.slot import SeedSlot
+
+if TYPE_CHECKING:
+    from kasmina.programs import RunContext
 
 BLUEPRINTS = ("conv_small", "conv_light", "depthwise", "norm")
 HOST = "DigitsHost"
@@ -188,9 +192,38 @@ def run_demo(
     console: Console | None = None,
     run_id: str | None = None,
 ) -> DemoResult:
-    """Train, grow, record; returns the run id, accuracies and each seed's path."""
-    config = DemoConfig(epochs=epochs, slots=slots, seed=seed)
-    return train(ledger, config, demo_policy, console=console, run_id=run_id)
+    """Train, grow, record; returns the run id, accuracies and each seed's path.
+
+    The demo is a program like any other (`main`), started as `kasmina run`
+    starts one, so its run can be re-executed the same way.
+    """
+    from kasmina.programs import execute_program
+
+    config = DemoConfig(epochs=epochs, slots=slots, seed=seed).to_json()
+    ctx = execute_program(
+        ledger, ENTRY_POINT, config=config, seed=seed, name="digits", run_id=run_id, console=console
+    )
+    assert isinstance(ctx.result, DemoResult)
+    return ctx.result
+
+
+#: `kasmina demo` is `kasmina run kasmina.demo:main --seed 7`.
+ENTRY_POINT = "kasmina.demo:main"
+
+
+def main(ctx: RunContext) -> DemoResult:
+    """The demo as a program: digits, a CNN with seed slots, the heuristic policy."""
+    config = DemoConfig.from_json({**ctx.config, "seed": ctx.seed})
+    ctx.dataset_digest(DATASET, dataset_digest())
+    return train(
+        ctx.ledger,
+        config,
+        lambda c: ctx.policy(demo_policy(c)),
+        console=ctx.console,
+        start=lambda: ctx.run,
+        check_replay=not ctx.replaying,
+        summary=not ctx.replaying,
+    )
 
 
 def train(
@@ -203,6 +236,7 @@ def train(
     check_replay: bool = True,
     threads: int = 1,
     summary: bool = True,
+    start: Callable[[], Run[Ledger]] | None = None,
 ) -> DemoResult:
     """The demo's training loop, on CPU with deterministic algorithms.
 
@@ -218,7 +252,9 @@ def train(
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
     try:
-        result = _run(ledger, config, policy(config), console, run_id, check_replay)
+        if start is None:
+            start = partial(_start, ledger, config, run_id)
+        result = _run(ledger, config, policy(config), console, start, check_replay)
     finally:
         torch.set_num_threads(saved_threads)
         torch.use_deterministic_algorithms(deterministic)
@@ -276,17 +312,9 @@ class DemoProgram:
 PROGRAM = DemoProgram()
 
 
-def _run(
-    ledger: Ledger,
-    config: DemoConfig,
-    policy: Policy,
-    console: Console,
-    run_id: str | None,
-    check_replay: bool,
-) -> DemoResult:
-    torch.manual_seed(config.seed)
-    x_train, y_train, x_val, y_val = load_digits_tensors(config.seed)
-    run = ledger.start_run(
+def _start(ledger: Ledger, config: DemoConfig, run_id: str | None) -> Run[Ledger]:
+    """A demo run as runs were started before `kasmina run` (`DemoProgram` re-runs those)."""
+    return ledger.start_run(
         name="digits",
         seed=config.seed,
         config=config.to_json(),
@@ -295,6 +323,19 @@ def _run(
         dataset=DATASET,
         dataset_digest=dataset_digest(),
     )
+
+
+def _run(
+    ledger: Ledger,
+    config: DemoConfig,
+    policy: Policy,
+    console: Console,
+    start: Callable[[], Run[Ledger]],
+    check_replay: bool,
+) -> DemoResult:
+    torch.manual_seed(config.seed)
+    x_train, y_train, x_val, y_val = load_digits_tensors(config.seed)
+    run = start()
     recorder = RecorderPipeline(ledger, run.run_id)
     clock = _EpochClock()
     governor = MemoryGovernor(

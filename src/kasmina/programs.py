@@ -236,6 +236,10 @@ class RunContext:
     _program: dict[str, Json] = field(default_factory=dict)
     _dataset: tuple[str, str] | None = None
     _run: Run[Ledger] | None = None
+    #: Where the program may print (a rich Console), or None for silence.
+    console: Any = None
+    #: What the program's function returned, once it has.
+    result: object = None
     _replaying: Any = None
 
     @property
@@ -261,6 +265,11 @@ class RunContext:
     @property
     def started(self) -> bool:
         return self._run is not None
+
+    @property
+    def replaying(self) -> bool:
+        """Whether this call re-executes a recorded run (`kasmina replay --verify`)."""
+        return self._replaying is not None
 
     def dataset_digest(self, name: str, data: bytes | str) -> str:
         """Record which data the run trains on: `data` is its bytes, or a digest already taken."""
@@ -288,7 +297,7 @@ def seed_everything(seed: int) -> None:
         torch.manual_seed(seed)
 
 
-def run_program(
+def execute_program(
     ledger: Ledger,
     target: str,
     *,
@@ -298,8 +307,9 @@ def run_program(
     run_id: str | None = None,
     device: str = "cpu",
     argv: Sequence[str] = (),
-) -> str:
-    """Load the program, start its run, call it, and finish the run; the run's id.
+    console: Any = None,
+) -> RunContext:
+    """Load the program, start its run, call it, and finish the run; its context.
 
     A program that raises leaves its run open, with every event it recorded
     flushed, so it can be looked at (and, later, resumed); `ProgramFailed`
@@ -323,16 +333,23 @@ def run_program(
         name=name or f"{entry.stem}:{entry.function}",
         entry=entry,
         run_id=run_id,
+        console=console,
         _program=program,
     )
-    return _execute(function, ctx)
+    _execute(function, ctx)
+    return ctx
+
+
+def run_program(ledger: Ledger, target: str, **options: Any) -> str:
+    """`execute_program`, for the run's id: what `kasmina run` does."""
+    return execute_program(ledger, target, **options).run.run_id
 
 
 def _execute(function: Callable[[RunContext], object], ctx: RunContext) -> str:
     """Seed, call the program, and seal its run when it returns (see `run_program`)."""
     seed_everything(ctx.seed)
     try:
-        function(ctx)
+        ctx.result = function(ctx)
     except Exception as exc:
         if ctx.started:
             ctx.recorder.flush()
@@ -402,6 +419,7 @@ class RecordedProgram:
             name=started.name,
             entry=entry,
             run_id=run_id,
+            console=console,
             _program={
                 "entry_point": started.entry_point,
                 "argv": list(started.argv),
@@ -421,6 +439,7 @@ __all__ = [
     "RunContext",
     "code_digest",
     "environment",
+    "execute_program",
     "load_program",
     "parse_target",
     "read_config",
