@@ -9,12 +9,13 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import rawdb
 
 from kasmina.errors import NotReexecutable
-from kasmina.events import RunStarted, load_payload
+from kasmina.events import PolicyDecided, RunStarted, load_payload
 from kasmina.ledger import Ledger
 from kasmina.programs import ProgramError, ProgramFailed, RecordedProgram, run_program
-from kasmina.replay.reexecution import reexecute
+from kasmina.replay.reexecution import Reexecution, reexecute
 
 BIN = str(Path(sys.executable).with_name("kasmina"))
 
@@ -321,3 +322,47 @@ def test_kasmina_replay_verify_re_executes_a_program_or_names_what_is_missing(
         f"error: run v was made by {program}:main, which cannot be loaded: "
         f"program file '{program}' does not exist"
     )
+
+
+def first_diverging_position(report: Reexecution) -> int:
+    """The run's first diverging event: the earliest recorded position among the streams'."""
+    return min(d.recorded.position for d in report.divergences if d.recorded is not None)
+
+
+@pytest.mark.parametrize("edited", ["config", "decision"])
+def test_an_edited_run_is_shown_at_its_exact_first_diverging_event(
+    tmp_path: Path, edited: str
+) -> None:
+    program = write(tmp_path, "iris_forged.py", IRIS)
+    path = tmp_path / "forged.db"
+    with Ledger.open(f"sqlite:///{path}") as ledger:
+        rid = run_program(ledger, f"{program}:main", config={"epochs": 5}, seed=2, run_id="f")
+        events = list(ledger.read(rid))
+    if edited == "config":
+        # lr is read at the start, so the first epoch's numbers are the first to change
+        expected = next(e for e in events if e.event_type == "EpochCompleted")
+
+        def edit(event_type: str, payload: dict[str, object]) -> None:
+            if event_type == "RunStarted":
+                payload["config"] = {"epochs": 5, "lr": 0.05}
+
+    else:
+        decided = next(e for e in events if e.event_type == "PolicyDecided")
+        decision = decided.payload
+        assert isinstance(decision, PolicyDecided) and decision.arguments["blueprint"] == "mlp"
+        # the germination the decision caused is the first event to change
+        expected = next(
+            e for e in events if e.position > decided.position and e.stream_id == decided.stream_id
+        )
+        assert expected.event_type == "SeedGerminated"
+
+        def edit(event_type: str, payload: dict[str, object]) -> None:
+            if event_type == "PolicyDecided" and payload["decision_id"] == decision.decision_id:
+                payload["arguments"] = {**decision.arguments, "blueprint": "norm"}
+
+    rawdb.rewrite_sqlite_run(str(path), rid, edit)  # a forger: the chain verifies again
+    with Ledger.open(f"sqlite:///{path}") as ledger:
+        assert ledger.verify(rid).ok
+        report = reexecute(ledger, rid, RecordedProgram())
+    assert not report.ok
+    assert first_diverging_position(report) == expected.position
