@@ -132,18 +132,19 @@ def _import(name: str) -> ModuleType:
         raise ProgramError(f"cannot import program module {name!r}: {exc}") from None
 
 
-def code_digest(entry: EntryPoint, module: ModuleType | None = None) -> dict[str, str]:
+def code_digest(entry: EntryPoint, function: Callable[..., object]) -> dict[str, str]:
     """What identifies the program's code: its git commit and a digest of what is uncommitted
     (tracked changes and untracked files), or, outside a repository, the SHA-256 of its source.
     """
-    source = entry.path or _source_of(module)
+    source = entry.path or _source_of(sys.modules.get(getattr(function, "__module__", "") or ""))
     if source is None:
         return {}
     repo = _git(source.parent, "rev-parse", "--show-toplevel")
     if repo is not None:
         commit = _git(source.parent, "rev-parse", "HEAD")
         if commit is not None:
-            return {"commit": commit.strip(), "changes": _changes_digest(Path(repo.strip()))}
+            top = Path(repo.decode().strip())
+            return {"commit": commit.decode().strip(), "changes": _changes_digest(top)}
     return {"source": hashlib.sha256(source.read_bytes()).hexdigest()}
 
 
@@ -152,11 +153,10 @@ def _source_of(module: ModuleType | None) -> Path | None:
     return Path(file).resolve() if isinstance(file, str) and file.endswith(".py") else None
 
 
-def _git(folder: Path, *args: str) -> str | None:
+def _git(folder: Path, *args: str) -> bytes | None:
+    """Git's output in `folder`, or None where git is missing or says no."""
     try:
-        done = subprocess.run(
-            ["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=30
-        )
+        done = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return done.stdout if done.returncode == 0 else None
@@ -164,14 +164,8 @@ def _git(folder: Path, *args: str) -> str | None:
 
 def _changes_digest(repo: Path) -> str:
     """SHA-256 of the diff against HEAD and of every untracked, unignored file; '' when clean."""
-    diff = subprocess.run(
-        ["git", "-C", str(repo), "diff", "HEAD", "--binary"], capture_output=True, timeout=60
-    ).stdout
-    listed = subprocess.run(
-        ["git", "-C", str(repo), "ls-files", "--others", "--exclude-standard", "-z"],
-        capture_output=True,
-        timeout=60,
-    ).stdout
+    diff = _git(repo, "diff", "HEAD", "--binary") or b""
+    listed = _git(repo, "ls-files", "--others", "--exclude-standard", "-z") or b""
     untracked = sorted(p for p in listed.decode(errors="surrogateescape").split("\0") if p)
     if not diff and not untracked:
         return ""
@@ -317,11 +311,10 @@ def execute_program(
     """
     entry = parse_target(target)
     function = load_program(entry)
-    module = sys.modules.get(getattr(function, "__module__", "") or "")
     program: dict[str, Json] = {
         "entry_point": entry.resolved,
         "argv": list(argv),
-        "code": dict(code_digest(entry, module)),
+        "code": dict(code_digest(entry, function)),
         "environment": environment(),
     }
     ctx = RunContext(
@@ -345,7 +338,7 @@ def run_program(ledger: Ledger, target: str, **options: Any) -> str:
     return execute_program(ledger, target, **options).run.run_id
 
 
-def _execute(function: Callable[[RunContext], object], ctx: RunContext) -> str:
+def _execute(function: Callable[[RunContext], object], ctx: RunContext) -> None:
     """Seed, call the program, and seal its run when it returns (see `run_program`)."""
     seed_everything(ctx.seed)
     try:
@@ -354,10 +347,8 @@ def _execute(function: Callable[[RunContext], object], ctx: RunContext) -> str:
         if ctx.started:
             ctx.recorder.flush()
         raise ProgramFailed(ctx.entry.target, ctx.run.run_id if ctx.started else None, exc) from exc
-    run = ctx.run
-    if not run.finished:
-        run.finish()
-    return run.run_id
+    if not ctx.run.finished:
+        ctx.run.finish()
 
 
 def _code_text(code: Mapping[str, str]) -> str:
@@ -386,7 +377,7 @@ class RecordedProgram:
             function = load_program(entry)
         except ProgramError as exc:
             return f"run {run_id} was made by {started.entry_point}, which cannot be loaded: {exc}"
-        now = code_digest(entry, sys.modules.get(getattr(function, "__module__", "") or ""))
+        now = code_digest(entry, function)
         if now != started.code:
             change = f"the code of {started.entry_point} is not the code of run {run_id}"
             detail = f" (recorded {_code_text(started.code)}; now {_code_text(now)})"
