@@ -413,6 +413,39 @@ class PolicyDecided(Payload):
     refusal: str | None = None
 
 
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+class CheckpointSaved(Payload):
+    """A checkpoint of the program's state at the end of an epoch, held in the artifact store.
+
+    The ledger holds what proves the file: its SHA-256 and size. The file's
+    place in the store follows from the digest alone (``path`` is that place,
+    relative to the store), so a path read back from the database is never
+    trusted to name a file.
+    """
+
+    epoch: Count
+    digest: Sha256
+    bytes: Count
+    path: str
+
+
+class RunResumed(Payload):
+    """A run continued by a new attempt after its process died.
+
+    The events recorded after ``abandoned_after_position`` and before this
+    one belong to the abandoned attempt: they stay in the log, and the fold,
+    the views and ``history`` treat them as superseded. ``from_epoch`` is the
+    epoch of the checkpoint the attempt restored (None: it started over).
+    """
+
+    from_epoch: Count | None
+    attempt: Annotated[int, Field(ge=2)]
+    abandoned_after_position: Count
+    checkpoint: Sha256 | None = None
+
+
 class RunFinished(Payload):
     status: RunStatus = "completed"
     #: stream id -> hash of its last event before this one, so truncation shows.
@@ -433,6 +466,8 @@ _BUILT_IN: tuple[type[Payload], ...] = (
     EventsDropped,
     SeedTelemetrySampled,
     PolicyDecided,
+    CheckpointSaved,
+    RunResumed,
     RunFinished,
 )
 _REGISTRY: dict[str, type[Payload]] = {cls.__name__: cls for cls in _BUILT_IN}
@@ -721,6 +756,8 @@ __all__ = [
     "NewEvent",
     "PolicyAction",
     "PolicyDecided",
+    "RunResumed",
+    "CheckpointSaved",
     "Payload",
     "RawPayload",
     "Real",

@@ -32,6 +32,8 @@ REQUIRED = {
     "EventsDropped",
     "SeedTelemetrySampled",
     "PolicyDecided",
+    "CheckpointSaved",
+    "RunResumed",
     "RunFinished",
 }
 
