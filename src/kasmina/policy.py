@@ -214,6 +214,16 @@ class HeuristicPolicy:
                 actions.append(Fossilize(slot_id, reason=f"contribution_{contribution:.2f}"))
         return actions
 
+    def state_dict(self) -> dict[str, Any]:
+        """Its random stream and what it has done so far, for a checkpoint."""
+        return {"rng": self.rng.getstate(), "planted": self.planted, "tried": sorted(self._tried)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        version, internal, gauss = state["rng"]
+        self.rng.setstate((version, tuple(internal), gauss))
+        self.planted = int(state["planted"])
+        self._tried = {str(s) for s in state["tried"]}
+
     def _plant(self, slot_id: str, topology: str | None) -> Germinate:
         choices = self.blueprints or DEFAULT_BLUEPRINTS.get(topology or "cnn", ("conv_small",))
         self.planted += 1

@@ -40,7 +40,7 @@ from kasmina.policy import (
     Wait,
 )
 from kasmina.runtime.isolation import GradientMonitor
-from kasmina.runtime.manager import AUTO_SAMPLES, EpochResult, SeedManager
+from kasmina.runtime.manager import AUTO_SAMPLES, SEEDS_GROUP, EpochResult, SeedManager
 from kasmina.runtime.slot import SeedSlot
 from kasmina.stages import SeedStage
 
@@ -443,7 +443,9 @@ def test_seed_optimizer_options_override_the_host_groups(
     assert [id(p) for p in optimizer.param_groups[1]["params"]] == [
         id(p) for p in seed.parameters()
     ]
-    assert host_options(optimizer, 1) == {**host_options(optimizer, 0), **(seed_optimizer or {})}
+    seeds = host_options(optimizer, 1)
+    assert seeds.pop(SEEDS_GROUP) is True  # the mark a restored optimizer is known by
+    assert seeds == {**host_options(optimizer, 0), **(seed_optimizer or {})}
 
 
 # -- 4. decisions and their effects --------------------------------------------------------

@@ -26,6 +26,7 @@ from kasmina.errors import (
 from kasmina.events import (
     RUN_STREAM,
     RunFinished,
+    RunResumed,
     RunStarted,
     StoredEvent,
     make_event,
@@ -34,6 +35,8 @@ from kasmina.events import (
 )
 from kasmina.ledger import migrate
 from kasmina.ledger.appending import Appending, AppendResult, Prepared
+from kasmina.ledger.artifacts import ArtifactStore, artifact_store
+from kasmina.ledger.attempts import Attempts
 from kasmina.ledger.errors import UPGRADE_HINT, redact, translate
 from kasmina.ledger.readonly import DEFAULT_TIMEOUT_S, check_timeout
 from kasmina.ledger.run import Run, new_run_id
@@ -133,9 +136,11 @@ def open_store(url: str, synchronous: Literal["NORMAL", "FULL"], *, create: bool
 class Ledger(Appending):
     """An immutable, hash-chained event log in SQLite or PostgreSQL."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, artifacts: str | os.PathLike[str] | None = None) -> None:
         self._store = store
         self.url = store.url
+        #: Where this ledger's checkpoints are kept (see `kasmina.ledger.artifacts`).
+        self.artifacts: ArtifactStore | None = artifact_store(store.url, artifacts)
         self.revision = store.schema_revision()
         self._init_appending(store)
         ranked = self.revision is not None and self.revision >= RANK_REVISION
@@ -150,6 +155,7 @@ class Ledger(Appending):
         *,
         synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
         create: bool = True,
+        artifacts: str | os.PathLike[str] | None = None,
     ) -> Ledger:
         """Open a ledger; a SQLite file that does not exist is created, at the schema head.
 
@@ -160,6 +166,8 @@ class Ledger(Appending):
         write (read-only media) is opened for reading only. Any other
         database must be at the code's schema head before kasmina writes to
         it (``kasmina db upgrade``); reading an older one is allowed.
+        `artifacts` is the artifact store's folder (default: ``KASMINA_ARTIFACTS``,
+        else beside a SQLite file).
         """
         store = open_store(url, synchronous, create=create)
         try:
@@ -175,7 +183,7 @@ class Ledger(Appending):
                             migrate.upgrade(url)
                 if not store.has_events_table():
                     raise SchemaMismatch(f"{redact(url)} has no kasmina schema; {UPGRADE_HINT}")
-                return cls(store)
+                return cls(store, artifacts=artifacts)
         except BaseException:
             store.close()
             raise
@@ -450,6 +458,20 @@ class Ledger(Appending):
     def stream(self, run_id: str, stream_id: str) -> Iterator[StoredEvent]:
         return self.read(run_id, stream_id=stream_id)
 
+    def attempts(self, run_id: str) -> Attempts:
+        """The run's attempts: which of its events a resumed run superseded."""
+        with translate(self.url):
+            rows = self._store.fetch(
+                f"{self._select} WHERE run_id = ? AND event_type = 'RunResumed' ORDER BY position",
+                (run_id,),
+            )
+        resumes = []
+        for row in map(EventRow._make, rows):
+            payload = self._to_event(row).payload
+            if isinstance(payload, RunResumed):
+                resumes.append((row.position, payload))
+        return Attempts.of(resumes)
+
     def history(
         self, run_id: str, seed_id: str | None = None, slot_id: str | None = None
     ) -> Iterator[StoredEvent]:
@@ -478,7 +500,7 @@ class Ledger(Appending):
             with translate(self.url):
                 rows = self._store.fetch("SELECT DISTINCT run_id FROM events ORDER BY run_id")
             targets = [r[0] for r in rows]
-        return verify_runs(self._store, targets, self.raw_rows)
+        return verify_runs(self._store, targets, self.raw_rows, self.artifacts)
 
     def replay(
         self,

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from kasmina.canonical import GENESIS_HASH, chain_hash, envelope_text, quote, quoted_envelope
+from kasmina.ledger.artifacts import ARTIFACTS_ENV, ArtifactStore, Problem
 from kasmina.ledger.store import Row
 
 if TYPE_CHECKING:
@@ -29,6 +30,8 @@ FaultKind = Literal[
     "bad_seal",
     "bad_position",
     "malformed_row",
+    "missing_artifact",
+    "bad_artifact",
 ]
 
 
@@ -75,7 +78,13 @@ class VerifyReport:
 RowSource = Callable[..., Iterator[Row]]
 
 
-def verify_runs(store: Store, run_ids: Iterable[object], rows: RowSource) -> VerifyReport:
+def verify_runs(
+    store: Store,
+    run_ids: Iterable[object],
+    rows: RowSource,
+    artifacts: ArtifactStore | None = None,
+) -> VerifyReport:
+    """Every run's chains and seal, and every artifact its `CheckpointSaved` events name."""
     report = VerifyReport()
     for run_id in run_ids:
         if type(run_id) is not str:
@@ -84,11 +93,50 @@ def verify_runs(store: Store, run_ids: Iterable[object], rows: RowSource) -> Ver
             report.faults.append(Fault(shown, "?", None, None, "malformed_row", detail))
             continue
         checker = ChainChecker(store, run_id, readable=True)
+        saved: list[Row] = []
         for row in rows(run_id):
             checker.check(row)
+            if row[5] == "CheckpointSaved":
+                saved.append(row)
         report.runs.append(checker.result())
         report.faults.extend(checker.faults)
+        report.faults.extend(_check_artifacts(store, run_id, saved, artifacts))
     return report
+
+
+def _check_artifacts(
+    store: Store, run_id: str, saved: list[Row], artifacts: ArtifactStore | None
+) -> list[Fault]:
+    """A fault for each recorded checkpoint whose file is missing or is not what was recorded."""
+    faults = []
+    for row in saved:
+        position = row[0] if type(row[0]) is int else None
+        version = row[4] if type(row[4]) is int else None
+        stream = _text(row[3])
+        try:
+            payload = store.payload_value(row[9])
+        except (TypeError, ValueError):
+            continue  # the chain check has named this row already
+        if not isinstance(payload, dict) or not isinstance(payload.get("digest"), str):
+            continue
+        digest = str(payload["digest"])
+        size, path = payload.get("bytes"), payload.get("path")
+        if artifacts is None:
+            problem: Problem | None = Problem(
+                True,
+                f"artifact {digest} cannot be checked: no artifact store is configured "
+                f"(--artifacts DIR or {ARTIFACTS_ENV})",
+            )
+        else:
+            problem = artifacts.problem(
+                digest,
+                size if type(size) is int else None,
+                path if isinstance(path, str) else None,
+            )
+        if problem is not None:
+            kind: FaultKind = "missing_artifact" if problem.missing else "bad_artifact"
+            faults.append(Fault(run_id, stream, position, version, kind, problem.detail))
+    return faults
 
 
 class ChainChecker:

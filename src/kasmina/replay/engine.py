@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from kasmina.canonical import canonical_json
 from kasmina.errors import ReplayError
 from kasmina.ledger import snapshots
+from kasmina.ledger.attempts import Attempts
 from kasmina.ledger.snapshots import Snapshot, SnapshotWarning
 from kasmina.ledger.verify import ChainChecker
 from kasmina.replay.fold import Fold
@@ -97,12 +98,15 @@ def _start(
     until_position: int | None,
     trust: bool,
     use_snapshots: bool,
+    attempts: Attempts,
 ) -> Fold:
     store = ledger.store
     if use_snapshots and snapshots.has_snapshots(store, ledger.revision):
         for snap in snapshots.candidates(
             store, run_id, until_position=until_position, until_epoch=until_epoch
         ):
+            if attempts.superseded(snap.position):
+                continue  # taken while the abandoned attempt ran: its state is not the run's
             fold = _decode(ledger, snap, trust)
             if fold is not None:
                 return fold
@@ -120,6 +124,7 @@ def _require_snapshot_table(ledger: Ledger) -> None:
 def _fold_rows(
     ledger: Ledger,
     fold: Fold,
+    attempts: Attempts,
     *,
     until_epoch: int | None,
     until_position: int | None,
@@ -134,6 +139,9 @@ def _fold_rows(
     feed = fold.feed
     saved = 0
     for row in ledger.raw_rows(fold.run_id, after=fold.position, until=until_position):
+        if attempts and attempts.superseded(row.position):
+            fold.pass_over(row)
+            continue
         epoch = row.epoch
         if until_epoch is not None and epoch is not None and epoch > until_epoch:
             return True, saved
@@ -163,6 +171,7 @@ def replay_run(
     if snapshot_every is not None and snapshot_every < 1:
         raise ReplayError(f"snapshot_every must be at least 1, got {snapshot_every}")
     ledger.require_run(run_id)
+    attempts = ledger.attempts(run_id)
     fold = _start(
         ledger,
         run_id,
@@ -170,12 +179,14 @@ def replay_run(
         until_position=until_position,
         trust=trust,
         use_snapshots=use_snapshots,
+        attempts=attempts,
     )
     if snapshot_every is not None and not trust:
         _require_snapshot_table(ledger)
     beyond, _ = _fold_rows(
         ledger,
         fold,
+        attempts,
         until_epoch=until_epoch,
         until_position=until_position,
         snapshot_every=None if trust else snapshot_every,
@@ -201,11 +212,24 @@ def snapshot_run(ledger: Ledger, run_id: str, *, every: int | None = None) -> in
     """
     ledger.require_run(run_id)
     _require_snapshot_table(ledger)
+    attempts = ledger.attempts(run_id)
     fold = _start(
-        ledger, run_id, until_epoch=None, until_position=None, trust=False, use_snapshots=True
+        ledger,
+        run_id,
+        until_epoch=None,
+        until_position=None,
+        trust=False,
+        use_snapshots=True,
+        attempts=attempts,
     )
     _, saved = _fold_rows(
-        ledger, fold, until_epoch=None, until_position=None, snapshot_every=every, progress=None
+        ledger,
+        fold,
+        attempts,
+        until_epoch=None,
+        until_position=None,
+        snapshot_every=every,
+        progress=None,
     )
     if fold.events:
         saved += snapshots.save(ledger.store, _encode(fold))

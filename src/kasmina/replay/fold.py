@@ -98,7 +98,11 @@ class Fold:
     def fail(self, row: EventRow, message: str) -> ReplayError:
         return ReplayError(f"{row.event_type} in stream {row.stream_id}: {message}", row.position)
 
-    def feed(self, row: EventRow) -> None:
+    def pass_over(self, row: EventRow) -> None:
+        """Take in a row that has no effect on the state: one a resumed run superseded.
+
+        Its place in the hash chain is still checked, and it is still counted.
+        """
         checker = self.checker
         if checker is not None and not checker.check(row):
             fault = checker.faults[-1]
@@ -110,6 +114,9 @@ class Fold:
         self.events += 1
         self.position = row.position
         self.last_hash = row.hash
+
+    def feed(self, row: EventRow) -> None:
+        self.pass_over(row)
         stream = row.stream_id
         epoch = row.epoch
         event_type = row.event_type

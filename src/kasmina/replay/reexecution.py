@@ -27,6 +27,7 @@ from kasmina.events import (
     EpochCompleted,
     PolicyDecided,
     RunFinished,
+    RunResumed,
     RunStarted,
     SeedFossilized,
     StoredEvent,
@@ -65,10 +66,13 @@ class Reexecution:
 
 def recorded_decisions(ledger: Ledger, run_id: str) -> RecordedPolicy:
     """A policy that re-applies the run's `PolicyDecided` decisions, epoch by epoch."""
+    attempts = ledger.attempts(run_id)
     decisions = [
         (e.epoch, e.payload)
         for e in ledger.read(run_id)
-        if isinstance(e.payload, PolicyDecided) and e.epoch is not None
+        if isinstance(e.payload, PolicyDecided)
+        and e.epoch is not None
+        and not attempts.superseded(e.position)
     ]
     name = decisions[0][1].policy if decisions else "recorded"
     return RecordedPolicy(decisions, name)
@@ -111,11 +115,20 @@ def _streams(ledger: Ledger, run_id: str) -> set[str]:
     return {str(r[0]) for r in rows}
 
 
+def live_events(ledger: Ledger, run_id: str, stream_id: str) -> Iterator[StoredEvent]:
+    """A stream's events as the run's story has them: without a resumed run's abandoned
+    attempts, and without the `RunResumed` bookkeeping that marks them."""
+    attempts = ledger.attempts(run_id)
+    for e in ledger.read(run_id, stream_id=stream_id):
+        if not (isinstance(e.payload, RunResumed) or attempts.superseded(e.position)):
+            yield e
+
+
 def compare(recorded: Ledger, replayed: Ledger, run_id: str, report: Reexecution) -> None:
     """Compare every stream of the run in both ledgers; note the first divergence of each."""
     for stream in sorted(_streams(recorded, run_id) | _streams(replayed, run_id)):
         pairs: Iterator[tuple[StoredEvent | None, StoredEvent | None]] = zip_longest(
-            recorded.read(run_id, stream_id=stream), replayed.read(run_id, stream_id=stream)
+            live_events(recorded, run_id, stream), live_events(replayed, run_id, stream)
         )
         for version, (a, b) in enumerate(pairs, start=1):
             na = _normalised(a) if a is not None else {}
@@ -214,6 +227,7 @@ __all__ = [
     "Program",
     "Reexecution",
     "compare",
+    "live_events",
     "recorded_decisions",
     "reexecute",
     "started_of",

@@ -44,6 +44,8 @@ _TYPED = ("val_accuracy", "val_loss", "train_accuracy", "train_loss", "host_grad
 #: Backwards measured an epoch when `gradient_every` is None: the cost of measuring
 #: becomes a fixed cost per epoch, like `end_epoch`'s, and its share falls as epochs grow.
 AUTO_SAMPLES = 4
+#: The key that marks the seeds' param group, so it is known again after a checkpoint.
+SEEDS_GROUP = "kasmina_seeds"
 #: Stages whose seed is blended in, so silencing it (alpha 0) measures what it adds.
 _SCORED = (SeedStage.BLENDING, SeedStage.HOLDING)
 
@@ -140,8 +142,9 @@ class SeedManager:
         in_slots = {id(p) for s in slots for p in s.parameters()}
         self._host = [p for p in model.parameters() if id(p) not in in_slots]
         self._joined: dict[str, _Joined] = {}
-        #: The one param group every live seed's parameters are in, while there is a seed.
-        self._group: dict[str, Any] | None = None
+        #: The one param group every live seed's parameters are in, while there is a seed
+        #: (found again in an optimizer restored from a checkpoint by its mark).
+        self._group: dict[str, Any] | None = _seeds_group(optimizer)
         self._backwards = 0  # this epoch's
         self._every = gradient_every or 1
         self._steps: list[tuple[torch.Tensor, int, list[tuple[str, int, int]]]] = []
@@ -164,12 +167,17 @@ class SeedManager:
                 self._join(slot, seed)
 
     def _join(self, slot: SeedSlot, seed: nn.Module) -> None:
-        known = {id(p) for g in self.optimizer.param_groups for p in g["params"]}
-        params = [p for p in seed.parameters() if id(p) not in known]
-        if params and self._group is not None:
-            self._group["params"].extend(params)
-        elif params:
-            self._group = self._open_group(params)
+        group = self._group
+        elsewhere = {
+            id(p) for g in self.optimizer.param_groups if g is not group for p in g["params"]
+        }
+        params = [p for p in seed.parameters() if id(p) not in elsewhere]
+        grouped = {id(p) for p in group["params"]} if group is not None else set()
+        new = [p for p in params if id(p) not in grouped]
+        if new and group is not None:
+            group["params"].extend(new)
+        elif new:
+            self._group = self._open_group(new)
         slot.watch_gradients(self._host)
         self._joined[slot.slot_id] = _Joined(weakref.ref(seed), params, list(seed.parameters()))
 
@@ -182,7 +190,7 @@ class SeedManager:
         """
         options = {k: v for k, v in self.optimizer.param_groups[0].items() if k != "params"}
         options.update(self.seed_optimizer)
-        group: dict[str, Any] = {"params": params, **options}
+        group: dict[str, Any] = {"params": params, **options, SEEDS_GROUP: True}
         if "initial_lr" in options or self.scheduler is not None:
             # The schedule's base: the host's, unless the seeds were given their own lr.
             given = self.seed_optimizer.get("lr")
@@ -382,6 +390,32 @@ class SeedManager:
         )
         self.recorder.emit(_epoch_payload(values, digests), stream_id=RUN_STREAM, epoch=epoch)
 
+    # -- checkpoints -----------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs beyond the model and optimizer: the gradient sampling
+        rate, the last epoch, and the policy's own state when it has one."""
+        state: dict[str, Any] = {"every": self._every, "last_epoch": self._last_epoch}
+        policy_state = getattr(self.policy, "state_dict", None)
+        if callable(policy_state):
+            state["policy"] = policy_state()
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Take `state_dict` back, and join the seeds of a model restored under this manager."""
+        self._every = int(state["every"])
+        last = state["last_epoch"]
+        self._last_epoch = None if last is None else int(last)
+        load_policy = getattr(self.policy, "load_state_dict", None)
+        if "policy" in state and callable(load_policy):
+            load_policy(state["policy"])
+        for slot_id, joined in list(self._joined.items()):
+            self.slots[slot_id].gradients.stop()
+            del self._joined[slot_id]
+        self._group = _seeds_group(self.optimizer)
+        self._sync()
+        self._seeds_before = self._seeds()
+
     # -- reading ---------------------------------------------------------------------
 
     def seed_parameters(self) -> list[nn.Parameter]:
@@ -390,6 +424,10 @@ class SeedManager:
 
     def host_parameters(self) -> list[nn.Parameter]:
         return list(self._host)
+
+
+def _seeds_group(optimizer: Optimizer) -> dict[str, Any] | None:
+    return next((g for g in optimizer.param_groups if g.get(SEEDS_GROUP)), None)
 
 
 def _per_group(scheduler: LRScheduler, group: Mapping[str, Any]) -> list[tuple[str, Any]]:
