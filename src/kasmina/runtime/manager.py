@@ -409,9 +409,9 @@ class SeedManager:
         load_policy = getattr(self.policy, "load_state_dict", None)
         if "policy" in state and callable(load_policy):
             load_policy(state["policy"])
-        for slot_id, joined in list(self._joined.items()):
+        for slot_id in self._joined:
             self.slots[slot_id].gradients.stop()
-            del self._joined[slot_id]
+        self._joined = {}
         self._group = _seeds_group(self.optimizer)
         self._sync()
         self._seeds_before = self._seeds()
