@@ -20,6 +20,7 @@ import io
 import random
 import sys
 import zipfile
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -66,8 +67,32 @@ def capture(
         "stateful": {name: _state_of(name, obj) for name, obj in sorted(stateful.items())},
     }
     buffer = io.BytesIO()
-    torch.save(state, buffer)
+    torch.save(_plain(state), buffer)
     return _reproducible(buffer.getvalue())
+
+
+def _plain(value: Any) -> Any:
+    """`value` rebuilt so that pickling it depends on its content, not on object identity.
+
+    Pickle writes an object seen before as a reference to it: a key string
+    shared by every parameter's state in a live optimizer is one object, and
+    separate objects once loaded from a checkpoint. Every string interned and
+    every container new, equal states give equal bytes.
+    """
+    if isinstance(value, str):
+        return sys.intern(value)
+    if isinstance(value, OrderedDict):  # a state_dict, with the versions `load_state_dict` reads
+        ordered = OrderedDict((_plain(k), _plain(v)) for k, v in value.items())
+        if hasattr(value, "_metadata"):
+            ordered._metadata = _plain(value._metadata)  # type: ignore[attr-defined]
+        return ordered
+    if isinstance(value, dict):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_plain(v) for v in value)
+    return value
 
 
 def _reproducible(archive: bytes) -> bytes:

@@ -70,6 +70,7 @@ class TableFormat(StrEnum):
 
 class _State:
     db: str = DEFAULT_DB
+    artifacts: str | None = None
 
 
 state = _State()
@@ -85,15 +86,24 @@ def _root(
             help="Database URL (sqlite:///PATH or postgresql+psycopg://USER@HOST/DB).",
         ),
     ] = DEFAULT_DB,
+    artifacts: Annotated[
+        str | None,
+        typer.Option(
+            "--artifacts",
+            envvar="KASMINA_ARTIFACTS",
+            help="Folder of the checkpoint store (default: beside a SQLite file).",
+        ),
+    ] = None,
 ) -> None:
     state.db = db
+    state.artifacts = artifacts
 
 
 def _open(*, create: bool = False) -> Ledger:
     """The ledger at ``--db``; only a command that records a new run may create it."""
     from kasmina.ledger import Ledger
 
-    return Ledger.open(state.db, create=create)
+    return Ledger.open(state.db, create=create, artifacts=state.artifacts)
 
 
 # -- db ---------------------------------------------------------------------
@@ -557,8 +567,12 @@ def schema() -> None:
 def run(
     context: typer.Context,
     target: Annotated[
-        str, typer.Argument(help="path/to/file.py:function or package.module:function.")
-    ],
+        str | None,
+        typer.Argument(
+            help="path/to/file.py:function or package.module:function (with --resume: "
+            "the run's own)."
+        ),
+    ] = None,
     config: Annotated[
         str | None, typer.Option(help="The program's config: a JSON object or a .json file.")
     ] = None,
@@ -567,27 +581,50 @@ def run(
     run_id: Annotated[
         str | None, typer.Option("--run-id", help="Name the run (default: a new UUID).")
     ] = None,
-    device: Annotated[str, typer.Option(help="ctx.device, e.g. cpu or cuda.")] = "cpu",
+    device: Annotated[
+        str | None, typer.Option(help="ctx.device, e.g. cpu or cuda (default: cpu).")
+    ] = None,
+    resume: Annotated[
+        str | None,
+        typer.Option(help="Go on with this unfinished run from its last checkpoint."),
+    ] = None,
+    allow_code_change: Annotated[
+        bool, typer.Option(help="With --resume: go on even if the program's code has changed.")
+    ] = False,
 ) -> None:
     """Run your training program, recording what it is so the run can be proved later.
 
-    Arguments after `--` reach the program as ctx.argv.
+    Arguments after `--` reach the program as ctx.argv. `--resume RUN` runs
+    RUN's own program, config and seed again, and the program's
+    ctx.restore(...) puts it back at the run's last checkpoint.
     """
-    from kasmina.programs import ProgramFailed, read_config, run_program
+    from kasmina.programs import ProgramFailed, read_config, resume_program, run_program
 
-    values = read_config(config)
-    with _open(create=True) as ledger:
+    if resume is None and target is None:
+        raise KasminaError("kasmina run needs a TARGET (path/to/file.py:function) or --resume RUN")
+    if resume is not None and (target or config is not None or context.args or run_id or name):
+        raise KasminaError(
+            "--resume goes on with the run's own program, config, arguments, name and id: "
+            "leave out TARGET, --config, --name, --run-id and arguments after --"
+        )
+    with _open(create=resume is None) as ledger:
         try:
-            rid = run_program(
-                ledger,
-                target,
-                config=values,
-                seed=seed,
-                name=name,
-                run_id=run_id,
-                device=device,
-                argv=list(context.args),
-            )
+            if resume is not None:
+                rid = resume_program(
+                    ledger, resume, allow_code_change=allow_code_change, device=device, console=err
+                ).run.run_id
+            else:
+                assert target is not None
+                rid = run_program(
+                    ledger,
+                    target,
+                    config=read_config(config),
+                    seed=seed,
+                    name=name,
+                    run_id=run_id,
+                    device=device or "cpu",
+                    argv=list(context.args),
+                )
         except ProgramFailed as exc:
             import traceback
 

@@ -28,10 +28,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from kasmina.canonical import Json
 from kasmina.errors import KasminaError
+from kasmina.events import RUN_STREAM, CheckpointSaved, RunResumed, RunStarted, StoredEvent
+from kasmina.ledger import Ledger, Run
+from kasmina.ledger.artifacts import ARTIFACTS_ENV, ArtifactError, ArtifactStore
+from kasmina.ledger.attempts import Attempts
 
 if TYPE_CHECKING:
-    from kasmina.events import RunStarted
-    from kasmina.ledger import Ledger, Run
+    from torch.nn import Module
+    from torch.optim import Optimizer
+
     from kasmina.recording import Recorder
 
 P = TypeVar("P")
@@ -235,9 +240,18 @@ class RunContext:
     #: What the program's function returned, once it has.
     result: object = None
     _replaying: Any = None
+    #: The `RunStarted` of the run this call resumes (`kasmina run --resume`), or None.
+    _resuming: RunStarted | None = None
+    _restored: bool = False
 
     @property
     def run(self) -> Run[Ledger]:
+        if self._run is None and self._resuming is not None:
+            assert self.run_id is not None
+            # Nothing is recorded until `restore` has said where the run goes on from.
+            self._run = Run(
+                self.ledger, self.run_id, buffer_size=1000, writers=self._resuming.slot_writers
+            )
         if self._run is None:
             dataset, digest = self._dataset or (None, None)
             self._run = self.ledger.start_run(
@@ -272,12 +286,147 @@ class RunContext:
                 "report the dataset digest before the run starts (before ctx.run or ctx.recorder)"
             )
         digest = data if isinstance(data, str) else hashlib.sha256(data).hexdigest()
+        recorded = self._resuming
+        if recorded is not None and (recorded.dataset, recorded.dataset_digest) != (name, digest):
+            raise ProgramError(
+                f"run {self.run_id} trained on {recorded.dataset!r} with digest "
+                f"{recorded.dataset_digest}; this attempt has {name!r} with digest {digest}"
+            )
         self._dataset = (name, digest)
         return digest
 
     def policy(self, default: P) -> P:
         """The policy to drive the seeds: `default`, unless a replay re-applies recorded ones."""
         return self._replaying if self._replaying is not None else default
+
+    def checkpoint(
+        self,
+        model: Module,
+        optimizer: Optimizer | None = None,
+        *,
+        epoch: int,
+        **stateful: object,
+    ) -> str:
+        """Keep the program's state at the end of `epoch` in the artifact store; its digest.
+
+        Call it after the epoch's last event (after `SeedManager.end_epoch`):
+        the run resumes from here, at epoch + 1. `stateful` names whatever
+        else the loop needs back (the manager, a scheduler, a data-order
+        generator); `restore` must be given the same names. Recorded as
+        `CheckpointSaved` once the file is safely in the store.
+        """
+        from kasmina.checkpoints import capture
+
+        store = self._artifacts()
+        data = capture(model, optimizer, epoch=epoch, stateful=stateful)
+        recorder = self.recorder
+        recorder.flush()
+        stored = store.put(data)
+        saved = CheckpointSaved(
+            epoch=epoch, digest=stored.digest, bytes=stored.size, path=stored.path
+        )
+        recorder.emit(saved, stream_id=RUN_STREAM, epoch=epoch)
+        recorder.flush()
+        return stored.digest
+
+    def restore(
+        self, model: Module, optimizer: Optimizer | None = None, **stateful: object
+    ) -> int | None:
+        """None on a fresh run; on a resumed one, the epoch of its last checkpoint, restored.
+
+        The model (every slot's state and seed included), the optimizer, the
+        random generators and `stateful` are put back as they were when the
+        checkpoint was taken; every slot is checked against the log's state at
+        that epoch. The run then records `RunResumed`, and what the abandoned
+        attempt recorded after the checkpoint is superseded. A program goes on
+        at the epoch after the one returned. Make the `SeedManager` after
+        this call, or pass it here and to `checkpoint`.
+        """
+        if self._restored:
+            raise ProgramError("ctx.restore was called twice; a run is restored once")
+        self._restored = True
+        if self._resuming is None:
+            return None
+        assert self.run_id is not None
+        run = self.run
+        if run.recorder.heads:
+            raise ProgramError(
+                f"this attempt at run {self.run_id} recorded events before ctx.restore; "
+                "call it before anything is recorded"
+            )
+        attempts = self.ledger.attempts(self.run_id)
+        begun, saved = _resume_point(self.ledger, self.run_id, attempts)
+        epoch: int | None = None
+        digest: str | None = None
+        after = begun
+        if saved is not None:
+            payload = saved.payload
+            assert isinstance(payload, CheckpointSaved)
+            epoch, digest, after = payload.epoch, payload.digest, saved.position
+            self._put_back(payload, model, optimizer, stateful)
+        resumed = RunResumed(
+            from_epoch=epoch,
+            attempt=attempts.count + 1,
+            abandoned_after_position=after,
+            checkpoint=digest,
+        )
+        # Ahead of anything this attempt has buffered: its events come after the resume.
+        self.ledger.append([run.recorder.event(resumed, stream_id=RUN_STREAM)])
+        return epoch
+
+    def _put_back(
+        self,
+        saved: CheckpointSaved,
+        model: Module,
+        optimizer: Optimizer | None,
+        stateful: Mapping[str, object],
+    ) -> None:
+        from kasmina.checkpoints import restore
+        from kasmina.replay.engine import replay_run
+        from kasmina.replay.live import differences
+        from kasmina.runtime.slot import SeedSlot
+
+        assert self.run_id is not None
+        try:
+            data = self._artifacts().get(saved.digest)
+        except ArtifactError as exc:
+            raise ProgramError(
+                f"run {self.run_id} cannot resume from its checkpoint of epoch {saved.epoch}: {exc}"
+            ) from None
+        restore(data, model, optimizer, stateful=stateful)
+        folded = replay_run(self.ledger, self.run_id, until_epoch=saved.epoch)
+        for slot in (m for m in model.modules() if isinstance(m, SeedSlot)):
+            diffs = differences(slot.state, folded.slot(slot.slot_id))
+            if diffs:
+                raise ProgramError(
+                    f"the checkpoint of epoch {saved.epoch} does not match the log for slot "
+                    f"{slot.slot_id} ({'; '.join(diffs)}); take ctx.checkpoint after the "
+                    "epoch's last event (after SeedManager.end_epoch)"
+                )
+
+    def _artifacts(self) -> ArtifactStore:
+        store = self.ledger.artifacts
+        if store is None:
+            raise ProgramError(
+                "this ledger has no folder beside it for checkpoints: name one with "
+                f"--artifacts DIR or {ARTIFACTS_ENV}"
+            )
+        return store
+
+
+def _resume_point(
+    ledger: Ledger, run_id: str, attempts: Attempts
+) -> tuple[int, StoredEvent | None]:
+    """The position of the run's `RunStarted` and its last checkpoint not superseded."""
+    begun, saved = 0, None
+    for e in ledger.read(run_id, stream_id=RUN_STREAM):
+        if attempts.superseded(e.position):
+            continue
+        if e.event_type == "RunStarted":
+            begun = e.position
+        elif isinstance(e.payload, CheckpointSaved):
+            saved = e
+    return begun, saved
 
 
 def seed_everything(seed: int) -> None:
@@ -315,7 +464,7 @@ def execute_program(
         "entry_point": entry.resolved,
         "argv": list(argv),
         "code": dict(code_digest(entry, function)),
-        "environment": environment(),
+        "environment": {**environment(), "device": device},
     }
     ctx = RunContext(
         ledger=ledger,
@@ -343,16 +492,105 @@ def _execute(function: Callable[[RunContext], object], ctx: RunContext) -> None:
     seed_everything(ctx.seed)
     try:
         ctx.result = function(ctx)
+        if ctx._resuming is not None and not ctx._restored:
+            raise ProgramError(
+                "it never called ctx.restore(...), so the run could not go on from its "
+                "last checkpoint; nothing it did was recorded"
+            )
     except Exception as exc:
-        if ctx.started:
+        if ctx.started and (ctx._resuming is None or ctx._restored):
             ctx.recorder.flush()
-        raise ProgramFailed(ctx.entry.target, ctx.run.run_id if ctx.started else None, exc) from exc
+        run_id = ctx.run.run_id if ctx.started else ctx.run_id if ctx._resuming else None
+        raise ProgramFailed(ctx.entry.target, run_id, exc) from exc
     if not ctx.run.finished:
         ctx.run.finish()
 
 
 def _code_text(code: Mapping[str, str]) -> str:
     return ", ".join(f"{k} {v[:12] or 'none'}" for k, v in sorted(code.items())) or "no digest"
+
+
+def load_recorded(
+    run_id: str, started: RunStarted, allow_code_change: bool, notes: list[str]
+) -> tuple[EntryPoint, Callable[[RunContext], object]]:
+    """The program a run recorded, loaded, its code checked against the recorded digest.
+
+    Other code is refused unless `allow_code_change`; then it is a note.
+    """
+    if started.entry_point is None:
+        raise ProgramError(
+            f"run {run_id} was not started by `kasmina run`, so no program is recorded"
+        )
+    try:
+        entry = parse_target(started.entry_point)
+        function = load_program(entry)
+    except ProgramError as exc:
+        raise ProgramError(
+            f"run {run_id} was made by {started.entry_point}, which cannot be loaded: {exc}"
+        ) from None
+    now = code_digest(entry, function)
+    if now != started.code:
+        change = f"the code of {started.entry_point} is not the code of run {run_id}"
+        detail = f" (recorded {_code_text(started.code)}; now {_code_text(now)})"
+        if not allow_code_change:
+            raise ProgramError(f"{change}{detail}; pass --allow-code-change to run it anyway")
+        notes.append(f"{change}{detail}: run anyway")
+    return entry, function
+
+
+def resume_program(
+    ledger: Ledger,
+    run_id: str,
+    *,
+    allow_code_change: bool = False,
+    device: str | None = None,
+    console: Any = None,
+) -> RunContext:
+    """Run an unfinished run's program again, to go on from its last checkpoint.
+
+    The program is the one its `RunStarted` names, with the recorded config,
+    seed, arguments and thread count; its `ctx.restore` puts it back at the
+    last checkpoint and records `RunResumed`, and the run is sealed when it
+    returns, as a fresh run would be.
+    """
+    from kasmina.replay.reexecution import started_of
+
+    ledger.require_run(run_id)
+    started = started_of(ledger, run_id)
+    finished = [
+        e for e in ledger.read(run_id, stream_id=RUN_STREAM) if e.event_type == "RunFinished"
+    ]
+    if finished:
+        status = getattr(finished[-1].payload, "status", "completed")
+        raise ProgramError(f"run {run_id} is finished ({status}): only an open run can be resumed")
+    notes: list[str] = []
+    entry, function = load_recorded(run_id, started, allow_code_change, notes)
+    if console is not None:
+        for note in notes:
+            console.print(f"note: {note}", markup=False, highlight=False)
+    recorded_device = started.environment.get("device")
+    ctx = RunContext(
+        ledger=ledger,
+        config=dict(started.config),
+        seed=started.seed,
+        device=device or (recorded_device if isinstance(recorded_device, str) else "cpu"),
+        argv=list(started.argv),
+        name=started.name,
+        entry=entry,
+        run_id=run_id,
+        console=console,
+        _resuming=started,
+    )
+    _with_threads(started, lambda: _execute(function, ctx))
+    return ctx
+
+
+def _with_threads(started: RunStarted, call: Callable[[], None]) -> None:
+    """`call` with torch's thread count as the run recorded it."""
+    torch = sys.modules.get("torch")
+    if torch is not None and started.num_threads:
+        torch.set_num_threads(started.num_threads)
+    call()
 
 
 @dataclass
@@ -370,21 +608,10 @@ class RecordedProgram:
     _loaded: tuple[EntryPoint, Callable[[RunContext], object]] | None = None
 
     def refusal(self, run_id: str, started: RunStarted) -> str | None:
-        if started.entry_point is None:
-            return f"run {run_id} was not started by `kasmina run`, so no program is recorded"
         try:
-            entry = parse_target(started.entry_point)
-            function = load_program(entry)
+            self._loaded = load_recorded(run_id, started, self.allow_code_change, self.notes)
         except ProgramError as exc:
-            return f"run {run_id} was made by {started.entry_point}, which cannot be loaded: {exc}"
-        now = code_digest(entry, function)
-        if now != started.code:
-            change = f"the code of {started.entry_point} is not the code of run {run_id}"
-            detail = f" (recorded {_code_text(started.code)}; now {_code_text(now)})"
-            if not self.allow_code_change:
-                return f"{change}{detail}; pass --allow-code-change to re-run it anyway"
-            self.notes.append(f"{change}{detail}: re-run anyway")
-        self._loaded = (entry, function)
+            return str(exc)
         return None
 
     def rerun(
@@ -398,9 +625,6 @@ class RecordedProgram:
     ) -> None:
         assert self._loaded is not None, "refusal() loads the program first"
         entry, function = self._loaded
-        torch = sys.modules.get("torch")
-        if torch is not None and started.num_threads:
-            torch.set_num_threads(started.num_threads)
         ctx = RunContext(
             ledger=scratch,
             config=dict(started.config),
@@ -419,7 +643,7 @@ class RecordedProgram:
             },
             _replaying=policy,
         )
-        _execute(function, ctx)
+        _with_threads(started, lambda: _execute(function, ctx))
 
 
 __all__ = [
@@ -433,7 +657,9 @@ __all__ = [
     "execute_program",
     "load_program",
     "parse_target",
+    "load_recorded",
     "read_config",
+    "resume_program",
     "run_program",
     "seed_everything",
 ]

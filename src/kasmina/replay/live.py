@@ -26,7 +26,8 @@ def live_state(slot: SeedSlot) -> SlotState:
     return slot.state
 
 
-def _differences(live: SlotState, folded: SlotState) -> list[str]:
+def differences(live: SlotState, folded: SlotState) -> list[str]:
+    """Each field where a live slot's state and the folded one differ, both values shown."""
     a, b = asdict(live), asdict(folded)
     return [f"{k}: live {a[k]!r}, folded {b[k]!r}" for k in a if a[k] != b[k]]
 
@@ -40,7 +41,7 @@ def check_live(ledger: Ledger, run_id: str, live: LiveStates) -> int:
     for epoch, slots in sorted(live.items()):
         folded = replay_run(ledger, run_id, until_epoch=epoch)
         for slot_id, state in sorted(slots.items()):
-            diffs = _differences(state, folded.slot(slot_id))
+            diffs = differences(state, folded.slot(slot_id))
             if diffs:
                 raise ReplayError(
                     f"the fold of run {run_id} differs from the live slot {slot_id} at the end "
@@ -78,4 +79,4 @@ def restore(
     return used
 
 
-__all__ = ["LiveStates", "check_live", "live_state", "restore", "restore_slot"]
+__all__ = ["LiveStates", "check_live", "differences", "live_state", "restore", "restore_slot"]

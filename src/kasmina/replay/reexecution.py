@@ -198,7 +198,8 @@ def reexecute(
     report.notes.extend(program.notes)
     report.notes.extend(_environment_notes(started, ledger))
     with tempfile.TemporaryDirectory(prefix="kasmina-reexecute-") as tmp:
-        with Ledger.open(f"sqlite:///{Path(tmp) / 'replayed.db'}") as scratch:
+        scratch_url = f"sqlite:///{Path(tmp) / 'replayed.db'}"
+        with Ledger.open(scratch_url, artifacts=Path(tmp) / "artifacts") as scratch:
             program.rerun(scratch, started, policy, run_id=run_id, console=console)
             compare(ledger, scratch, run_id, report)
     if policy.left:
