@@ -156,3 +156,35 @@ def test_a_run_killed_ten_times_and_resumed_equals_the_uninterrupted_run(
             assert replay_run(resumed, "r", until_epoch=epoch).slots == (
                 replay_run(ref, "r", until_epoch=epoch).slots
             )
+
+
+TINY = textwrap.dedent(
+    """
+    import torch
+
+    def main(ctx):
+        model = torch.nn.Linear(3, 2)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        for epoch in range(2):
+            ctx.checkpoint(model, optimizer, epoch=epoch)
+    """
+)
+
+
+def test_a_missing_or_corrupt_checkpoint_is_a_verify_fault_naming_its_digest(
+    db_url: str, tmp_path: Path
+) -> None:
+    from kasmina.programs import run_program
+
+    program = tmp_path / "tiny.py"
+    program.write_text(TINY)
+    with Ledger.open(db_url, artifacts=tmp_path / "store") as ledger:
+        run_program(ledger, f"{program}:main", run_id="t")
+        assert ledger.verify("t").ok
+        saved = [e.payload for e in ledger.read("t") if isinstance(e.payload, CheckpointSaved)]
+        assert ledger.artifacts is not None and len(saved) == 2
+        first, second = (ledger.artifacts.root / p.path for p in saved)
+        first.write_bytes(first.read_bytes() + b"x")
+        second.unlink()
+        faults = {(f.kind, f.detail.split()[1]) for f in ledger.verify("t").faults}
+    assert faults == {("bad_artifact", saved[0].digest), ("missing_artifact", saved[1].digest)}
