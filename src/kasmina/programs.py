@@ -586,11 +586,17 @@ def resume_program(
 
 
 def _with_threads(started: RunStarted, call: Callable[[], None]) -> None:
-    """`call` with torch's thread count as the run recorded it."""
+    """`call` with torch's thread count as the run recorded it, the process's put back after."""
     torch = sys.modules.get("torch")
-    if torch is not None and started.num_threads:
-        torch.set_num_threads(started.num_threads)
-    call()
+    if torch is None or not started.num_threads:
+        call()
+        return
+    saved = torch.get_num_threads()
+    torch.set_num_threads(started.num_threads)
+    try:
+        call()
+    finally:
+        torch.set_num_threads(saved)
 
 
 @dataclass
