@@ -61,7 +61,8 @@ _NAMES: Mapping[Kind, tuple[str, ...]] = {
     Kind.INT: (
         "position", "version", "schema_version", "epoch", "seed", "events", "epochs", "seeds",
         "fossilized", "pruned", "evicted", "from_epoch", "to_epoch", "germinated_epoch",
-        "ended_epoch", "epochs_in_stage", "params_added", "epochs_total", "rank",
+        "ended_epoch", "epochs_in_stage", "params_added", "epochs_total", "rank", "attempt",
+        "resumed_at_position",
     ),
     Kind.FLOAT: (
         "score", "alpha", "alpha_target", "accuracy", "accuracy_delta", "counterfactual",
@@ -85,6 +86,10 @@ _NAMES: Mapping[Kind, tuple[str, ...]] = {
 #: name means one thing in every view. A name missing here is exported as text
 #: (a test holds this table to the database's own column types).
 COLUMN_KINDS: Mapping[str, Kind] = {n: kind for kind, names in _NAMES.items() for n in names}
+
+#: Views an export leaves out: `live_events` is the events file again, less the
+#: rows that `superseded_events` (which is exported) names.
+NOT_EXPORTED = frozenset({"live_events"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +207,7 @@ def _view(ledger: Ledger, view: str, run_id: str, last: int) -> Table:
 
 
 def run_tables(ledger: Ledger, run_id: str) -> Iterator[Table]:
-    """The run's events, then each view of `schema.VIEWS` the database has.
+    """The run's events, then each view of `schema.VIEWS` the database has (bar `NOT_EXPORTED`).
 
     Rows are read lazily: take each table's rows before the next table. The
     events and every view with a position stop at the run's last event as of
@@ -219,7 +224,7 @@ def run_tables(ledger: Ledger, run_id: str) -> Iterator[Table]:
     yield _events(ledger, run_id, last)
     existing = ledger.views()
     for view in VIEWS:
-        if view in existing:
+        if view in existing and view not in NOT_EXPORTED:
             yield _view(ledger, view, run_id, last)
 
 
@@ -330,4 +335,4 @@ def export_run(ledger: Ledger, run_id: str, directory: Path | str, fmt: str = "c
     return written
 
 
-__all__ = ["COLUMN_KINDS", "FORMATS", "Kind", "Table", "export_run", "run_tables"]
+__all__ = ["COLUMN_KINDS", "FORMATS", "NOT_EXPORTED", "Kind", "Table", "export_run", "run_tables"]

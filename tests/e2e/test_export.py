@@ -22,7 +22,7 @@ from helpers import copy_run
 from pgserver import PgServer
 
 from kasmina.canonical import GENESIS_HASH
-from kasmina.export import COLUMN_KINDS, Kind, export_run
+from kasmina.export import COLUMN_KINDS, NOT_EXPORTED, Kind, export_run
 from kasmina.files import atomic_text
 from kasmina.ledger import Ledger
 from kasmina.ledger.schema import COLUMNS, VIEWS
@@ -34,7 +34,9 @@ OTHER = "other"
 FORMATS = ("csv", "jsonl", "parquet")
 #: Wall-clock columns, and the hashes chained over them: all that may differ between databases.
 CLOCK = ("recorded_at", "started_at", "finished_at", "prev_hash", "hash")
-TABLES = ("events", *VIEWS)
+TABLES = ("events", *(v for v in VIEWS if v not in NOT_EXPORTED))
+#: Empty for a run never resumed (tests/integration/test_superseded.py exports one that was).
+MAY_BE_EMPTY = ("superseded_events",)
 #: How those clock values look in a file.
 CLOCKED = re.compile(r"[0-9a-f]{64}|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00")
 
@@ -108,9 +110,9 @@ def test_text_formats_are_the_same_bytes_on_both_databases_but_for_the_clock(
     lite = recorded.out("sqlite", fmt) / f"{table}.{fmt}"
     pg = recorded.out("postgres", fmt) / f"{table}.{fmt}"
     lite_rows, pg_rows = _records(lite), _records(pg)
-    assert lite_rows, f"{table} exported no rows"
+    assert lite_rows or table in MAY_BE_EMPTY, f"{table} exported no rows"
     assert len(lite_rows) == len(pg_rows)
-    clocked = [c for c in CLOCK if c in lite_rows[0]]
+    clocked = [c for c in CLOCK if lite_rows and c in lite_rows[0]]
     if not clocked:
         assert lite.read_bytes() == pg.read_bytes()
         return
@@ -157,7 +159,7 @@ def test_parquet_is_typed_and_the_same_on_both_databases(recorded: Recorded, tab
         assert field.type == ARROW[COLUMN_KINDS[field.name]], (table, field.name)
     keep = [c for c in lite.column_names if c not in CLOCK]
     assert lite.select(keep).to_pylist() == pg.select(keep).to_pylist()
-    assert lite.num_rows > 0
+    assert lite.num_rows > 0 or table in MAY_BE_EMPTY
 
 
 def test_column_kinds_match_the_database_types(recorded: Recorded) -> None:
@@ -230,7 +232,8 @@ def test_views_hold_only_the_run_but_the_transition_table_is_whole(
             _, all_rows = sqlite_ledger.sql("SELECT COUNT(*) FROM transition_table")
             assert len(rows) == next(all_rows)[0]
             continue
-        assert {r["run_id"] for r in rows} == {RUN}, table
+        assert rows or table in MAY_BE_EMPTY, table
+        assert {r["run_id"] for r in rows} <= {RUN}, table
         _, count = sqlite_ledger.sql(f"SELECT COUNT(*) FROM {table} WHERE run_id = '{RUN}'")
         assert len(rows) == next(count)[0], table
 

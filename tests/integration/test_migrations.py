@@ -49,6 +49,35 @@ def test_upgrade_downgrade_upgrade(empty_url: str) -> None:
         assert led.verify().ok
 
 
+def _view_definitions(url: str) -> dict[str, str]:
+    conn = rawdb.connect(url)
+    try:
+        if rawdb.is_pg(conn):
+            sql = "SELECT viewname, definition FROM pg_views WHERE schemaname = current_schema()"
+        else:
+            sql = "SELECT name, sql FROM sqlite_master WHERE type = 'view'"
+        return {str(name): str(text) for name, text in conn.execute(sql).fetchall()}
+    finally:
+        conn.close()
+
+
+def test_0010_reads_the_run_views_over_live_events_and_its_downgrade_restores_0009_exactly(
+    empty_url: str,
+) -> None:
+    migrate.upgrade(empty_url, "0009")
+    before = _view_definitions(empty_url)
+    migrate.upgrade(empty_url, "0010")
+    after = _view_definitions(empty_url)
+    assert set(after) - set(before) == {"live_events", "superseded_events"}
+    changed = {view for view in before if after[view] != before[view]}
+    assert changed == set(before) - {"runs", "transition_table"}
+    assert all("live_events" in after[view] for view in changed)
+    migrate.downgrade(empty_url, "0009")
+    assert _view_definitions(empty_url) == before
+    migrate.upgrade(empty_url, "0010")
+    assert _view_definitions(empty_url) == after
+
+
 def test_no_drift_between_models_and_migrations(empty_url: str) -> None:
     migrate.upgrade(empty_url)
     migrate.check(empty_url)  # raises if autogenerate would emit anything

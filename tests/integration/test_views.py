@@ -9,7 +9,7 @@ from conftest import DEMO_RUN
 
 from kasmina.events import SeedGateEvaluated, SeedTelemetrySampled
 from kasmina.ledger import Ledger
-from kasmina.ledger.schema import VIEWS
+from kasmina.ledger.schema import COLUMNS, VIEWS
 from kasmina.stages import edges
 
 RUN = DEMO_RUN
@@ -32,15 +32,29 @@ def _rows(ledger: Ledger, view: str) -> tuple[list[str], list[tuple[object, ...]
     return [columns[i] for i in keep], sorted(out, key=repr)
 
 
-@pytest.mark.parametrize("view", VIEWS)
+#: `live_events` holds the event ids and hashes, which differ between the two
+#: recordings: it is held to `events` instead, below.
+COMPARED = tuple(v for v in VIEWS if v != "live_events")
+#: The demo run is never resumed.
+EMPTY_FOR_THE_DEMO = ("superseded_events",)
+
+
+@pytest.mark.parametrize("view", COMPARED)
 def test_each_view_gives_the_same_rows_on_both_databases(
     ledgers: dict[str, Ledger], view: str
 ) -> None:
     sqlite_columns, sqlite_rows = _rows(ledgers["sqlite"], view)
     pg_columns, pg_rows = _rows(ledgers["postgres"], view)
     assert sqlite_columns == pg_columns
-    assert sqlite_rows, f"{view} is empty for the demo run"
+    assert bool(sqlite_rows) != (view in EMPTY_FOR_THE_DEMO), f"{view} rows for the demo run"
     assert sqlite_rows == pg_rows
+
+
+def test_live_events_of_a_run_never_resumed_are_its_events(ledgers: dict[str, Ledger]) -> None:
+    for ledger in ledgers.values():
+        columns, live = ledger.sql("SELECT * FROM live_events ORDER BY position")
+        assert columns == list(COLUMNS)
+        assert list(live) == list(ledger.sql("SELECT * FROM events ORDER BY position")[1])
 
 
 def test_transition_table_is_the_code_table(ledgers: dict[str, Ledger]) -> None:

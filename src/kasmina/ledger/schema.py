@@ -113,4 +113,6 @@ VIEWS: tuple[str, ...] = (
     "metrics",
     "decisions",
     "decision_effects",
+    "live_events",
+    "superseded_events",
 )
