@@ -33,6 +33,7 @@ from kasmina.events import (
     StoredEvent,
 )
 from kasmina.ledger import Ledger
+from kasmina.ledger.attempts import Attempts
 from kasmina.policy import Policy, RecordedPolicy
 
 #: RunStarted fields that describe the machine, not the run; differences are reported, not failed.
@@ -115,10 +116,13 @@ def _streams(ledger: Ledger, run_id: str) -> set[str]:
     return {str(r[0]) for r in rows}
 
 
-def live_events(ledger: Ledger, run_id: str, stream_id: str) -> Iterator[StoredEvent]:
+def live_events(
+    ledger: Ledger, run_id: str, stream_id: str, attempts: Attempts | None = None
+) -> Iterator[StoredEvent]:
     """A stream's events as the run's story has them: without a resumed run's abandoned
     attempts, and without the `RunResumed` bookkeeping that marks them."""
-    attempts = ledger.attempts(run_id)
+    if attempts is None:
+        attempts = ledger.attempts(run_id)
     for e in ledger.read(run_id, stream_id=stream_id):
         if not (isinstance(e.payload, RunResumed) or attempts.superseded(e.position)):
             yield e
@@ -126,9 +130,11 @@ def live_events(ledger: Ledger, run_id: str, stream_id: str) -> Iterator[StoredE
 
 def compare(recorded: Ledger, replayed: Ledger, run_id: str, report: Reexecution) -> None:
     """Compare every stream of the run in both ledgers; note the first divergence of each."""
+    ours, theirs = recorded.attempts(run_id), replayed.attempts(run_id)
     for stream in sorted(_streams(recorded, run_id) | _streams(replayed, run_id)):
         pairs: Iterator[tuple[StoredEvent | None, StoredEvent | None]] = zip_longest(
-            live_events(recorded, run_id, stream), live_events(replayed, run_id, stream)
+            live_events(recorded, run_id, stream, ours),
+            live_events(replayed, run_id, stream, theirs),
         )
         for version, (a, b) in enumerate(pairs, start=1):
             na = _normalised(a) if a is not None else {}
