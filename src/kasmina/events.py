@@ -91,6 +91,12 @@ def _mentions_real(annotation: object) -> bool:
     return any(_mentions_real(arg) for arg in get_args(annotation))
 
 
+def _mentions_model(annotation: object) -> bool:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return True
+    return any(_mentions_model(arg) for arg in get_args(annotation))
+
+
 #: A dict lookup: an enum member's ``.name`` is a descriptor call, slow once per event.
 _STAGE_NAMES: Mapping[SeedStage, str] = {stage: stage.name for stage in SeedStage}
 
@@ -108,6 +114,7 @@ AlphaMode: TypeAlias = Literal["HOLD", "UP", "DOWN"]
 EvictionReason: TypeAlias = Literal["ttl", "emergency", "capacity"]
 RunStatus: TypeAlias = Literal["completed", "failed", "aborted"]
 Count = Annotated[int, Field(ge=0)]
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 
 
 def _special(where: str, value: str) -> float:
@@ -149,6 +156,8 @@ class Payload(BaseModel):
     _real_fields: ClassVar[tuple[str, ...]] = ()
     #: Fields stored by name (stages); every other field holds its JSON value as is.
     _by_name: ClassVar[tuple[str, ...]] = ()
+    #: Fields holding a model of their own (a fork's parent), stored as its JSON object.
+    _nested: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: object) -> None:
@@ -160,6 +169,9 @@ class Payload(BaseModel):
         )
         cls._by_name = tuple(
             name for name, info in cls.model_fields.items() if info.annotation is SeedStage
+        )
+        cls._nested = tuple(
+            name for name, info in cls.model_fields.items() if _mentions_model(info.annotation)
         )
 
     def canonical_text(self) -> str:
@@ -173,6 +185,9 @@ class Payload(BaseModel):
         values = dict(self.__dict__)
         for name in self._by_name:
             values[name] = _STAGE_NAMES[values[name]]
+        for name in self._nested:
+            if isinstance(values[name], BaseModel):
+                values[name] = values[name].model_dump()
         return canonical_string_keyed(values)
 
     @model_validator(mode="before")
@@ -219,8 +234,19 @@ class _Causal(_Decided):
     rng_seed: int | None = None
 
 
+class RunParent(BaseModel):
+    """Where a forked run leaves its parent: the parent's run, the epoch, and the
+    position of the checkpoint (`CheckpointSaved`) it was restored from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    run_id: str
+    epoch: Count
+    position: Count
+    checkpoint: Sha256
+
+
 class RunStarted(Payload):
-    schema_version: ClassVar[int] = 2
+    schema_version: ClassVar[int] = 3
     name: str
     seed: int
     config: dict[str, JsonValue] = Field(default_factory=dict)
@@ -249,6 +275,9 @@ class RunStarted(Payload):
     argv: list[str] = Field(default_factory=list)
     code: dict[str, str] = Field(default_factory=dict)
     environment: dict[str, JsonValue] = Field(default_factory=dict)
+    #: A run forked from another (`kasmina run --fork RUN@EPOCH`): its state at
+    #: the start is the parent's at that epoch, folded from the parent's log.
+    parent: RunParent | None = None
 
 
 class EpochCompleted(Payload):
@@ -413,8 +442,6 @@ class PolicyDecided(Payload):
     refusal: str | None = None
 
 
-Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
-
 
 class CheckpointSaved(Payload):
     """A checkpoint of the program's state at the end of an epoch, held in the artifact store.
@@ -554,6 +581,13 @@ def _no_program(data: JsonObject) -> JsonObject:
     return out
 
 
+def _no_parent(data: JsonObject) -> JsonObject:
+    """Before `kasmina run --fork`, no run had a parent."""
+    out = dict(data)
+    out.setdefault("parent", None)
+    return out
+
+
 def _no_decision(data: JsonObject) -> JsonObject:
     """Before `PolicyDecided`, no effect named the decision behind it."""
     out = dict(data)
@@ -571,6 +605,7 @@ UPCASTERS: Mapping[tuple[str, int], Upcaster] = {
     ("SeedFossilized", 1): _no_decision,
     ("SeedPruned", 1): _no_decision,
     ("RunStarted", 1): _no_program,
+    ("RunStarted", 2): _no_parent,
     ("EpochCompleted", 1): _metrics_v1_to_v2,
     ("SeedTelemetrySampled", 1): _metrics_v1_to_v2,
 }
@@ -756,6 +791,7 @@ __all__ = [
     "NewEvent",
     "PolicyAction",
     "PolicyDecided",
+    "RunParent",
     "RunResumed",
     "CheckpointSaved",
     "Payload",

@@ -62,7 +62,7 @@ _NAMES: Mapping[Kind, tuple[str, ...]] = {
         "position", "version", "schema_version", "epoch", "seed", "events", "epochs", "seeds",
         "fossilized", "pruned", "evicted", "from_epoch", "to_epoch", "germinated_epoch",
         "ended_epoch", "epochs_in_stage", "params_added", "epochs_total", "rank", "attempt",
-        "resumed_at_position",
+        "resumed_at_position", "depth",
     ),
     Kind.FLOAT: (
         "score", "alpha", "alpha_target", "accuracy", "accuracy_delta", "counterfactual",
@@ -78,7 +78,7 @@ _NAMES: Mapping[Kind, tuple[str, ...]] = {
         "hash", "name", "status", "slot_id", "from_stage", "to_stage", "trigger", "stage",
         "blueprint_id", "final_stage", "cache", "reason", "gate", "target_stage",
         "checks_failed", "checks_passed", "message", "check_name", "outcome", "initiator",
-        "decision_id", "policy", "action", "refusal",
+        "decision_id", "policy", "action", "refusal", "ancestor_run_id",
     ),
 }  # fmt: skip
 

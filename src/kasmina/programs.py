@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from kasmina.canonical import Json
 from kasmina.errors import KasminaError
-from kasmina.events import RUN_STREAM, CheckpointSaved, RunResumed, RunStarted, StoredEvent
+from kasmina.events import RUN_STREAM, CheckpointSaved, RunParent, RunResumed, RunStarted
 from kasmina.ledger import Ledger, Run
-from kasmina.ledger.artifacts import ARTIFACTS_ENV, ArtifactError, ArtifactStore
-from kasmina.ledger.attempts import Attempts
+from kasmina.ledger.artifacts import ARTIFACTS_ENV, ArtifactStore
+from kasmina.replay.lineage import checkpoint_at, live_checkpoints, parse_fork
 
 if TYPE_CHECKING:
     from torch.nn import Module
@@ -242,6 +242,10 @@ class RunContext:
     _replaying: Any = None
     #: The `RunStarted` of the run this call resumes (`kasmina run --resume`), or None.
     _resuming: RunStarted | None = None
+    #: Where this run was forked from (`kasmina run --fork`), or None.
+    _forking: RunParent | None = None
+    #: The ledger holding the parent's log and checkpoint (the recorded one, when re-executing).
+    _source: Ledger | None = None
     _restored: bool = False
 
     @property
@@ -273,6 +277,13 @@ class RunContext:
     @property
     def started(self) -> bool:
         return self._run is not None
+
+    @property
+    def parent(self) -> RunParent | None:
+        """The run and epoch this run was forked from, or None."""
+        if self._forking is not None:
+            return self._forking
+        return None if self._resuming is None else self._resuming.parent
 
     @property
     def replaying(self) -> bool:
@@ -332,38 +343,53 @@ class RunContext:
     def restore(
         self, model: Module, optimizer: Optimizer | None = None, **stateful: object
     ) -> int | None:
-        """None on a fresh run; on a resumed one, the epoch of its last checkpoint, restored.
+        """None on a fresh run; on a resumed or forked one, the epoch it goes on from.
 
         The model (every slot's state and seed included), the optimizer, the
         random generators and `stateful` are put back as they were when the
         checkpoint was taken; every slot is checked against the log's state at
-        that epoch. The run then records `RunResumed`, and what the abandoned
-        attempt recorded after the checkpoint is superseded. A program goes on
-        at the epoch after the one returned. Make the `SeedManager` after
-        this call, or pass it here and to `checkpoint`.
+        that epoch. A resumed run goes on from its last checkpoint and records
+        `RunResumed`: what the abandoned attempt recorded after it is
+        superseded. A fork goes on from its parent's checkpoint at the fork's
+        epoch. A program goes on at the epoch after the one returned. Make the
+        `SeedManager` before this call and pass it here and to `checkpoint`.
         """
         if self._restored:
             raise ProgramError("ctx.restore was called twice; a run is restored once")
         self._restored = True
-        if self._resuming is None:
+        if self._forking is None and self._resuming is None:
             return None
-        assert self.run_id is not None
         run = self.run
         if run.recorder.heads:
             raise ProgramError(
-                f"this attempt at run {self.run_id} recorded events before ctx.restore; "
+                f"this attempt at run {run.run_id} recorded events before ctx.restore; "
                 "call it before anything is recorded"
             )
+        if self._forking is not None:
+            return self._from_parent(self._forking, model, optimizer, stateful)
+        return self._resume(model, optimizer, stateful)
+
+    def _resume(
+        self, model: Module, optimizer: Optimizer | None, stateful: Mapping[str, object]
+    ) -> int | None:
+        from kasmina.replay.live import put_back
+
+        assert self.run_id is not None and self._resuming is not None
         attempts = self.ledger.attempts(self.run_id)
-        begun, saved = _resume_point(self.ledger, self.run_id, attempts)
+        begun = next(self.ledger.read(self.run_id, stream_id=RUN_STREAM)).position
+        saved = checkpoint_at(self.ledger, self.run_id)
         epoch: int | None = None
         digest: str | None = None
         after = begun
+        parent = self._resuming.parent
         if saved is not None:
             payload = saved.payload
             assert isinstance(payload, CheckpointSaved)
-            epoch, digest, after = payload.epoch, payload.digest, saved.position
-            self._put_back(payload, model, optimizer, stateful)
+            digest, after = payload.digest, saved.position
+            epoch = put_back(model, optimizer, stateful, self.ledger, self.run_id, saved)
+        elif parent is not None:  # a fork that died before its first checkpoint
+            epoch = self._from_parent(parent, model, optimizer, stateful)
+            digest = parent.checkpoint
         resumed = RunResumed(
             from_epoch=epoch,
             attempt=attempts.count + 1,
@@ -371,38 +397,28 @@ class RunContext:
             checkpoint=digest,
         )
         # Ahead of anything this attempt has buffered: its events come after the resume.
-        self.ledger.append([run.recorder.event(resumed, stream_id=RUN_STREAM)])
+        self.ledger.append([self.run.recorder.event(resumed, stream_id=RUN_STREAM)])
         return epoch
 
-    def _put_back(
+    def _from_parent(
         self,
-        saved: CheckpointSaved,
+        parent: RunParent,
         model: Module,
         optimizer: Optimizer | None,
         stateful: Mapping[str, object],
-    ) -> None:
-        from kasmina.checkpoints import restore
-        from kasmina.replay.engine import replay_run
-        from kasmina.replay.live import differences
-        from kasmina.runtime.slot import SeedSlot
+    ) -> int:
+        from kasmina.replay.live import put_back
 
-        assert self.run_id is not None
-        try:
-            data = self._artifacts().get(saved.digest)
-        except ArtifactError as exc:
+        source = self._source or self.ledger
+        saved = next(
+            (e for e in live_checkpoints(source, parent.run_id) if e.position == parent.position),
+            None,
+        )
+        if saved is None:
             raise ProgramError(
-                f"run {self.run_id} cannot resume from its checkpoint of epoch {saved.epoch}: {exc}"
-            ) from None
-        restore(data, model, optimizer, stateful=stateful)
-        folded = replay_run(self.ledger, self.run_id, until_epoch=saved.epoch)
-        for slot in (m for m in model.modules() if isinstance(m, SeedSlot)):
-            diffs = differences(slot.state, folded.slot(slot.slot_id))
-            if diffs:
-                raise ProgramError(
-                    f"the checkpoint of epoch {saved.epoch} does not match the log for slot "
-                    f"{slot.slot_id} ({'; '.join(diffs)}); take ctx.checkpoint after the "
-                    "epoch's last event (after SeedManager.end_epoch)"
-                )
+                f"run {parent.run_id} has no checkpoint at position {parent.position} to fork from"
+            )
+        return put_back(model, optimizer, stateful, source, parent.run_id, saved)
 
     def _artifacts(self) -> ArtifactStore:
         store = self.ledger.artifacts
@@ -412,21 +428,6 @@ class RunContext:
                 f"--artifacts DIR or {ARTIFACTS_ENV}"
             )
         return store
-
-
-def _resume_point(
-    ledger: Ledger, run_id: str, attempts: Attempts
-) -> tuple[int, StoredEvent | None]:
-    """The position of the run's `RunStarted` and its last checkpoint not superseded."""
-    begun, saved = 0, None
-    for e in ledger.read(run_id, stream_id=RUN_STREAM):
-        if attempts.superseded(e.position):
-            continue
-        if e.event_type == "RunStarted":
-            begun = e.position
-        elif isinstance(e.payload, CheckpointSaved):
-            saved = e
-    return begun, saved
 
 
 def seed_everything(seed: int) -> None:
@@ -460,12 +461,6 @@ def execute_program(
     """
     entry = parse_target(target)
     function = load_program(entry)
-    program: dict[str, Json] = {
-        "entry_point": entry.resolved,
-        "argv": list(argv),
-        "code": dict(code_digest(entry, function)),
-        "environment": {**environment(), "device": device},
-    }
     ctx = RunContext(
         ledger=ledger,
         config=dict(config or {}),
@@ -476,9 +471,91 @@ def execute_program(
         entry=entry,
         run_id=run_id,
         console=console,
-        _program=program,
+        _program=_program_record(entry, function, argv, device),
     )
     _execute(function, ctx)
+    return ctx
+
+
+def _program_record(
+    entry: EntryPoint, function: Callable[..., object], argv: Sequence[str], device: str
+) -> dict[str, Json]:
+    """What `RunStarted` records of the program: entry point, arguments, code, machine."""
+    return {
+        "entry_point": entry.resolved,
+        "argv": list(argv),
+        "code": dict(code_digest(entry, function)),
+        "environment": {**environment(), "device": device},
+    }
+
+
+def fork_program(
+    ledger: Ledger,
+    fork: str,
+    *,
+    target: str | None = None,
+    config: Mapping[str, Json] | None = None,
+    seed: int | None = None,
+    name: str | None = None,
+    run_id: str | None = None,
+    device: str | None = None,
+    argv: Sequence[str] | None = None,
+    console: Any = None,
+) -> RunContext:
+    """Start a new run from another run's checkpoint at an epoch (`fork` is ``RUN@EPOCH``).
+
+    The fork runs the parent's program (or `target`, to try other code) with
+    the parent's config updated by `config` (key by key), the parent's seed,
+    arguments and device unless given, and the parent's thread count. Its
+    `RunStarted` names the parent, the epoch and the checkpoint; its
+    `ctx.restore` puts the parent's state at that epoch back, and what it
+    records after is its own history.
+    """
+    from kasmina.replay.reexecution import started_of
+
+    parent_id, epoch = parse_fork(fork)
+    ledger.require_run(parent_id)
+    started = started_of(ledger, parent_id)
+    saved = {
+        e.payload.epoch: (e.position, e.payload.digest)
+        for e in live_checkpoints(ledger, parent_id)
+        if isinstance(e.payload, CheckpointSaved)
+    }
+    if epoch not in saved:
+        have = ", ".join(map(str, sorted(saved))) or "none"
+        raise ProgramError(
+            f"run {parent_id} has no checkpoint at epoch {epoch} to fork from "
+            f"(its checkpoints: {have})"
+        )
+    position, digest = saved[epoch]
+    parent = RunParent(run_id=parent_id, epoch=epoch, position=position, checkpoint=digest)
+    if target is None:
+        if started.entry_point is None:
+            raise ProgramError(
+                f"run {parent_id} was not started by `kasmina run`: name the program to fork with"
+            )
+        target = started.entry_point
+    entry = parse_target(target)
+    function = load_program(entry)
+    device = device or _recorded_device(started)
+    argv = list(started.argv if argv is None else argv)
+    ctx = RunContext(
+        ledger=ledger,
+        config={**started.config, **(config or {})},
+        seed=started.seed if seed is None else seed,
+        device=device,
+        argv=argv,
+        name=name or f"{started.name}@{epoch}",
+        entry=entry,
+        run_id=run_id,
+        console=console,
+        _program={
+            **_program_record(entry, function, argv, device),
+            "parent": parent.model_dump(),
+        },
+        _forking=parent,
+    )
+    _with_threads(started, lambda: _execute(function, ctx))
     return ctx
 
 
@@ -496,6 +573,10 @@ def _execute(function: Callable[[RunContext], object], ctx: RunContext) -> None:
             raise ProgramError(
                 "it never called ctx.restore(...), so the run could not go on from its "
                 "last checkpoint; nothing it did was recorded"
+            )
+        if ctx._forking is not None and not ctx._restored:
+            raise ProgramError(
+                "it never called ctx.restore(...), so the fork never took its parent's state"
             )
     except Exception as exc:
         if ctx.started and (ctx._resuming is None or ctx._restored):
@@ -568,12 +649,11 @@ def resume_program(
     if console is not None:
         for note in notes:
             console.print(f"note: {note}", markup=False, highlight=False)
-    recorded_device = started.environment.get("device")
     ctx = RunContext(
         ledger=ledger,
         config=dict(started.config),
         seed=started.seed,
-        device=device or (recorded_device if isinstance(recorded_device, str) else "cpu"),
+        device=device or _recorded_device(started),
         argv=list(started.argv),
         name=started.name,
         entry=entry,
@@ -583,6 +663,11 @@ def resume_program(
     )
     _with_threads(started, lambda: _execute(function, ctx))
     return ctx
+
+
+def _recorded_device(started: RunStarted) -> str:
+    device = started.environment.get("device")
+    return device if isinstance(device, str) else "cpu"
 
 
 def _with_threads(started: RunStarted, call: Callable[[], None]) -> None:
@@ -611,6 +696,8 @@ class RecordedProgram:
 
     allow_code_change: bool = False
     notes: list[str] = field(default_factory=list)
+    #: The ledger being re-executed: a fork's parent checkpoint is read from it.
+    source: Ledger | None = None
     _loaded: tuple[EntryPoint, Callable[[RunContext], object]] | None = None
 
     def refusal(self, run_id: str, started: RunStarted) -> str | None:
@@ -646,8 +733,11 @@ class RecordedProgram:
                 "argv": list(started.argv),
                 "code": dict(started.code),
                 "environment": dict(started.environment),
+                "parent": None if started.parent is None else started.parent.model_dump(),
             },
             _replaying=policy,
+            _forking=started.parent,
+            _source=self.source,
         )
         _with_threads(started, lambda: _execute(function, ctx))
 
@@ -661,6 +751,7 @@ __all__ = [
     "code_digest",
     "environment",
     "execute_program",
+    "fork_program",
     "load_program",
     "parse_target",
     "load_recorded",

@@ -458,19 +458,22 @@ class Ledger(Appending):
     def stream(self, run_id: str, stream_id: str) -> Iterator[StoredEvent]:
         return self.read(run_id, stream_id=stream_id)
 
-    def attempts(self, run_id: str) -> Attempts:
-        """The run's attempts: which of its events a resumed run superseded."""
+    def of_type(self, run_id: str, event_type: str) -> list[StoredEvent]:
+        """The run's events of one type, in position order (one indexed query)."""
         with translate(self.url):
             rows = self._store.fetch(
-                f"{self._select} WHERE run_id = ? AND event_type = 'RunResumed' ORDER BY position",
-                (run_id,),
+                f"{self._select} WHERE run_id = ? AND event_type = ? ORDER BY position",
+                (run_id, event_type),
             )
-        resumes = []
-        for row in map(EventRow._make, rows):
-            payload = self._to_event(row).payload
-            if isinstance(payload, RunResumed):
-                resumes.append((row.position, payload))
-        return Attempts.of(resumes)
+        return [self._to_event(row) for row in map(EventRow._make, rows)]
+
+    def attempts(self, run_id: str) -> Attempts:
+        """The run's attempts: which of its events a resumed run superseded."""
+        return Attempts.of(
+            (e.position, e.payload)
+            for e in self.of_type(run_id, "RunResumed")
+            if isinstance(e.payload, RunResumed)
+        )
 
     def history(
         self, run_id: str, seed_id: str | None = None, slot_id: str | None = None

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 #: The revision this code reads and writes. A test holds it equal to Alembic's
 #: head, so it cannot drift; it is a constant so that opening a ledger does not
 #: have to import Alembic.
-HEAD_REVISION = "0010"
+HEAD_REVISION = "0011"
 
 
 def migrations_dir() -> Path:
@@ -74,6 +74,7 @@ DOWNGRADE_LOSSES: dict[str, tuple[str, str] | None] = {
     "0008": None,
     "0009": None,
     "0010": None,
+    "0011": None,
 }
 
 #: The revision that makes the events table: undoing it drops every event.

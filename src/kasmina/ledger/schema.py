@@ -115,4 +115,5 @@ VIEWS: tuple[str, ...] = (
     "decision_effects",
     "live_events",
     "superseded_events",
+    "run_lineage",
 )

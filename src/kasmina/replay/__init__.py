@@ -61,6 +61,7 @@ _LAZY = {
     "restore": "kasmina.replay.live",
     "live_state": "kasmina.replay.live",
     "check_live": "kasmina.replay.live",
+    "restore_checkpoint": "kasmina.replay.live",
     "reexecute": "kasmina.replay.reexecution",
     "Reexecution": "kasmina.replay.reexecution",
 }

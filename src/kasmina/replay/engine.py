@@ -20,7 +20,8 @@ from kasmina.ledger.attempts import Attempts
 from kasmina.ledger.snapshots import Snapshot, SnapshotWarning
 from kasmina.ledger.verify import ChainChecker
 from kasmina.replay.fold import Fold
-from kasmina.run_state import ReplayState
+from kasmina.replay.lineage import parent_of, verified_parent
+from kasmina.run_state import ReplayState, RunState
 
 if TYPE_CHECKING:
     from kasmina.ledger import Ledger
@@ -110,7 +111,28 @@ def _start(
             fold = _decode(ledger, snap, trust)
             if fold is not None:
                 return fold
+    inherited = _inherited(ledger, run_id, until_epoch, trust)
+    if inherited is not None:
+        return Fold(store, run_id, trust=trust, start=inherited, max_epoch=inherited.run.epoch)
     return Fold(store, run_id, trust=trust)
+
+
+def _inherited(
+    ledger: Ledger, run_id: str, until_epoch: int | None, trust: bool
+) -> ReplayState | None:
+    """A fork's state at its start: its parent's slots at the fork's epoch; None if no fork."""
+    forked = parent_of(ledger, run_id)
+    if forked is None:
+        return None
+    started_at, parent = forked
+    if until_epoch is not None and until_epoch < parent.epoch:
+        raise ReplayError(
+            f"run {run_id} starts from run {parent.run_id} at epoch {parent.epoch}, so its "
+            f"state at epoch {until_epoch} is that run's: replay {parent.run_id} instead"
+        )
+    verified_parent(ledger, run_id, started_at, parent)
+    state = replay_run(ledger, parent.run_id, until_epoch=parent.epoch, trust=trust)
+    return ReplayState(state.slots, RunState(run_id, epoch=parent.epoch))
 
 
 def _require_snapshot_table(ledger: Ledger) -> None:

@@ -2,8 +2,8 @@
 
 Restore rebuilds each live seed from its blueprint and recorded init seed, so
 its weights are bit-identical to the seed's weights *at germination*. Trained
-weights are not in the log (only their SHA-256 digests are); load a
-checkpoint's ``state_dict`` on top for those.
+weights are not in the log (only their SHA-256 digests are): a run's
+checkpoints hold them, and `restore_checkpoint` puts one back.
 """
 
 from __future__ import annotations
@@ -11,9 +11,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict
 
-from kasmina.errors import ReplayError
+from torch.nn import Module
+from torch.optim import Optimizer
+
+from kasmina.errors import KasminaError, ReplayError
+from kasmina.events import CheckpointSaved, StoredEvent
 from kasmina.ledger import Ledger
+from kasmina.ledger.artifacts import ARTIFACTS_ENV
 from kasmina.replay.engine import replay_run
+from kasmina.replay.lineage import checkpoint_at
 from kasmina.runtime.slot import SeedSlot
 from kasmina.slot_state import SlotState
 
@@ -79,4 +85,74 @@ def restore(
     return used
 
 
-__all__ = ["LiveStates", "check_live", "differences", "live_state", "restore", "restore_slot"]
+def restore_checkpoint(
+    model: Module,
+    ledger: Ledger,
+    run_id: str,
+    optimizer: Optimizer | None = None,
+    *,
+    until_epoch: int | None = None,
+    **stateful: object,
+) -> int:
+    """Put a run's trained state back: its last checkpoint at or before `until_epoch`.
+
+    The fold alone gives a seed's weights at germination; the checkpoint
+    (`ctx.checkpoint`, recorded as `CheckpointSaved`) gives the weights, the
+    optimizer and the generators as training left them. Every `SeedSlot` of
+    `model` is checked against the fold at the checkpoint's epoch. Returns
+    that epoch, which is `until_epoch` itself only when a checkpoint was
+    taken then. `stateful` takes the names given to `ctx.checkpoint`.
+    """
+    saved = checkpoint_at(ledger, run_id, until_epoch)
+    if saved is None:
+        upto = "" if until_epoch is None else f" at or before epoch {until_epoch}"
+        raise ReplayError(f"run {run_id} has no checkpoint{upto}")
+    return put_back(model, optimizer, stateful, ledger, run_id, saved)
+
+
+def put_back(
+    model: Module,
+    optimizer: Optimizer | None,
+    stateful: Mapping[str, object],
+    ledger: Ledger,
+    run_id: str,
+    saved: StoredEvent,
+) -> int:
+    """Load the checkpoint `saved` (a `CheckpointSaved` of `run_id`) and check it against the log."""
+    from kasmina.checkpoints import restore as load
+
+    payload = saved.payload
+    assert isinstance(payload, CheckpointSaved)
+    where = f"the checkpoint of run {run_id} at epoch {payload.epoch}"
+    store = ledger.artifacts
+    if store is None:
+        raise ReplayError(
+            f"{where} is in an artifact store, and this ledger has none: name it with "
+            f"--artifacts DIR or {ARTIFACTS_ENV}"
+        )
+    try:
+        load(store.get(payload.digest), model, optimizer, stateful=stateful)
+    except KasminaError as exc:
+        raise ReplayError(f"{where} cannot be put back: {exc}") from None
+    folded = replay_run(ledger, run_id, until_epoch=payload.epoch)
+    for slot in (m for m in model.modules() if isinstance(m, SeedSlot)):
+        diffs = differences(slot.state, folded.slot(slot.slot_id))
+        if diffs:
+            raise ReplayError(
+                f"{where} does not match the log for slot {slot.slot_id} "
+                f"({'; '.join(diffs)}); take ctx.checkpoint after the epoch's last event "
+                "(after SeedManager.end_epoch)"
+            )
+    return payload.epoch
+
+
+__all__ = [
+    "LiveStates",
+    "check_live",
+    "differences",
+    "live_state",
+    "put_back",
+    "restore",
+    "restore_checkpoint",
+    "restore_slot",
+]
