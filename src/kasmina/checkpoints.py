@@ -115,6 +115,55 @@ def _reproducible(archive: bytes) -> bytes:
     return out.getvalue()
 
 
+def state_differences(recorded: bytes, replayed: bytes) -> list[str]:
+    """Where two checkpoints differ, as paths into their state, the policies' own state aside.
+
+    Re-execution replaces a run's policy with its recorded decisions, so a
+    checkpoint it takes cannot hold the policy's own state (an RL policy's
+    weights, a heuristic's generator) and its digest differs from the
+    recorded one. Everything else (weights, optimizer, generators, the
+    manager and the program's own objects) must be equal, tensor by tensor.
+    """
+    a, b = _read(recorded), _read(replayed)
+    for state in (a, b):
+        for value in state["stateful"].values():
+            if isinstance(value, dict):
+                value.pop("policy", None)
+    found: list[str] = []
+    _compare("", a, b, found)
+    return found
+
+
+def _compare(path: str, a: Any, b: Any, found: list[str]) -> None:
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        same = a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+    elif isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b), key=str):
+            if key in a and key in b:
+                _compare(f"{path}/{key}", a[key], b[key], found)
+            else:
+                found.append(f"{path}/{key}")
+        return
+    elif isinstance(a, list | tuple) and isinstance(b, list | tuple) and len(a) == len(b):
+        for index, (x, y) in enumerate(zip(a, b, strict=True)):
+            _compare(f"{path}/{index}", x, y, found)
+        return
+    else:
+        same = type(a) is type(b) and a == b
+    if not same:
+        found.append(path or "/")
+
+
+def _read(data: bytes) -> dict[str, Any]:
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many kinds for a file that is not a checkpoint
+        raise CheckpointError(f"the checkpoint cannot be read: {exc}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"the checkpoint is not a kasmina checkpoint of format {FORMAT}")
+    return state
+
+
 def restore(
     data: bytes,
     model: nn.Module,
@@ -123,12 +172,7 @@ def restore(
     stateful: Mapping[str, object],
 ) -> int:
     """Put `model`, `optimizer`, the generators and `stateful` into the checkpoint; its epoch."""
-    try:
-        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many kinds for a file that is not a checkpoint
-        raise CheckpointError(f"the checkpoint cannot be read: {exc}") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"the checkpoint is not a kasmina checkpoint of format {FORMAT}")
+    state = _read(data)
     saved = state["stateful"]
     if sorted(saved) != sorted(stateful):
         raise CheckpointError(

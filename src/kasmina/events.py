@@ -442,7 +442,6 @@ class PolicyDecided(Payload):
     refusal: str | None = None
 
 
-
 class CheckpointSaved(Payload):
     """A checkpoint of the program's state at the end of an epoch, held in the artifact store.
 

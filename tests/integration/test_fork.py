@@ -173,6 +173,9 @@ def test_a_fork_re_executes_with_no_divergence(
         fork_program(ledger, "p@1", run_id="f", config={"lr": 0.1})
         report = reexecute(ledger, "f", RecordedProgram(source=ledger))
     assert report.ok, report.divergences
+    # The re-run's policy is the log's decisions, so its checkpoint files differ from the
+    # recorded ones in the policy's own state alone: weights and optimizer are compared.
+    assert any("apart from the policy's own" in note for note in report.notes)
     assert report.compared == sum(1 for _ in Ledger.open(sqlite_url).read("f"))
     assert report.digests > 0
 
@@ -207,7 +210,8 @@ def test_the_checkpoint_at_an_epoch_restores_the_trained_weights(
 
         live = param_digests({m.seed_id: m.seed for m in _slots(fresh) if m.seed is not None})
         assert {k: live[k] for k in digests} == digests
-        assert any(not torch.equal(a, b) for a, b in zip(untrained, fresh.parameters()))
+        trained = list(fresh.parameters())
+        assert any(not torch.equal(a, b) for a, b in zip(untrained, trained, strict=True))
         x, y = module.data()
         fresh.eval()
         with torch.no_grad():
@@ -236,3 +240,16 @@ def test_a_fork_point_without_a_checkpoint_is_one_clear_error(
         bad = kasmina(sqlite_url, art, "run", "--fork", spec)
         assert bad.returncode != 0
         assert says in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+
+
+def test_checkpoints_that_differ_in_one_weight_are_told_apart_by_path() -> None:
+    from kasmina.checkpoints import capture, state_differences
+
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = capture(model, optimizer, epoch=0, stateful={})
+    with torch.no_grad():
+        model.bias[1] += 1e-6
+    after = capture(model, optimizer, epoch=0, stateful={})
+    assert state_differences(before, before) == []
+    assert state_differences(before, after) == ["/model/bias"]

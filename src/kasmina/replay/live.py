@@ -118,7 +118,7 @@ def put_back(
     run_id: str,
     saved: StoredEvent,
 ) -> int:
-    """Load the checkpoint `saved` (a `CheckpointSaved` of `run_id`) and check it against the log."""
+    """Load `saved`, a `CheckpointSaved` of `run_id`, and check it against the log."""
     from kasmina.checkpoints import restore as load
 
     payload = saved.payload

@@ -22,8 +22,9 @@ from typing import Any, Protocol
 from rich.console import Console
 
 from kasmina.canonical import canonical_value
-from kasmina.errors import NotReexecutable, UnverifiedRun
+from kasmina.errors import KasminaError, NotReexecutable, UnverifiedRun
 from kasmina.events import (
+    CheckpointSaved,
     EpochCompleted,
     PolicyDecided,
     RunFinished,
@@ -141,11 +142,52 @@ def compare(recorded: Ledger, replayed: Ledger, run_id: str, report: Reexecution
             nb = _normalised(b) if b is not None else {}
             if na != nb:
                 keys = sorted(k for k in set(na) | set(nb) if na.get(k) != nb.get(k))
-                report.divergences.append(Divergence(stream, version, a, b, tuple(keys)))
-                break
+                if not _same_checkpoint(recorded, replayed, a, b, keys, report):
+                    report.divergences.append(Divergence(stream, version, a, b, tuple(keys)))
+                    break
             assert a is not None
             report.compared += 1
             report.digests += _digests(a)
+
+
+_CHECKPOINT_FILE = {"payload.digest", "payload.bytes", "payload.path"}
+
+
+def _same_checkpoint(
+    recorded: Ledger,
+    replayed: Ledger,
+    a: StoredEvent | None,
+    b: StoredEvent | None,
+    keys: Sequence[str],
+    report: Reexecution,
+) -> bool:
+    """Whether two `CheckpointSaved` that differ only in their file hold the same state
+    apart from the policy's own, which re-execution cannot have (see `state_differences`)."""
+    if (
+        a is None
+        or b is None
+        or a.event_type != "CheckpointSaved"
+        or not set(keys) <= (_CHECKPOINT_FILE)
+    ):
+        return False
+    ours, theirs = recorded.artifacts, replayed.artifacts
+    pa, pb = a.payload, b.payload
+    if ours is None or theirs is None:
+        return False
+    assert isinstance(pa, CheckpointSaved) and isinstance(pb, CheckpointSaved)
+    from kasmina.checkpoints import state_differences
+
+    try:
+        found = state_differences(ours.get(pa.digest), theirs.get(pb.digest))
+    except KasminaError:
+        return False
+    if found:
+        return False
+    note = "checkpoints hold the same state apart from the policy's own, which re-execution "
+    note += "replaces with the recorded decisions"
+    if note not in report.notes:
+        report.notes.append(note)
+    return True
 
 
 class Program(Protocol):
