@@ -11,12 +11,14 @@ import math
 from collections import defaultdict
 from collections.abc import Sequence
 
-from kasmina.report.data import Eviction
+from kasmina.report.data import Ancestor, Eviction
 from kasmina.report.palette import series_colour
 from kasmina.report.svg import (
     PLOT,
     EpochScale,
     epoch_axis,
+    esc,
+    fork_marker,
     num,
     svg_open,
     title,
@@ -35,7 +37,22 @@ def caches(evictions: Sequence[Eviction]) -> list[str]:
     return sorted({e.cache for e in evictions})
 
 
-def evictions_svg(evictions: Sequence[Eviction], span: int, notes: list[str]) -> str:
+def accuracy_names(curves: Sequence[Curve], lineage: Sequence[Ancestor] = ()) -> list[str]:
+    """The accuracy series in colour order: the run's own, then any only an ancestor has."""
+    names = [c.key[1] for c in curves] + [c.key[1] for a in lineage for c in a.accuracy]
+    return list(dict.fromkeys(names))
+
+
+def _markers(lineage: Sequence[Ancestor], top: float, bottom: float, scale: EpochScale) -> str:
+    return "".join(fork_marker(scale, a.epoch, top, bottom, None, a.run_id) for a in lineage)
+
+
+def evictions_svg(
+    evictions: Sequence[Eviction],
+    span: int,
+    notes: list[str],
+    lineage: Sequence[Ancestor] = (),
+) -> str:
     scale = EpochScale(span)
     names = caches(evictions)
     width = max(1, math.ceil(span * BAR_PX / PLOT))
@@ -72,33 +89,48 @@ def evictions_svg(evictions: Sequence[Eviction], span: int, notes: list[str]) ->
                 f'height="{num(h)}" fill="{series_colour(index)}"/>'
             )
         parts.append("</g>")
-    parts.append("</svg>")
+    parts += [_markers(lineage, TOP, TOP + HEIGHT, scale), "</svg>"]
     if width > 1:
         notes.append(f"GC evictions: summed into buckets of {width:,} epochs, one bar each.")
     return "".join(parts)
 
 
-def accuracy_svg(curves: Sequence[Curve], span: int) -> str:
+def accuracy_svg(curves: Sequence[Curve], span: int, lineage: Sequence[Ancestor] = ()) -> str:
+    """The run's accuracy curves; a fork's ancestors' curves up to each fork, dashed."""
     scale = EpochScale(span)
-    peak = max((v for c in curves for _, v in c.points if math.isfinite(v)), default=1.0)
+    inherited = [(a, c) for a in lineage for c in a.accuracy]
+    every = [*curves, *(c for _, c in inherited)]
+    peak = max((v for c in every for _, v in c.points if math.isfinite(v)), default=1.0)
     vmax, axis = value_axis(peak, TOP, HEIGHT)
+    colour = {name: series_colour(i) for i, name in enumerate(accuracy_names(curves, lineage))}
     parts = [
         svg_open(TOP + HEIGHT + AXIS, "accuracy", "accuracy per epoch"),
         axis,
         epoch_axis(scale, TOP, TOP + HEIGHT),
     ]
-    for index, curve in enumerate(curves):
-        coords = " ".join(
-            f"{num(scale(e + 0.5))},{num(TOP + HEIGHT - v / vmax * HEIGHT)}"
-            for e, v in curve.points
-            if math.isfinite(v)
-        )
+    for ancestor, curve in inherited:
         parts.append(
-            f'<polyline class="metric" stroke="{series_colour(index)}" points="{coords}">'
-            f"{title(f'{curve.key[1]} accuracy: {curve.raw:,} epochs')}</polyline>"
+            f'<g class="parent-segment" data-run="{esc(ancestor.run_id)}" '
+            f'data-epoch="{ancestor.epoch}">'
+            f"{_polyline(curve, scale, vmax, colour[curve.key[1]], f' in run {ancestor.run_id}')}"
+            "</g>"
         )
-    parts.append("</svg>")
+    for curve in curves:
+        parts.append(_polyline(curve, scale, vmax, colour[curve.key[1]]))
+    parts += [_markers(lineage, TOP, TOP + HEIGHT, scale), "</svg>"]
     return "".join(parts)
 
 
-__all__ = ["accuracy_svg", "caches", "evictions_svg"]
+def _polyline(curve: Curve, scale: EpochScale, vmax: float, colour: str, where: str = "") -> str:
+    coords = " ".join(
+        f"{num(scale(e + 0.5))},{num(TOP + HEIGHT - v / vmax * HEIGHT)}"
+        for e, v in curve.points
+        if math.isfinite(v)
+    )
+    return (
+        f'<polyline class="metric" stroke="{colour}" points="{coords}">'
+        f"{title(f'{curve.key[1]} accuracy{where}: {curve.raw:,} epochs')}</polyline>"
+    )
+
+
+__all__ = ["accuracy_names", "accuracy_svg", "caches", "evictions_svg"]

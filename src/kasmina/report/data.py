@@ -6,6 +6,11 @@ gets from `kasmina sql`. Values are normalised here — PostgreSQL's booleans,
 `Decimal` sums and timestamps — so the renderers see one set of Python types.
 Dense telemetry is thinned while it streams in, so a long run never sits in
 memory whole.
+
+A fork's own log starts after its fork epoch; its story before that is its
+ancestors' (`run_lineage`). Each ancestor's rows are read from the same views,
+cut at the epoch the line of runs leaves it, and the stage each slot was in
+there is carried on into the next run until that run's first move in the slot.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 
@@ -116,6 +121,26 @@ class Outcome:
     ending: Ending | None
 
 
+@dataclass(frozen=True, slots=True)
+class Ancestor:
+    """One run the reported run descends from, and its part of the story.
+
+    ``epoch`` is where the line of runs leaves it (the fork epoch); its rows
+    stop there. A stage still open at that epoch ends at ``epoch + 1``, the
+    fork's first epoch; ``carried`` are the stages it went on with from its
+    own parent (empty for the oldest).
+    """
+
+    run_id: str
+    depth: int
+    epoch: int
+    intervals: list[Interval] = field(default_factory=list)
+    carried: list[Interval] = field(default_factory=list)
+    verdicts: list[Verdict] = field(default_factory=list)
+    alpha: list[Curve] = field(default_factory=list)
+    accuracy: list[Curve] = field(default_factory=list)
+
+
 @dataclass(slots=True)
 class RunData:
     summary: Summary
@@ -132,11 +157,17 @@ class RunData:
     missing_views: list[str] = field(default_factory=list)
     #: The run's free-named metrics, run-level first, then per slot, by name.
     metrics: list[MetricSummary] = field(default_factory=list)
+    #: A fork's ancestors from its parent (depth 1) back to the first run; empty otherwise.
+    lineage: list[Ancestor] = field(default_factory=list)
+    #: A fork's stages carried on from its parent: each slot's stage at the fork epoch,
+    #: from the fork's first epoch to the fork's first move in that slot.
+    carried: list[Interval] = field(default_factory=list)
 
     @property
     def span(self) -> int:
         """Epochs on the x axis: at least one, so an empty run still has a scale."""
-        return max(self.summary.epochs, 1)
+        forked = self.lineage[0].epoch + 1 if self.lineage else 0
+        return max(self.summary.epochs, forked, 1)
 
 
 def read_run(ledger: Ledger, run_id: str) -> RunData:
@@ -145,8 +176,50 @@ def read_run(ledger: Ledger, run_id: str) -> RunData:
     where = f"WHERE run_id = {sql_literal(run_id)}"
     views = ledger.views()
     summary = _summary(ledger, run_id, where)
-    bucket = max(1, math.ceil(max(summary.epochs, 1) / CURVE_BUCKETS))
-    intervals = [
+    forks = _forks(ledger, run_id) if "run_lineage" in views else []
+    span = max(summary.epochs, forks[0][2] + 1 if forks else 0, 1)
+    bucket = max(1, math.ceil(span / CURVE_BUCKETS))
+    intervals = _intervals(ledger, where)
+    verdicts = _verdicts(ledger, where)
+    evictions: list[Eviction] = []
+    unplaced = 0
+    for r in _rows(ledger, f"SELECT cache, reason, evicted, epoch FROM gc_evictions {where}"):
+        if r[3] is None:
+            unplaced += 1
+            continue
+        evictions.append(Eviction(_str(r[0]), _str(r[1]), _int(r[2]), _int(r[3])))
+    has_endings = "seed_endings" in views
+    outcomes = _outcomes(ledger, where, has_endings)
+    alpha = _alpha(ledger, where, bucket)
+    accuracy = _accuracy(ledger, where, bucket) if "epoch_metrics" in views else []
+    metrics = _metrics(ledger, where) if "metrics" in views else []
+    lineage, carried = _lineage(ledger, forks, intervals, bucket, "epoch_metrics" in views)
+    slots = {i.slot_id for i in intervals} | {v.slot_id for v in verdicts}
+    slots |= {o.slot_id for o in outcomes} | {c.key[0] for c in alpha}
+    for a in lineage:
+        slots |= {i.slot_id for i in a.intervals} | {v.slot_id for v in a.verdicts}
+        slots |= {c.key[0] for c in a.alpha}
+    return RunData(
+        summary=summary,
+        slots=sorted(slots, key=natural_key),
+        intervals=intervals,
+        verdicts=verdicts,
+        evictions=evictions,
+        outcomes=outcomes,
+        alpha=alpha,
+        accuracy=accuracy,
+        bucket_epochs=bucket,
+        has_endings=has_endings,
+        unplaced_evictions=unplaced,
+        missing_views=[v for v in OPTIONAL_VIEWS if v not in views],
+        metrics=metrics,
+        lineage=lineage,
+        carried=carried,
+    )
+
+
+def _intervals(ledger: Ledger, where: str) -> list[Interval]:
+    return [
         Interval(_str(r[0]), _opt_str(r[1]), _str(r[2]), _int(r[3]), _opt_int(r[4]))
         for r in _rows(
             ledger,
@@ -154,7 +227,10 @@ def read_run(ledger: Ledger, run_id: str) -> RunData:
             f"{where} ORDER BY slot_id, from_epoch",
         )
     ]
-    verdicts = [
+
+
+def _verdicts(ledger: Ledger, where: str) -> list[Verdict]:
+    return [
         Verdict(
             _str(r[0]),
             _opt_str(r[1]),
@@ -170,15 +246,9 @@ def read_run(ledger: Ledger, run_id: str) -> RunData:
             f"FROM gate_evaluations {where} AND epoch IS NOT NULL ORDER BY position",
         )
     ]
-    evictions: list[Eviction] = []
-    unplaced = 0
-    for r in _rows(ledger, f"SELECT cache, reason, evicted, epoch FROM gc_evictions {where}"):
-        if r[3] is None:
-            unplaced += 1
-            continue
-        evictions.append(Eviction(_str(r[0]), _str(r[1]), _int(r[2]), _int(r[3])))
-    has_endings = "seed_endings" in views
-    outcomes = _outcomes(ledger, where, has_endings)
+
+
+def _alpha(ledger: Ledger, where: str, bucket: int) -> list[Curve]:
     alpha = Thinner(bucket)
     for r in _rows(
         ledger,
@@ -186,34 +256,98 @@ def read_run(ledger: Ledger, run_id: str) -> RunData:
         "AND epoch IS NOT NULL AND alpha IS NOT NULL",
     ):
         alpha.add((_str(r[0]), _str(r[1])), _int(r[2]), _float(r[3]))
+    return alpha.curves()
+
+
+def _accuracy(ledger: Ledger, where: str, bucket: int) -> list[Curve]:
     accuracy = Thinner(bucket)
-    if "epoch_metrics" in views:
+    for r in _rows(
+        ledger,
+        f"SELECT epoch, val_accuracy, train_accuracy FROM epoch_metrics {where} "
+        "AND epoch IS NOT NULL",
+    ):
+        for name, value in (("validation", r[1]), ("training", r[2])):
+            if value is not None:
+                accuracy.add(("run", name), _int(r[0]), _float(value))
+    return accuracy.curves()
+
+
+def _forks(ledger: Ledger, run_id: str) -> list[tuple[str, int, int]]:
+    """(ancestor, depth, epoch) from the parent back, as `run_lineage` lists them."""
+    return [
+        (_str(r[0]), _int(r[1]), _int(r[2]))
         for r in _rows(
             ledger,
-            f"SELECT epoch, val_accuracy, train_accuracy FROM epoch_metrics {where} "
-            "AND epoch IS NOT NULL",
-        ):
-            for name, value in (("validation", r[1]), ("training", r[2])):
-                if value is not None:
-                    accuracy.add(("run", name), _int(r[0]), _float(value))
-    metrics = _metrics(ledger, where) if "metrics" in views else []
-    slots = {i.slot_id for i in intervals} | {v.slot_id for v in verdicts}
-    slots |= {o.slot_id for o in outcomes} | {k[0] for k in alpha.keys()}
-    return RunData(
-        summary=summary,
-        slots=sorted(slots, key=natural_key),
-        intervals=intervals,
-        verdicts=verdicts,
-        evictions=evictions,
-        outcomes=outcomes,
-        alpha=alpha.curves(),
-        accuracy=accuracy.curves(),
-        bucket_epochs=bucket,
-        has_endings=has_endings,
-        unplaced_evictions=unplaced,
-        missing_views=[v for v in OPTIONAL_VIEWS if v not in views],
-        metrics=metrics,
-    )
+            "SELECT ancestor_run_id, depth, epoch FROM run_lineage "
+            f"WHERE run_id = {sql_literal(run_id)} ORDER BY depth",
+        )
+    ]
+
+
+def _lineage(
+    ledger: Ledger,
+    forks: list[tuple[str, int, int]],
+    own: list[Interval],
+    bucket: int,
+    has_metrics: bool,
+) -> tuple[list[Ancestor], list[Interval]]:
+    """Each ancestor's rows up to where the line leaves it, oldest first in the walk;
+    and the stages the reported run carries on from its parent."""
+    ancestors: list[Ancestor] = []
+    open_at: dict[str, Interval] = {}
+    since: int | None = None
+    for run, depth, epoch in reversed(forks):
+        where = f"WHERE run_id = {sql_literal(run)} AND epoch <= {epoch}"
+        mine = _intervals(ledger, f"WHERE run_id = {sql_literal(run)} AND from_epoch <= {epoch}")
+        carried, open_carried = _cut(_carry(open_at, since, mine), epoch)
+        intervals, open_at = _cut(mine, epoch)
+        ancestors.append(
+            Ancestor(
+                run_id=run,
+                depth=depth,
+                epoch=epoch,
+                intervals=intervals,
+                carried=carried,
+                verdicts=_verdicts(ledger, where),
+                alpha=_alpha(ledger, where, bucket),
+                accuracy=_accuracy(ledger, where, bucket) if has_metrics else [],
+            )
+        )
+        open_at = open_carried | open_at
+        since = epoch
+    ancestors.reverse()
+    return ancestors, _carry(open_at, since, own)
+
+
+def _carry(open_at: dict[str, Interval], since: int | None, own: list[Interval]) -> list[Interval]:
+    """The stage each slot was in at the fork epoch ``since``, from the fork's first epoch
+    until the fork's first move in that slot (still open if it never moves there)."""
+    if since is None:
+        return []
+    first: dict[str, int] = {}
+    for i in own:
+        first[i.slot_id] = min(first.get(i.slot_id, i.start), i.start)
+    carried = []
+    for slot, interval in open_at.items():
+        end = first.get(slot)
+        if end is None or end > since + 1:
+            carried.append(replace(interval, start=since + 1, end=end))
+    return carried
+
+
+def _cut(intervals: list[Interval], epoch: int) -> tuple[list[Interval], dict[str, Interval]]:
+    """Intervals up to ``epoch``, a stage still open there ending at ``epoch + 1``; and
+    each slot's stage at ``epoch``."""
+    kept: list[Interval] = []
+    open_at: dict[str, Interval] = {}
+    for i in intervals:
+        if i.start > epoch:
+            continue
+        if i.end is None or i.end > epoch:
+            open_at[i.slot_id] = i
+            i = replace(i, end=epoch + 1)
+        kept.append(i)
+    return kept, open_at
 
 
 def _metrics(ledger: Ledger, where: str) -> list[MetricSummary]:
@@ -345,6 +479,7 @@ def _time(value: object) -> datetime | None:
 
 
 __all__ = [
+    "Ancestor",
     "MetricSummary",
     "Ending",
     "Eviction",

@@ -5,6 +5,12 @@ markers, the stage band, and the alpha strip. Every stage interval and every
 gate verdict is drawn; only when a lane holds more of them than it has pixels
 are neighbours within one pixel block merged into a single mark whose title
 counts what it holds, and the page says so. Curves arrive already thinned.
+
+A fork's lanes begin with its ancestors' segments (`<g class="parent-segment"
+data-run=...>`: muted stages in a dashed frame, their gate verdicts and
+dashed alpha), a `<g class="fork-marker">` line at each fork epoch, and the
+stages the fork carried on from its parent (`st carried`) until its first
+move in the slot.
 """
 
 from __future__ import annotations
@@ -13,8 +19,18 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 
-from kasmina.report.data import Interval, RunData, Verdict
-from kasmina.report.svg import LEFT, PLOT, EpochScale, epoch_axis, esc, num, svg_open, title
+from kasmina.report.data import Ancestor, Interval, RunData, Verdict
+from kasmina.report.svg import (
+    LEFT,
+    PLOT,
+    EpochScale,
+    epoch_axis,
+    esc,
+    fork_marker,
+    num,
+    svg_open,
+    title,
+)
 from kasmina.report.thinning import Curve, Thinner
 
 MARKS = 16
@@ -36,6 +52,17 @@ MARKER_PX = 8.0
 #: A marker holding more verdicts than this sums them up in its tooltip.
 TITLE_LINES = 6
 CHAR_PX = 6.6
+#: Height of each fork marker's label row above the lanes.
+FORK_LABEL = 16
+
+
+def fork_labels(data: RunData) -> list[tuple[int, str]]:
+    """Each fork point of the lineage as (epoch, label), the parent's first."""
+    labels = []
+    for index, ancestor in enumerate(data.lineage):
+        child = "" if index == 0 else f"{data.lineage[index - 1].run_id} "
+        labels.append((ancestor.epoch, f"{child}forked from {ancestor.run_id} @ {ancestor.epoch}"))
+    return labels
 
 
 def lanes_svg(data: RunData, notes: list[str]) -> str:
@@ -49,31 +76,54 @@ def lanes_svg(data: RunData, notes: list[str]) -> str:
     curves: dict[str, list[Curve]] = defaultdict(list)
     for curve in data.alpha:
         curves[curve.key[0]].append(curve)
+    carried: dict[str, list[Interval]] = defaultdict(list)
+    for interval in data.carried:
+        carried[interval.slot_id].append(interval)
     n = len(data.slots)
-    bottom = TOP + n * LANE + max(n - 1, 0) * BETWEEN
+    labels = fork_labels(data)
+    top = TOP + len(labels) * FORK_LABEL
+    bottom = top + n * LANE + max(n - 1, 0) * BETWEEN
     parts = [
         svg_open(bottom + AXIS, "lanes", f"stage swimlanes of {n} slot(s)"),
-        epoch_axis(scale, TOP, bottom),
+        epoch_axis(scale, top, bottom),
     ]
     merged = crowded = joined = 0
     for index, slot in enumerate(data.slots):
-        y = TOP + index * (LANE + BETWEEN)
-        intervals = sorted(
-            by_slot[slot], key=lambda i: (i.start, math.inf if i.end is None else i.end)
-        )
+        y = top + index * (LANE + BETWEEN)
+        intervals = _ordered(by_slot[slot])
         stages, folded = _stages(intervals, scale)
         markers, shared = _markers(verdicts[slot], scale)
         merged += folded
         joined += shared
+        before, inherited = "", ""
+        if data.lineage:
+            before, inherited, folded, shared = _ancestors(slot, data.lineage, scale)
+            parent = data.lineage[0]
+            kept, folded_carried = _stages(
+                _ordered(carried[slot]),
+                scale,
+                note=f" · carried on from {parent.run_id} @ {parent.epoch}",
+                cls=" carried",
+            )
+            stages = kept + stages
+            intervals = _ordered(carried[slot] + by_slot[slot])
+            merged += folded + folded_carried
+            joined += shared
         parts.append(
             f'<g class="lane" data-slot="{esc(slot)}" transform="translate(0,{y})">'
             f'<text class="slot" x="{LEFT - 10}" y="{MARKS + BAND / 2}" dy="0.35em" '
             f'text-anchor="end">{esc(slot)}</text>'
             f'<rect class="band" x="{LEFT}" y="{MARKS}" width="{PLOT}" height="{BAND}"/>'
-            f"{stages}{_seed_labels(intervals, scale)}{markers}"
-            f"{_alpha(slot, curves[slot], scale)}</g>"
+            f"{before}{stages}{_seed_labels(intervals, scale)}{markers}"
+            f"{_alpha(slot, curves[slot], scale, inherited)}</g>"
         )
         crowded += len(curves[slot]) if len(curves[slot]) * CURVE_PX > PLOT else 0
+    for row, (epoch, label) in enumerate(labels):
+        parts.append(
+            fork_marker(
+                scale, epoch, TOP + row * FORK_LABEL, bottom, label, data.lineage[row].run_id
+            )
+        )
     parts.append("</svg>")
     if merged:
         notes.append(
@@ -94,6 +144,44 @@ def lanes_svg(data: RunData, notes: list[str]) -> str:
     return "".join(parts)
 
 
+def _ordered(intervals: Sequence[Interval]) -> list[Interval]:
+    return sorted(intervals, key=lambda i: (i.start, math.inf if i.end is None else i.end))
+
+
+def _ancestors(
+    slot: str, lineage: Sequence[Ancestor], scale: EpochScale
+) -> tuple[str, str, int, int]:
+    """A fork lane's ancestor segments, oldest first: the band's part and the alpha
+    strip's part, and the intervals merged and verdicts sharing markers among them."""
+    band, strip = [], []
+    merged = shared = 0
+    start = 0
+    for ancestor in reversed(lineage):
+        note = f" · in run {ancestor.run_id}, up to its fork @ {ancestor.epoch}"
+        mine = [i for i in ancestor.carried + ancestor.intervals if i.slot_id == slot]
+        stages, folded = _stages(_ordered(mine), scale, note=note)
+        markers, joined = _markers([v for v in ancestor.verdicts if v.slot_id == slot], scale)
+        merged += folded
+        shared += joined
+        x0, x1 = scale(start), scale(ancestor.epoch + 1)
+        band.append(
+            f'<g class="parent-segment" data-run="{esc(ancestor.run_id)}" '
+            f'data-epoch="{ancestor.epoch}">{stages}{_seed_labels(_ordered(mine), scale)}'
+            f'<rect class="parent-zone" x="{num(x0)}" y="{MARKS}" width="{num(x1 - x0)}" '
+            f'height="{BAND}">{title(f"run {ancestor.run_id}, epochs {start}–{ancestor.epoch}")}'
+            f"</rect>{markers}</g>"
+        )
+        curves = [c for c in ancestor.alpha if c.key[0] == slot]
+        if curves:
+            strip.append(
+                f'<g class="parent-segment" data-run="{esc(ancestor.run_id)}" '
+                f'data-epoch="{ancestor.epoch}">'
+                f"{_curves(slot, curves, scale, f' in run {ancestor.run_id}')}</g>"
+            )
+        start = ancestor.epoch + 1
+    return "".join(band), "".join(strip), merged, shared
+
+
 def _span(interval: Interval, scale: EpochScale) -> tuple[float, float]:
     end = scale.span if interval.end is None else interval.end
     return scale(interval.start), scale(end)
@@ -107,10 +195,15 @@ def _when(interval: Interval) -> str:
     return f"epochs {interval.start}–{interval.end}"
 
 
-def _stages(intervals: Sequence[Interval], scale: EpochScale) -> tuple[str, int]:
-    """Stage rects, widest first so zero-length stages stay visible on top; and merges made."""
+def _stages(
+    intervals: Sequence[Interval], scale: EpochScale, note: str = "", cls: str = ""
+) -> tuple[str, int]:
+    """Stage rects, widest first so zero-length stages stay visible on top; and merges made.
+
+    ``note`` ends each tooltip and ``cls`` is added to each rect's classes.
+    """
     if len(intervals) * MERGE_PX > PLOT:
-        return _merged(intervals, scale)
+        return _merged(intervals, scale, note, cls)
     wide: list[str] = []
     thin: list[str] = []
     for interval in intervals:
@@ -119,15 +212,17 @@ def _stages(intervals: Sequence[Interval], scale: EpochScale) -> tuple[str, int]
         if interval.stage == "DORMANT":
             who = f"empty slot (last seed {interval.seed_id})" if interval.seed_id else "empty"
         rect = (
-            f'<rect class="st st-{esc(interval.stage)}" x="{num(x0)}" y="{MARKS}" '
+            f'<rect class="st st-{esc(interval.stage)}{cls}" x="{num(x0)}" y="{MARKS}" '
             f'width="{num(max(x1 - x0, MIN_MARK))}" height="{BAND}">'
-            f"{title(f'{interval.stage} · {who} · {_when(interval)}')}</rect>"
+            f"{title(f'{interval.stage} · {who} · {_when(interval)}{note}')}</rect>"
         )
         (thin if x1 - x0 < MIN_MARK else wide).append(rect)
     return "".join(wide + thin), 0
 
 
-def _merged(intervals: Sequence[Interval], scale: EpochScale) -> tuple[str, int]:
+def _merged(
+    intervals: Sequence[Interval], scale: EpochScale, note: str = "", cls: str = ""
+) -> tuple[str, int]:
     parts: list[str] = []
     folded = 0
     block: list[Interval] = []
@@ -147,10 +242,10 @@ def _merged(intervals: Sequence[Interval], scale: EpochScale) -> tuple[str, int]
         last = block[-1].end
         text = (
             f"epochs {block[0].start}–{'end' if last is None else last}: {len(block)} stage "
-            f"intervals, mostly {stage} · {who}"
+            f"intervals, mostly {stage} · {who}{note}"
         )
         parts.append(
-            f'<rect class="st st-{esc(stage)}" x="{num(x0)}" y="{MARKS}" '
+            f'<rect class="st st-{esc(stage)}{cls}" x="{num(x0)}" y="{MARKS}" '
             f'width="{num(max(x1 - x0, MIN_MARK))}" height="{BAND}">{title(text)}</rect>'
         )
         if len(block) > 1:
@@ -244,7 +339,8 @@ def _verdicts(group: Sequence[Verdict]) -> str:
     return "\n".join(lines)
 
 
-def _alpha(slot: str, curves: Sequence[Curve], scale: EpochScale) -> str:
+def _alpha(slot: str, curves: Sequence[Curve], scale: EpochScale, inherited: str = "") -> str:
+    """The alpha strip: ``inherited`` (a fork's ancestor curves) first, then the run's own."""
     top = MARKS + BAND + GAP
     mid = num(top + ALPHA / 2)
     parts = [
@@ -252,8 +348,18 @@ def _alpha(slot: str, curves: Sequence[Curve], scale: EpochScale) -> str:
         f'height="{ALPHA}"/><line class="half" x1="{LEFT}" x2="{LEFT + PLOT}" y1="{mid}" '
         f'y2="{mid}"/><text class="tick" x="{LEFT - 6}" y="{top}" dy="0.7em" '
         f'text-anchor="end">α 1</text><text class="tick" x="{LEFT - 6}" y="{top + ALPHA}" '
-        'text-anchor="end">0</text>'
+        'text-anchor="end">0</text>',
+        inherited,
+        _curves(slot, curves, scale),
+        "</g>",
     ]
+    return "".join(parts)
+
+
+def _curves(slot: str, curves: Sequence[Curve], scale: EpochScale, where: str = "") -> str:
+    """Alpha polylines (a dot for one sample), or one envelope when the lane is crowded."""
+    top = MARKS + BAND + GAP
+    parts = []
     kind = "curve"
     if len(curves) * CURVE_PX > PLOT:
         curves, kind = [_envelope(slot, curves, scale)], "curve envelope"
@@ -263,14 +369,13 @@ def _alpha(slot: str, curves: Sequence[Curve], scale: EpochScale) -> str:
         ]
         seed = curve.key[1]
         thinned = f", thinned to {len(points):,} points" if len(points) < curve.raw else ""
-        text = title(f"{seed} alpha: {curve.raw:,} samples{thinned}")
+        text = title(f"{seed} alpha{where}: {curve.raw:,} samples{thinned}")
         if len(points) == 1:
             ((x, y),) = points
             parts.append(f'<circle class="dot" cx="{num(x)}" cy="{num(y)}" r="2">{text}</circle>')
             continue
         coords = " ".join(f"{num(x)},{num(y)}" for x, y in points)
         parts.append(f'<polyline class="{kind}" points="{coords}">{text}</polyline>')
-    parts.append("</g>")
     return "".join(parts)
 
 

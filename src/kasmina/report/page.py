@@ -12,7 +12,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from kasmina.report.charts import accuracy_svg, caches, evictions_svg
+from kasmina.report.charts import accuracy_names, accuracy_svg, caches, evictions_svg
 from kasmina.report.data import OPTIONAL_VIEWS, RunData, Summary, natural_key
 from kasmina.report.lanes import lanes_svg
 from kasmina.report.palette import (
@@ -76,6 +76,17 @@ td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
 ul.notes{margin:0;padding-left:18px;color:#374151}
 footer{color:var(--muted);font-size:12px;text-align:center}
 """
+#: Added to a fork's page only, so any other page stays as it was.
+_FORK_CSS = """
+.lineage{margin:6px 0 0;font-size:13px;color:#374151}
+.parent-segment .st,.parent-segment .gates{opacity:.4}
+.parent-zone{fill:none;stroke:#6b7280;stroke-width:1.2;stroke-dasharray:5 3}
+.parent-segment .curve,.parent-segment .metric{stroke-dasharray:4 3;opacity:.6}
+.parent-segment .dot{opacity:.6}
+.fork-marker line{stroke:#374151;stroke-width:1.5;stroke-dasharray:6 3}
+.fork-marker text{fill:#374151;font-size:11px;font-weight:600}
+.legend .parent-key{opacity:.4;outline:1.2px dashed #6b7280}
+"""
 
 
 def _stage_css() -> str:
@@ -95,12 +106,20 @@ def render_page(data: RunData, version: str) -> str:
     notes: list[str] = []
     s = data.summary
     lanes = lanes_svg(data, notes)
-    evictions = evictions_svg(data.evictions, data.span, notes) if data.evictions else ""
-    accuracy = accuracy_svg(data.accuracy, data.span) if data.accuracy else ""
+    evictions = (
+        evictions_svg(data.evictions, data.span, notes, data.lineage) if data.evictions else ""
+    )
+    inherited = any(a.accuracy for a in data.lineage)
+    accuracy = (
+        accuracy_svg(data.accuracy, data.span, data.lineage) if data.accuracy or inherited else ""
+    )
     _thinning_notes(data, notes)
+    if data.lineage:
+        _fork_note(data, notes)
     heading = f"{s.name} · {s.run_id}" if s.name else s.run_id
     body = [
         f"<header><h1>{esc(heading)}</h1><div class=sub>kasmina run report</div>",
+        *([_lineage(data)] if data.lineage else []),
         _cards(s),
         "</header>",
         "<section id=swimlanes><h2>Seed lifecycle by slot</h2>",
@@ -114,7 +133,7 @@ def render_page(data: RunData, version: str) -> str:
     if accuracy:
         body += [
             "<section id=accuracy><h2>Accuracy</h2>",
-            _series_legend([c.key[1] for c in data.accuracy]),
+            _series_legend(accuracy_names(data.accuracy, data.lineage)),
             accuracy,
             "</section>",
         ]
@@ -136,7 +155,8 @@ def render_page(data: RunData, version: str) -> str:
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
         '<meta name=viewport content="width=device-width,initial-scale=1">'
         f"<title>kasmina report · {esc(heading)}</title>"
-        f"<style>{_CSS}{_stage_css()}</style></head>\n<body><main>\n"
+        f"<style>{_CSS}{_stage_css()}{_FORK_CSS if data.lineage else ''}</style></head>\n"
+        "<body><main>\n"
         + "\n".join(body)
         + f"\n<footer>kasmina {esc(version)} · drawn from the ledger's SQL views "
         f"({', '.join(_views_used(data))}) · self-contained, no network</footer>\n"
@@ -147,7 +167,32 @@ def render_page(data: RunData, version: str) -> str:
 def _views_used(data: RunData) -> list[str]:
     used = ["run_summary", "stage_intervals", "gate_evaluations", "seed_timeline"]
     used += ["gc_evictions", "seed_outcomes"]
-    return used + [v for v in OPTIONAL_VIEWS if v not in data.missing_views]
+    used += [v for v in OPTIONAL_VIEWS if v not in data.missing_views]
+    return [*used, "run_lineage"] if data.lineage else used
+
+
+def _lineage(data: RunData) -> str:
+    """A fork's header line: its parent and fork epoch, then each older ancestor."""
+    steps = []
+    for index, ancestor in enumerate(data.lineage):
+        who = "forked from" if index == 0 else f"{esc(data.lineage[index - 1].run_id)} from"
+        steps.append(f"{who} <code>{esc(ancestor.run_id)}</code> at epoch {ancestor.epoch:,}")
+    return (
+        "<p class=lineage>This run is a fork: "
+        + ", ".join(steps)
+        + ". Its lanes begin with that part of the story, muted in a dashed frame, "
+        "up to the dashed fork marker.</p>"
+    )
+
+
+def _fork_note(data: RunData, notes: list[str]) -> None:
+    parent = data.lineage[0]
+    runs = ", ".join(a.run_id for a in data.lineage)
+    notes.append(
+        f"Fork: up to epoch {parent.epoch:,} this run's story is its ancestors' ({runs}); "
+        "their stages, gate verdicts, alpha and accuracy are drawn, their evictions, "
+        "gate table, seed outcomes and metrics are in their own reports."
+    )
 
 
 def _when(value: datetime | None) -> str:
@@ -190,7 +235,8 @@ def _cards(s: Summary) -> str:
 
 
 def _stage_legend(data: RunData) -> str:
-    seen = {i.stage for i in data.intervals}
+    seen = {i.stage for i in data.intervals} | {i.stage for i in data.carried}
+    seen |= {i.stage for a in data.lineage for i in a.intervals + a.carried}
     items = [
         f"<span><i style='background:{c}'></i>{s.name}</span>"
         for s, c in STAGE_COLOURS.items()
@@ -207,6 +253,13 @@ def _stage_legend(data: RunData) -> str:
         "<span><svg width=18 height=12><path d='M1 10L8 4L17 2' fill=none stroke-width=2 "
         f"stroke='{CURVE}'/></svg>alpha (0–1)</span>",
     ]
+    if data.lineage:
+        items += [
+            f"<span><i class=parent-key style='background:{CURVE}'></i>"
+            "before the fork (its ancestors' runs)</span>",
+            "<span><svg width=12 height=12><line x1=6 x2=6 y1=0 y2=12 stroke='#374151' "
+            "stroke-width=1.5 stroke-dasharray='3 2'/></svg>fork</span>",
+        ]
     return f"<div class=legend>{''.join(items)}</div>"
 
 
@@ -294,7 +347,13 @@ def _metric_table(data: RunData) -> str:
 def _outcome_table(data: RunData, notes: list[str]) -> str:
     outcomes = data.outcomes
     if not outcomes:
-        return _empty("outcomes", "Seed outcomes", "No seed was germinated.")
+        text = "No seed was germinated."
+        if data.lineage:
+            text = (
+                "No seed was germinated in this fork; the seeds it carried on from "
+                f"<code>{esc(data.lineage[0].run_id)}</code> are in that run's outcomes."
+            )
+        return _empty("outcomes", "Seed outcomes", text)
     ending_heads = (
         "<th>reason</th><th>initiator</th><th class=n>improvement</th>"
         "<th class=n>counterfactual</th><th class=n>params added</th>"

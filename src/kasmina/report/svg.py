@@ -106,3 +106,23 @@ def svg_open(height: float, name: str, description: str) -> str:
         f'<svg class="chart" id="{esc(name)}" '
         f'viewBox="0 0 {WIDTH} {num(height)}" role="img" aria-label="{esc(description)}">'
     )
+
+
+def fork_marker(
+    scale: EpochScale, epoch: int, top: float, bottom: float, label: str | None, run: str
+) -> str:
+    """A fork's vertical line at the end of ``epoch`` (where the parent's part ends),
+    labelled at ``top`` when ``label`` is given; ``run`` is the run it leaves."""
+    x = scale(epoch + 1)
+    text = ""
+    if label is not None:
+        right = x > LEFT + PLOT / 2
+        text = (
+            f'<text x="{num(x - 4 if right else x + 4)}" y="{num(top)}" dy="0.9em" '
+            f'text-anchor="{"end" if right else "start"}">{esc(label)}</text>'
+        )
+    return (
+        f'<g class="fork-marker" data-run="{esc(run)}" data-epoch="{epoch}">'
+        f"{title(label or f'forked from {run} @ {epoch}')}"
+        f'<line x1="{num(x)}" x2="{num(x)}" y1="{num(top)}" y2="{num(bottom)}"/>{text}</g>'
+    )
