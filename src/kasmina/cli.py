@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
@@ -27,13 +27,13 @@ from rich.console import Console
 
 from kasmina.errors import KasminaError
 from kasmina.layouts import (
-    EVENT_FIELDS,
     HISTORY_COLUMNS,
+    HISTORY_FIELDS,
     DataFormat,
-    event_json,
-    event_values,
     follow_line,
     history_cells,
+    history_json,
+    history_values,
     print_rows,
     print_table,
     write_csv,
@@ -42,7 +42,7 @@ from kasmina.layouts import (
 from kasmina.terminal import visible
 
 if TYPE_CHECKING:
-    from kasmina.events import NewEvent
+    from kasmina.events import NewEvent, StoredEvent
     from kasmina.ledger import Ledger
 
 DEFAULT_DB = "sqlite:///kasmina.db"
@@ -231,30 +231,75 @@ def history(
             "exit after the run's RunFinished.",
         ),
     ] = False,
+    live: Annotated[
+        bool,
+        typer.Option(
+            "--live",
+            help="Leave out the events a resumed run's abandoned attempts left behind "
+            "(RunResumed itself stays).",
+        ),
+    ] = False,
 ) -> None:
-    """The audit timeline of a run, a seed or a slot, oldest first."""
+    """The audit timeline of a run, a seed or a slot, oldest first.
+
+    A resumed run keeps what its abandoned attempts recorded after their last
+    checkpoint; those events are superseded. The table marks each one
+    "superseded (attempt N)", N being the attempt that left it behind, and
+    JSON and CSV give that number as `abandoned_attempt` (null for a live
+    event). `--live` leaves them out, as the SQL views do, and keeps
+    `RunResumed`: it is part of the run's story (the `live_events` view
+    keeps it too) and says where the skipped positions went.
+    """
     with _open() as ledger:
         if follow:
-            _follow(ledger, run_id, seed_id, slot, fmt)
+            _follow(ledger, run_id, seed_id, slot, fmt, live)
             return
-        events = ledger.history(run_id, seed_id=seed_id, slot_id=slot)
+        events = _marked(ledger, run_id, ledger.history(run_id, seed_id=seed_id, slot_id=slot))
+        if live:
+            events = (m for m in events if m[1] is None)
         if fmt is DataFormat.json or fmt is DataFormat.jsonl:
-            write_json((event_json(e) for e in events), sys.stdout, lines=fmt is DataFormat.jsonl)
+            items = (history_json(e, a) for e, a in events)
+            write_json(items, sys.stdout, lines=fmt is DataFormat.jsonl)
         elif fmt is DataFormat.csv:
-            write_csv(EVENT_FIELDS, (event_values(e) for e in events), sys.stdout)
+            write_csv(HISTORY_FIELDS, (history_values(e, a) for e, a in events), sys.stdout)
         else:
-            cells = (history_cells(e) for e in events)
+            cells = (history_cells(e, a) for e, a in events)
             print_table(HISTORY_COLUMNS, cells, out, sys.stdout, follow_line)
 
 
+def _marked(
+    ledger: Ledger, run_id: str, events: Iterable[StoredEvent]
+) -> Iterator[tuple[StoredEvent, int | None]]:
+    """Each event with the abandoned attempt that left it behind, or None while it is live.
+
+    The run's `Attempts` are read once, and again at a `RunResumed` they do
+    not know yet (one that committed after they were read, as `--follow`
+    sees): from there on the new resume's abandoned events are marked. An
+    event printed before its resume committed was live when printed; the
+    `RunResumed` line says which positions it sets aside.
+    """
+    attempts = ledger.attempts(run_id)
+    for event in events:
+        if event.event_type == "RunResumed" and all(
+            before != event.position for _, before, _ in attempts.ranges
+        ):
+            attempts = ledger.attempts(run_id)
+        yield event, attempts.abandoned_by(event.position)
+
+
 def _follow(
-    ledger: Ledger, run_id: str, seed_id: str | None, slot: str | None, fmt: DataFormat
+    ledger: Ledger,
+    run_id: str,
+    seed_id: str | None,
+    slot: str | None,
+    fmt: DataFormat,
+    live: bool,
 ) -> None:
     """`history --follow`: the table's columns, JSON lines or CSV rows, one event per line.
 
-    The filters apply to what is printed; the run's RunFinished still ends it.
-    One JSON document cannot be printed an event at a time, so ``json`` is
-    refused in favour of ``jsonl``.
+    The filters (`--live` too) apply to what is printed; the run's
+    RunFinished still ends it. One JSON document cannot be printed an event
+    at a time, so ``json`` is refused in favour of ``jsonl``.
     """
     from kasmina.events import slot_stream
     from kasmina.ledger.tail import follow
@@ -262,23 +307,25 @@ def _follow(
     if fmt is DataFormat.json:
         raise KasminaError("--follow prints one event per line: use --format jsonl, not json")
     stream = None if slot is None else slot_stream(slot)
-    events = follow(ledger, run_id)
+    events = _marked(ledger, run_id, follow(ledger, run_id))
     if fmt is DataFormat.table:
         sys.stdout.write(follow_line(HISTORY_COLUMNS) + "\n")
     elif fmt is DataFormat.csv:
-        write_csv(EVENT_FIELDS, (), sys.stdout)
+        write_csv(HISTORY_FIELDS, (), sys.stdout)
     sys.stdout.flush()
-    for event in events:
-        if (stream is not None and event.stream_id != stream) or (
-            seed_id is not None and event.seed_id != seed_id
+    for event, abandoned in events:
+        if (
+            (stream is not None and event.stream_id != stream)
+            or (seed_id is not None and event.seed_id != seed_id)
+            or (live and abandoned is not None)
         ):
             continue
         if fmt is DataFormat.jsonl:
-            sys.stdout.write(event_json(event) + "\n")
+            sys.stdout.write(history_json(event, abandoned) + "\n")
         elif fmt is DataFormat.csv:
-            write_csv(EVENT_FIELDS, [event_values(event)], sys.stdout, header=False)
+            write_csv(HISTORY_FIELDS, [history_values(event, abandoned)], sys.stdout, header=False)
         else:
-            sys.stdout.write(follow_line(history_cells(event)) + "\n")
+            sys.stdout.write(follow_line(history_cells(event, abandoned)) + "\n")
         sys.stdout.flush()
 
 

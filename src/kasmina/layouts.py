@@ -86,7 +86,7 @@ def summary(event: StoredEvent) -> str:
     return text if len(text) <= 100 else text[:99] + "…"
 
 
-#: The columns of `history --format json|jsonl|csv`, in order.
+#: An event's columns, in order.
 EVENT_FIELDS = (
     "position", "event_id", "run_id", "stream_id", "version", "event_type", "schema_version",
     "epoch", "seed_id", "payload", "recorded_at", "hash",
@@ -114,9 +114,21 @@ def event_values(event: StoredEvent) -> tuple[object, ...]:
 _JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
 
 
-def event_json(event: StoredEvent) -> str:
-    """One event as a JSON object; the payload an object, non-finite floats as markers."""
-    item = dict(zip(EVENT_FIELDS, event_values(event), strict=True))
+#: The fields of `history --format json|jsonl|csv`, in order: the event's columns, then
+#: ``abandoned_attempt``, the abandoned attempt of a resumed run that left the event
+#: behind (`kasmina.ledger.attempts.Attempts.abandoned_by`), or null for a live event.
+HISTORY_FIELDS = (*EVENT_FIELDS, "abandoned_attempt")
+
+
+def history_values(event: StoredEvent, abandoned: int | None) -> tuple[object, ...]:
+    """`HISTORY_FIELDS` of an event, `abandoned` the attempt that left it behind (or None)."""
+    return (*event_values(event), abandoned)
+
+
+def history_json(event: StoredEvent, abandoned: int | None) -> str:
+    """One event of `history` as a JSON object; the payload an object, non-finite floats
+    as markers."""
+    item = dict(zip(HISTORY_FIELDS, history_values(event, abandoned), strict=True))
     item["payload"] = loads(str(item["payload"]))
     return _JSON.encode(item)
 
@@ -124,8 +136,19 @@ def event_json(event: StoredEvent) -> str:
 HISTORY_COLUMNS = ("pos", "epoch", "stream", "v", "event", "seed", "detail")
 
 
-def history_cells(event: StoredEvent) -> tuple[str, str, str, str, str, str, str]:
-    """The history table's cells, safe for a terminal."""
+def superseded_mark(abandoned: int) -> str:
+    """What the history table puts before the detail of an event an abandoned attempt left."""
+    return f"superseded (attempt {abandoned}):"
+
+
+def history_cells(
+    event: StoredEvent, abandoned: int | None = None
+) -> tuple[str, str, str, str, str, str, str]:
+    """The history table's cells, safe for a terminal; an event that the abandoned attempt
+    `abandoned` left behind has its detail marked with `superseded_mark`."""
+    detail = summary(event)
+    if abandoned is not None:
+        detail = f"{superseded_mark(abandoned)} {detail}".rstrip()
     return (
         str(event.position),
         "" if event.epoch is None else str(event.epoch),
@@ -133,7 +156,7 @@ def history_cells(event: StoredEvent) -> tuple[str, str, str, str, str, str, str
         str(event.version),
         visible(event.event_type),
         visible(event.seed_id or ""),
-        visible(summary(event)),
+        visible(detail),
     )
 
 
@@ -228,15 +251,18 @@ def write_csv(
 __all__ = [
     "EVENT_FIELDS",
     "HISTORY_COLUMNS",
+    "HISTORY_FIELDS",
     "DataFormat",
-    "event_json",
     "event_values",
     "follow_line",
     "history_cells",
+    "history_json",
+    "history_values",
     "plain",
     "print_rows",
     "print_table",
     "shown",
+    "superseded_mark",
     "write_csv",
     "write_json",
 ]

@@ -3,9 +3,10 @@
 A run whose process died is continued by a new attempt that appends
 `RunResumed`: the events after its ``abandoned_after_position`` and before
 it are the abandoned attempt's. They stay in the log; every reader that
-tells the run's story (the fold, the views, ``history``, re-execution)
-passes over them. This module answers "is this position superseded, and by
-which attempt", from the `RunResumed` rows alone.
+tells the run's story (the fold, the views, re-execution, ``history
+--live``) passes over them, and ``history`` marks them with their attempt.
+This module answers "is this position superseded, and by which attempt",
+from the `RunResumed` rows alone.
 """
 
 from __future__ import annotations
