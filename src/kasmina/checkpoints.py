@@ -170,17 +170,25 @@ def restore(
     optimizer: Optimizer | None,
     *,
     stateful: Mapping[str, object],
+    partial: bool = False,
 ) -> int:
-    """Put `model`, `optimizer`, the generators and `stateful` into the checkpoint; its epoch."""
+    """Put `model`, `optimizer`, the generators and `stateful` into the checkpoint; its epoch.
+
+    A program going on from the checkpoint must take all of it back; with
+    `partial` (looking at a run's weights) the optimizer and any of the
+    named objects may be left out.
+    """
     state = _read(data)
     saved = state["stateful"]
+    if partial and set(stateful) <= set(saved):
+        saved = {name: saved[name] for name in stateful}
     if sorted(saved) != sorted(stateful):
         raise CheckpointError(
             f"the checkpoint holds the state of {sorted(saved)}, and restore was given "
             f"{sorted(stateful)}: pass the same names to checkpoint and restore"
         )
     model.load_state_dict(state["model"])
-    if (optimizer is None) != (state["optimizer"] is None):
+    if (optimizer is None) != (state["optimizer"] is None) and not (partial and optimizer is None):
         have = "no optimizer" if optimizer is None else "an optimizer"
         raise CheckpointError(f"restore was given {have}, unlike the checkpoint")
     if optimizer is not None:

@@ -538,6 +538,10 @@ def replay(
             "--allow-code-change", help="With --verify: re-run a program whose code has changed."
         ),
     ] = False,
+    device: Annotated[
+        str | None,
+        typer.Option(help="With --verify: re-execute on this device (default: the run's own)."),
+    ] = None,
     no_snapshots: Annotated[
         bool, typer.Option("--no-snapshots", help="Fold from the first event.")
     ] = False,
@@ -556,7 +560,7 @@ def replay(
     if reexecute:
         if at_epoch is not None or at_position is not None:
             raise KasminaError("--verify re-executes the whole run; drop --at-epoch/--at-position")
-        _reexecute(run_id, trust, allow_code_change)
+        _reexecute(run_id, trust, allow_code_change, device)
         return
     with _open() as ledger:
         ledger.require_run(run_id)
@@ -579,7 +583,7 @@ def replay(
         display.print_state(out, state)
 
 
-def _reexecute(run_id: str, trust: bool, allow_code_change: bool) -> None:
+def _reexecute(run_id: str, trust: bool, allow_code_change: bool, device: str | None) -> None:
     try:
         from kasmina.demo import PROGRAM
         from kasmina.replay.reexecution import Program, reexecute, started_of
@@ -595,7 +599,7 @@ def _reexecute(run_id: str, trust: bool, allow_code_change: bool) -> None:
         ledger.require_run(run_id)
         program: Program = PROGRAM
         if started_of(ledger, run_id).entry_point is not None:  # started by `kasmina run`
-            program = RecordedProgram(allow_code_change)
+            program = RecordedProgram(allow_code_change, source=ledger, device=device)
         report = reexecute(ledger, run_id, program, trust=trust, console=err)
     display.print_reexecution(out, report)
     if not report.ok:
@@ -617,13 +621,19 @@ def run(
         str | None,
         typer.Argument(
             help="path/to/file.py:function or package.module:function (with --resume: "
-            "the run's own)."
+            "the run's own; with --fork: the parent's unless given)."
         ),
     ] = None,
     config: Annotated[
-        str | None, typer.Option(help="The program's config: a JSON object or a .json file.")
+        str | None,
+        typer.Option(
+            help="The program's config: a JSON object or a .json file (with --fork: "
+            "keys that replace the parent's)."
+        ),
     ] = None,
-    seed: Annotated[int, typer.Option(help="The run's seed (ctx.seed).")] = 0,
+    seed: Annotated[
+        int | None, typer.Option(help="The run's seed (ctx.seed; default 0, a fork's parent's).")
+    ] = None,
     name: Annotated[str | None, typer.Option(help="The run's name.")] = None,
     run_id: Annotated[
         str | None, typer.Option("--run-id", help="Name the run (default: a new UUID).")
@@ -635,30 +645,76 @@ def run(
         str | None,
         typer.Option(help="Go on with this unfinished run from its last checkpoint."),
     ] = None,
+    fork: Annotated[
+        str | None,
+        typer.Option(
+            metavar="RUN@EPOCH",
+            help="Start a new run from RUN's checkpoint at EPOCH (a what-if).",
+        ),
+    ] = None,
     allow_code_change: Annotated[
         bool, typer.Option(help="With --resume: go on even if the program's code has changed.")
     ] = False,
+    deterministic: Annotated[
+        bool | None,
+        typer.Option(
+            "--deterministic/--no-deterministic",
+            help="PyTorch's determinism rules (default on; recorded; a resumed run keeps its own).",
+        ),
+    ] = None,
 ) -> None:
     """Run your training program, recording what it is so the run can be proved later.
 
     Arguments after `--` reach the program as ctx.argv. `--resume RUN` runs
     RUN's own program, config and seed again, and the program's
-    ctx.restore(...) puts it back at the run's last checkpoint.
+    ctx.restore(...) puts it back at the run's last checkpoint. `--fork
+    RUN@EPOCH` starts a new run whose ctx.restore(...) puts back RUN's
+    checkpoint at EPOCH; its own events follow.
     """
-    from kasmina.programs import ProgramFailed, read_config, resume_program, run_program
+    from kasmina.programs import (
+        ProgramFailed,
+        fork_program,
+        read_config,
+        resume_program,
+        run_program,
+    )
 
-    if resume is None and target is None:
+    if resume is None and fork is None and target is None:
         raise KasminaError("kasmina run needs a TARGET (path/to/file.py:function) or --resume RUN")
-    if resume is not None and (target or config is not None or context.args or run_id or name):
+    if resume is not None and fork is not None:
+        raise KasminaError("--resume goes on with a run and --fork starts a new one: give one")
+    if resume is not None and (
+        target
+        or config is not None
+        or context.args
+        or run_id
+        or name
+        or seed is not None
+        or deterministic is not None
+    ):
         raise KasminaError(
-            "--resume goes on with the run's own program, config, arguments, name and id: "
-            "leave out TARGET, --config, --name, --run-id and arguments after --"
+            "--resume goes on with the run's own program, config, arguments, name, seed, id and "
+            "determinism: leave out TARGET, --config, --name, --seed, --run-id, "
+            "--[no-]deterministic and arguments after --"
         )
-    with _open(create=resume is None) as ledger:
+    with _open(create=resume is None and fork is None) as ledger:
         try:
             if resume is not None:
                 rid = resume_program(
                     ledger, resume, allow_code_change=allow_code_change, device=device, console=err
+                ).run.run_id
+            elif fork is not None:
+                rid = fork_program(
+                    ledger,
+                    fork,
+                    target=target,
+                    config=read_config(config),
+                    seed=seed,
+                    name=name,
+                    run_id=run_id,
+                    device=device,
+                    argv=list(context.args) if context.args else None,
+                    deterministic=deterministic,
                 ).run.run_id
             else:
                 assert target is not None
@@ -666,11 +722,12 @@ def run(
                     ledger,
                     target,
                     config=read_config(config),
-                    seed=seed,
+                    seed=seed or 0,
                     name=name,
                     run_id=run_id,
                     device=device or "cpu",
                     argv=list(context.args),
+                    deterministic=deterministic is not False,
                 )
         except ProgramFailed as exc:
             import traceback

@@ -26,6 +26,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from kasmina import determinism
 from kasmina.canonical import Json
 from kasmina.errors import KasminaError
 from kasmina.events import RUN_STREAM, CheckpointSaved, RunParent, RunResumed, RunStarted
@@ -183,19 +184,6 @@ def _changes_digest(repo: Path) -> str:
     return digest.hexdigest()
 
 
-def environment() -> dict[str, Json]:
-    """The machine beyond what every `RunStarted` holds: CUDA, cuDNN, the device, cuBLAS."""
-    env: dict[str, Json] = {"cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG")}
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        env["cuda"] = torch.version.cuda
-        available = bool(torch.cuda.is_available())
-        env["cuda_available"] = available
-        env["cudnn"] = torch.backends.cudnn.version() if available else None
-        env["device_name"] = torch.cuda.get_device_name(0) if available else None
-    return env
-
-
 def read_config(text: str | None) -> dict[str, Json]:
     """``--config``: a JSON object given inline, or the path of a file holding one."""
     if text is None:
@@ -246,6 +234,10 @@ class RunContext:
     _forking: RunParent | None = None
     #: The ledger holding the parent's log and checkpoint (the recorded one, when re-executing).
     _source: Ledger | None = None
+    #: Whether PyTorch's determinism rules are in force (`kasmina run --deterministic`).
+    deterministic: bool = True
+    #: The determinism settings and machine facts in force while the program runs.
+    settings: dict[str, Json] = field(default_factory=dict)
     _restored: bool = False
 
     @property
@@ -452,12 +444,15 @@ def execute_program(
     device: str = "cpu",
     argv: Sequence[str] = (),
     console: Any = None,
+    deterministic: bool = True,
 ) -> RunContext:
     """Load the program, start its run, call it, and finish the run; its context.
 
     A program that raises leaves its run open, with every event it recorded
     flushed, so it can be looked at (and, later, resumed); `ProgramFailed`
-    names the run and has the program's exception as its cause.
+    names the run and has the program's exception as its cause. It runs
+    under PyTorch's determinism rules unless `deterministic` is False
+    (`kasmina.determinism`); what was in force is recorded either way.
     """
     entry = parse_target(target)
     function = load_program(entry)
@@ -472,6 +467,7 @@ def execute_program(
         run_id=run_id,
         console=console,
         _program=_program_record(entry, function, argv, device),
+        deterministic=deterministic,
     )
     _execute(function, ctx)
     return ctx
@@ -485,7 +481,7 @@ def _program_record(
         "entry_point": entry.resolved,
         "argv": list(argv),
         "code": dict(code_digest(entry, function)),
-        "environment": {**environment(), "device": device},
+        "environment": {"device": device},
     }
 
 
@@ -501,6 +497,7 @@ def fork_program(
     device: str | None = None,
     argv: Sequence[str] | None = None,
     console: Any = None,
+    deterministic: bool | None = None,
 ) -> RunContext:
     """Start a new run from another run's checkpoint at an epoch (`fork` is ``RUN@EPOCH``).
 
@@ -554,6 +551,9 @@ def fork_program(
             "parent": parent.model_dump(),
         },
         _forking=parent,
+        deterministic=started.deterministic is not False
+        if deterministic is None
+        else deterministic,
     )
     _with_threads(started, lambda: _execute(function, ctx))
     return ctx
@@ -565,8 +565,19 @@ def run_program(ledger: Ledger, target: str, **options: Any) -> str:
 
 
 def _execute(function: Callable[[RunContext], object], ctx: RunContext) -> None:
-    """Seed, call the program, and seal its run when it returns (see `run_program`)."""
+    """Seed, call the program under the determinism settings (recorded in `RunStarted`'s
+    environment), and seal its run when it returns (see `run_program`)."""
     seed_everything(ctx.seed)
+    with determinism.deterministic(ctx.deterministic, device=ctx.device) as facts:
+        ctx.settings = facts
+        if not ctx.replaying:
+            environment = ctx._program.setdefault("environment", {})
+            assert isinstance(environment, dict)
+            environment[determinism.ENVIRONMENT_KEY] = facts
+        _call(function, ctx)
+
+
+def _call(function: Callable[[RunContext], object], ctx: RunContext) -> None:
     try:
         ctx.result = function(ctx)
         if ctx._resuming is not None and not ctx._restored:
@@ -660,6 +671,7 @@ def resume_program(
         run_id=run_id,
         console=console,
         _resuming=started,
+        deterministic=started.deterministic is not False,
     )
     _with_threads(started, lambda: _execute(function, ctx))
     return ctx
@@ -668,6 +680,11 @@ def resume_program(
 def _recorded_device(started: RunStarted) -> str:
     device = started.environment.get("device")
     return device if isinstance(device, str) else "cpu"
+
+
+def _cuda_available() -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and bool(torch.cuda.is_available())
 
 
 def _with_threads(started: RunStarted, call: Callable[[], None]) -> None:
@@ -698,9 +715,19 @@ class RecordedProgram:
     notes: list[str] = field(default_factory=list)
     #: The ledger being re-executed: a fork's parent checkpoint is read from it.
     source: Ledger | None = None
+    #: Where to re-execute (``replay --verify --device``); None: the device the run recorded.
+    device: str | None = None
     _loaded: tuple[EntryPoint, Callable[[RunContext], object]] | None = None
 
     def refusal(self, run_id: str, started: RunStarted) -> str | None:
+        recorded = _recorded_device(started)
+        device = self.device or recorded
+        if device.startswith("cuda") and not _cuda_available():
+            return (
+                f"run {run_id} ran on {device} and this machine has no CUDA device: "
+                "pass --device cpu to re-execute it on the CPU (its numbers may then differ)"
+            )
+        self.device = device
         try:
             self._loaded = load_recorded(run_id, started, self.allow_code_change, self.notes)
         except ProgramError as exc:
@@ -722,7 +749,7 @@ class RecordedProgram:
             ledger=scratch,
             config=dict(started.config),
             seed=started.seed,
-            device="cpu",
+            device=self.device or _recorded_device(started),
             argv=list(started.argv),
             name=started.name,
             entry=entry,
@@ -738,8 +765,11 @@ class RecordedProgram:
             _replaying=policy,
             _forking=started.parent,
             _source=self.source,
+            deterministic=started.deterministic is not False,
         )
         _with_threads(started, lambda: _execute(function, ctx))
+        recorded = determinism.recorded_settings(started)
+        self.notes.extend(determinism.differences(recorded, ctx.settings))
 
 
 __all__ = [
@@ -749,7 +779,6 @@ __all__ = [
     "RecordedProgram",
     "RunContext",
     "code_digest",
-    "environment",
     "execute_program",
     "fork_program",
     "load_program",

@@ -98,8 +98,11 @@ def test_a_program_file_runs_and_its_run_started_says_what_it_was(
     assert info.name == "iris:main"
     assert info.code == {"source": hashlib.sha256(program.read_bytes()).hexdigest()}
     assert info.dataset == "sklearn.load_iris" and len(info.dataset_digest or "") == 64
-    assert info.environment["cuda_available"] in (True, False)
-    assert "cublas_workspace_config" in info.environment
+    assert info.environment["device"] == "cpu" and info.deterministic is True
+    facts = info.environment["determinism"]
+    assert isinstance(facts, dict)
+    assert facts["deterministic_algorithms"] is True and facts["cudnn_benchmark"] is False
+    assert facts["num_threads"] == info.num_threads
     types = [e.event_type for e in ledger.history(rid)]
     assert types.count("EpochCompleted") == 3
     assert "PolicyDecided" in types and types[-1] == "RunFinished"

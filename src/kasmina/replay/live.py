@@ -101,13 +101,14 @@ def restore_checkpoint(
     optimizer and the generators as training left them. Every `SeedSlot` of
     `model` is checked against the fold at the checkpoint's epoch. Returns
     that epoch, which is `until_epoch` itself only when a checkpoint was
-    taken then. `stateful` takes the names given to `ctx.checkpoint`.
+    taken then. The optimizer and the objects named as in `ctx.checkpoint`
+    are put back when given; the random generators always are.
     """
     saved = checkpoint_at(ledger, run_id, until_epoch)
     if saved is None:
         upto = "" if until_epoch is None else f" at or before epoch {until_epoch}"
         raise ReplayError(f"run {run_id} has no checkpoint{upto}")
-    return put_back(model, optimizer, stateful, ledger, run_id, saved)
+    return put_back(model, optimizer, stateful, ledger, run_id, saved, partial=True)
 
 
 def put_back(
@@ -117,6 +118,8 @@ def put_back(
     ledger: Ledger,
     run_id: str,
     saved: StoredEvent,
+    *,
+    partial: bool = False,
 ) -> int:
     """Load `saved`, a `CheckpointSaved` of `run_id`, and check it against the log."""
     from kasmina.checkpoints import restore as load
@@ -131,7 +134,7 @@ def put_back(
             f"--artifacts DIR or {ARTIFACTS_ENV}"
         )
     try:
-        load(store.get(payload.digest), model, optimizer, stateful=stateful)
+        load(store.get(payload.digest), model, optimizer, stateful=stateful, partial=partial)
     except KasminaError as exc:
         raise ReplayError(f"{where} cannot be put back: {exc}") from None
     folded = replay_run(ledger, run_id, until_epoch=payload.epoch)

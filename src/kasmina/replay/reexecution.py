@@ -243,12 +243,13 @@ def reexecute(
         raise NotReexecutable(f"run {run_id} has no RunFinished: it is unfinished or truncated")
     policy = recorded_decisions(ledger, run_id)
     report = Reexecution(run_id)
-    report.notes.extend(program.notes)
     report.notes.extend(_environment_notes(started, ledger))
     with tempfile.TemporaryDirectory(prefix="kasmina-reexecute-") as tmp:
         scratch_url = f"sqlite:///{Path(tmp) / 'replayed.db'}"
         with Ledger.open(scratch_url, artifacts=Path(tmp) / "artifacts") as scratch:
             program.rerun(scratch, started, policy, run_id=run_id, console=console)
+            # The program's notes (a code change, the machine's differences) go first.
+            report.notes[:0] = program.notes
             compare(ledger, scratch, run_id, report)
     if policy.left:
         report.notes.append(f"{policy.left} recorded decisions were never asked for")
