@@ -1,14 +1,16 @@
 """`kasmina report` as a user runs it, and the page as a browser draws it.
 
-One default demo run (30 epochs, 3 slots) is recorded for the module; the
-report is made through the real `kasmina` binary and opened in headless
-Chromium (Debian's `chromium`, which `.ci/run` installs; missing, the browser
-tests skip, or fail under KASMINA_REQUIRE_PG=1). The screenshot is kept under
+One default demo run (30 epochs, 3 slots) is recorded for the module, and a
+fork of a user's program (test_fork.py's) for the fork page; each report is
+made through the real `kasmina` binary and opened in headless Chromium
+(Debian's `chromium`, which `.ci/run` installs; missing, the browser tests
+skip, or fail under KASMINA_REQUIRE_PG=1). The screenshots are kept under
 $KASMINA_ARTIFACTS when set.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -22,6 +24,8 @@ from kasmina.ledger import Ledger
 
 BIN = str(Path(sys.executable).with_name("kasmina"))
 RUN = "demo"
+PARENT = "base"
+FORK = "what-if"
 MAX_BYTES = 2 * 1024 * 1024
 
 
@@ -102,7 +106,44 @@ def report(demo_url: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return target
 
 
-def test_report_is_one_small_file_that_loads_nothing(report: Path) -> None:
+def _fork_program() -> str:
+    """tests/integration/test_fork.py's PROGRAM, loaded by path."""
+    path = Path(__file__).parents[1] / "integration" / "test_fork.py"
+    spec = importlib.util.spec_from_file_location("_kasmina_test_fork", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return str(module.PROGRAM)
+
+
+@pytest.fixture(scope="module")
+def fork_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The report of FORK, forked from PARENT at epoch 2 with another learning rate."""
+    pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    folder = tmp_path_factory.mktemp("fork")
+    program = folder / "wine.py"
+    program.write_text(_fork_program())
+    url = f"sqlite:///{folder / 'fork.db'}"
+    art = ("--artifacts", str(folder / "art"))
+    config = '{"epochs": 6, "lr": 0.05}'
+    for args in (
+        ("run", f"{program}:main", "--run-id", PARENT, "--config", config),
+        ("run", "--fork", f"{PARENT}@2", "--run-id", FORK, "--config", '{"lr": 0.2}'),
+    ):
+        proc = kasmina(*art, *args, db=url)
+        assert proc.returncode == 0, proc.stderr
+    target = folder / "fork.html"
+    proc = kasmina("report", FORK, "-o", str(target), db=url)
+    assert proc.returncode == 0, proc.stderr
+    return target
+
+
+@pytest.mark.parametrize("page", ["report", "fork_report"])
+def test_report_is_one_small_file_that_loads_nothing(
+    page: str, request: pytest.FixtureRequest
+) -> None:
+    report: Path = request.getfixturevalue(page)
     html = report.read_text(encoding="utf-8")
     assert report.stat().st_size < MAX_BYTES
     lowered = html.lower()
@@ -132,6 +173,22 @@ def test_report_draws_every_slot_interval_gate_and_seed(report: Path, demo_url: 
     assert len(page.having("g", "bar")) == len(
         {r[0] for r in rows(demo_url, f"SELECT epoch FROM gc_evictions {where}")}
     )
+
+
+def test_a_fork_report_shows_where_it_came_from(fork_report: Path) -> None:
+    html = fork_report.read_text(encoding="utf-8")
+    assert f"forked from <code>{PARENT}</code> at epoch 2." in html
+    page = marks(html)
+    segments = page.having("g", "parent-segment")
+    assert {a["data-run"] for a, _ in segments} == {PARENT}
+    assert all(a["data-epoch"] == "2" for a, _ in segments)
+    # The parent's stages and its gate verdicts in each lane, its alpha and accuracy dashed.
+    assert len(page.having("rect", "parent-zone")) == len(page.having("g", "lane")) == 2
+    assert "in run base, up to its fork @ 2" in html and "alpha in run base" in html
+    assert "accuracy in run base" in html
+    markers = page.having("g", "fork-marker")
+    assert [text for _, text in markers] == [f"forked from {PARENT} @ 2"] * 2
+    assert f">forked from {PARENT} @ 2</text>" in html
 
 
 def test_unknown_run_is_one_error_line_and_no_file(demo_url: str, tmp_path: Path) -> None:
@@ -192,3 +249,23 @@ def test_report_renders_in_headless_chromium(report: Path, chromium: str, tmp_pa
     assert _console_lines(snap.stderr) == []
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
     print(f"report screenshot: {shot}")
+
+
+def test_fork_report_renders_in_headless_chromium(
+    fork_report: Path, chromium: str, tmp_path: Path
+) -> None:
+    folder = Path(os.environ.get("KASMINA_ARTIFACTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    shot = folder / "report-fork.png"
+    dom = _browse(chromium, fork_report, tmp_path / "profile", "--dump-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert _console_lines(dom.stderr) == []
+    rendered = marks(dom.stdout)
+    assert [a["data-slot"] for a, _ in rendered.having("g", "lane")] == ["early", "late"]
+    assert rendered.having("g", "parent-segment") and rendered.having("g", "fork-marker")
+    assert rendered.having("rect", "parent-zone")
+    snap = _browse(chromium, fork_report, tmp_path / "profile", f"--screenshot={shot}")
+    assert snap.returncode == 0, snap.stderr[-2000:]
+    assert _console_lines(snap.stderr) == []
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+    print(f"fork report screenshot: {shot}")
