@@ -56,7 +56,7 @@ CHAR_PX = 6.6
 FORK_LABEL = 16
 
 
-def fork_labels(data: RunData) -> list[tuple[int, str]]:
+def _fork_labels(data: RunData) -> list[tuple[int, str]]:
     """Each fork point of the lineage as (epoch, label), the parent's first."""
     labels = []
     for index, ancestor in enumerate(data.lineage):
@@ -80,7 +80,7 @@ def lanes_svg(data: RunData, notes: list[str]) -> str:
     for interval in data.carried:
         carried[interval.slot_id].append(interval)
     n = len(data.slots)
-    labels = fork_labels(data)
+    labels = _fork_labels(data)
     top = TOP + len(labels) * FORK_LABEL
     bottom = top + n * LANE + max(n - 1, 0) * BETWEEN
     parts = [
