@@ -35,8 +35,9 @@ FORMATS = ("csv", "jsonl", "parquet")
 #: Wall-clock columns, and the hashes chained over them: all that may differ between databases.
 CLOCK = ("recorded_at", "started_at", "finished_at", "prev_hash", "hash")
 TABLES = ("events", *(v for v in VIEWS if v not in NOT_EXPORTED))
-#: Empty for a run never resumed (tests/integration/test_superseded.py exports one that was).
-MAY_BE_EMPTY = ("superseded_events",)
+#: Empty for a run never resumed (tests/integration/test_superseded.py exports one that was),
+#: and for a run that is not a fork (tests/integration/test_fork.py reads a fork's lineage).
+MAY_BE_EMPTY = ("superseded_events", "run_lineage")
 #: How those clock values look in a file.
 CLOCKED = re.compile(r"[0-9a-f]{64}|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00")
 
