@@ -31,8 +31,7 @@ from kasmina.canonical import Json
 from kasmina.errors import KasminaError
 from kasmina.events import RUN_STREAM, CheckpointSaved, RunParent, RunResumed, RunStarted
 from kasmina.ledger import Ledger, Run
-from kasmina.ledger.artifacts import ARTIFACTS_ENV, ArtifactStore
-from kasmina.replay.lineage import checkpoint_at, live_checkpoints, parse_fork
+from kasmina.replay.lineage import checkpoint_at, live_checkpoints, parent_checkpoint, parse_fork
 
 if TYPE_CHECKING:
     from torch.nn import Module
@@ -320,7 +319,7 @@ class RunContext:
         """
         from kasmina.checkpoints import capture
 
-        store = self._artifacts()
+        store = self.ledger.require_artifacts()
         data = capture(model, optimizer, epoch=epoch, stateful=stateful)
         recorder = self.recorder
         recorder.flush()
@@ -402,24 +401,8 @@ class RunContext:
         from kasmina.replay.live import put_back
 
         source = self._source or self.ledger
-        saved = next(
-            (e for e in live_checkpoints(source, parent.run_id) if e.position == parent.position),
-            None,
-        )
-        if saved is None:
-            raise ProgramError(
-                f"run {parent.run_id} has no checkpoint at position {parent.position} to fork from"
-            )
+        saved = parent_checkpoint(source, parent)
         return put_back(model, optimizer, stateful, source, parent.run_id, saved)
-
-    def _artifacts(self) -> ArtifactStore:
-        store = self.ledger.artifacts
-        if store is None:
-            raise ProgramError(
-                "this ledger has no folder beside it for checkpoints: name one with "
-                f"--artifacts DIR or {ARTIFACTS_ENV}"
-            )
-        return store
 
 
 def seed_everything(seed: int) -> None:
@@ -551,9 +534,7 @@ def fork_program(
             "parent": parent.model_dump(),
         },
         _forking=parent,
-        deterministic=started.deterministic is not False
-        if deterministic is None
-        else deterministic,
+        deterministic=_recorded_deterministic(started) if deterministic is None else deterministic,
     )
     _with_threads(started, lambda: _execute(function, ctx))
     return ctx
@@ -671,7 +652,7 @@ def resume_program(
         run_id=run_id,
         console=console,
         _resuming=started,
-        deterministic=started.deterministic is not False,
+        deterministic=_recorded_deterministic(started),
     )
     _with_threads(started, lambda: _execute(function, ctx))
     return ctx
@@ -680,6 +661,11 @@ def resume_program(
 def _recorded_device(started: RunStarted) -> str:
     device = started.environment.get("device")
     return device if isinstance(device, str) else "cpu"
+
+
+def _recorded_deterministic(started: RunStarted) -> bool:
+    """Whether the run ran under the determinism rules (a run too old to say: yes)."""
+    return started.deterministic is not False
 
 
 def _cuda_available() -> bool:
@@ -765,7 +751,7 @@ class RecordedProgram:
             _replaying=policy,
             _forking=started.parent,
             _source=self.source,
-            deterministic=started.deterministic is not False,
+            deterministic=_recorded_deterministic(started),
         )
         _with_threads(started, lambda: _execute(function, ctx))
         recorded = determinism.recorded_settings(started)

@@ -35,7 +35,7 @@ from kasmina.events import (
 )
 from kasmina.ledger import migrate
 from kasmina.ledger.appending import Appending, AppendResult, Prepared
-from kasmina.ledger.artifacts import ArtifactStore, artifact_store
+from kasmina.ledger.artifacts import ARTIFACTS_ENV, ArtifactError, ArtifactStore, artifact_store
 from kasmina.ledger.attempts import Attempts
 from kasmina.ledger.errors import UPGRADE_HINT, redact, translate
 from kasmina.ledger.readonly import DEFAULT_TIMEOUT_S, check_timeout
@@ -457,6 +457,15 @@ class Ledger(Appending):
 
     def stream(self, run_id: str, stream_id: str) -> Iterator[StoredEvent]:
         return self.read(run_id, stream_id=stream_id)
+
+    def require_artifacts(self) -> ArtifactStore:
+        """The artifact store, or `ArtifactError` saying how to name one."""
+        if self.artifacts is None:
+            raise ArtifactError(
+                "this ledger has no folder beside it for checkpoints: name one with "
+                f"--artifacts DIR or {ARTIFACTS_ENV}"
+            )
+        return self.artifacts
 
     def of_type(self, run_id: str, event_type: str) -> list[StoredEvent]:
         """The run's events of one type, in position order (one indexed query)."""

@@ -20,7 +20,14 @@ from kasmina.ledger.attempts import Attempts
 if TYPE_CHECKING:
     from kasmina.ledger import Ledger
 
-__all__ = ["checkpoint_at", "live_checkpoints", "parent_of", "parse_fork", "verified_parent"]
+__all__ = [
+    "checkpoint_at",
+    "live_checkpoints",
+    "parent_checkpoint",
+    "parent_of",
+    "parse_fork",
+    "verified_parent",
+]
 
 _FORK = re.compile(r"(?P<run>[^@\s]+)@(?P<epoch>[0-9]{1,18})")
 
@@ -58,12 +65,31 @@ def checkpoint_at(ledger: Ledger, run_id: str, epoch: int | None = None) -> Stor
 
 
 def parent_of(ledger: Ledger, run_id: str) -> tuple[int, RunParent] | None:
-    """A fork's `RunStarted` position and parent; None for a run that is not a fork."""
-    first = next(ledger.read(run_id, stream_id=RUN_STREAM), None)
-    if first is None or not isinstance(first.payload, RunStarted):
-        return None
-    parent = first.payload.parent
-    return None if parent is None else (first.position, parent)
+    """A fork's `RunStarted` position and parent; None for a run that is not a fork.
+
+    Every fold asks this, so it is one indexed lookup of the run's `RunStarted`.
+    """
+    for e in ledger.of_type(run_id, "RunStarted"):
+        if e.stream_id == RUN_STREAM and isinstance(e.payload, RunStarted):
+            parent = e.payload.parent
+            return None if parent is None else (e.position, parent)
+    return None
+
+
+def parent_checkpoint(ledger: Ledger, parent: RunParent) -> StoredEvent:
+    """The parent's live checkpoint a fork starts from, as its `RunStarted` recorded it."""
+    where = f"the fork point {parent.run_id}@{parent.epoch}"
+    for e in live_checkpoints(ledger, parent.run_id):
+        payload = e.payload
+        assert isinstance(payload, CheckpointSaved)
+        if e.position == parent.position:
+            if (payload.epoch, payload.digest) != (parent.epoch, parent.checkpoint):
+                raise ReplayError(
+                    f"{where} names the checkpoint at position {e.position}, which is of "
+                    f"epoch {payload.epoch} with digest {payload.digest}"
+                )
+            return e
+    raise ReplayError(f"{where} names no live checkpoint at position {parent.position}")
 
 
 def verified_parent(ledger: Ledger, run_id: str, started_at: int, parent: RunParent) -> None:
@@ -78,14 +104,7 @@ def verified_parent(ledger: Ledger, run_id: str, started_at: int, parent: RunPar
         raise ReplayError(f"{where}, but its parent's position {parent.position} is not earlier")
     if not ledger.run_exists(parent.run_id):
         raise ReplayError(f"{where}, and that run is not in this ledger")
-    for e in live_checkpoints(ledger, parent.run_id):
-        payload = e.payload
-        assert isinstance(payload, CheckpointSaved)
-        if e.position == parent.position:
-            if (payload.epoch, payload.digest) != (parent.epoch, parent.checkpoint):
-                raise ReplayError(
-                    f"{where}, but the parent's checkpoint at position {e.position} is of "
-                    f"epoch {payload.epoch} with digest {payload.digest}"
-                )
-            return
-    raise ReplayError(f"{where}, but the parent has no live checkpoint at {parent.position}")
+    try:
+        parent_checkpoint(ledger, parent)
+    except ReplayError as exc:
+        raise ReplayError(f"{where}, but {exc}") from None

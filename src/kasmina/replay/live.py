@@ -17,7 +17,6 @@ from torch.optim import Optimizer
 from kasmina.errors import KasminaError, ReplayError
 from kasmina.events import CheckpointSaved, StoredEvent
 from kasmina.ledger import Ledger
-from kasmina.ledger.artifacts import ARTIFACTS_ENV
 from kasmina.replay.engine import replay_run
 from kasmina.replay.lineage import checkpoint_at
 from kasmina.runtime.slot import SeedSlot
@@ -127,14 +126,9 @@ def put_back(
     payload = saved.payload
     assert isinstance(payload, CheckpointSaved)
     where = f"the checkpoint of run {run_id} at epoch {payload.epoch}"
-    store = ledger.artifacts
-    if store is None:
-        raise ReplayError(
-            f"{where} is in an artifact store, and this ledger has none: name it with "
-            f"--artifacts DIR or {ARTIFACTS_ENV}"
-        )
     try:
-        load(store.get(payload.digest), model, optimizer, stateful=stateful, partial=partial)
+        data = ledger.require_artifacts().get(payload.digest)
+        load(data, model, optimizer, stateful=stateful, partial=partial)
     except KasminaError as exc:
         raise ReplayError(f"{where} cannot be put back: {exc}") from None
     folded = replay_run(ledger, run_id, until_epoch=payload.epoch)

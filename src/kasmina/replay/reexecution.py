@@ -150,7 +150,7 @@ def compare(recorded: Ledger, replayed: Ledger, run_id: str, report: Reexecution
             report.digests += _digests(a)
 
 
-_CHECKPOINT_FILE = {"payload.digest", "payload.bytes", "payload.path"}
+_CHECKPOINT_FILE = frozenset({"payload.digest", "payload.bytes", "payload.path"})
 
 
 def _same_checkpoint(
@@ -163,22 +163,16 @@ def _same_checkpoint(
 ) -> bool:
     """Whether two `CheckpointSaved` that differ only in their file hold the same state
     apart from the policy's own, which re-execution cannot have (see `state_differences`)."""
-    if (
-        a is None
-        or b is None
-        or a.event_type != "CheckpointSaved"
-        or not set(keys) <= (_CHECKPOINT_FILE)
-    ):
+    if a is None or b is None or not set(keys) <= _CHECKPOINT_FILE:
         return False
-    ours, theirs = recorded.artifacts, replayed.artifacts
     pa, pb = a.payload, b.payload
-    if ours is None or theirs is None:
+    if not (isinstance(pa, CheckpointSaved) and isinstance(pb, CheckpointSaved)):
         return False
-    assert isinstance(pa, CheckpointSaved) and isinstance(pb, CheckpointSaved)
     from kasmina.checkpoints import state_differences
 
     try:
-        found = state_differences(ours.get(pa.digest), theirs.get(pb.digest))
+        ours = recorded.require_artifacts().get(pa.digest)
+        found = state_differences(ours, replayed.require_artifacts().get(pb.digest))
     except KasminaError:
         return False
     if found:
