@@ -176,6 +176,11 @@ def test_the_run_has_what_the_marks_are_about(resumed: Resumed) -> None:
     # The second attempt's own RunResumed is inside the third's range: superseded too.
     second = next(e for e in resumed.events if isinstance(e.payload, RunResumed))
     assert second.position in resumed.superseded
+    # Each abandoned event is charged to the attempt that wrote it (one more than the
+    # resumes before it), though the third's wider range covers the first's events too.
+    starts = [e.position for e in resumed.events if isinstance(e.payload, RunResumed)]
+    writer = {p: 1 + sum(s < p for s in starts) for p in resumed.superseded}
+    assert resumed.superseded == writer and 1 in writer.values()
     assert "verify: OK" in kasmina(resumed, "verify", RUN)  # every checkpoint file included
 
 

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 #: The revision this code reads and writes. A test holds it equal to Alembic's
 #: head, so it cannot drift; it is a constant so that opening a ledger does not
 #: have to import Alembic.
-HEAD_REVISION = "0011"
+HEAD_REVISION = "0012"
 
 
 def migrations_dir() -> Path:
@@ -75,6 +75,7 @@ DOWNGRADE_LOSSES: dict[str, tuple[str, str] | None] = {
     "0009": None,
     "0010": None,
     "0011": None,
+    "0012": None,
 }
 
 #: The revision that makes the events table: undoing it drops every event.
