@@ -179,16 +179,16 @@ def recorded_settings(started: RunStarted) -> dict[str, object]:
     and the device flat in ``environment``); they are read from there, and
     what no run of that age recorded is simply missing.
     """
-    out: dict[str, object] = {}
+    environment = dict(started.environment)
+    nested = environment.pop(ENVIRONMENT_KEY, None)
+    out: dict[str, object] = dict(environment)
+    if isinstance(nested, Mapping):
+        out |= nested
+    # The fields say what the run used; the settings were taken before it set its threads.
     if started.num_threads is not None:
         out["num_threads"] = started.num_threads
     if started.deterministic is not None:
         out["deterministic_algorithms"] = started.deterministic
-    environment = dict(started.environment)
-    nested = environment.pop(ENVIRONMENT_KEY, None)
-    out |= environment
-    if isinstance(nested, Mapping):
-        out |= nested
     return out
 
 

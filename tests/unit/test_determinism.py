@@ -390,6 +390,14 @@ def test_a_new_run_is_read_from_its_determinism_record() -> None:
     ]
 
 
+def test_the_thread_count_the_run_used_wins_over_the_settings_taken_before_it_set_it() -> None:
+    record = started(
+        num_threads=1, environment={ENVIRONMENT_KEY: {**settings("cpu"), "num_threads": 2}}
+    )
+    assert recorded_settings(record)["num_threads"] == 1
+    assert differences(recorded_settings(record), {**settings("cpu"), "num_threads": 1}) == []
+
+
 def where_now(now: dict[str, object]) -> str:
     if now["device_name"] is None:
         return f"a CUDA device (CUDA {now['cuda']})" if now["cuda"] else "a CUDA device"
