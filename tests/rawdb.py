@@ -10,6 +10,7 @@ from typing import Any
 import psycopg
 from sqlalchemy.engine import make_url
 
+from kasmina import jcs
 from kasmina.canonical import GENESIS_HASH, canonical_json, chain_hash, envelope_text
 
 Conn = sqlite3.Connection | psycopg.Connection[tuple[object, ...]]
@@ -38,15 +39,49 @@ def run(url: str, sql: str, params: Sequence[object] = ()) -> list[tuple[object,
         conn.close()
 
 
+def run_format(url: str, run_id: str) -> int:
+    """The ledger format a run is hashed in (1 when it has no `ledger_runs` row)."""
+    rows = run(url, "SELECT format FROM ledger_runs WHERE run_id = ?", (run_id,))
+    return int(rows[0][0]) if rows else 1  # type: ignore[call-overload]
+
+
+def run_tip(url: str, run_id: str) -> str:
+    """The hash of the run's last event by position: what the next one links to (format 2)."""
+    rows = run(
+        url, "SELECT hash FROM events WHERE run_id = ? ORDER BY position DESC LIMIT 1", (run_id,)
+    )
+    return str(rows[0][0])
+
+
+def forged_hash(form: int, *, prev_hash: str, run_prev_hash: str, **columns: Any) -> str:
+    """The hash a forger with write access computes for a row, in the run's ledger format."""
+    if form >= 2:
+        columns.setdefault("rank", None)
+        return jcs.event_hash(
+            jcs.envelope(**columns, prev_hash=prev_hash, run_prev_hash=run_prev_hash)
+        )
+    return chain_hash(prev_hash, envelope_text(**columns, prev_hash=prev_hash))
+
+
+def payload_text(form: int, payload: object) -> str:
+    return jcs.jcs_text(payload) if form >= 2 else canonical_json(payload)
+
+
 def drop_triggers(url: str) -> None:
     conn = connect(url)
     try:
         if is_pg(conn):
             conn.execute("DROP TRIGGER events_immutable ON events")
             conn.execute("DROP TRIGGER events_no_truncate ON events")
+            found = conn.execute("SELECT to_regclass('ledger_runs') IS NOT NULL").fetchone()
+            if found and found[0]:
+                conn.execute("DROP TRIGGER ledger_runs_immutable ON ledger_runs")
+                conn.execute("DROP TRIGGER ledger_runs_no_truncate ON ledger_runs")
         else:
             conn.execute("DROP TRIGGER events_no_update")
             conn.execute("DROP TRIGGER events_no_delete")
+            conn.execute("DROP TRIGGER IF EXISTS ledger_runs_no_update")
+            conn.execute("DROP TRIGGER IF EXISTS ledger_runs_no_delete")
     finally:
         conn.close()
 
@@ -65,36 +100,40 @@ def rewrite_sqlite_run(path: str, run_id: str, edit: Callable[[str, dict[str, An
             "epoch, seed_id, payload, recorded_at FROM events WHERE run_id = ? ORDER BY position",
             (run_id,),
         ).fetchall()
-        heads: dict[str, str] = {}
+        form = run_format(f"sqlite:///{path}", run_id)
+        first_link = conn.execute(
+            "SELECT prev_hash FROM events WHERE run_id = ? ORDER BY position LIMIT 1", (run_id,)
+        ).fetchone()[0]
+        heads: dict[str, str] = {"run": first_link} if form >= 2 else {}
+        run_prev = first_link
         conn.execute("BEGIN")
         for pos, eid, rid, stream, version, etype, sv, epoch, seed, text, at in rows:
             payload = json.loads(text)
             edit(etype, payload)
             if etype == "RunFinished":
                 payload["seal"] = dict(heads)
-            new_text = canonical_json(payload)
+            new_text = payload_text(form, payload)
             prev = heads.get(stream, GENESIS_HASH)
-            digest = chain_hash(
-                prev,
-                envelope_text(
-                    event_id=eid,
-                    run_id=rid,
-                    stream_id=stream,
-                    version=version,
-                    event_type=etype,
-                    schema_version=sv,
-                    epoch=epoch,
-                    seed_id=seed,
-                    payload_text=new_text,
-                    recorded_at=at,
-                    prev_hash=prev,
-                ),
+            digest = forged_hash(
+                form,
+                prev_hash=prev,
+                run_prev_hash=run_prev,
+                event_id=eid,
+                run_id=rid,
+                stream_id=stream,
+                version=version,
+                event_type=etype,
+                schema_version=sv,
+                epoch=epoch,
+                seed_id=seed,
+                payload_text=new_text,
+                recorded_at=at,
             )
             conn.execute(
                 "UPDATE events SET payload = ?, prev_hash = ?, hash = ? WHERE position = ?",
                 (new_text, prev, digest, pos),
             )
-            heads[stream] = digest
+            heads[stream] = run_prev = digest
         conn.execute("COMMIT")
     finally:
         conn.close()

@@ -420,7 +420,7 @@ def verify(
             seal = "sealed" if check.sealed else "unsealed (no RunFinished)"
             out.print(
                 f"run {visible(check.run_id)}: {check.events} events in {check.streams} "
-                f"streams, {seal}",
+                f"streams, {seal}, format {check.format}",
                 markup=False,
             )
         for fault in report.faults:

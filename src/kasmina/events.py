@@ -19,6 +19,7 @@ from typing import (
     NamedTuple,
     TypeAlias,
     TypeVar,
+    cast,
     get_args,
     get_origin,
 )
@@ -32,12 +33,15 @@ from pydantic import (
     PlainSerializer,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
 from kasmina.canonical import SPECIAL_FLOATS, Json, canonical_string_keyed
 from kasmina.errors import EventError, PayloadInvalid, UnknownEventType
 from kasmina.ids import new_event_id
+from kasmina.jcs import EXACT_INT, jcs_text
 from kasmina.stages import SeedStage, parse_stage
 
 RUN_STREAM = "run"
@@ -174,8 +178,8 @@ class Payload(BaseModel):
             name for name, info in cls.model_fields.items() if _mentions_model(info.annotation)
         )
 
-    def canonical_text(self) -> str:
-        """The canonical JSON the ledger stores and hashes: ``canonical_json(model_dump())``.
+    def json_values(self) -> dict[str, object]:
+        """The fields as JSON values: what `model_dump` gives, without its copying.
 
         Built from the frozen field values directly, because `model_dump`
         copies every value through the serializer once per recorded event.
@@ -188,7 +192,15 @@ class Payload(BaseModel):
         for name in self._nested:
             if isinstance(values[name], BaseModel):
                 values[name] = values[name].model_dump()
-        return canonical_string_keyed(values)
+        return values
+
+    def canonical_text(self) -> str:
+        """The text a format-1 run stores and hashes: ``canonical_json(model_dump())``."""
+        return canonical_string_keyed(self.json_values())
+
+    def jcs_text(self) -> str:
+        """The text a format-2 run stores and hashes: RFC 8785 of the same values."""
+        return jcs_text(self.json_values())
 
     @model_validator(mode="before")
     @classmethod
@@ -232,6 +244,22 @@ class _Causal(_Decided):
     morphology_mutation_id: str | None = None
     rng_stream: str | None = None
     rng_seed: int | None = None
+
+
+#: The validation context of a payload read back from the ledger.
+STORED = "stored"
+_READ = {STORED: True}
+
+
+def _wide(value: object, convert: Callable[[int], object]) -> object:
+    """`value` with each integer beyond ±(2^53 - 1), at any depth, passed through `convert`."""
+    if type(value) is int and not -EXACT_INT <= value <= EXACT_INT:
+        return convert(value)
+    if isinstance(value, dict):
+        return {key: _wide(item, convert) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_wide(item, convert) for item in value]
+    return value
 
 
 class RunParent(BaseModel):
@@ -278,6 +306,22 @@ class RunStarted(Payload):
     #: A run forked from another (`kasmina run --fork RUN@EPOCH`): its state at
     #: the start is the parent's at that epoch, folded from the parent's log.
     parent: RunParent | None = None
+
+    @field_validator("config", "environment", mode="after")
+    @classmethod
+    def _wide_integers(
+        cls, value: dict[str, JsonValue], info: ValidationInfo
+    ) -> dict[str, JsonValue]:
+        """Free-form values keep an integer beyond ±(2^53 - 1) as its decimal text.
+
+        Canonical JSON (RFC 8785) numbers are doubles, which cannot hold such
+        an integer exactly; a typed field refuses one, but a config is the
+        user's own and a 64-bit seed in it should not stop a run. Read back,
+        such an integer can only be a double that JCS or JSONB wrote out in
+        full (``1e20`` as ``100000000000000000000``), and is one again.
+        """
+        stored = bool(info.context and info.context.get(STORED))
+        return cast(dict[str, JsonValue], _wide(value, float if stored else str))
 
 
 class EpochCompleted(Payload):
@@ -546,9 +590,8 @@ class RawPayload(Payload):
     def data(self) -> dict[str, Json]:
         return dict(self.model_extra or {})
 
-    def canonical_text(self) -> str:
-        values: dict[str, object] = dict(self.model_extra or {})
-        return canonical_string_keyed(values)
+    def json_values(self) -> dict[str, object]:
+        return dict(self.model_extra or {})
 
 
 JsonObject: TypeAlias = dict[str, Json]
@@ -645,7 +688,7 @@ def upcast(event_type: str, schema_version: int, data: Mapping[str, Json]) -> Js
 def read_payload(event_type: str, schema_version: int, data: Mapping[str, Json]) -> Payload:
     """A stored payload as a model: its class if this process knows the type, else raw."""
     if event_type not in _REGISTRY:
-        return RawPayload.model_validate(data)
+        return RawPayload.model_validate(data, context=_READ)
     return load_payload(event_type, schema_version, data)
 
 
@@ -654,7 +697,7 @@ def load_payload(event_type: str, schema_version: int, data: Mapping[str, Json])
     cls = payload_class(event_type)
     current = upcast(event_type, schema_version, data)
     try:
-        return cls.model_validate(current)
+        return cls.model_validate(current, context=_READ)
     except ValidationError as exc:
         raise PayloadInvalid(_validation_line(event_type, exc)) from None
 

@@ -9,10 +9,11 @@ is converted to it: the same run gives the same CSV and JSON lines bytes from
 SQLite and PostgreSQL, but for the wall-clock timestamps (and the hashes
 chained over them), and the same Parquet schema.
 
-`events` keeps the stored columns, payload as its canonical JSON text and
-``recorded_at`` as the hashed text, so the hash chain can be re-checked from
-the files alone. Views are cut to the run by ``run_id``; a view without one
-(``transition_table``, the legal moves) is written whole, so SQL checks of a
+`events` keeps the stored columns, payload as the JSON text it was hashed
+as (RFC 8785 in a format-2 run) and ``recorded_at`` as the hashed text, so
+every hash can be re-checked from the files alone. Views are cut to the run
+by ``run_id``; a view without one (``transition_table``, the legal moves) is
+written whole, so SQL checks of a
 run's moves work on the files too. Rows are streamed, a batch at a time.
 CSV text cells follow `kasmina.spreadsheet` (no cell opens as a formula, and
 the rule can be undone); each file is written by `kasmina.files`.
@@ -179,11 +180,13 @@ def _order_by(columns: Sequence[str], kinds: Sequence[Kind], dialect: str) -> st
 
 def _events(ledger: Ledger, run_id: str, last: int) -> Table:
     from kasmina.ledger.schema import COLUMNS
+    from kasmina.ledger.verify import run_format
 
     store = ledger.store
     kinds = tuple(COLUMN_KINDS[c] for c in COLUMNS)
     convert = [_CONVERTERS[k] for k in kinds]
-    convert[COLUMNS.index("payload")] = store.payload_text
+    form = run_format(store, run_id)
+    convert[COLUMNS.index("payload")] = lambda raw: store.payload_text(raw, form)
     convert[COLUMNS.index("recorded_at")] = store.recorded_at_value
     rows = _converted(ledger.raw_rows(run_id, until=last), convert)
     return Table("events", tuple(COLUMNS), kinds, rows)

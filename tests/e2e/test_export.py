@@ -17,11 +17,11 @@ import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import rfc8785
 from conftest import new_pg_database
 from helpers import copy_run
 from pgserver import PgServer
 
-from kasmina.canonical import GENESIS_HASH
 from kasmina.export import COLUMN_KINDS, NOT_EXPORTED, Kind, export_run
 from kasmina.files import atomic_text
 from kasmina.ledger import Ledger
@@ -201,7 +201,7 @@ def test_events_round_trip_and_the_chain_checks_from_the_file_alone(
                     COLUMNS,
                     (
                         *raw[:9],
-                        store.payload_text(raw[9]),
+                        store.payload_text(raw[9], 2),
                         store.recorded_at_text(raw[10]),
                         *raw[11:],
                     ),
@@ -211,17 +211,29 @@ def test_events_round_trip_and_the_chain_checks_from_the_file_alone(
             for raw in ledger.raw_rows(RUN)
         ]
     assert events == stored
-    heads: dict[object, object] = {}
+    _audit_with_jcs(events)
+
+
+def _audit_with_jcs(events: list[dict[str, object]]) -> None:
+    """What an auditor does with the file, an RFC 8785 library and hashlib: no kasmina code.
+
+    A format-2 hash is SHA-256 of the JCS text of the row's columns but
+    position and hash (payload as its JSON value), plus ``"format": 2`` and
+    ``run_prev_hash``: the hash of the run's event before it by position, or
+    for the run's first event, the run start it links to (its own prev_hash).
+    Numbers are read as IEEE doubles, as RFC 8785 has it.
+    """
+    run_prev = events[0]["prev_hash"]
+    heads: dict[object, object] = {"run": run_prev}  # other streams start from 64 zeros
     for event in events:
-        assert event["prev_hash"] == heads.get(event["stream_id"], GENESIS_HASH)
+        assert event["prev_hash"] == heads.get(event["stream_id"], "0" * 64)
         hashed = {k: v for k, v in event.items() if k not in ("position", "hash")}
-        if hashed["rank"] is None:
-            del hashed["rank"]
-        hashed["payload"] = json.loads(str(hashed["payload"]))
-        text = json.dumps(hashed, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        digest = hashlib.sha256((str(event["prev_hash"]) + text).encode()).hexdigest()
+        hashed["payload"] = json.loads(str(hashed["payload"]), parse_int=float)
+        hashed["format"] = 2
+        hashed["run_prev_hash"] = run_prev
+        digest = hashlib.sha256(rfc8785.dumps(hashed)).hexdigest()
         assert digest == event["hash"]
-        heads[event["stream_id"]] = event["hash"]
+        heads[event["stream_id"]] = run_prev = event["hash"]
 
 
 def test_views_hold_only_the_run_but_the_transition_table_is_whole(

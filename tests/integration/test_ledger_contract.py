@@ -112,7 +112,8 @@ class TestAppendAndRead:
         assert started.config["tiny"] == 5e-324
         assert started.config["text"] == config["text"]
         assert started.config["nested"] == [[1, [2.5, None]], {"a": "x", "b": True}]
-        assert started.config["big_int"] == 2**70
+        # Canonical JSON (RFC 8785) numbers are doubles: a free-form config keeps the text.
+        assert started.config["big_int"] == str(2**70)
         epoch = events[1].payload
         assert isinstance(epoch, EpochCompleted)
         assert epoch.val_accuracy is not None and math.isnan(epoch.val_accuracy)
@@ -352,10 +353,11 @@ class TestVerifyFindsTampering:
         assert {"version_gap", "broken_link"} <= self._kinds(ledger, run_id)
 
     def test_deleted_last_row_of_a_sealed_stream(self, sealed: tuple[Ledger, str, str]) -> None:
+        """The seal names the stream's head; format 2's run chain also breaks at the next row."""
         ledger, url, run_id = sealed
         pos = self._position(url, run_id, "slot/r0c1", 3)
         rawdb.run(url, "DELETE FROM events WHERE position = ?", (pos,))
-        assert self._kinds(ledger, run_id) == {"seal_mismatch"}
+        assert self._kinds(ledger, run_id) == {"seal_mismatch", "hash_mismatch"}
 
     def test_two_rows_swapped(self, sealed: tuple[Ledger, str, str]) -> None:
         ledger, url, run_id = sealed
@@ -387,10 +389,11 @@ def test_v1_payload_is_upcast_on_read_and_still_verifies(ledger: Ledger, db_url:
     """A row written by an older kasmina (stages as integers, no trigger) reads as v2."""
     from datetime import UTC, datetime
 
-    from kasmina.canonical import canonical_json, chain_hash, envelope_text
-
     run = ledger.start_run("t", seed=1)
-    payload = canonical_json({"slot_id": "r0c0", "from_stage": 1, "to_stage": 2, "alpha": 0.0})
+    payload = rawdb.payload_text(
+        rawdb.run_format(db_url, run.run_id),
+        {"slot_id": "r0c0", "from_stage": 1, "to_stage": 2, "alpha": 0.0},
+    )
     now = datetime.now(UTC)
     stamp = now.isoformat(timespec="microseconds")
     fields = dict(
@@ -403,11 +406,13 @@ def test_v1_payload_is_upcast_on_read_and_still_verifies(ledger: Ledger, db_url:
         epoch=0,
         seed_id="s1",
     )
-    text = envelope_text(
+    digest = rawdb.forged_hash(
+        rawdb.run_format(db_url, run.run_id),
+        prev_hash=GENESIS_HASH,
+        run_prev_hash=rawdb.run_tip(db_url, run.run_id),
         **fields,
         payload_text=payload,
-        recorded_at=stamp,  # type: ignore[arg-type]
-        prev_hash=GENESIS_HASH,
+        recorded_at=stamp,
     )
     placeholder = "CAST(? AS jsonb)" if ledger.dialect == "postgresql" else "?"
     rawdb.run(
@@ -420,7 +425,7 @@ def test_v1_payload_is_upcast_on_read_and_still_verifies(ledger: Ledger, db_url:
             payload,
             stamp if ledger.dialect == "sqlite" else now,
             GENESIS_HASH,
-            chain_hash(GENESIS_HASH, text),
+            digest,
         ),
     )
     [event] = ledger.history(run.run_id, seed_id="s1")

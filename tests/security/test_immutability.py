@@ -14,7 +14,7 @@ import psycopg
 import pytest
 import rawdb
 
-from kasmina.canonical import GENESIS_HASH, canonical_json, chain_hash, envelope_text
+from kasmina.canonical import GENESIS_HASH
 from kasmina.ledger import Ledger, migrate
 from security.attacks import fingerprint, record_small_run
 
@@ -76,7 +76,9 @@ def _forge_by_replace(path: str) -> None:
         rows = conn.execute(
             f"SELECT {_COLUMNS} FROM events WHERE run_id = 'victim' ORDER BY position"
         ).fetchall()
-        heads: dict[str, str] = {}
+        form = rawdb.run_format(f"sqlite:///{path}", "victim")
+        heads: dict[str, str] = {"run": rows[0][11]} if form >= 2 else {}
+        run_prev = rows[0][11]
         conn.execute("BEGIN")
         for position, eid, rid, stream, version, etype, sv, _, seed, text, at, _, _ in rows:
             payload = json.loads(text)
@@ -84,12 +86,13 @@ def _forge_by_replace(path: str) -> None:
                 payload["seal"] = dict(heads)
             if etype == "SeedTelemetrySampled":
                 payload["accuracy"] = 99.0
-            new_text = canonical_json(payload)
+            new_text = rawdb.payload_text(form, payload)
             prev = heads.get(stream, GENESIS_HASH)
-            digest = chain_hash(prev, envelope_text(
+            digest = run_prev = rawdb.forged_hash(
+                form, prev_hash=prev, run_prev_hash=run_prev,
                 event_id=eid, run_id=rid, stream_id=stream, version=version, event_type=etype,
                 schema_version=sv, epoch=7, seed_id=seed, payload_text=new_text,
-                recorded_at=at, prev_hash=prev))  # fmt: skip
+                recorded_at=at)  # fmt: skip
             conn.execute(
                 f"REPLACE INTO events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, 7, ?, ?, ?, ?, ?)",
                 (position, eid, rid, stream, version, etype, sv, seed, new_text, at, prev, digest),

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import rawdb
 
-from kasmina.canonical import chain_hash, envelope_text
 from kasmina.ledger import Ledger, migrate
 from kasmina.ledger.verify import VerifyReport
 from security.attacks import cli_error, kasmina, record_small_run
@@ -190,13 +189,18 @@ def test_a_malformed_row_with_a_matching_hash_is_still_a_fault(exposed_sqlite: s
     eid, rid, stream, version, etype, sv, epoch, seed, at, head = last
     rawdb.run(exposed_sqlite, "DELETE FROM events WHERE event_type = 'RunFinished'")
     prev = str(head)
+    form, run_prev = (
+        rawdb.run_format(exposed_sqlite, "victim"),
+        rawdb.run_tip(exposed_sqlite, "victim"),
+    )
     for n, payload in enumerate(["not json", '{"slot_id":"r0c0"}']):
-        digest = chain_hash(prev, envelope_text(
+        digest = run_prev = rawdb.forged_hash(
+            form, prev_hash=prev, run_prev_hash=run_prev,
             event_id=f"forged-{n}", run_id=str(rid), stream_id=str(stream),
             version=int(version) + 1 + n,  # type: ignore[call-overload]
             event_type=str(etype), schema_version=int(sv),  # type: ignore[call-overload]
-            epoch=epoch, seed_id=str(seed), payload_text=payload,  # type: ignore[arg-type]
-            recorded_at=str(at), prev_hash=prev))  # fmt: skip
+            epoch=epoch, seed_id=str(seed), payload_text=payload,
+            recorded_at=str(at))  # fmt: skip
         rawdb.run(exposed_sqlite, f"INSERT INTO events ({_COLUMNS}) VALUES "
                   "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
                   (f"forged-{n}", rid, stream, int(version) + 1 + n,  # type: ignore[call-overload]

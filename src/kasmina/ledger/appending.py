@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from kasmina import jcs
 from kasmina.canonical import GENESIS_HASH, chain_hash, quote, quoted_envelope
 from kasmina.errors import (
     ConcurrencyError,
@@ -38,13 +39,23 @@ from kasmina.ledger.store import (
     Param,
     Store,
     integer,
-    optional_integer,
 )
 
 _HEAD = (
     "SELECT version, hash, event_type FROM events WHERE run_id = ? AND stream_id = ? "
     "ORDER BY version DESC LIMIT 1"
 )
+_TIP = "SELECT position, hash FROM events WHERE run_id = ? ORDER BY position DESC LIMIT 1"
+_FORMAT = "SELECT format FROM ledger_runs WHERE run_id = ?"
+#: The ledger's last run start, which a new run's first event links to (format 2).
+_LAST_START = (
+    "SELECT hash FROM events WHERE event_type = 'RunStarted' ORDER BY position DESC LIMIT 1"
+)
+_NEW_RUN = "INSERT INTO ledger_runs (run_id, format) VALUES (?, ?)"
+#: The format new runs are written in; a run keeps the format it started with.
+LEDGER_FORMAT = 2
+#: Formats remembered per ledger (they never change); cleared whole when full.
+_MAX_FORMATS = 4096
 #: Their own stream holds a run's start and its seal; anywhere else they would forge one.
 _RUN_ONLY = frozenset({RunStarted, RunFinished})
 
@@ -60,8 +71,18 @@ class AppendResult:
 @dataclass(frozen=True, slots=True)
 class Prepared:
     event: NewEvent
-    #: None: made while the rows stream out (`Store.streams_rows`).
+    #: None: made while the rows stream out (`Store.streams_rows`), or in the run's format.
     payload_text: str | None
+    #: The ledger format `payload_text` is written in.
+    form: int = LEDGER_FORMAT
+
+
+def payload_text(item: Prepared, form: int) -> str:
+    """The payload's text in the run's ledger format, made now unless prepared in it."""
+    if item.payload_text is not None and item.form == form:
+        return item.payload_text
+    payload = item.event.payload
+    return payload.jcs_text() if form >= 2 else payload.canonical_text()
 
 
 class Appending:
@@ -73,8 +94,12 @@ class Appending:
 
     def _init_appending(self, store: Store) -> None:
         self._head = store.sql(_HEAD)
-        self._tip_sql = store.sql("SELECT MAX(position) FROM events WHERE run_id = ?")
+        self._tip_sql = store.sql(_TIP)
+        self._format_sql = store.sql(_FORMAT)
+        self._last_start_sql = store.sql(_LAST_START)
+        self._new_run_sql = store.sql(_NEW_RUN)
         self._known = KnownHeads()
+        self._formats: dict[str, int] = {}
 
     def _require_head(self) -> None:
         """Refuse to write a database at another schema revision than this kasmina's."""
@@ -113,7 +138,11 @@ class Appending:
                     f"{event.event_type} belongs in the {RUN_STREAM!r} stream, "
                     f"not {event.stream_id!r}"
                 )
-            prepared.append(Prepared(event, None if lazy else event.payload.canonical_text()))
+            prepared.append(Prepared(event, None))
+        form = LEDGER_FORMAT if isinstance(batch[0].payload, RunStarted) else None
+        form = self._formats.get(run_id, form)
+        if not lazy and form is not None:  # the text's work outside the lock, where it is known
+            prepared = [Prepared(p.event, payload_text(p, form), form) for p in prepared]
         self._require_head()
         staged: list[Known | None] = [None]
 
@@ -179,11 +208,14 @@ class Appending:
                 seen.add(event_id)
         if look_up_ids:
             stored = self._stored(cur, ids)
-            fresh = [item for item in prepared if not self._repeats(item, stored)]
+            stored_form = self._run_format(cur, run_id) if stored else LEDGER_FORMAT
+            fresh = [item for item in prepared if not self._repeats(item, stored, stored_form)]
         else:
             fresh = list(prepared)  # the common case: nothing to skip
         heads: dict[str, tuple[int, str]] = {}
-        known = self._known.at(run_id, self._tip(cur, run_id))
+        tip = self._tip(cur, run_id)
+        known = self._known.at(run_id, None if tip is None else tip[0])
+        starting = False
         if RUN_STREAM in known:  # a remembered run is never a finished one
             heads[RUN_STREAM] = known[RUN_STREAM]
         else:
@@ -192,10 +224,16 @@ class Appending:
                 first = fresh[0].event if fresh else None
                 if first is None or not isinstance(first.payload, RunStarted):
                     raise RunNotFound(run_id)
+                starting = True
             elif run_head[2] == "RunFinished":
                 raise RunClosed(run_id)
             else:
                 heads[RUN_STREAM] = (run_head[0], run_head[1])
+        form = LEDGER_FORMAT if starting else self._run_format(cur, run_id)
+        run_prev = GENESIS_HASH if tip is None else tip[1]
+        if starting:
+            run_prev = self._start_run(cur, run_id, form)
+            heads[RUN_STREAM] = (0, run_prev)
         # Every head is read before the rows start: PostgreSQL's COPY holds the connection.
         for item in fresh:
             stream = item.event.stream_id
@@ -203,11 +241,40 @@ class Appending:
                 found = self._read_head(cur, run_id, stream) if stream != RUN_STREAM else None
                 heads[stream] = (found[0], found[1]) if found else (0, GENESIS_HASH)
         if fresh:  # the store takes every row or raises, so all of `fresh` is written
-            self._store.insert_events(cur, self._chained_rows(run_id, fresh, heads, known))
+            rows = self._chained_rows(run_id, fresh, heads, known, form, run_prev)
+            self._store.insert_events(cur, rows)
         tip = self._tip(cur, run_id)
         closed = any(isinstance(item.event.payload, RunFinished) for item in fresh)
-        staged[0] = None if closed or tip is None else Known(run_id, tip, {**known, **heads})
+        staged[0] = None if closed or tip is None else Known(run_id, tip[0], {**known, **heads})
         return AppendResult(len(fresh), len(prepared) - len(fresh), heads)
+
+    def _run_format(self, cur: Cursor, run_id: str) -> int:
+        """The ledger format the run is written in: its `ledger_runs` row's, else 1."""
+        form = self._formats.get(run_id)
+        if form is None:
+            cur.execute(self._format_sql, (run_id,))
+            row = cur.fetchone()
+            form = 1 if row is None else integer(row[0], "a ledger format")
+            self._remember_format(run_id, form)
+        return form
+
+    def _remember_format(self, run_id: str, form: int) -> None:
+        if len(self._formats) >= _MAX_FORMATS:
+            self._formats.clear()
+        self._formats[run_id] = form
+
+    def _start_run(self, cur: Cursor, run_id: str, form: int) -> str:
+        """Record a new run's format; the hash its first event links to (the last run start).
+
+        Run starts are chained ledger-wide, so they are taken one at a time:
+        two runs starting at once would otherwise both link to the same one.
+        """
+        self._store.lock_run_starts(cur)
+        cur.execute(self._last_start_sql)
+        row = cur.fetchone()
+        cur.execute(self._new_run_sql, (run_id, form))
+        self._remember_format(run_id, form)
+        return GENESIS_HASH if row is None else str(row[0])
 
     def _chained_rows(
         self,
@@ -215,12 +282,15 @@ class Appending:
         fresh: Sequence[Prepared],
         heads: dict[str, tuple[int, str]],
         known: Mapping[str, tuple[int, str]],
+        form: int,
+        run_prev: str,
     ) -> Iterator[tuple[Param, ...]]:
         """The batch's rows, each chained to the one before it in its stream, made as consumed.
 
-        A generator, so that a store which streams rows to a server (COPY) has
-        the server inserting the first rows while the later ones are hashed;
-        `heads` ends holding each stream's last (version, hash).
+        In format 2 each also links to the run's event before it (`run_prev`
+        for the first). A generator, so that a store which streams rows to a
+        server (COPY) has the server inserting the first rows while the later
+        ones are hashed; `heads` ends holding each stream's last (version, hash).
         """
         now = datetime.now(UTC)
         recorded_at = now.isoformat(timespec="microseconds")
@@ -240,24 +310,45 @@ class Appending:
             for name in (stream, event_type, seed):
                 if name is not None and name not in quoted:
                     quoted[name] = quote(name)
-            payload_text = item.payload_text
-            if payload_text is None:
-                payload_text = event.payload.canonical_text()
-            text = quoted_envelope(
-                quote(event.event_id),
-                quoted_run,
-                quoted[stream],
-                version,
-                quoted[event_type],
-                kind.schema_version,
-                "null" if epoch is None else str(int(epoch)),
-                "null" if seed is None else quoted[seed],
-                payload_text,
-                quoted_at,
-                f'"{head[1]}"',  # a hex digest needs no escaping
-                event.rank,
-            )
-            digest = chain_hash(head[1], text)
+            text = payload_text(item, form)
+            epoch_text = "null" if epoch is None else str(int(epoch))
+            seed_text = "null" if seed is None else quoted[seed]
+            if form >= 2:
+                digest = run_prev = jcs.event_hash(
+                    jcs.quoted_envelope(
+                        quote(event.event_id),
+                        quoted_run,
+                        quoted[stream],
+                        version,
+                        quoted[event_type],
+                        kind.schema_version,
+                        epoch_text,
+                        seed_text,
+                        text,
+                        quoted_at,
+                        head[1],
+                        run_prev,
+                        event.rank,
+                    )  # fmt: skip
+                )
+            else:
+                digest = chain_hash(
+                    head[1],
+                    quoted_envelope(
+                        quote(event.event_id),
+                        quoted_run,
+                        quoted[stream],
+                        version,
+                        quoted[event_type],
+                        kind.schema_version,
+                        epoch_text,
+                        seed_text,
+                        text,
+                        quoted_at,
+                        f'"{head[1]}"',
+                        event.rank,
+                    ),  # fmt: skip
+                )
             heads[stream] = (version, digest)
             yield (
                 event.event_id,
@@ -268,7 +359,7 @@ class Appending:
                 kind.schema_version,
                 epoch,
                 event.seed_id,
-                payload_text,
+                text,
                 recorded_param,
                 head[1],
                 digest,
@@ -282,11 +373,12 @@ class Appending:
             return None
         return integer(row[0], "a version"), str(row[1]), str(row[2])
 
-    def _tip(self, cur: Cursor, run_id: str) -> int | None:
-        """The run's largest stored position: unchanged means nothing was appended."""
+    def _tip(self, cur: Cursor, run_id: str) -> tuple[int, str] | None:
+        """The run's last stored event: its position (unchanged means nothing was
+        appended since) and its hash (the next event's run link, in format 2)."""
         cur.execute(self._tip_sql, (run_id,))
         row = cur.fetchone()
-        return None if row is None else optional_integer(row[0], "a position")
+        return None if row is None else (integer(row[0], "a position"), str(row[1]))
 
     def _stored(self, cur: Cursor, ids: Sequence[str]) -> dict[str, EventRow]:
         """The events stored under any of these ids: one statement, one parameter."""
@@ -295,7 +387,7 @@ class Appending:
         found = map(EventRow._make, cur.fetchall())
         return {str(row.event_id): row for row in found}
 
-    def _repeats(self, item: Prepared, stored: Mapping[str, EventRow]) -> bool:
+    def _repeats(self, item: Prepared, stored: Mapping[str, EventRow], form: int) -> bool:
         """Whether the event is stored already as given; one stored otherwise is refused."""
         event = item.event
         found = stored.get(event.event_id)
@@ -312,8 +404,7 @@ class Appending:
             "version": (event.version, found.version if event.version is not None else None),
         }
         differ = [name for name, (mine, theirs) in given.items() if mine != theirs]
-        text = item.payload_text or event.payload.canonical_text()
-        if text != self._store.payload_text(found.payload):
+        if payload_text(item, form) != self._store.payload_text(found.payload, form):
             differ.append("payload")
         if differ:
             raise DuplicateEvent(

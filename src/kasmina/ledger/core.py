@@ -299,7 +299,7 @@ class Ledger(Appending):
                 stream_id=RUN_STREAM,
                 rank=rank,
             )
-            prepared = [Prepared(event, event.payload.canonical_text())]
+            prepared = [Prepared(event, None)]
             result = self._append_locked(cur, run_id, prepared, look_up_ids=True, staged=[None])
             return result.heads[RUN_STREAM][1]
 
@@ -512,7 +512,10 @@ class Ledger(Appending):
             with translate(self.url):
                 rows = self._store.fetch("SELECT DISTINCT run_id FROM events ORDER BY run_id")
             targets = [r[0] for r in rows]
-        return verify_runs(self._store, targets, self.raw_rows, self.artifacts)
+        with translate(self.url):
+            return verify_runs(
+                self._store, targets, self.raw_rows, self.artifacts, whole_ledger=run_id is None
+            )
 
     def replay(
         self,

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 #: The revision this code reads and writes. A test holds it equal to Alembic's
 #: head, so it cannot drift; it is a constant so that opening a ledger does not
 #: have to import Alembic.
-HEAD_REVISION = "0012"
+HEAD_REVISION = "0013"
 
 
 def migrations_dir() -> Path:
@@ -76,13 +76,18 @@ DOWNGRADE_LOSSES: dict[str, tuple[str, str] | None] = {
     "0010": None,
     "0011": None,
     "0012": None,
+    "0013": (
+        "the ledger format of {events} in {runs} (they would no longer verify)",
+        "SELECT COUNT(*), COUNT(DISTINCT e.run_id) FROM events e "
+        "JOIN ledger_runs r ON r.run_id = e.run_id",
+    ),
 }
 
 #: The revision that makes the events table: undoing it drops every event.
 EVENTS_REVISION = "0001"
 
 #: The tables kasmina's migrations make (the views are `schema.VIEWS`), for repairs.
-_KASMINA_TABLES = frozenset({"alembic_version", "events", "snapshots"})
+_KASMINA_TABLES = frozenset({"alembic_version", "events", "snapshots", "ledger_runs"})
 
 
 def upgrade(url: str, revision: str = "head") -> None:

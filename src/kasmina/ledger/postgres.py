@@ -17,6 +17,7 @@ from psycopg.types.json import set_json_loads
 
 from kasmina.canonical import Json, dumps_canonical, loads
 from kasmina.errors import LedgerError
+from kasmina.jcs import stored_jcs_text
 from kasmina.ledger.errors import redact, translate
 from kasmina.ledger.readonly import DEFAULT_TIMEOUT_S
 from kasmina.ledger.readonly_postgres import grant_reader, open_query
@@ -27,6 +28,9 @@ def _loads_bytes(data: bytes | str) -> Json:
     """jsonb arrives as bytes; the fast path of `kasmina.canonical.loads` takes text."""
     return loads(data.decode() if isinstance(data, bytes) else data)
 
+
+#: Held while a run starts (`Store.lock_run_starts`): "kasm", 1.
+_RUN_STARTS_LOCK = (0x6B61736D, 1)
 
 _COPY = f"COPY events ({', '.join(INSERT_COLUMNS)}) FROM STDIN"
 
@@ -78,8 +82,8 @@ class PostgresStore(Store):
             cur.execute(self.sql(sql), params)
             return cur.fetchall()
 
-    def has_events_table(self) -> bool:
-        rows = self.fetch("SELECT to_regclass('events') IS NOT NULL")
+    def has_table(self, name: str) -> bool:
+        rows = self.fetch("SELECT to_regclass(?) IS NOT NULL", (name,))
         return bool(rows and rows[0][0])
 
     def schema_revision(self) -> str | None:
@@ -99,8 +103,14 @@ class PostgresStore(Store):
     def payload_value(self, raw: object) -> Json:
         return cast(Json, raw)
 
-    def payload_text(self, raw: object) -> str:
+    def payload_text(self, raw: object, form: int = 1) -> str:
+        if form >= 2:
+            return stored_jcs_text(cast(Json, raw))
         return dumps_canonical(cast(Json, raw))
+
+    def lock_run_starts(self, cur: Cursor) -> None:
+        # The two-key form: a key space apart from the runs' one-key locks.
+        cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", _RUN_STARTS_LOCK)
 
     def recorded_at_param(self, when: datetime, text: str) -> Param:
         return when

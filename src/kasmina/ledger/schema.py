@@ -12,6 +12,7 @@ from datetime import datetime
 from sqlalchemy import (
     JSON,
     BigInteger,
+    CheckConstraint,
     DateTime,
     Index,
     Integer,
@@ -72,6 +73,17 @@ class EventRow(Base):
         Index(None, "event_type", "run_id", "seed_id"),
         {"sqlite_autoincrement": True},
     )
+
+
+class LedgerRunRow(Base):
+    """The ledger format a run is hashed in; a run without a row is format 1."""
+
+    __tablename__ = "ledger_runs"
+
+    run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    format: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (CheckConstraint("format >= 2", name="format_known"),)
 
 
 class SnapshotRow(Base):

@@ -206,8 +206,8 @@ class SQLiteStore(Store):
         with self.lock:
             return self._conn.execute(sql, params).fetchall()
 
-    def has_events_table(self) -> bool:
-        rows = self.fetch("SELECT 1 FROM sqlite_master WHERE type='table' AND name='events'")
+    def has_table(self, name: str) -> bool:
+        rows = self.fetch("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,))
         return bool(rows)
 
     def schema_revision(self) -> str | None:
@@ -222,8 +222,8 @@ class SQLiteStore(Store):
     def payload_value(self, raw: object) -> Json:
         return loads(cast(str, raw))
 
-    def payload_text(self, raw: object) -> str:
-        return cast(str, raw)
+    def payload_text(self, raw: object, form: int = 1) -> str:
+        return cast(str, raw)  # stored as the hashed text itself, in any format
 
     def recorded_at_param(self, when: datetime, text: str) -> Param:
         return text

@@ -137,6 +137,15 @@ class Store(ABC):
         """Insert chained rows (`INSERT_COLUMNS` order) inside the write transaction."""
         cur.executemany(self._insert_sql, rows)
 
+    def lock_run_starts(self, cur: Cursor) -> None:
+        """Hold run starts, ledger-wide, until this write transaction ends.
+
+        Run starts are chained in position order, so the next one must see the
+        last one committed. A SQLite write transaction holds the whole file
+        already; PostgreSQL takes an advisory lock.
+        """
+        return None
+
     def is_busy(self, exc: BaseException) -> bool:
         """Whether a driver error means another writer held the database: worth a retry."""
         return False
@@ -191,15 +200,19 @@ class Store(ABC):
     def schema_revision(self) -> str | None: ...
 
     @abstractmethod
-    def has_events_table(self) -> bool: ...
+    def has_table(self, name: str) -> bool: ...
+
+    def has_events_table(self) -> bool:
+        return self.has_table("events")
 
     @abstractmethod
     def payload_value(self, raw: object) -> Json:
         """The stored payload as a JSON value."""
 
     @abstractmethod
-    def payload_text(self, raw: object) -> str:
-        """The canonical text of a stored payload, rebuilt where the store reformats it."""
+    def payload_text(self, raw: object, form: int = 1) -> str:
+        """The text a stored payload was hashed as, in ledger format `form`, rebuilt
+        where the store reformats it."""
 
     @abstractmethod
     def recorded_at_param(self, when: datetime, text: str) -> Param: ...

@@ -2,6 +2,12 @@
 
 A run is read once, in position order, keeping only the last version and
 hash of each stream, so memory grows with the number of streams, not events.
+
+A run is checked in the ledger format it was written in (`run_formats`).
+Format 1 chains each stream. Format 2 also links every event to the run's
+event before it by position, so an event moved between streams or removed
+anywhere breaks a hash, and each run's first event to the ledger's run start
+before it, so a deleted run breaks the next run's link (`kasmina.jcs`).
 """
 
 from __future__ import annotations
@@ -11,7 +17,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, cast
 
+from kasmina import jcs
 from kasmina.canonical import GENESIS_HASH, chain_hash, envelope_text, quote, quoted_envelope
+from kasmina.events import RUN_STREAM
 from kasmina.ledger.artifacts import ARTIFACTS_ENV, ArtifactStore, Problem
 from kasmina.ledger.store import Row
 
@@ -21,6 +29,9 @@ if TYPE_CHECKING:
 FaultKind = Literal[
     "hash_mismatch",
     "broken_link",
+    "broken_run_link",
+    "missing_run",
+    "wrong_format",
     "version_gap",
     "out_of_order",
     "seal_mismatch",
@@ -59,6 +70,8 @@ class RunCheck:
     events: int
     streams: int
     sealed: bool
+    #: The ledger format the run's hashes are checked in.
+    format: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,25 +96,112 @@ def verify_runs(
     run_ids: Iterable[object],
     rows: RowSource,
     artifacts: ArtifactStore | None = None,
+    *,
+    whole_ledger: bool = False,
 ) -> VerifyReport:
-    """Every run's chains and seal, and every artifact its `CheckpointSaved` events name."""
+    """Every run's chains and seal, and every artifact its `CheckpointSaved` events name.
+
+    With `whole_ledger`, also every run the ledger recorded a format for
+    but holds no event of (a deleted run).
+    """
     report = VerifyReport()
+    formats = run_formats(store)
+    starts = RunStarts(store, formats)
     for run_id in run_ids:
         if type(run_id) is not str:
             shown = _shown(run_id)
             detail = f"run_id holds {shown}, not text: its rows belong to no run"
             report.faults.append(Fault(shown, "?", None, None, "malformed_row", detail))
             continue
-        checker = ChainChecker(store, run_id, readable=True)
+        form = formats.get(run_id, 1)
+        checker = ChainChecker(
+            store, run_id, readable=True, form=form, link=starts.link(run_id, form)
+        )
         saved: list[Row] = []
         for row in rows(run_id):
             checker.check(row)
             if row[5] == "CheckpointSaved":
                 saved.append(row)
         report.runs.append(checker.result())
+        report.faults.extend(starts.faults(run_id))
         report.faults.extend(checker.faults)
         report.faults.extend(_check_artifacts(store, run_id, saved, artifacts))
+    if whole_ledger:
+        report.faults.extend(starts.missing())
     return report
+
+
+def run_formats(store: Store) -> dict[str, int]:
+    """The ledger format of every run written in format 2 or later; any other run is format 1."""
+    if not store.has_table("ledger_runs"):
+        return {}  # a ledger older than format 2
+    found = {}
+    for run_id, form in store.fetch("SELECT run_id, format FROM ledger_runs"):
+        if type(run_id) is str and type(form) is int:
+            found[run_id] = form
+    return found
+
+
+def run_format(store: Store, run_id: str) -> int:
+    if not store.has_table("ledger_runs"):
+        return 1
+    rows = store.fetch("SELECT format FROM ledger_runs WHERE run_id = ?", (run_id,))
+    return rows[0][0] if rows and type(rows[0][0]) is int else 1
+
+
+class RunStarts:
+    """The ledger's run starts in position order: the chain each format-2 run's first event
+    continues, and the runs the ledger recorded but no longer holds."""
+
+    def __init__(self, store: Store, formats: dict[str, int]) -> None:
+        self.formats = formats
+        rows = store.fetch(
+            "SELECT run_id, hash FROM events WHERE event_type = 'RunStarted' ORDER BY position"
+        )
+        #: run id -> the hash of the run start before its first one (GENESIS_HASH for none).
+        self._before: dict[str, str] = {}
+        #: run id -> the format-2 run that started earlier than this format-1 one.
+        self._after_format_2: dict[str, str] = {}
+        previous, newer = GENESIS_HASH, None
+        for run_id, digest in rows:
+            if type(run_id) is not str:
+                continue
+            if run_id not in self._before:
+                self._before[run_id] = previous
+                if formats.get(run_id, 1) >= 2:
+                    newer = run_id
+                elif newer is not None:
+                    self._after_format_2[run_id] = newer
+            previous = str(digest)
+
+    def link(self, run_id: str, form: int) -> str | None:
+        """What the run's first event must link to; None for a format-1 run (no link)."""
+        return self._before.get(run_id, GENESIS_HASH) if form >= 2 else None
+
+    def faults(self, run_id: str) -> list[Fault]:
+        newer = self._after_format_2.get(run_id)
+        if newer is None:
+            return []
+        detail = (
+            f"the run is hashed as format 1 but starts after format-2 run {newer}: "
+            "its ledger format was removed, or it was rewritten"
+        )
+        return [Fault(run_id, RUN_STREAM, None, None, "wrong_format", detail)]
+
+    def missing(self) -> list[Fault]:
+        return [
+            Fault(
+                run_id,
+                RUN_STREAM,
+                None,
+                None,
+                "missing_run",
+                f"the ledger recorded this run (format {form}) but holds no start of it: "
+                "the run, or its RunStarted, was deleted",
+            )
+            for run_id, form in sorted(self.formats.items())
+            if run_id not in self._before
+        ]
 
 
 def _check_artifacts(
@@ -148,6 +248,7 @@ class ChainChecker:
     """
 
     __slots__ = (
+        "_link",
         "_payload_text",
         "_recorded_at_text",
         "_quoted",
@@ -155,8 +256,10 @@ class ChainChecker:
         "_parsed_time",
         "count",
         "faults",
+        "form",
         "heads",
         "run_id",
+        "run_prev",
         "sealed",
         "store",
     )
@@ -170,9 +273,20 @@ class ChainChecker:
         sealed: bool = False,
         count: int = 0,
         readable: bool = False,
+        form: int | None = None,
+        link: str | None = None,
+        run_prev: str | None = None,
     ) -> None:
+        """`form` None: the run's own, looked up. `link`: what a format-2 run's first
+        event must link to (the ledger's run start before it); None trusts the
+        link it stores, for a reader of one run. `run_prev`: the hash of the
+        run's last event before the rows to come, when resuming from a snapshot."""
         self.store = store
         self.run_id = run_id
+        self.form = run_format(store, run_id) if form is None else form
+        self._link = link
+        #: Format 2: the hash of the run's last event checked (None before the first).
+        self.run_prev = run_prev
         self.heads: dict[str, tuple[int, str]] = dict(heads or {})
         self.sealed = sealed
         self.count = count
@@ -213,7 +327,7 @@ class ChainChecker:
          seed_id, payload, recorded_at, prev_hash, stored_hash,
          rank) = cast(tuple[Any, ...], row)  # fmt: skip
         head = self.heads.get(stream)
-        last_version, last_hash = head if head is not None else (0, GENESIS_HASH)
+        last_version, last_hash = head if head is not None else (0, self._origin(stream, row))
         if (
             self.sealed
             or position < 1
@@ -228,29 +342,68 @@ class ChainChecker:
             return self._check_fully(row)
         try:
             quoted = self._quoted
-            text = quoted_envelope(
-                quote(event_id),
-                quoted.get(run_id) or self._quote(run_id),
-                quoted.get(stream) or self._quote(stream),
-                version,
-                quoted.get(event_type) or self._quote(event_type),
-                schema_version,
-                "null" if epoch is None else str(epoch),
-                quoted.get(seed_id) or self._quote(seed_id),
-                self._payload_text(payload),
-                quote(self._recorded_at_text(recorded_at)),
-                f'"{prev_hash}"',
-                rank,
-            )
+            q_run = quoted.get(run_id) or self._quote(run_id)
+            q_stream = quoted.get(stream) or self._quote(stream)
+            q_type = quoted.get(event_type) or self._quote(event_type)
+            q_seed = quoted.get(seed_id) or self._quote(seed_id)
+            epoch_text = "null" if epoch is None else str(epoch)
+            q_time = quote(self._recorded_at_text(recorded_at))
+            if self.form >= 2:
+                run_prev = prev_hash if self.run_prev is None else self.run_prev
+                digest = jcs.event_hash(
+                    jcs.quoted_envelope(
+                        quote(event_id),
+                        q_run,
+                        q_stream,
+                        version,
+                        q_type,
+                        schema_version,
+                        epoch_text,
+                        q_seed,
+                        self._payload_text(payload, self.form),
+                        q_time,
+                        prev_hash,
+                        run_prev,
+                        rank,
+                    )  # fmt: skip
+                )
+            else:
+                digest = chain_hash(
+                    prev_hash,
+                    quoted_envelope(
+                        quote(event_id),
+                        q_run,
+                        q_stream,
+                        version,
+                        q_type,
+                        schema_version,
+                        epoch_text,
+                        q_seed,
+                        self._payload_text(payload),
+                        q_time,
+                        f'"{prev_hash}"',
+                        rank,
+                    ),  # fmt: skip
+                )
         except (TypeError, ValueError):  # a column of the wrong type: named by the full check
             return self._check_fully(row)
-        if chain_hash(prev_hash, text) != stored_hash:
+        if digest != stored_hash:
             return self._check_fully(row)
         if self._readable is not None and not self._readable(payload, recorded_at):
             return self._check_fully(row)
         self.count += 1
         self.heads[stream] = (version, stored_hash)
+        self.run_prev = stored_hash
         return True
+
+    def _origin(self, stream: str, row: Row) -> str:
+        """What the first event of `stream` links to: nothing, but for a format-2 run's
+        own stream, whose first event links to the ledger's run start before it."""
+        if self.form < 2 or stream != RUN_STREAM:
+            return GENESIS_HASH
+        if self._link is not None:
+            return self._link
+        return row[11] if type(row[11]) is str else GENESIS_HASH
 
     def _quote(self, text: str) -> str:
         literal = self._quoted[text] = quote(text)
@@ -279,9 +432,9 @@ class ChainChecker:
                 "the database numbers events from 1: a row below that was placed by hand",
             )
             # Outside the chain: the rows after it are checked as if it were not there.
-            heads, sealed = dict(self.heads), self.sealed
+            heads, sealed, run_prev = dict(self.heads), self.sealed, self.run_prev
             self._check_columns(row, stream, position, version, found)
-            self.heads, self.sealed = heads, sealed
+            self.heads, self.sealed, self.run_prev = heads, sealed, run_prev
             return False
         return self._check_columns(row, stream, position, version, found)
 
@@ -300,6 +453,7 @@ class ChainChecker:
         if type(row[12]) is str:
             last_version = self.heads.get(stream, (0, GENESIS_HASH))[0]
             self.heads[stream] = (last_version + 1 if version is None else version, row[12])
+            self.run_prev = row[12]
         if row[5] == "RunFinished":
             self.sealed = True
 
@@ -311,7 +465,8 @@ class ChainChecker:
         event_type = cast(str, row[5])
         prev_hash = cast(str, row[11])
         stored_hash = cast(str, row[12])
-        last_version, last_hash = self.heads.get(stream, (0, GENESIS_HASH))
+        head = self.heads.get(stream)
+        last_version, last_hash = head if head is not None else (0, self._origin(stream, row))
         if version <= last_version:
             self._fault(
                 stream, position, version, "out_of_order", f"version {version} after {last_version}"
@@ -324,7 +479,16 @@ class ChainChecker:
                 "version_gap",
                 f"versions {last_version + 1}..{version - 1} are missing",
             )
-        if prev_hash != last_hash:
+        if prev_hash != last_hash and head is None and self.form >= 2 and stream == RUN_STREAM:
+            self._fault(
+                stream,
+                position,
+                version,
+                "broken_run_link",
+                f"the run's start links to {prev_hash[:12]}…, but the ledger's run start "
+                f"before it is {last_hash[:12]}…: a run before it was deleted, or this run moved",
+            )
+        elif prev_hash != last_hash:
             self._fault(
                 stream,
                 position,
@@ -333,7 +497,7 @@ class ChainChecker:
                 "prev_hash does not match the previous event's hash",
             )
         store = self.store
-        text = envelope_text(
+        columns: dict[str, Any] = dict(
             event_id=cast(str, row[1]),
             run_id=cast(str, row[2]),
             stream_id=stream,
@@ -342,29 +506,34 @@ class ChainChecker:
             schema_version=cast(int, row[6]),
             epoch=cast("int | None", row[7]),
             seed_id=cast("str | None", row[8]),
-            payload_text=store.payload_text(row[9]),
+            payload_text=store.payload_text(row[9], self.form),
             recorded_at=store.recorded_at_text(row[10]),
             prev_hash=prev_hash,
             rank=cast("int | None", row[13]),
         )
-        if chain_hash(prev_hash, text) != stored_hash:
-            self._fault(
-                stream,
-                position,
-                version,
-                "hash_mismatch",
-                "the row's content does not match its hash",
+        if self.form >= 2:
+            run_prev = prev_hash if self.run_prev is None else self.run_prev
+            digest = jcs.event_hash(jcs.envelope(**columns, run_prev_hash=run_prev))
+            detail = (
+                "the row's content, or the run's event before it by position, does not "
+                "match its hash: an event edited, moved, inserted or removed"
             )
+        else:
+            digest = chain_hash(prev_hash, envelope_text(**columns))
+            detail = "the row's content does not match its hash"
+        if digest != stored_hash:
+            self._fault(stream, position, version, "hash_mismatch", detail)
         if event_type == "RunFinished":
             self.faults.extend(
                 _check_seal(self.run_id, stream, position, version, row, store, self.heads)
             )
             self.sealed = True
         self.heads[stream] = (version, stored_hash)
+        self.run_prev = stored_hash
         return len(self.faults) == found
 
     def result(self) -> RunCheck:
-        return RunCheck(self.run_id, self.count, len(self.heads), self.sealed)
+        return RunCheck(self.run_id, self.count, len(self.heads), self.sealed, self.form)
 
 
 _TEXT_COLUMNS = ((1, "event_id"), (2, "run_id"), (3, "stream_id"), (5, "event_type"),
@@ -477,7 +646,13 @@ def report_json(report: VerifyReport) -> str:
             "ok": report.ok,
             "events": report.events,
             "runs": [
-                {"run_id": r.run_id, "events": r.events, "streams": r.streams, "sealed": r.sealed}
+                {
+                    "run_id": r.run_id,
+                    "events": r.events,
+                    "streams": r.streams,
+                    "sealed": r.sealed,
+                    "format": r.format,
+                }
                 for r in report.runs
             ],
             "faults": [

@@ -77,7 +77,12 @@ def _decode(ledger: Ledger, snap: Snapshot, trust: bool) -> Fold | None:
         )
         return None
     checker = ChainChecker(
-        store, snap.run_id, heads=heads, sealed=bool(body["sealed"]), count=snap.events
+        store,
+        snap.run_id,
+        heads=heads,
+        sealed=bool(body["sealed"]),
+        count=snap.events,
+        run_prev=snap.event_hash,
     )
     fold = Fold(
         store,

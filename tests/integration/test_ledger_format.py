@@ -1,0 +1,110 @@
+"""Ledgers written before format 2 upgrade, keep verifying as format 1, and take format-2 runs.
+
+The fixture ``ledger_0005_124ed2c.db`` was written by kasmina at commit
+124ed2c (schema revision 0005), exactly as a user of that version made it:
+``git archive 124ed2c src migrations alembic.ini | tar -x -C OLD`` and then
+``PYTHONPATH=OLD/src python -c "import sys; from kasmina.cli import main;
+sys.exit(main())" --db sqlite:///ledger_0005_124ed2c.db demo --epochs 3
+--run-id old-demo`` (25 events). On PostgreSQL its rows are copied into a
+database migrated to 0005, as that version would have stored them.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import rawdb
+
+from kasmina.cli import main
+from kasmina.errors import WouldLoseData
+from kasmina.ledger import Ledger, migrate
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "ledger_0005_124ed2c.db"
+OLD_RUN = "old-demo"
+_COLUMNS = (
+    "event_id, run_id, stream_id, version, event_type, schema_version, epoch, seed_id, "
+    "payload, recorded_at, prev_hash, hash, rank"
+)
+
+
+@pytest.fixture
+def old_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if backend == "sqlite":
+        path = tmp_path / "old.db"
+        shutil.copyfile(FIXTURE, path)
+        return f"sqlite:///{path}"
+    url = str(request.getfixturevalue("empty_pg_url"))
+    migrate.upgrade(url, "0005")
+    source = sqlite3.connect(FIXTURE)
+    rows = source.execute(f"SELECT {_COLUMNS} FROM events ORDER BY position").fetchall()
+    source.close()
+    conn = rawdb.connect(url)
+    try:
+        for row in rows:
+            values = list(row)
+            values[9] = datetime.fromisoformat(values[9])
+            conn.execute(
+                f"INSERT INTO events ({_COLUMNS}) VALUES "
+                "(%s, %s, %s, %s, %s, %s, %s, %s, CAST(%s AS jsonb), %s, %s, %s, %s)",
+                values,
+            )
+    finally:
+        conn.close()
+    return url
+
+
+def _formats(ledger: Ledger) -> dict[str, int]:
+    report = ledger.verify()
+    assert report.ok, report.faults
+    return {check.run_id: check.format for check in report.runs}
+
+
+def test_the_fixture_is_what_124ed2c_wrote() -> None:
+    conn = sqlite3.connect(FIXTURE)
+    try:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0005",)]
+        assert conn.execute("SELECT COUNT(*), MIN(run_id) FROM events").fetchall() == [
+            (25, OLD_RUN)
+        ]
+    finally:
+        conn.close()
+
+
+def test_an_old_ledger_upgrades_verifies_as_format_1_and_new_runs_are_format_2(
+    old_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    migrate.upgrade(old_url)
+    with Ledger.open(old_url) as ledger:
+        assert _formats(ledger) == {OLD_RUN: 1}
+        assert ledger.replay(OLD_RUN).run.events == 25
+        ledger.start_run("new", seed=1, run_id="new-run").finish()
+        assert _formats(ledger) == {OLD_RUN: 1, "new-run": 2}
+    # The new run's start links to the old run's: the ledger's chain of run starts.
+    [(link,)] = rawdb.run(
+        old_url, "SELECT prev_hash FROM events WHERE run_id = 'new-run' AND version = 1"
+    )
+    [(old_start,)] = rawdb.run(
+        old_url, f"SELECT hash FROM events WHERE run_id = '{OLD_RUN}' AND event_type = 'RunStarted'"
+    )
+    assert link == old_start
+    assert main(["--db", old_url, "verify"]) == 0
+    out = capsys.readouterr().out
+    assert f"run {OLD_RUN}: 25 events" in out and ", format 1\n" in out
+    assert "run new-run: 2 events in 1 streams, sealed, format 2\n" in out
+
+
+def test_upgrade_downgrade_upgrade_keeps_the_old_runs_verifying(old_url: str) -> None:
+    migrate.upgrade(old_url)
+    migrate.downgrade(old_url, "0012")  # no format-2 run yet: nothing is lost
+    migrate.upgrade(old_url)
+    with Ledger.open(old_url) as ledger:
+        ledger.start_run("new", seed=1, run_id="new-run").finish()
+        assert _formats(ledger) == {OLD_RUN: 1, "new-run": 2}
+    with pytest.raises(WouldLoseData, match=r"the ledger format of 2 events in 1 run"):
+        migrate.downgrade(old_url, "0012")
+    with Ledger.open(old_url) as ledger:
+        assert _formats(ledger) == {OLD_RUN: 1, "new-run": 2}
