@@ -9,6 +9,8 @@ stderr and a non-zero exit, never a traceback.
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -407,12 +409,31 @@ def verify(
         str | None, typer.Argument(metavar="[RUN]", help="Run id (all if omitted).")
     ] = None,
     fmt: Annotated[TableFormat, typer.Option("--format")] = TableFormat.table,
+    anchor: Annotated[
+        Path | None,
+        typer.Option(help="Also prove the ledger still holds all this anchor covered."),
+    ] = None,
+    public_key: Annotated[
+        str | None,
+        typer.Option(
+            help="Pin seals and anchors to this Ed25519 key (64 hex digits or a .pub file; "
+            "default $KASMINA_PUBLIC_KEY)."
+        ),
+    ] = None,
 ) -> None:
-    """Check hash chains, version gaps and seals; exit 1 on any fault."""
+    """Check hash chains, version gaps, seals and signatures; exit 1 on any fault."""
+    from kasmina.ledger import anchors
     from kasmina.ledger.verify import report_json
+    from kasmina.signing import trusted_public_key
 
+    trusted = trusted_public_key(public_key)
+    anchored = None
+    if anchor is not None:
+        anchored = anchors.read_anchor(_read_text(anchor, "anchor"), str(anchor))
     with _open() as ledger:
-        report = ledger.verify(run_id)
+        report = ledger.verify(run_id, trusted=trusted)
+        if anchored is not None:
+            report.faults.extend(anchors.check_anchor(ledger, anchored, trusted))
     if fmt is TableFormat.json:
         sys.stdout.write(report_json(report) + "\n")
     else:
@@ -429,6 +450,70 @@ def verify(
         out.print(f"verify: {verdict} ({report.events} events, {len(report.runs)} runs)")
     if not report.ok:
         raise typer.Exit(1)
+
+
+def _read_text(path: Path, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise KasminaError(f"cannot read {what} {path}: {reason}") from None
+
+
+@app.command()
+def keygen(
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "-o",
+            "--output",
+            help="Key file (default $KASMINA_SIGNING_KEY, else ~/.config/kasmina).",
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace a key file that exists.")] = False,
+) -> None:
+    """Make an Ed25519 signing key for run seals and anchors; print its public key."""
+    from kasmina.signing import SIGNING_KEY_ENV, default_key_path, generate
+
+    path = output or default_key_path()
+    key = generate(path, overwrite=force)
+    out.print(
+        f"wrote {visible(str(path))} (mode 0600) and its public key to {visible(str(path))}.pub",
+        markup=False,
+    )
+    out.print(f"public key: {key.public_hex}", markup=False)
+    if os.environ.get(SIGNING_KEY_ENV) != str(path):
+        out.print(
+            f"sign seals and anchors with: export {SIGNING_KEY_ENV}={shlex.quote(str(path))}",
+            markup=False,
+        )
+
+
+@app.command()
+def anchor(
+    output: Annotated[Path, typer.Option("--output", "-o", help="The anchor file to write.")],
+    run_id: Annotated[
+        str | None, typer.Argument(metavar="[RUN]", help="Run id (the whole ledger if omitted).")
+    ] = None,
+) -> None:
+    """Write the heads of a run or the ledger to a file; signed if $KASMINA_SIGNING_KEY is set."""
+    from kasmina.files import atomic_text
+    from kasmina.ledger.anchors import anchor_json, make_anchor
+    from kasmina.signing import SIGNING_KEY_ENV, configured_key
+
+    key = configured_key()
+    with _open() as ledger:
+        if run_id is not None:
+            ledger.require_run(run_id)
+        made = make_anchor(ledger, run_id, key)
+    with atomic_text(output) as file:
+        file.write(anchor_json(made))
+    events = sum(run.events for run in made.runs.values())
+    signed = f"signed by {key.public_hex[:16]}…" if key else f"unsigned (no {SIGNING_KEY_ENV})"
+    out.print(
+        f"anchored {len(made.runs)} run(s), {events} events, to {visible(str(output))}, {signed}",
+        markup=False,
+    )
 
 
 @contextmanager

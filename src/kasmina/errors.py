@@ -145,6 +145,10 @@ class NotReexecutable(ReplayError):
     """The run lacks what re-execution needs (an unknown host, a missing config...)."""
 
 
+class SigningError(KasminaError):
+    """A signing key, public key or anchor file that cannot be used; the message names it."""
+
+
 __all__ = [
     "BadDatabaseURL",
     "ConcurrencyError",
@@ -165,6 +169,7 @@ __all__ = [
     "RunClosed",
     "RunNotFound",
     "SchemaMismatch",
+    "SigningError",
     "SlotError",
     "UnknownEventType",
     "UnverifiedRun",

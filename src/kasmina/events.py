@@ -516,10 +516,22 @@ class RunResumed(Payload):
     checkpoint: Sha256 | None = None
 
 
+class SealSignature(BaseModel):
+    """An Ed25519 signature of a run's seal (`kasmina.signing.seal_message`) and its key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    public_key: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+    value: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{128}$")]
+
+
 class RunFinished(Payload):
+    schema_version: ClassVar[int] = 2
     status: RunStatus = "completed"
     #: stream id -> hash of its last event before this one, so truncation shows.
     seal: dict[str, str]
+    #: Made when the writer has a signing key (``KASMINA_SIGNING_KEY``): only the
+    #: key's holder can seal the run, so a forger cannot cut it and seal it again.
+    signature: SealSignature | None = None
 
 
 _BUILT_IN: tuple[type[Payload], ...] = (
@@ -623,6 +635,13 @@ def _no_program(data: JsonObject) -> JsonObject:
     return out
 
 
+def _unsigned(data: JsonObject) -> JsonObject:
+    """Before signing keys, no seal was signed."""
+    out = dict(data)
+    out.setdefault("signature", None)
+    return out
+
+
 def _no_parent(data: JsonObject) -> JsonObject:
     """Before `kasmina run --fork`, no run had a parent."""
     out = dict(data)
@@ -650,6 +669,7 @@ UPCASTERS: Mapping[tuple[str, int], Upcaster] = {
     ("RunStarted", 2): _no_parent,
     ("EpochCompleted", 1): _metrics_v1_to_v2,
     ("SeedTelemetrySampled", 1): _metrics_v1_to_v2,
+    ("RunFinished", 1): _unsigned,
 }
 
 
@@ -834,6 +854,7 @@ __all__ = [
     "PolicyAction",
     "PolicyDecided",
     "RunParent",
+    "SealSignature",
     "RunResumed",
     "CheckpointSaved",
     "Payload",

@@ -13,8 +13,8 @@ chained over them), and the same Parquet schema.
 as (RFC 8785 in a format-2 run) and ``recorded_at`` as the hashed text, so
 every hash can be re-checked from the files alone. Views are cut to the run
 by ``run_id``; a view without one (``transition_table``, the legal moves) is
-written whole, so SQL checks of a
-run's moves work on the files too. Rows are streamed, a batch at a time.
+written whole, so SQL checks of a run's moves work on the files too. Rows are
+streamed, a batch at a time.
 CSV text cells follow `kasmina.spreadsheet` (no cell opens as a formula, and
 the rule can be undone); each file is written by `kasmina.files`.
 """

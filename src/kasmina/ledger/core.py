@@ -54,6 +54,7 @@ from kasmina.ledger.verify import VerifyReport, verify_runs
 
 if TYPE_CHECKING:
     from kasmina.run_state import ReplayState
+    from kasmina.signing import SigningKey
 
 DEFAULT_URL = "sqlite:///kasmina.db"
 PAGE_SIZE = 1000
@@ -141,6 +142,8 @@ class Ledger(Appending):
         self.url = store.url
         #: Where this ledger's checkpoints are kept (see `kasmina.ledger.artifacts`).
         self.artifacts: ArtifactStore | None = artifact_store(store.url, artifacts)
+        #: Signs run seals; None takes ``KASMINA_SIGNING_KEY`` when a run finishes.
+        self.signing_key: SigningKey | None = None
         self.revision = store.schema_revision()
         self._init_appending(store)
         ranked = self.revision is not None and self.revision >= RANK_REVISION
@@ -273,7 +276,10 @@ class Ledger(Appending):
         retried after its reply was lost finds the run sealed with the same
         status and returns that seal's hash; another status is `RunClosed`.
         """
+        from kasmina import signing  # cryptography loads only where a run is sealed
+
         self._require_head()
+        key = self.signing_key if self.signing_key is not None else signing.configured_key()
 
         def seal_and_append(cur: Cursor) -> str:
             head = self._read_head(cur, run_id, RUN_STREAM)
@@ -294,7 +300,9 @@ class Ledger(Appending):
                 raise RunClosed(run_id)
             seal = {str(stream): str(digest) for stream, digest in self._heads(cur, run_id)}
             event = make_event(
-                RunFinished(status=status, seal=seal),
+                RunFinished(
+                    status=status, seal=seal, signature=signing.sign_seal(key, run_id, status, seal)
+                ),
                 run_id=run_id,
                 stream_id=RUN_STREAM,
                 rank=rank,
@@ -499,8 +507,10 @@ class Ledger(Appending):
 
     # -- checking and querying ---------------------------------------------
 
-    def verify(self, run_id: str | None = None) -> VerifyReport:
+    def verify(self, run_id: str | None = None, *, trusted: str | None = None) -> VerifyReport:
         """Check hash chains, versions and seals of every row; every fault is listed.
+
+        `trusted` pins a public key (hex): every seal must then be signed by it.
 
         The run ids are taken as stored, not as text: on SQLite a hand-made
         row may hold a blob there, which no run would ever read.
@@ -514,7 +524,12 @@ class Ledger(Appending):
             targets = [r[0] for r in rows]
         with translate(self.url):
             return verify_runs(
-                self._store, targets, self.raw_rows, self.artifacts, whole_ledger=run_id is None
+                self._store,
+                targets,
+                self.raw_rows,
+                self.artifacts,
+                whole_ledger=run_id is None,
+                trusted=trusted,
             )
 
     def replay(

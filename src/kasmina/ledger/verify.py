@@ -18,7 +18,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from kasmina import jcs
-from kasmina.canonical import GENESIS_HASH, chain_hash, envelope_text, quote, quoted_envelope
+from kasmina.canonical import (
+    GENESIS_HASH,
+    Json,
+    chain_hash,
+    envelope_text,
+    quote,
+    quoted_envelope,
+)
+from kasmina.errors import PayloadInvalid
 from kasmina.events import RUN_STREAM
 from kasmina.ledger.artifacts import ARTIFACTS_ENV, ArtifactStore, Problem
 from kasmina.ledger.store import Row
@@ -39,6 +47,13 @@ FaultKind = Literal[
     "seal_unknown_stream",
     "after_seal",
     "bad_seal",
+    "bad_signature",
+    "unsigned_seal",
+    "untrusted_signature",
+    "anchor_cut",
+    "anchor_mismatch",
+    "unsigned_anchor",
+    "bad_anchor_signature",
     "bad_position",
     "malformed_row",
     "missing_artifact",
@@ -98,11 +113,13 @@ def verify_runs(
     artifacts: ArtifactStore | None = None,
     *,
     whole_ledger: bool = False,
+    trusted: str | None = None,
 ) -> VerifyReport:
     """Every run's chains and seal, and every artifact its `CheckpointSaved` events name.
 
     With `whole_ledger`, also every run the ledger recorded a format for
-    but holds no event of (a deleted run).
+    but holds no start of (a deleted run). With `trusted`, a public key
+    (hex), every seal must be signed by that key.
     """
     report = VerifyReport()
     formats = run_formats(store)
@@ -115,7 +132,12 @@ def verify_runs(
             continue
         form = formats.get(run_id, 1)
         checker = ChainChecker(
-            store, run_id, readable=True, form=form, link=starts.link(run_id, form)
+            store,
+            run_id,
+            readable=True,
+            form=form,
+            link=starts.link(run_id, form),
+            trusted=trusted,
         )
         saved: list[Row] = []
         for row in rows(run_id):
@@ -249,6 +271,7 @@ class ChainChecker:
 
     __slots__ = (
         "_link",
+        "_trusted",
         "_payload_text",
         "_recorded_at_text",
         "_quoted",
@@ -276,6 +299,7 @@ class ChainChecker:
         form: int | None = None,
         link: str | None = None,
         run_prev: str | None = None,
+        trusted: str | None = None,
     ) -> None:
         """`form` None: the run's own, looked up. `link`: what a format-2 run's first
         event must link to (the ledger's run start before it); None trusts the
@@ -285,6 +309,7 @@ class ChainChecker:
         self.run_id = run_id
         self.form = run_format(store, run_id) if form is None else form
         self._link = link
+        self._trusted = trusted
         #: Format 2: the hash of the run's last event checked (None before the first).
         self.run_prev = run_prev
         self.heads: dict[str, tuple[int, str]] = dict(heads or {})
@@ -525,7 +550,9 @@ class ChainChecker:
             self._fault(stream, position, version, "hash_mismatch", detail)
         if event_type == "RunFinished":
             self.faults.extend(
-                _check_seal(self.run_id, stream, position, version, row, store, self.heads)
+                _check_seal(
+                    self.run_id, stream, position, version, row, store, self.heads, self._trusted
+                )
             )
             self.sealed = True
         self.heads[stream] = (version, stored_hash)
@@ -595,12 +622,16 @@ def _check_seal(
     row: Row,
     store: Store,
     heads: dict[str, tuple[int, str]],
+    trusted: str | None,
 ) -> list[Fault]:
     payload = store.payload_value(row[9])
     seal = payload.get("seal") if isinstance(payload, dict) else None
-    if not isinstance(seal, dict):
+    if not isinstance(seal, dict) or not isinstance(payload, dict):
         return [Fault(run_id, stream, position, version, "bad_seal", "RunFinished has no seal")]
     faults: list[Fault] = []
+    problem = _signature_problem(run_id, payload, seal, trusted)
+    if problem is not None:
+        faults.append(Fault(run_id, stream, position, version, *problem))
     for sealed_stream, sealed_hash in sorted(seal.items()):
         head = heads.get(sealed_stream)
         if head is None:
@@ -638,6 +669,40 @@ def _check_seal(
             )
         )
     return faults
+
+
+def _signature_problem(
+    run_id: str, payload: dict[str, Json], seal: dict[str, Json], trusted: str | None
+) -> tuple[FaultKind, str] | None:
+    """What is wrong with the seal's signature, given the key the verifier pins (if any)."""
+    signature = payload.get("signature")
+    if signature is None:
+        if trusted is None:
+            return None
+        return "unsigned_seal", (
+            f"the seal is not signed, but key {trusted[:12]}… is pinned: "
+            "sealed by someone without the key"
+        )
+    from kasmina.signing import seal_message, verify_signature
+
+    public = signature.get("public_key") if isinstance(signature, dict) else None
+    value = signature.get("value") if isinstance(signature, dict) else None
+    status = payload.get("status")
+    if not (isinstance(public, str) and isinstance(value, str) and isinstance(status, str)):
+        return "bad_signature", "the seal's signature is malformed"
+    try:
+        message = seal_message(run_id, status, {str(k): str(v) for k, v in seal.items()})
+    except PayloadInvalid:
+        return "bad_signature", "the seal cannot be written as canonical JSON"
+    if not verify_signature(public, message, value):
+        return "bad_signature", (
+            f"the seal's signature does not match it (key {public[:12]}…): altered after signing"
+        )
+    if trusted is not None and public != trusted:
+        return "untrusted_signature", (
+            f"the seal is signed by key {public[:12]}…, not by the pinned key {trusted[:12]}…"
+        )
+    return None
 
 
 def report_json(report: VerifyReport) -> str:
