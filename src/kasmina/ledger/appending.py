@@ -18,8 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from kasmina import jcs
-from kasmina.canonical import GENESIS_HASH, chain_hash, quote, quoted_envelope
+from kasmina.canonical import GENESIS_HASH, quote
 from kasmina.errors import (
     ConcurrencyError,
     DuplicateEvent,
@@ -29,8 +28,9 @@ from kasmina.errors import (
     SchemaMismatch,
 )
 from kasmina.events import RUN_STREAM, NewEvent, RunFinished, RunStarted
-from kasmina.ledger import migrate
+from kasmina.ledger import formats, migrate
 from kasmina.ledger.errors import UPGRADE_HINT, redact, translate
+from kasmina.ledger.formats import LEDGER_FORMAT, row_hash
 from kasmina.ledger.heads import Known, KnownHeads
 from kasmina.ledger.store import (
     COLUMNS,
@@ -52,8 +52,6 @@ _LAST_START = (
     "SELECT hash FROM events WHERE event_type = 'RunStarted' ORDER BY position DESC LIMIT 1"
 )
 _NEW_RUN = "INSERT INTO ledger_runs (run_id, format) VALUES (?, ?)"
-#: The format new runs are written in; a run keeps the format it started with.
-LEDGER_FORMAT = 2
 #: Formats remembered per ledger (they never change); cleared whole when full.
 _MAX_FORMATS = 4096
 #: Their own stream holds a run's start and its seal; anywhere else they would forge one.
@@ -81,8 +79,7 @@ def payload_text(item: Prepared, form: int) -> str:
     """The payload's text in the run's ledger format, made now unless prepared in it."""
     if item.payload_text is not None and item.form == form:
         return item.payload_text
-    payload = item.event.payload
-    return payload.jcs_text() if form >= 2 else payload.canonical_text()
+    return formats.payload_text(item.event.payload, form)
 
 
 class Appending:
@@ -313,42 +310,11 @@ class Appending:
             text = payload_text(item, form)
             epoch_text = "null" if epoch is None else str(int(epoch))
             seed_text = "null" if seed is None else quoted[seed]
-            if form >= 2:
-                digest = run_prev = jcs.event_hash(
-                    jcs.quoted_envelope(
-                        quote(event.event_id),
-                        quoted_run,
-                        quoted[stream],
-                        version,
-                        quoted[event_type],
-                        kind.schema_version,
-                        epoch_text,
-                        seed_text,
-                        text,
-                        quoted_at,
-                        head[1],
-                        run_prev,
-                        event.rank,
-                    )  # fmt: skip
-                )
-            else:
-                digest = chain_hash(
-                    head[1],
-                    quoted_envelope(
-                        quote(event.event_id),
-                        quoted_run,
-                        quoted[stream],
-                        version,
-                        quoted[event_type],
-                        kind.schema_version,
-                        epoch_text,
-                        seed_text,
-                        text,
-                        quoted_at,
-                        f'"{head[1]}"',
-                        event.rank,
-                    ),  # fmt: skip
-                )
+            digest = run_prev = row_hash(
+                form, quote(event.event_id), quoted_run, quoted[stream], version,
+                quoted[event_type], kind.schema_version, epoch_text, seed_text, text,
+                quoted_at, head[1], run_prev, event.rank,
+            )  # fmt: skip
             heads[stream] = (version, digest)
             yield (
                 event.event_id,

@@ -17,18 +17,15 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-from kasmina import jcs
 from kasmina.canonical import (
     GENESIS_HASH,
     Json,
-    chain_hash,
-    envelope_text,
     quote,
-    quoted_envelope,
 )
 from kasmina.errors import PayloadInvalid
 from kasmina.events import RUN_STREAM
 from kasmina.ledger.artifacts import ARTIFACTS_ENV, ArtifactStore, Problem
+from kasmina.ledger.formats import row_hash
 from kasmina.ledger.store import Row
 
 if TYPE_CHECKING:
@@ -373,43 +370,11 @@ class ChainChecker:
             q_seed = quoted.get(seed_id) or self._quote(seed_id)
             epoch_text = "null" if epoch is None else str(epoch)
             q_time = quote(self._recorded_at_text(recorded_at))
-            if self.form >= 2:
-                run_prev = prev_hash if self.run_prev is None else self.run_prev
-                digest = jcs.event_hash(
-                    jcs.quoted_envelope(
-                        quote(event_id),
-                        q_run,
-                        q_stream,
-                        version,
-                        q_type,
-                        schema_version,
-                        epoch_text,
-                        q_seed,
-                        self._payload_text(payload, self.form),
-                        q_time,
-                        prev_hash,
-                        run_prev,
-                        rank,
-                    )  # fmt: skip
-                )
-            else:
-                digest = chain_hash(
-                    prev_hash,
-                    quoted_envelope(
-                        quote(event_id),
-                        q_run,
-                        q_stream,
-                        version,
-                        q_type,
-                        schema_version,
-                        epoch_text,
-                        q_seed,
-                        self._payload_text(payload),
-                        q_time,
-                        f'"{prev_hash}"',
-                        rank,
-                    ),  # fmt: skip
-                )
+            digest = row_hash(
+                self.form, quote(event_id), q_run, q_stream, version, q_type, schema_version,
+                epoch_text, q_seed, self._payload_text(payload, self.form), q_time, prev_hash,
+                prev_hash if self.run_prev is None else self.run_prev, rank,
+            )  # fmt: skip
         except (TypeError, ValueError):  # a column of the wrong type: named by the full check
             return self._check_fully(row)
         if digest != stored_hash:
@@ -522,30 +487,21 @@ class ChainChecker:
                 "prev_hash does not match the previous event's hash",
             )
         store = self.store
-        columns: dict[str, Any] = dict(
-            event_id=cast(str, row[1]),
-            run_id=cast(str, row[2]),
-            stream_id=stream,
-            version=version,
-            event_type=event_type,
-            schema_version=cast(int, row[6]),
-            epoch=cast("int | None", row[7]),
-            seed_id=cast("str | None", row[8]),
-            payload_text=store.payload_text(row[9], self.form),
-            recorded_at=store.recorded_at_text(row[10]),
-            prev_hash=prev_hash,
-            rank=cast("int | None", row[13]),
+        epoch, seed = cast("int | None", row[7]), cast("str | None", row[8])
+        digest = row_hash(
+            self.form, quote(cast(str, row[1])), quote(cast(str, row[2])), quote(stream),
+            version, quote(event_type), cast(int, row[6]),
+            "null" if epoch is None else str(epoch), "null" if seed is None else quote(seed),
+            store.payload_text(row[9], self.form), quote(store.recorded_at_text(row[10])),
+            prev_hash, prev_hash if self.run_prev is None else self.run_prev,
+            cast("int | None", row[13]),
+        )  # fmt: skip
+        detail = (
+            "the row's content, or the run's event before it by position, does not "
+            "match its hash: an event edited, moved, inserted or removed"
+            if self.form >= 2
+            else "the row's content does not match its hash"
         )
-        if self.form >= 2:
-            run_prev = prev_hash if self.run_prev is None else self.run_prev
-            digest = jcs.event_hash(jcs.envelope(**columns, run_prev_hash=run_prev))
-            detail = (
-                "the row's content, or the run's event before it by position, does not "
-                "match its hash: an event edited, moved, inserted or removed"
-            )
-        else:
-            digest = chain_hash(prev_hash, envelope_text(**columns))
-            detail = "the row's content does not match its hash"
         if digest != stored_hash:
             self._fault(stream, position, version, "hash_mismatch", detail)
         if event_type == "RunFinished":
