@@ -6,8 +6,9 @@ records (bench/workload.py) and in the same run:
 
 - payload validation: building each payload model from its dict;
 - envelope: `make_event` (a time-ordered event id, the checks);
-- canonical text: the payload's canonical JSON, what is stored and hashed;
-- hash chain: the envelope's canonical text and its SHA-256;
+- canonical text: the payload's RFC 8785 text (ledger format 2), what is
+  stored and hashed;
+- hash chain: the envelope's RFC 8785 text, with both links, and its SHA-256;
 - storage: the finished rows inserted into kasmina's ``events`` table, 1,000
   per transaction, WAL + synchronous=NORMAL, all indexes in place, with the
   checkpoints on a thread as kasmina runs them; then the same with SQLite's
@@ -39,9 +40,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from workload import Record, build  # noqa: E402
 
-from kasmina.canonical import GENESIS_HASH, chain_hash, quote, quoted_envelope  # noqa: E402
+from kasmina.canonical import GENESIS_HASH, quote  # noqa: E402
 from kasmina.events import NewEvent, Payload, make_event, payload_class  # noqa: E402
 from kasmina.ledger import Ledger, migrate  # noqa: E402
+from kasmina.ledger.formats import LEDGER_FORMAT, payload_text, row_hash  # noqa: E402
 from kasmina.ledger.run import LedgerRecorder  # noqa: E402
 from kasmina.ledger.sqlite import SQLiteStore  # noqa: E402
 from kasmina.ledger.store import INSERT_COLUMNS  # noqa: E402
@@ -69,11 +71,13 @@ def new_events(records: Sequence[Record], models: Sequence[Payload]) -> list[New
 def chained_rows(events: Sequence[NewEvent], texts: Sequence[str]) -> list[tuple[object, ...]]:
     """The rows an append would insert: versions per stream, the hash chain."""
     heads: dict[str, tuple[int, str]] = {}
+    run_prev = GENESIS_HASH
     at = "2026-11-23T00:00:00.000000+00:00"
     rows: list[tuple[object, ...]] = []
     for event, text in zip(events, texts, strict=True):
         version, prev = heads.get(event.stream_id, (0, GENESIS_HASH))
-        envelope = quoted_envelope(
+        digest = run_prev = row_hash(
+            LEDGER_FORMAT,
             quote(event.event_id),
             quote(event.run_id),
             quote(event.stream_id),
@@ -84,9 +88,10 @@ def chained_rows(events: Sequence[NewEvent], texts: Sequence[str]) -> list[tuple
             "null" if event.seed_id is None else quote(event.seed_id),
             text,
             quote(at),
-            quote(prev),
+            prev,
+            run_prev,
+            None,
         )
-        digest = chain_hash(prev, envelope)
         heads[event.stream_id] = (version + 1, digest)
         rows.append(
             (
@@ -179,12 +184,14 @@ def measure(records: Sequence[Record], repeat: int = 5) -> list[tuple[str, float
     migrate.upgrade(f"sqlite:///{template}")
     models = payload_models(records)
     events = new_events(records, models)
-    texts = [m.canonical_text() for m in models]
+    texts = [payload_text(m, LEDGER_FORMAT) for m in models]
     rows = chained_rows(events, texts)
     steps: dict[str, Callable[[], float]] = {
         "payload validation (model from dict)": lambda: _timed(lambda: payload_models(records)),
         "envelope (make_event, v7 event id)": lambda: _timed(lambda: new_events(records, models)),
-        "canonical payload text": lambda: _timed(lambda: [m.canonical_text() for m in models]),
+        "canonical payload text (RFC 8785)": lambda: _timed(
+            lambda: [payload_text(m, LEDGER_FORMAT) for m in models]
+        ),
         "hash chain (envelope text + SHA-256)": lambda: _timed(lambda: chained_rows(events, texts)),
         "storage: rows into events, all indexes": lambda: _store(template, rows, None),
         "  (the same with SQLite's checkpoints inside the commit)": lambda: _store(

@@ -49,6 +49,7 @@ from costs import (  # noqa: E402
 )
 
 from kasmina.ledger import migrate  # noqa: E402
+from kasmina.ledger.formats import LEDGER_FORMAT, payload_text  # noqa: E402
 from kasmina.ledger.store import INSERT_COLUMNS  # noqa: E402
 
 Row = tuple[object, ...]
@@ -163,7 +164,8 @@ def render(results: Sequence[tuple[str, float]]) -> list[str]:
 def main() -> int:
     records, repeat = workload_arguments(__doc__)
     models = payload_models(records)
-    rows = chained_rows(new_events(records, models), [m.canonical_text() for m in models])
+    texts = [payload_text(m, LEDGER_FORMAT) for m in models]
+    rows = chained_rows(new_events(records, models), texts)
     results = measure(rows, repeat)
     print(f"\n{len(rows):,} events, {BATCH:,} per transaction, median of {repeat}\n")
     print("\n".join(render(results)))

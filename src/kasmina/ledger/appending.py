@@ -228,9 +228,11 @@ class Appending:
                 heads[RUN_STREAM] = (run_head[0], run_head[1])
         form = LEDGER_FORMAT if starting else self._run_format(cur, run_id)
         run_prev = GENESIS_HASH if tip is None else tip[1]
-        if starting:
+        if starting and form >= 2:
             run_prev = self._start_run(cur, run_id, form)
             heads[RUN_STREAM] = (0, run_prev)
+        elif starting:
+            self._remember_format(run_id, form)  # format 1: no row, no links
         # Every head is read before the rows start: PostgreSQL's COPY holds the connection.
         for item in fresh:
             stream = item.event.stream_id
