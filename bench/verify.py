@@ -4,8 +4,7 @@
 
 Two synthetic runs (`kasmina.replay.synthetic`, the same seed, so the same
 events) are recorded into one SQLite file: one in format 1, as kasmina wrote
-every run before ledger format 2 (the format is chosen where a run starts,
-so the bench starts that one with format 1 set), and one in format 2. Then
+every run before ledger format 2 (`Ledger.new_run_format`), and one in format 2. Then
 `Ledger.verify(run)` of each is timed, interleaved, ``--repeat`` times; the
 table gives events/s and format 2 / format 1. Issue 22's target for verify is
 >= 1.5x of format 1 on a 1M-event run (``--events 1000000``), which needs
@@ -25,19 +24,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from kasmina.ledger import Ledger, appending  # noqa: E402
+from kasmina.ledger import Ledger  # noqa: E402
 from kasmina.replay.synthetic import synthetic_run  # noqa: E402
 
 EVENTS_PER_EPOCH = 10  # about, with 8 slots and seed 0 (bench/replay.py calibrates it)
 
 
 def record(ledger: Ledger, form: int, epochs: int, slots: int) -> str:
-    saved = appending.LEDGER_FORMAT
-    appending.LEDGER_FORMAT = form  # where a run starts: the format it keeps
-    try:
-        return synthetic_run(ledger, epochs=epochs, slots=slots, seed=0, gc_period=1000)
-    finally:
-        appending.LEDGER_FORMAT = saved
+    ledger.new_run_format = form  # where a run starts: the format it keeps
+    return synthetic_run(ledger, epochs=epochs, slots=slots, seed=0, gc_period=1000)
 
 
 def timed_verify(ledger: Ledger, run_id: str) -> tuple[float, int]:

@@ -312,6 +312,7 @@ def test_an_older_schema_exports_the_views_it_has(tmp_path: Path) -> None:
 
     url = f"sqlite:///{tmp_path / 'old.db'}"
     with Ledger.open(url) as ledger:
+        ledger.new_run_format = 1  # as every run was written before format 2
         ledger.start_run("old", seed=1, run_id=RUN).finish()
     migrate.downgrade(url, "0003")
     with Ledger.open(url) as ledger:

@@ -545,17 +545,19 @@ class TestSnapshots:
     def test_a_database_without_the_snapshots_table_folds_without_them(
         self, synthetic: Recorded, tmp_path: Path
     ) -> None:
-        url = copy_db(synthetic.url, tmp_path)
+        url = f"sqlite:///{tmp_path / 'old.db'}"
         with Ledger.open(url) as ledger:
-            expected = ledger.replay(synthetic.run_id, until_epoch=100)
+            ledger.new_run_format = 1  # as every run was written before format 2
+            run_id = synthetic_run(ledger, epochs=150, slots=8, seed=11)
+            expected = ledger.replay(run_id, until_epoch=100)
         migrate.downgrade(url, "0001")
         with Ledger.open(url) as ledger:
             assert ledger.revision == "0001"
-            assert ledger.replay(synthetic.run_id, until_epoch=100) == expected
+            assert ledger.replay(run_id, until_epoch=100) == expected
             with pytest.raises(ReplayError, match="db upgrade"):
-                ledger.replay(synthetic.run_id, snapshot_every=10)
+                ledger.replay(run_id, snapshot_every=10)
             with pytest.raises(ReplayError, match="db upgrade"):
-                snapshot_run(ledger, synthetic.run_id)
+                snapshot_run(ledger, run_id)
 
 
 # -- restore ------------------------------------------------------------------------

@@ -376,6 +376,7 @@ def test_a_run_never_resumed_reads_as_it_did_before_0010(
     db_url: str, demo_ledgers: dict[str, Ledger], backend: str
 ) -> None:
     with Ledger.open(db_url) as ledger:
+        ledger.new_run_format = 1  # as every run was written before format 2
         copy_run(demo_ledgers[backend], ledger, DEMO_RUN, "plain")
         record(ledger)  # a resumed run beside it changes nothing of it
     now = _snapshot(db_url)

@@ -85,9 +85,10 @@ def fingerprint(url: str) -> Fingerprint:
     return Fingerprint(digest, len(rows), triggers, roles, files, verified)
 
 
-def record_small_run(url: str, run_id: str = "victim") -> None:
+def record_small_run(url: str, run_id: str = "victim", *, ledger_format: int = 2) -> None:
     """A sealed run of a few events, the thing every attack tries to change."""
     with Ledger.open(url) as ledger:
+        ledger.new_run_format = ledger_format
         run = ledger.start_run(name="victim", seed=1, config={"epochs": 2}, run_id=run_id)
         ledger.append([sample(run_id, n=n) for n in range(5)])
         run.finish()

@@ -46,5 +46,6 @@ def attacked_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         url = str(request.getfixturevalue("pg_url"))
     else:
         url = request.getfixturevalue("owner_pg_url")
-    record_small_run(url)
+    marker = request.node.get_closest_marker("ledger_format")
+    record_small_run(url, ledger_format=marker.args[0] if marker else 2)
     yield url

@@ -17,6 +17,8 @@ from kasmina.ledger import Ledger, migrate
 from security.attacks import cli_error, fingerprint
 
 RANKED = "ranked"
+#: Both runs are format 2: undoing 0013 leaves their hashes in a format it cannot name.
+FORMATS = "the ledger format of 9 events in 2 runs (they would no longer verify)"
 
 
 @pytest.fixture
@@ -35,8 +37,8 @@ def _revision(url: str) -> str:
     ("target", "loss"),
     [
         ("base", "9 events in 2 runs"),
-        ("0001", "the rank of 2 events in 1 run"),
-        ("0004", "the rank of 2 events in 1 run"),
+        ("0001", f"the rank of 2 events in 1 run and {FORMATS}"),
+        ("0004", f"the rank of 2 events in 1 run and {FORMATS}"),
     ],
 )
 def test_a_downgrade_that_drops_data_is_refused_and_changes_nothing(
@@ -51,10 +53,11 @@ def test_a_downgrade_that_drops_data_is_refused_and_changes_nothing(
     assert _revision(url) == migrate.HEAD_REVISION
 
 
+@pytest.mark.ledger_format(1)
 def test_dropping_only_caches_and_views_goes_ahead(
     attacked_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """No rank was recorded: down to 0001 loses snapshots and views, no event, no hash."""
+    """A format-1 run, no rank: down to 0001 loses snapshots and views, no event, no hash."""
     hashes = rawdb.run(attacked_url, "SELECT position, hash FROM events ORDER BY position")
     assert main(["--db", attacked_url, "db", "downgrade", "0001"]) == 0, capsys.readouterr()
     assert capsys.readouterr().out.strip() == "database at revision 0001"
@@ -72,7 +75,7 @@ def test_discard_data_drops_it_and_says_what_went(
     capsys.readouterr()
     assert main(["--db", url, "db", "downgrade", "0004", "--discard-data"]) == 0
     out = capsys.readouterr().out.strip()
-    assert out == "database at revision 0004 (dropped the rank of 2 events in 1 run)"
+    assert out == f"database at revision 0004 (dropped the rank of 2 events in 1 run and {FORMATS})"
     assert rawdb.run(url, "SELECT COUNT(*) FROM events") == [(9,)]
     assert main(["--db", url, "db", "downgrade", "base", "--discard-data"]) == 0
     assert capsys.readouterr().out.strip() == (
@@ -104,4 +107,7 @@ def test_a_relative_target_is_checked_like_any_other(url: str) -> None:
     with pytest.raises(WouldLoseData, match=f"downgrade to -{above_rank} would drop the rank"):
         migrate.downgrade(url, f"-{above_rank}")
     assert fingerprint(url) == before
-    assert migrate.downgrade(url, f"-{above_rank - 1}") == []
+    # One step less keeps the ranks but still undoes 0013: the formats of the runs.
+    with pytest.raises(WouldLoseData, match=rf"-{above_rank - 1} would drop the ledger format of"):
+        migrate.downgrade(url, f"-{above_rank - 1}")
+    assert fingerprint(url) == before
