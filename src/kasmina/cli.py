@@ -24,7 +24,7 @@ import typer.main
 try:  # typer vendors click from 0.2x on; before, it depended on click itself
     from typer._click.exceptions import ClickException
 except ImportError:  # pragma: no cover
-    from click.exceptions import ClickException  # type: ignore[import-not-found,no-redef,unused-ignore]
+    from click.exceptions import ClickException  # type: ignore[import-not-found,no-redef,unused-ignore,assignment]
 from rich.console import Console
 
 from kasmina.errors import KasminaError
