@@ -315,7 +315,7 @@ def test_the_reader_holds_select_on_every_relation_and_nothing_more(victim: Vict
 
 
 def test_migration_0007_downgrades_and_upgrades_again(pg_url: str) -> None:
-    record_small_run(pg_url)
+    record_small_run(pg_url, ledger_format=1)  # as 0007's kasmina wrote it
     migrate.downgrade(pg_url, "0006")
     assert rawdb.run(pg_url, "SELECT to_regprocedure('kasmina_reader_rows(text)')") == [(None,)]
     [(select,)] = rawdb.run(

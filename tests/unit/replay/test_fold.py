@@ -219,8 +219,8 @@ class TestChain:
         rawdb.drop_triggers(url)
         rawdb.run(
             url,
-            "UPDATE events SET payload = replace(payload, '\"accuracy\":51.0', "
-            "'\"accuracy\":99.5') WHERE position = ?",
+            "UPDATE events SET payload = replace(payload, '\"accuracy\":51,', "
+            "'\"accuracy\":99.5,') WHERE position = ?",
             (position,),
         )
 
