@@ -73,15 +73,17 @@ def drop_triggers(url: str) -> None:
         if is_pg(conn):
             conn.execute("DROP TRIGGER events_immutable ON events")
             conn.execute("DROP TRIGGER events_no_truncate ON events")
-            found = conn.execute("SELECT to_regclass('ledger_runs') IS NOT NULL").fetchone()
-            if found and found[0]:
-                conn.execute("DROP TRIGGER ledger_runs_immutable ON ledger_runs")
-                conn.execute("DROP TRIGGER ledger_runs_no_truncate ON ledger_runs")
+            for table in ("ledger_runs", "run_tips"):
+                found = conn.execute(f"SELECT to_regclass('{table}') IS NOT NULL").fetchone()
+                if found and found[0]:
+                    conn.execute(f"DROP TRIGGER {table}_immutable ON {table}")
+                    conn.execute(f"DROP TRIGGER {table}_no_truncate ON {table}")
         else:
             conn.execute("DROP TRIGGER events_no_update")
             conn.execute("DROP TRIGGER events_no_delete")
-            conn.execute("DROP TRIGGER IF EXISTS ledger_runs_no_update")
-            conn.execute("DROP TRIGGER IF EXISTS ledger_runs_no_delete")
+            for table in ("ledger_runs", "run_tips"):
+                conn.execute(f"DROP TRIGGER IF EXISTS {table}_no_update")
+                conn.execute(f"DROP TRIGGER IF EXISTS {table}_no_delete")
     finally:
         conn.close()
 

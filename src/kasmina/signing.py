@@ -128,6 +128,15 @@ def seal_message(run_id: str, status: str, seal: dict[str, str]) -> bytes:
     return jcs_text({"run_id": run_id, "seal": seal, "status": status}).encode()
 
 
+def tip_message(run_id: str, position: int, digest: str) -> bytes:
+    """The bytes a run tip's signature covers: RFC 8785 text of the run, position and hash.
+
+    In ledger format 2 an event's hash commits to every event of its run
+    before it, so signing the run's last one signs the whole run so far.
+    """
+    return jcs_text({"hash": digest, "position": position, "run_id": run_id}).encode()
+
+
 def sign_seal(
     key: SigningKey | None, run_id: str, status: str, seal: dict[str, str]
 ) -> SealSignature | None:

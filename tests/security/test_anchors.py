@@ -16,6 +16,7 @@ import rawdb
 from helpers import sample
 
 from kasmina.cli import main
+from kasmina.errors import SigningError
 from kasmina.ledger import Ledger
 from kasmina.signing import SIGNING_KEY_ENV, generate, load
 from security.attacks import cli_error
@@ -72,17 +73,17 @@ def test_keygen_writes_a_private_key_only_its_owner_reads_and_refuses_to_replace
     assert load(path).public_hex != public
 
 
-def test_an_unusable_signing_key_is_one_error_line_and_the_run_stays_open(
+def test_an_unusable_signing_key_refuses_the_append_and_records_nothing(
     ledger: Ledger, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bad = tmp_path / "bad.pem"
     bad.write_text("not a key")
     monkeypatch.setenv(SIGNING_KEY_ENV, str(bad))
-    run = ledger.start_run(RUN, seed=1, run_id=RUN)
-    with pytest.raises(Exception, match=r"is not an unencrypted PEM private key"):
-        run.finish()
+    with pytest.raises(SigningError, match=rf"^{bad} is not an unencrypted PEM private key"):
+        ledger.start_run(RUN, seed=1, run_id=RUN)
+    assert ledger.runs() == []
     monkeypatch.delenv(SIGNING_KEY_ENV)
-    run.finish()
+    ledger.start_run(RUN, seed=1, run_id=RUN).finish()
     assert ledger.verify(RUN).ok
 
 
@@ -118,13 +119,49 @@ def test_a_run_cut_extended_and_sealed_again_without_the_key_is_a_fault(
         forger.append([sample(RUN, "r0c0", epoch=9, n=9)])
         forger.finish_run(RUN, "completed")
     assert _kinds(db_url, capsys=capsys) == []  # the database alone cannot tell
-    assert _kinds(db_url, "--public-key", public_key, capsys=capsys) == ["unsigned_seal"]
+    assert _kinds(db_url, "--public-key", public_key, capsys=capsys) == [
+        "unsigned_seal",
+        "unsigned_tail",
+    ]
     # Sealed with a key of the forger's own: signed, but not by the pinned key.
     rawdb.run(db_url, "DELETE FROM events WHERE event_type = 'RunFinished'")
     with Ledger.open(db_url) as forger:
         forger.signing_key = generate(key_path.with_name("forger.pem"))
         forger.finish_run(RUN, "completed")
-    assert _kinds(db_url, "--public-key", public_key, capsys=capsys) == ["untrusted_signature"]
+    assert _kinds(db_url, "--public-key", public_key, capsys=capsys) == [
+        "untrusted_signature",
+        "unsigned_tail",
+    ]
+
+
+def test_an_event_forged_onto_an_open_run_leaves_its_end_unsigned(
+    ledger: Ledger,
+    db_url: str,
+    key_path: Path,
+    public_key: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Each append signs the run's last event, which in format 2 covers all before it."""
+    monkeypatch.setenv(SIGNING_KEY_ENV, str(key_path))
+    _record(ledger, finish=False)
+    assert _kinds(db_url, "--public-key", public_key, capsys=capsys) == []
+    [(signed,)] = rawdb.run(db_url, "SELECT MAX(position) FROM run_tips")
+    monkeypatch.delenv(SIGNING_KEY_ENV)
+    with Ledger.open(db_url) as forger:  # every hash right, but no key
+        forger.append([sample(RUN, "r0c0", epoch=9, n=9)])
+    assert _kinds(db_url, capsys=capsys) == []
+    capsys.readouterr()
+    assert main(["--db", db_url, "verify", "--public-key", public_key]) == 1
+    [line] = [x for x in capsys.readouterr().out.splitlines() if x.startswith("FAULT")]
+    assert line.startswith("FAULT unsigned_tail: ")
+    assert f"the events after position {signed}, the last one the pinned key signed" in line
+    # The writer goes on, with its key: it never signs over an end it did not sign.
+    monkeypatch.setenv(SIGNING_KEY_ENV, str(key_path))
+    with Ledger.open(db_url) as writer:
+        writer.append([sample(RUN, "r0c0", epoch=10, n=10)])
+        writer.finish_run(RUN, "completed")
+    assert _kinds(db_url, "--public-key", public_key, capsys=capsys) == ["unsigned_tail"]
 
 
 def test_a_seal_altered_after_signing_is_a_fault(
@@ -230,6 +267,7 @@ def test_an_altered_or_unsigned_anchor_is_a_fault(
     pinned = ("--public-key", public_key)
     assert _kinds(db_url, "--anchor", str(unsigned), *pinned, capsys=capsys) == [
         "unsigned_seal",
+        "unsigned_tail",
         "unsigned_anchor",
     ]
     monkeypatch.setenv(SIGNING_KEY_ENV, str(key_path))

@@ -281,3 +281,52 @@ def test_downgrade_restores_the_old_guards_exactly(fresh_url: str) -> None:
     record_small_run(fresh_url)
     with Ledger.open(fresh_url) as ledger:
         assert ledger.verify().ok
+
+
+# -- the ledger's other tables: formats and signed tips ---------------------------------
+
+
+@pytest.fixture
+def signed_url(attacked_url: str, tmp_path: Path) -> str:
+    """The attacked ledger plus a run written with a signing key: rows in both tables."""
+    from kasmina.ledger import Ledger
+    from kasmina.signing import generate
+
+    with Ledger.open(attacked_url) as ledger:
+        ledger.signing_key = generate(tmp_path / "key.pem")
+        ledger.start_run("signed", seed=1, run_id="signed").finish()
+    assert rawdb.run(attacked_url, "SELECT COUNT(*) FROM run_tips") == [(2,)]
+    return attacked_url
+
+
+@pytest.mark.parametrize("table", ["ledger_runs", "run_tips"])
+@pytest.mark.parametrize("verb", ["UPDATE {} SET run_id = 'x'", "DELETE FROM {}"])
+def test_formats_and_signed_tips_are_immutable(signed_url: str, table: str, verb: str) -> None:
+    before = fingerprint(signed_url), rawdb.run(signed_url, f"SELECT * FROM {table}")
+    assert f"{table} is immutable" in _refused(signed_url, verb.format(table))
+    assert (fingerprint(signed_url), rawdb.run(signed_url, f"SELECT * FROM {table}")) == before
+
+
+@pytest.mark.parametrize("table", ["ledger_runs", "run_tips"])
+def test_formats_and_signed_tips_cannot_be_replaced_or_truncated(
+    signed_url: str, table: str
+) -> None:
+    before = rawdb.run(signed_url, f"SELECT * FROM {table}")
+    if signed_url.startswith("sqlite"):
+        statement = f"INSERT OR REPLACE INTO {table} SELECT * FROM {table}"
+    else:
+        statement = f"TRUNCATE {table}"
+    assert f"{table} is immutable" in _refused(signed_url, statement)
+    assert rawdb.run(signed_url, f"SELECT * FROM {table}") == before
+
+
+@pytest.mark.parametrize("table", ["ledger_runs", "run_tips"])
+def test_the_replica_role_does_not_skip_their_triggers(pg_url: str, table: str) -> None:
+    record_small_run(pg_url)
+    rows = rawdb.run(
+        pg_url,
+        "SELECT tgname, tgenabled FROM pg_trigger "
+        f"WHERE tgrelid = '{table}'::regclass AND NOT tgisinternal ORDER BY tgname",
+    )
+    assert rows == [(f"{table}_immutable", "A"), (f"{table}_no_truncate", "A")]
+    assert f"{table} is immutable" in _as_replica(pg_url, f"TRUNCATE {table}")

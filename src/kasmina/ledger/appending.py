@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, cast
 
 from kasmina.canonical import GENESIS_HASH, quote
 from kasmina.errors import (
@@ -41,6 +42,9 @@ from kasmina.ledger.store import (
     integer,
 )
 
+if TYPE_CHECKING:
+    from kasmina.signing import SigningKey
+
 _HEAD = (
     "SELECT version, hash, event_type FROM events WHERE run_id = ? AND stream_id = ? "
     "ORDER BY version DESC LIMIT 1"
@@ -52,6 +56,15 @@ _LAST_START = (
     "SELECT hash FROM events WHERE event_type = 'RunStarted' ORDER BY position DESC LIMIT 1"
 )
 _NEW_RUN = "INSERT INTO ledger_runs (run_id, format) VALUES (?, ?)"
+_TIP_ROW = (
+    "INSERT INTO run_tips (run_id, position, hash, public_key, signature) VALUES (?, ?, ?, ?, ?)"
+)
+_SIGNED_AT = (
+    "SELECT signature FROM run_tips WHERE run_id = ? AND position = ? AND hash = ? "
+    "AND public_key = ?"
+)
+#: `Appending.signer` has not looked at ``KASMINA_SIGNING_KEY`` yet.
+_UNREAD = object()
 #: Formats remembered per ledger (they never change); cleared whole when full.
 _MAX_FORMATS = 4096
 #: Their own stream holds a run's start and its seal; anywhere else they would forge one.
@@ -91,6 +104,8 @@ class Appending:
     #: The ledger format a run starts in, and keeps. 1 only to reproduce a ledger
     #: an older kasmina wrote (tests and benchmarks do); format 1 proves less.
     new_run_format: int = LEDGER_FORMAT
+    #: Signs each append's run tip and each seal; None takes ``KASMINA_SIGNING_KEY``.
+    signing_key: SigningKey | None = None
 
     def _init_appending(self, store: Store) -> None:
         self._head = store.sql(_HEAD)
@@ -100,6 +115,11 @@ class Appending:
         self._new_run_sql = store.sql(_NEW_RUN)
         self._known = KnownHeads()
         self._formats: dict[str, int] = {}
+        self._tip_row_sql = store.sql(_TIP_ROW)
+        self._signed_at_sql = store.sql(_SIGNED_AT)
+        #: run id -> the last tip this ledger signed; a stale entry only costs a lookup.
+        self._signed_tips: dict[str, tuple[int, str]] = {}
+        self._configured: object = _UNREAD
 
     def _require_head(self) -> None:
         """Refuse to write a database at another schema revision than this kasmina's."""
@@ -245,10 +265,51 @@ class Appending:
         if fresh:  # the store takes every row or raises, so all of `fresh` is written
             rows = self._chained_rows(run_id, fresh, heads, known, form, run_prev)
             self._store.insert_events(cur, rows)
-        tip = self._tip(cur, run_id)
+        before, tip = tip, self._tip(cur, run_id)
+        if fresh and form >= 2 and tip is not None:
+            self._sign_tip(cur, run_id, before, tip)
         closed = any(isinstance(item.event.payload, RunFinished) for item in fresh)
         staged[0] = None if closed or tip is None else Known(run_id, tip[0], {**known, **heads})
         return AppendResult(len(fresh), len(prepared) - len(fresh), heads)
+
+    def signer(self) -> SigningKey | None:
+        """The key that signs run tips and seals: `signing_key`, else ``KASMINA_SIGNING_KEY``'s
+        (read once per ledger), else none."""
+        if self.signing_key is not None:
+            return self.signing_key
+        if self._configured is _UNREAD:
+            from kasmina import signing  # cryptography loads only where a key is configured
+
+            self._configured = signing.configured_key()
+        return cast("SigningKey | None", self._configured)
+
+    def _sign_tip(
+        self, cur: Cursor, run_id: str, before: tuple[int, str] | None, tip: tuple[int, str]
+    ) -> None:
+        """Sign the run's last event in the transaction that wrote it, when a key is set.
+
+        In format 2 that signature covers every event before it, so the key
+        only signs where it signed the run's end before this append too (or
+        the run starts here): what someone without the key appended in
+        between stays an unsigned tail, which ``verify --public-key`` names,
+        rather than being signed over.
+        """
+        key = self.signer()
+        if key is None:
+            return
+        from kasmina.signing import tip_message, verify_signature
+
+        if before is not None and self._signed_tips.get(run_id) != before:
+            cur.execute(self._signed_at_sql, (run_id, before[0], before[1], key.public_hex))
+            row = cur.fetchone()
+            message = tip_message(run_id, before[0], before[1])
+            if row is None or not verify_signature(key.public_hex, message, str(row[0])):
+                return
+        signature = key.sign(tip_message(run_id, tip[0], tip[1]))
+        cur.execute(self._tip_row_sql, (run_id, tip[0], tip[1], key.public_hex, signature))
+        if len(self._signed_tips) >= _MAX_FORMATS:
+            self._signed_tips.clear()
+        self._signed_tips[run_id] = tip
 
     def _run_format(self, cur: Cursor, run_id: str) -> int:
         """The ledger format the run is written in: its `ledger_runs` row's, else 1."""

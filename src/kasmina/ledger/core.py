@@ -54,7 +54,6 @@ from kasmina.ledger.verify import VerifyReport, verify_runs
 
 if TYPE_CHECKING:
     from kasmina.run_state import ReplayState
-    from kasmina.signing import SigningKey
 
 DEFAULT_URL = "sqlite:///kasmina.db"
 PAGE_SIZE = 1000
@@ -142,8 +141,6 @@ class Ledger(Appending):
         self.url = store.url
         #: Where this ledger's checkpoints are kept (see `kasmina.ledger.artifacts`).
         self.artifacts: ArtifactStore | None = artifact_store(store.url, artifacts)
-        #: Signs run seals; None takes ``KASMINA_SIGNING_KEY`` when a run finishes.
-        self.signing_key: SigningKey | None = None
         self.revision = store.schema_revision()
         self._init_appending(store)
         ranked = self.revision is not None and self.revision >= RANK_REVISION
@@ -279,7 +276,7 @@ class Ledger(Appending):
         from kasmina import signing  # cryptography loads only where a run is sealed
 
         self._require_head()
-        key = self.signing_key if self.signing_key is not None else signing.configured_key()
+        key = self.signer()
 
         def seal_and_append(cur: Cursor) -> str:
             head = self._read_head(cur, run_id, RUN_STREAM)

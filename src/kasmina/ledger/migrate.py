@@ -87,7 +87,7 @@ DOWNGRADE_LOSSES: dict[str, tuple[str, str] | None] = {
 EVENTS_REVISION = "0001"
 
 #: The tables kasmina's migrations make (the views are `schema.VIEWS`), for repairs.
-_KASMINA_TABLES = frozenset({"alembic_version", "events", "snapshots", "ledger_runs"})
+_KASMINA_TABLES = frozenset({"alembic_version", "events", "snapshots", "ledger_runs", "run_tips"})
 
 
 def upgrade(url: str, revision: str = "head") -> None:

@@ -86,6 +86,18 @@ class LedgerRunRow(Base):
     __table_args__ = (CheckConstraint("format >= 2", name="format_known"),)
 
 
+class RunTipRow(Base):
+    """A signature of a run's last event after an append (`kasmina.signing.tip_message`)."""
+
+    __tablename__ = "run_tips"
+
+    run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    position: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    hash: Mapped[str] = mapped_column(String(64))
+    public_key: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[str] = mapped_column(String(128))
+
+
 class SnapshotRow(Base):
     """Folded replay state at a position (see `kasmina.replay.snapshots`)."""
 

@@ -46,6 +46,7 @@ FaultKind = Literal[
     "bad_seal",
     "bad_signature",
     "unsigned_seal",
+    "unsigned_tail",
     "untrusted_signature",
     "anchor_cut",
     "anchor_mismatch",
@@ -144,6 +145,8 @@ def verify_runs(
         report.runs.append(checker.result())
         report.faults.extend(starts.faults(run_id))
         report.faults.extend(checker.faults)
+        if trusted is not None and form >= 2 and checker.run_prev is not None:
+            report.faults.extend(_tip_faults(store, run_id, checker, trusted))
         report.faults.extend(_check_artifacts(store, run_id, saved, artifacts))
     if whole_ledger:
         report.faults.extend(starts.missing())
@@ -267,6 +270,7 @@ class ChainChecker:
     """
 
     __slots__ = (
+        "last_position",
         "_link",
         "_trusted",
         "_payload_text",
@@ -309,6 +313,8 @@ class ChainChecker:
         self._trusted = trusted
         #: Format 2: the hash of the run's last event checked (None before the first).
         self.run_prev = run_prev
+        #: The position of the run's last event checked.
+        self.last_position: int | None = None
         self.heads: dict[str, tuple[int, str]] = dict(heads or {})
         self.sealed = sealed
         self.count = count
@@ -383,7 +389,7 @@ class ChainChecker:
             return self._check_fully(row)
         self.count += 1
         self.heads[stream] = (version, stored_hash)
-        self.run_prev = stored_hash
+        self.run_prev, self.last_position = stored_hash, position
         return True
 
     def _origin(self, stream: str, row: Row) -> str:
@@ -512,7 +518,7 @@ class ChainChecker:
             )
             self.sealed = True
         self.heads[stream] = (version, stored_hash)
-        self.run_prev = stored_hash
+        self.run_prev, self.last_position = stored_hash, position
         return len(self.faults) == found
 
     def result(self) -> RunCheck:
@@ -625,6 +631,43 @@ def _check_seal(
             )
         )
     return faults
+
+
+def _tip_faults(store: Store, run_id: str, checker: ChainChecker, trusted: str) -> list[Fault]:
+    """A fault unless the pinned key signed the run's last event (`kasmina.signing.tip_message`).
+
+    In format 2 that one signature covers every event before it too, so
+    whatever was appended by someone without the key is an unsigned tail.
+    """
+    from kasmina.signing import tip_message, verify_signature
+
+    last, digest = checker.last_position, checker.run_prev
+    if last is None or digest is None:
+        return []
+    signed: int | None = None
+    signed_hash = None
+    if store.has_table("run_tips"):
+        rows = store.fetch(
+            "SELECT position, hash, signature FROM run_tips WHERE run_id = ? AND public_key = ? "
+            "ORDER BY position DESC",
+            (run_id, trusted),
+        )
+        for position, tip_hash, signature in rows:
+            if type(position) is not int or not isinstance(signature, str):
+                continue
+            if verify_signature(trusted, tip_message(run_id, position, str(tip_hash)), signature):
+                signed, signed_hash = position, tip_hash
+                break
+    if signed == last and signed_hash == digest:
+        return []
+    if signed is None:
+        detail = f"no event of the run is signed by the pinned key {trusted[:12]}…"
+    else:
+        detail = (
+            f"the events after position {signed}, the last one the pinned key signed, "
+            "were appended without the key"
+        )
+    return [Fault(run_id, RUN_STREAM, last, None, "unsigned_tail", detail)]
 
 
 def _signature_problem(
