@@ -8,6 +8,8 @@ before it (`kasmina.jcs`), so `verify` reports each one.
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import rawdb
 from helpers import sample, stage_change
@@ -120,3 +122,39 @@ def test_verify_says_which_format_each_run_is(
     assert ", sealed, format 2\n" in capsys.readouterr().out
     assert main(["--db", url, "verify", "second", "--format", "json"]) == 0
     assert '"format": 2' in capsys.readouterr().out
+
+
+def test_runs_started_at_once_by_many_writers_chain_one_after_another(db_url: str) -> None:
+    """Each run start links to the one before it: concurrent starts take turns.
+
+    Without the ledger-wide lock two runs starting together would both link to
+    the same earlier start, and `verify` would report a `broken_run_link`.
+    """
+    writers = 6
+    barrier = threading.Barrier(writers)
+    failures: list[BaseException] = []
+
+    def start(n: int) -> None:
+        try:
+            with Ledger.open(db_url) as own:
+                barrier.wait()
+                for k in range(3):
+                    own.start_run(f"w{n}", seed=n, run_id=f"w{n}-{k}").finish()
+        except BaseException as exc:  # reported below, not lost in the thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=start, args=(n,)) for n in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    with Ledger.open(db_url) as ledger:
+        report = ledger.verify()
+    assert report.ok, report.faults[:3]
+    assert len(report.runs) == writers * 3
+    links = rawdb.run(
+        db_url,
+        "SELECT prev_hash FROM events WHERE event_type = 'RunStarted' ORDER BY position",
+    )
+    assert len(set(links)) == writers * 3  # no two runs link to the same start
