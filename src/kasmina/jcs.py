@@ -198,8 +198,62 @@ def _write(value: Json, out: list[str]) -> None:
         out.append(orjson.dumps(value).decode())  # int, bool, None
 
 
+def _plain(values: dict[str, object]) -> dict[str, object]:
+    """A payload of plain values as orjson writes it to JCS, copied only where it must change.
+
+    The common payload is a dict of short keys, text, safe integers, flags and
+    non-integral doubles, perhaps with a dict of metrics: all written by orjson
+    as they are. One pass checks that; integral doubles (an alpha of 1.0) are
+    swapped for integers in a copy. Anything else raises `_Slow` for `_map`,
+    which handles every case (and `TypeError`, for a key that is not text).
+    """
+    keys = "".join(values)
+    if "\x00" in keys or (keys and max(keys) >= "\ue000"):
+        raise _Slow
+    out = values
+    for key, value in values.items():
+        kind = type(value)
+        if kind is str:
+            if "\x00" in value:  # type: ignore[operator]
+                raise _Slow
+            continue
+        if kind is float:
+            number = cast(float, value)
+            if not _ORJSON_DECIMAL <= abs(number) < _INTEGER_FORM:  # NaN fails this too
+                if number != 0.0 or math.copysign(1.0, number) < 0:
+                    raise _Slow
+            elif not number.is_integer():
+                continue
+            elif not -EXACT_INT <= number <= EXACT_INT:
+                raise _Slow
+            replaced: object = int(number)
+        elif kind is int:
+            if not -EXACT_INT <= cast(int, value) <= EXACT_INT:
+                raise _Slow
+            continue
+        elif kind is dict:
+            replaced = _plain(cast(dict[str, object], value))
+            if replaced is value:
+                continue
+        elif kind is bool or value is None:
+            continue
+        else:
+            raise _Slow
+        if out is values:
+            out = dict(values)
+        out[key] = replaced
+    return out
+
+
 def _encode(value: object, stored: bool) -> str:
     try:
+        if type(value) is dict and not stored:
+            try:
+                plain = _plain(cast(dict[str, object], value))
+            except (_Slow, TypeError):
+                pass
+            else:
+                return orjson.dumps(plain, option=_SORTED).decode()
         return orjson.dumps(_map(value, stored), option=_SORTED).decode()
     except _Slow:
         pass

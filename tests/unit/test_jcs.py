@@ -71,6 +71,23 @@ def test_keys_sort_by_utf16_code_units_not_code_points() -> None:
     assert jcs_text(value).index("\U0001f600") < jcs_text(value).index("\ue000")
 
 
+@pytest.mark.parametrize(
+    ("payload", "text"),
+    [
+        ({"alpha": 1.0, "m": {"a": 0.0, "b": 0.5}}, '{"alpha":1,"m":{"a":0,"b":0.5}}'),
+        ({"alpha": -0.0, "loss": math.nan}, '{"alpha":"-0.0","loss":"NaN"}'),
+        ({"grad": 1.5e-7, "big": 1e20}, '{"big":100000000000000000000,"grad":1.5e-7}'),
+        ({"n": 2**53 - 1, "s": "x"}, '{"n":9007199254740991,"s":"x"}'),
+    ],
+)
+def test_a_payload_of_plain_values_is_written_as_the_general_path_writes_it(
+    payload: dict[str, object], text: str
+) -> None:
+    before = repr(payload)
+    assert jcs_text(payload) == text
+    assert repr(payload) == before  # 1.0 is written as 1 from a copy, not in place
+
+
 def test_what_json_has_no_number_for_is_spelt_as_in_format_1() -> None:
     assert jcs_value([math.nan, math.inf, -math.inf, -0.0, 0.0, 2.0]) == [
         "NaN",
