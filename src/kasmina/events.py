@@ -709,15 +709,20 @@ def read_payload(event_type: str, schema_version: int, data: Mapping[str, Json])
     """A stored payload as a model: its class if this process knows the type, else raw."""
     if event_type not in _REGISTRY:
         return RawPayload.model_validate(data, context=_READ)
-    return load_payload(event_type, schema_version, data)
+    return load_payload(event_type, schema_version, data, stored=True)
 
 
-def load_payload(event_type: str, schema_version: int, data: Mapping[str, Json]) -> Payload:
-    """Validate a payload, upcasting an old schema version to the current one."""
+def load_payload(
+    event_type: str, schema_version: int, data: Mapping[str, Json], *, stored: bool = False
+) -> Payload:
+    """Validate a payload, upcasting an old schema version to the current one.
+
+    `stored`: read back from the ledger, rather than new input to record.
+    """
     cls = payload_class(event_type)
     current = upcast(event_type, schema_version, data)
     try:
-        return cls.model_validate(current, context=_READ)
+        return cls.model_validate(current, context=_READ if stored else None)
     except ValidationError as exc:
         raise PayloadInvalid(_validation_line(event_type, exc)) from None
 

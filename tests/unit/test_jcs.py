@@ -169,6 +169,9 @@ def test_a_config_keeps_an_integer_too_wide_for_a_double_as_its_text() -> None:
 def test_a_config_double_read_back_as_a_long_integer_is_a_double_again() -> None:
     stored = json.loads(_started({"big": 1e20, "huge": 1e300}).jcs_text())
     stored["config"] = {"big": 10**20, "huge": 10**300}  # as JSONB returns them
-    read = load_payload("RunStarted", RunStarted.schema_version, stored)
+    read = load_payload("RunStarted", RunStarted.schema_version, stored, stored=True)
     assert isinstance(read, RunStarted)
     assert read.config == {"big": 1e20, "huge": 1e300}
+    given = load_payload("RunStarted", RunStarted.schema_version, stored)  # new input
+    assert isinstance(given, RunStarted)
+    assert given.config == {"big": str(10**20), "huge": str(10**300)}
