@@ -214,7 +214,7 @@ def measure(records: Sequence[Record], repeat: int = 5) -> list[tuple[str, float
         for name in (
             "payload validation (model from dict)",
             "envelope (make_event, v7 event id)",
-            "canonical payload text",
+            "canonical payload text (RFC 8785)",
             "hash chain (envelope text + SHA-256)",
         )
     )

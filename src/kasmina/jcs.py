@@ -201,9 +201,9 @@ def _write(value: Json, out: list[str]) -> None:
 def _plain(values: dict[str, object]) -> dict[str, object]:
     """A payload of plain values as orjson writes it to JCS, copied only where it must change.
 
-    The common payload is a dict of short keys, text, safe integers, flags and
-    non-integral doubles, perhaps with a dict of metrics: all written by orjson
-    as they are. One pass checks that; integral doubles (an alpha of 1.0) are
+    The common payload is a dict of short keys, text, safe integers, flags,
+    non-integral doubles and lists of names, perhaps with a dict of metrics:
+    all written by orjson as they are. One pass checks that; integral doubles (an alpha of 1.0) are
     swapped for integers in a copy. Anything else raises `_Slow` for `_map`,
     which handles every case (and `TypeError`, for a key that is not text).
     """
@@ -237,6 +237,10 @@ def _plain(values: dict[str, object]) -> dict[str, object]:
                 continue
         elif kind is bool or value is None:
             continue
+        elif kind is list and all(type(item) is str for item in cast(list[object], value)):
+            if any("\x00" in item for item in cast(list[str], value)):
+                raise _Slow
+            continue  # names, such as the checks a gate passed
         else:
             raise _Slow
         if out is values:

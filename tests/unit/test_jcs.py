@@ -78,12 +78,18 @@ def test_keys_sort_by_utf16_code_units_not_code_points() -> None:
         ({"alpha": -0.0, "loss": math.nan}, '{"alpha":"-0.0","loss":"NaN"}'),
         ({"grad": 1.5e-7, "big": 1e20}, '{"big":100000000000000000000,"grad":1.5e-7}'),
         ({"n": 2**53 - 1, "s": "x"}, '{"n":9007199254740991,"s":"x"}'),
+        ({"passed": ["b", "a"], "failed": []}, '{"failed":[],"passed":["b","a"]}'),
+        ({"passed": ["a\x00"]}, None),
     ],
 )
 def test_a_payload_of_plain_values_is_written_as_the_general_path_writes_it(
-    payload: dict[str, object], text: str
+    payload: dict[str, object], text: str | None
 ) -> None:
     before = repr(payload)
+    if text is None:
+        with pytest.raises(PayloadInvalid, match="NUL"):
+            jcs_text(payload)
+        return
     assert jcs_text(payload) == text
     assert repr(payload) == before  # 1.0 is written as 1 from a copy, not in place
 
