@@ -16,8 +16,10 @@ signed by any other key is then a fault, as is an unsigned one.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -146,6 +148,35 @@ def sign_seal(
     return SealSignature(
         public_key=key.public_hex, value=key.sign(seal_message(run_id, status, seal))
     )
+
+
+#: What is wrong with a signature: missing where a key is pinned, not matching, or another key's.
+Verdict = Literal["unsigned", "bad", "untrusted"]
+
+
+def signature_problem(
+    what: str, signed: tuple[str, str] | None, message: Callable[[], bytes], trusted: str | None
+) -> tuple[Verdict, str] | None:
+    """The one rule for a seal's or an anchor's signature (`signed`: public key, value).
+
+    Unsigned is fine unless a key is pinned; a signature must match `message`;
+    with a pinned key, it must be that key's. `what` names the thing signed.
+    """
+    if signed is None:
+        if trusted is None:
+            return None
+        return "unsigned", f"{what} is not signed, but key {trusted[:12]}… is pinned"
+    public, value = signed
+    if not verify_signature(public, message(), value):
+        return (
+            "bad",
+            f"{what}'s signature does not match it (key {public[:12]}…): altered after signing",
+        )
+    if trusted is not None and public != trusted:
+        return "untrusted", (
+            f"{what} is signed by key {public[:12]}…, not by the pinned key {trusted[:12]}…"
+        )
+    return None
 
 
 def verify_signature(public: str, message: bytes, signature: str) -> bool:

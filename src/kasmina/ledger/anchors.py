@@ -26,7 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from kasmina.errors import SigningError
 from kasmina.events import RUN_STREAM
 from kasmina.jcs import jcs_text
-from kasmina.ledger.verify import Fault, run_formats
+from kasmina.ledger.heads import STREAM_HEADS
+from kasmina.ledger.verify import Fault, FaultKind, RunStartChain, run_formats
 
 if TYPE_CHECKING:
     from kasmina.ledger.core import Ledger
@@ -36,14 +37,8 @@ ANCHOR_VERSION = 1
 #: Faults of the anchor itself rather than of one run.
 LEDGER = "*"
 
-_HEADS = (
-    "SELECT e.stream_id, e.version, e.hash FROM events e WHERE e.run_id = ? AND e.version = "
-    "(SELECT MAX(m.version) FROM events m WHERE m.run_id = e.run_id "
-    "AND m.stream_id = e.stream_id) ORDER BY e.stream_id"
-)
 _ANY = "SELECT 1 FROM events WHERE run_id = ? LIMIT 1"
 _AT = "SELECT hash FROM events WHERE run_id = ? AND stream_id = ? AND version = ?"
-_STARTS = "SELECT hash FROM events WHERE event_type = 'RunStarted' ORDER BY position"
 
 
 class AnchoredRun(BaseModel):
@@ -99,14 +94,14 @@ def make_anchor(ledger: Ledger, run_id: str | None, key: SigningKey | None) -> A
     formats = run_formats(store)
     runs = {}
     for check in report.runs:
-        rows = store.fetch(_HEADS, (check.run_id,))
+        rows = store.fetch(STREAM_HEADS, (check.run_id,))
         heads = {str(stream): (int(str(version)), str(digest)) for stream, version, digest in rows}
         runs[check.run_id] = AnchoredRun(
             format=formats.get(check.run_id, 1), events=check.events, heads=heads
         )
     starts = None
     if run_id is None:
-        hashes = [str(row[0]) for row in store.fetch(_STARTS)]
+        hashes = RunStartChain(store, formats).hashes
         starts = RunStarts(count=len(hashes), last=hashes[-1] if hashes else None)
     anchor = Anchor(
         created_at=datetime.now(UTC).isoformat(timespec="microseconds"),
@@ -201,7 +196,7 @@ def check_anchor(ledger: Ledger, anchor: Anchor, trusted: str | None) -> list[Fa
                     )  # fmt: skip
                 )
     if anchor.run_starts is not None and anchor.run_starts.last is not None:
-        hashes = [str(row[0]) for row in store.fetch(_STARTS)]
+        hashes = RunStartChain(store, formats).hashes
         count, last = anchor.run_starts.count, anchor.run_starts.last
         if len(hashes) < count or hashes[count - 1] != last:
             faults.append(
@@ -219,22 +214,22 @@ def check_anchor(ledger: Ledger, anchor: Anchor, trusted: str | None) -> list[Fa
     return faults
 
 
-def _signature_faults(anchor: Anchor, trusted: str | None) -> Iterable[Fault]:
-    signature = anchor.signature
-    if signature is None:
-        if trusted is not None:
-            yield Fault(LEDGER, "-", None, None, "unsigned_anchor",
-                        f"the anchor is not signed, but key {trusted[:12]}… is pinned")  # fmt: skip
-        return
-    from kasmina.signing import verify_signature
+_ANCHOR_FAULTS: dict[str, FaultKind] = {
+    "unsigned": "unsigned_anchor",
+    "bad": "bad_anchor_signature",
+    "untrusted": "untrusted_signature",
+}
 
-    if signature.algorithm != "Ed25519" or not verify_signature(
-        signature.public_key, anchor.signed_text().encode(), signature.value
-    ):
-        yield Fault(LEDGER, "-", None, None, "bad_anchor_signature",
-                    "the anchor's signature does not match it: the file was altered")  # fmt: skip
-        return
-    if trusted is not None and signature.public_key != trusted:
-        yield Fault(LEDGER, "-", None, None, "untrusted_signature",
-                    f"the anchor is signed by key {signature.public_key[:12]}…, not by the "
-                    f"pinned key {trusted[:12]}…")  # fmt: skip
+
+def _signature_faults(anchor: Anchor, trusted: str | None) -> Iterable[Fault]:
+    from kasmina.signing import signature_problem
+
+    signature = anchor.signature
+    signed = None if signature is None else (signature.public_key, signature.value)
+    if signature is not None and signature.algorithm != "Ed25519":
+        signed = (signature.public_key, "")  # no other algorithm is ever written
+    problem = signature_problem(
+        "the anchor", signed, lambda: anchor.signed_text().encode(), trusted
+    )
+    if problem is not None:
+        yield Fault(LEDGER, "-", None, None, _ANCHOR_FAULTS[problem[0]], problem[1])

@@ -142,7 +142,6 @@ class Appending:
         if not batch:
             return AppendResult(0, 0)
         run_id = batch[0].run_id
-        prepared: list[Prepared] = []
         lazy = self._store.streams_rows
         for event in batch:
             if not isinstance(event, NewEvent):
@@ -158,11 +157,14 @@ class Appending:
                     f"{event.event_type} belongs in the {RUN_STREAM!r} stream, "
                     f"not {event.stream_id!r}"
                 )
-            prepared.append(Prepared(event, None))
         form = self.new_run_format if isinstance(batch[0].payload, RunStarted) else None
         form = self._formats.get(run_id, form)
-        if not lazy and form is not None:  # the text's work outside the lock, where it is known
-            prepared = [Prepared(p.event, payload_text(p, form), form) for p in prepared]
+        if lazy or form is None:  # made in the lock, as the rows stream out or in the run's format
+            prepared = [Prepared(event, None) for event in batch]
+        else:  # the text's work outside the lock, where the run's format is known
+            prepared = [
+                Prepared(event, formats.payload_text(event.payload, form), form) for event in batch
+            ]
         self._require_head()
         staged: list[Known | None] = [None]
 

@@ -38,6 +38,7 @@ from kasmina.ledger.appending import Appending, AppendResult, Prepared
 from kasmina.ledger.artifacts import ARTIFACTS_ENV, ArtifactError, ArtifactStore, artifact_store
 from kasmina.ledger.attempts import Attempts
 from kasmina.ledger.errors import UPGRADE_HINT, redact, translate
+from kasmina.ledger.heads import STREAM_HEADS
 from kasmina.ledger.readonly import DEFAULT_TIMEOUT_S, check_timeout
 from kasmina.ledger.run import Run, new_run_id
 from kasmina.ledger.store import (
@@ -295,7 +296,7 @@ class Ledger(Appending):
                 if isinstance(stored, dict) and stored.get("status") == status:
                     return head[1]
                 raise RunClosed(run_id)
-            seal = {str(stream): str(digest) for stream, digest in self._heads(cur, run_id)}
+            seal = {str(stream): str(digest) for stream, _, digest in self._heads(cur, run_id)}
             event = make_event(
                 RunFinished(
                     status=status, seal=seal, signature=signing.sign_seal(key, run_id, status, seal)
@@ -313,14 +314,7 @@ class Ledger(Appending):
             return self._store.transact(run_id, seal_and_append)
 
     def _heads(self, cur: Cursor, run_id: str) -> list[Row]:
-        cur.execute(
-            self._store.sql(
-                "SELECT e.stream_id, e.hash FROM events e WHERE e.run_id = ? AND e.version = "
-                "(SELECT MAX(m.version) FROM events m WHERE m.run_id = e.run_id "
-                "AND m.stream_id = e.stream_id) ORDER BY e.stream_id"
-            ),
-            (run_id,),
-        )
+        cur.execute(self._store.sql(STREAM_HEADS), (run_id,))
         return cur.fetchall()
 
     def runs(self) -> list[RunInfo]:

@@ -24,6 +24,14 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
+#: Each stream of a run (one ``?``) with its last version and hash: what a seal
+#: and an anchor record.
+STREAM_HEADS = (
+    "SELECT e.stream_id, e.version, e.hash FROM events e WHERE e.run_id = ? AND e.version = "
+    "(SELECT MAX(m.version) FROM events m WHERE m.run_id = e.run_id "
+    "AND m.stream_id = e.stream_id) ORDER BY e.stream_id"
+)
+
 #: Runs remembered per ledger: a process writes few runs at once.
 MAX_RUNS = 16
 

@@ -123,7 +123,7 @@ def verify_runs(
     """
     report = VerifyReport()
     formats = run_formats(store)
-    starts = RunStarts(store, formats)
+    starts = RunStartChain(store, formats)
     for run_id in run_ids:
         if type(run_id) is not str:
             shown = _shown(run_id)
@@ -173,7 +173,7 @@ def run_format(store: Store, run_id: str) -> int:
     return rows[0][0] if rows and type(rows[0][0]) is int else 1
 
 
-class RunStarts:
+class RunStartChain:
     """The ledger's run starts in position order: the chain each format-2 run's first event
     continues, and the runs the ledger recorded but no longer holds."""
 
@@ -186,6 +186,8 @@ class RunStarts:
         self._before: dict[str, str] = {}
         #: run id -> the format-2 run that started earlier than this format-1 one.
         self._after_format_2: dict[str, str] = {}
+        #: Every run start's hash, in position order: the chain an anchor covers.
+        self.hashes: list[str] = []
         previous, newer = GENESIS_HASH, None
         for run_id, digest in rows:
             if type(run_id) is not str:
@@ -197,6 +199,7 @@ class RunStarts:
                 elif newer is not None:
                     self._after_format_2[run_id] = newer
             previous = str(digest)
+            self.hashes.append(previous)
 
     def link(self, run_id: str, form: int) -> str | None:
         """What the run's first event must link to; None for a format-1 run (no link)."""
@@ -679,38 +682,34 @@ def _tip_faults(store: Store, run_id: str, checker: ChainChecker, trusted: str) 
     return [Fault(run_id, RUN_STREAM, last, None, "unsigned_tail", detail)]
 
 
+_SEAL_FAULTS: dict[str, FaultKind] = {
+    "unsigned": "unsigned_seal",
+    "bad": "bad_signature",
+    "untrusted": "untrusted_signature",
+}
+
+
 def _signature_problem(
     run_id: str, payload: dict[str, Json], seal: dict[str, Json], trusted: str | None
 ) -> tuple[FaultKind, str] | None:
     """What is wrong with the seal's signature, given the key the verifier pins (if any)."""
-    signature = payload.get("signature")
-    if signature is None:
-        if trusted is None:
-            return None
-        return "unsigned_seal", (
-            f"the seal is not signed, but key {trusted[:12]}… is pinned: "
-            "sealed by someone without the key"
-        )
-    from kasmina.signing import seal_message, verify_signature
+    from kasmina.signing import seal_message, signature_problem
 
-    public = signature.get("public_key") if isinstance(signature, dict) else None
-    value = signature.get("value") if isinstance(signature, dict) else None
-    status = payload.get("status")
-    if not (isinstance(public, str) and isinstance(value, str) and isinstance(status, str)):
-        return "bad_signature", "the seal's signature is malformed"
-    try:
-        message = seal_message(run_id, status, {str(k): str(v) for k, v in seal.items()})
-    except PayloadInvalid:
-        return "bad_signature", "the seal cannot be written as canonical JSON"
-    if not verify_signature(public, message, value):
-        return "bad_signature", (
-            f"the seal's signature does not match it (key {public[:12]}…): altered after signing"
-        )
-    if trusted is not None and public != trusted:
-        return "untrusted_signature", (
-            f"the seal is signed by key {public[:12]}…, not by the pinned key {trusted[:12]}…"
-        )
-    return None
+    signature = payload.get("signature")
+    signed = None
+    if signature is not None:
+        public = signature.get("public_key") if isinstance(signature, dict) else None
+        value = signature.get("value") if isinstance(signature, dict) else None
+        status = payload.get("status")
+        if not (isinstance(public, str) and isinstance(value, str) and isinstance(status, str)):
+            return "bad_signature", "the seal's signature is malformed"
+        try:
+            message = seal_message(run_id, status, {str(k): str(v) for k, v in seal.items()})
+        except PayloadInvalid:
+            return "bad_signature", "the seal cannot be written as canonical JSON"
+        signed = (public, value)
+    problem = signature_problem("the seal", signed, lambda: message, trusted)
+    return None if problem is None else (_SEAL_FAULTS[problem[0]], problem[1])
 
 
 def report_json(report: VerifyReport) -> str:
