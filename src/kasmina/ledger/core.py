@@ -33,8 +33,9 @@ from kasmina.events import (
     read_payload,
     slot_stream,
 )
+from kasmina.ids import uuid_bytes
 from kasmina.ledger import migrate
-from kasmina.ledger.appending import Appending, AppendResult, Prepared
+from kasmina.ledger.appending import Appending, AppendResult, Prepared, Staged
 from kasmina.ledger.artifacts import ARTIFACTS_ENV, ArtifactError, ArtifactStore, artifact_store
 from kasmina.ledger.attempts import Attempts
 from kasmina.ledger.errors import UPGRADE_HINT, redact, translate
@@ -280,7 +281,8 @@ class Ledger(Appending):
         key = self.signer()
 
         def seal_and_append(cur: Cursor) -> str:
-            head = self._read_head(cur, run_id, RUN_STREAM)
+            keys = self._run_keys(cur, run_id)
+            head = None if keys is None else self._read_head(cur, keys, RUN_STREAM)
             if head is None:
                 raise RunNotFound(run_id)
             if head[2] == "RunFinished":
@@ -305,8 +307,8 @@ class Ledger(Appending):
                 stream_id=RUN_STREAM,
                 rank=rank,
             )
-            prepared = [Prepared(event, None)]
-            result = self._append_locked(cur, run_id, prepared, look_up_ids=True, staged=[None])
+            prepared = [Prepared(event, uuid_bytes(event.event_id) or b"", None)]
+            result = self._append_locked(cur, run_id, prepared, look_up_ids=True, staged=Staged())
             return result.heads[RUN_STREAM][1]
 
         self._known.forget(run_id)

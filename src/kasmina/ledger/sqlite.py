@@ -42,7 +42,7 @@ from kasmina.errors import DatabaseUnavailable, ReadOnlyLedger
 from kasmina.ledger.creation import folder_lock
 from kasmina.ledger.readonly import DEFAULT_TIMEOUT_S
 from kasmina.ledger.readonly_sqlite import open_query
-from kasmina.ledger.store import Cursor, Param, Row, Store
+from kasmina.ledger.store import Cursor, Param, Row, Store, micros
 from kasmina.ledger.wal import BACKSTOP_PAGES, WalCopier
 
 Synchronous = Literal["NORMAL", "FULL"]
@@ -141,9 +141,9 @@ class SQLiteStore(Store):
         return text
 
     def is_duplicate_event_id(self, exc: BaseException) -> bool:
-        """The name ``events.event_id`` is in the unique index's message and in that of
-        the trigger refusing a replaced row (revision 0006), which fires first."""
-        return isinstance(exc, sqlite3.IntegrityError) and "events.event_id" in str(exc)
+        """The name ``ledger_events.event_id`` is in the unique index's message and in
+        that of the trigger refusing a replaced row (revision 0014), which fires first."""
+        return isinstance(exc, sqlite3.IntegrityError) and "ledger_events.event_id" in str(exc)
 
     def is_busy(self, exc: BaseException) -> bool:
         if not isinstance(exc, sqlite3.OperationalError):
@@ -207,7 +207,9 @@ class SQLiteStore(Store):
             return self._conn.execute(sql, params).fetchall()
 
     def has_table(self, name: str) -> bool:
-        rows = self.fetch("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,))
+        rows = self.fetch(
+            "SELECT 1 FROM sqlite_master WHERE type IN ('table', 'view') AND name=?", (name,)
+        )
         return bool(rows)
 
     def schema_revision(self) -> str | None:
@@ -226,7 +228,10 @@ class SQLiteStore(Store):
         return cast(str, raw)  # stored as the hashed text itself, in any format
 
     def recorded_at_param(self, when: datetime, text: str) -> Param:
-        return text
+        return micros(when)
+
+    def event_id_param(self, event_id: str, uuid: bytes) -> Param:
+        return uuid
 
     def recorded_at_text(self, raw: object) -> str:
         return cast(str, raw)  # stored as the hashed text itself

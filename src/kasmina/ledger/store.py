@@ -14,7 +14,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import ClassVar, NamedTuple, Protocol, TypeAlias, TypeVar
 
@@ -22,7 +22,7 @@ from kasmina.canonical import Json
 from kasmina.errors import DatabaseLocked, LedgerError
 from kasmina.ledger.errors import redact
 
-Param: TypeAlias = "str | int | float | None | datetime | list[str]"
+Param: TypeAlias = "str | int | float | bytes | None | datetime | list[str]"
 Row: TypeAlias = tuple[object, ...]
 T = TypeVar("T")
 
@@ -36,6 +36,21 @@ def integer(value: object, what: str) -> int:
     if type(value) is int:
         return value
     raise LedgerError(f"the database holds {value!r} as {what}, not an integer")
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def micros(when: datetime) -> int:
+    """Microseconds since 1970 (UTC): how SQLite's ``ledger_events`` keeps a time, exactly."""
+    delta = when - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def hash_text(raw: object) -> str:
+    """A hash as ``ledger_events`` holds it (32 bytes; text in a row an older ledger
+    left unusual) as the hex the chain links."""
+    return raw.hex() if isinstance(raw, bytes) else str(raw)
 
 
 def optional_integer(value: object, what: str) -> int | None:
@@ -76,10 +91,24 @@ class EventRow(NamedTuple):
     rank: int | None
 
 
-#: Columns in the order the ledger reads and writes them.
+#: Columns of the `events` view in the order the ledger reads them.
 COLUMNS: tuple[str, ...] = EventRow._fields
-#: The columns an append writes, in the order of its rows: all but the position.
-INSERT_COLUMNS = COLUMNS[1:]
+#: The columns of ``ledger_events`` an append writes, in the order of its rows
+#: (revision 0014): the run and stream by key, and no ``prev_hash``.
+INSERT_COLUMNS: tuple[str, ...] = (
+    "event_id",
+    "run_key",
+    "stream_key",
+    "version",
+    "event_type",
+    "schema_version",
+    "epoch",
+    "seed_id",
+    "payload",
+    "recorded_at",
+    "hash",
+    "rank",
+)
 
 
 class Store(ABC):
@@ -131,7 +160,9 @@ class Store(ABC):
         values = ", ".join(
             self.payload_placeholder if column == "payload" else "?" for column in INSERT_COLUMNS
         )
-        return self.sql(f"INSERT INTO events ({', '.join(INSERT_COLUMNS)}) VALUES ({values})")
+        return self.sql(
+            f"INSERT INTO ledger_events ({', '.join(INSERT_COLUMNS)}) VALUES ({values})"
+        )
 
     def insert_events(self, cur: Cursor, rows: Iterable[Sequence[Param]]) -> None:
         """Insert chained rows (`INSERT_COLUMNS` order) inside the write transaction."""
@@ -216,6 +247,10 @@ class Store(ABC):
 
     @abstractmethod
     def recorded_at_param(self, when: datetime, text: str) -> Param: ...
+
+    @abstractmethod
+    def event_id_param(self, event_id: str, uuid: bytes) -> Param:
+        """The event id as ``ledger_events`` stores it, given as text and as its 16 bytes."""
 
     @abstractmethod
     def recorded_at_value(self, raw: object) -> datetime: ...
