@@ -147,20 +147,16 @@ def _views() -> list[tuple[str, str]]:
         "WHERE c.relkind = 'v' AND c.relnamespace = current_schema()::regnamespace "
         "AND c.relname <> 'events'"
     )
-    needs = {
-        str(view): str(used)
-        for view, used in _rows(
-            "SELECT DISTINCT v.relname, u.relname FROM pg_depend d "
-            "JOIN pg_rewrite w ON w.oid = d.objid JOIN pg_class v ON v.oid = w.ev_class "
-            "JOIN pg_class u ON u.oid = d.refobjid "
-            "WHERE d.classid = 'pg_rewrite'::regclass AND u.relkind = 'v' AND u.oid <> v.oid"
-        )
-    }
     pending = {str(name): f"CREATE VIEW {name} AS {body}" for name, body in rows}
     deps: dict[str, set[str]] = {name: set() for name in pending}
-    for view, used in needs.items():
-        if view in deps and used in pending:
-            deps[view].add(used)
+    for view, used in _rows(
+        "SELECT DISTINCT v.relname, u.relname FROM pg_depend d "
+        "JOIN pg_rewrite w ON w.oid = d.objid JOIN pg_class v ON v.oid = w.ev_class "
+        "JOIN pg_class u ON u.oid = d.refobjid "
+        "WHERE d.classid = 'pg_rewrite'::regclass AND u.relkind = 'v' AND u.oid <> v.oid"
+    ):
+        if str(view) in deps and str(used) in pending:
+            deps[str(view)].add(str(used))
     ordered: list[tuple[str, str]] = []
     while pending:
         ready = sorted(name for name in pending if not deps[name] & pending.keys())
