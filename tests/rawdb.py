@@ -101,17 +101,29 @@ CREATE TRIGGER events_tamper_insert INSTEAD OF INSERT ON events BEGIN
 END;
 """
 
-_PG_WRITABLE_EVENTS = """
+_PG_WRITABLE_EVENTS = r"""
+CREATE FUNCTION kasmina_test_stored(value text, pattern text, length int) RETURNS bytea
+LANGUAGE sql IMMUTABLE AS $$
+  SELECT CASE WHEN value ~ pattern THEN decode(replace(value, '-', ''), 'hex')
+              WHEN octet_length(value) = length - 1 THEN '\x0000'::bytea || convert_to(value, 'UTF8')
+              ELSE '\x00'::bytea || convert_to(value, 'UTF8') END
+$$;
+CREATE FUNCTION kasmina_test_id(value text) RETURNS bytea LANGUAGE sql IMMUTABLE AS $$
+  SELECT kasmina_test_stored(value, '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$', 16)
+$$;
+CREATE FUNCTION kasmina_test_hash(value text) RETURNS bytea LANGUAGE sql IMMUTABLE AS $$
+  SELECT kasmina_test_stored(value, '^[0-9a-f]{64}$', 32)
+$$;
 CREATE FUNCTION kasmina_test_events_write() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   IF TG_OP = 'DELETE' THEN
     DELETE FROM ledger_events WHERE position = OLD.position;
     RETURN OLD;
   ELSIF TG_OP = 'UPDATE' THEN
-    UPDATE ledger_events SET position = NEW.position, event_id = NEW.event_id::uuid,
+    UPDATE ledger_events SET position = NEW.position, event_id = kasmina_test_id(NEW.event_id),
       version = NEW.version, event_type = NEW.event_type, schema_version = NEW.schema_version,
       epoch = NEW.epoch, seed_id = NEW.seed_id, payload = NEW.payload,
-      recorded_at = NEW.recorded_at, hash = decode(NEW.hash, 'hex'), rank = NEW.rank
+      recorded_at = NEW.recorded_at, hash = kasmina_test_hash(NEW.hash), rank = NEW.rank
     WHERE position = OLD.position;
     RETURN NEW;
   END IF;
@@ -123,9 +135,9 @@ BEGIN
   INSERT INTO ledger_events (position, event_id, run_key, stream_key, version, event_type,
     schema_version, epoch, seed_id, payload, recorded_at, hash, rank)
   SELECT COALESCE(NEW.position, nextval(pg_get_serial_sequence('ledger_events', 'position'))),
-    NEW.event_id::uuid, r.run_key, s.stream_key, NEW.version, NEW.event_type,
+    kasmina_test_id(NEW.event_id), r.run_key, s.stream_key, NEW.version, NEW.event_type,
     NEW.schema_version, NEW.epoch, NEW.seed_id, NEW.payload, NEW.recorded_at,
-    decode(NEW.hash, 'hex'), NEW.rank
+    kasmina_test_hash(NEW.hash), NEW.rank
   FROM ledger_runs r JOIN ledger_streams s ON s.run_key = r.run_key AND s.stream_id = NEW.stream_id
   WHERE r.run_id = NEW.run_id;
   RETURN NEW;

@@ -50,6 +50,7 @@ ZEROS = "0" * 64
 _TABLES = ("ledger_runs", "ledger_streams", "ledger_events")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 _HASH = re.compile(r"[0-9a-f]{64}\Z")
+_UUID_SQL = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 
 
 def _pg() -> bool:
@@ -84,12 +85,38 @@ def _at_text(column: str) -> str:
     )
 
 
+# PostgreSQL has no column that holds either bytes or text: a value an older ledger
+# holds that is not a UUID or a hash is kept as its UTF-8 bytes after one NUL
+# (two where one would make it exactly as long as a UUID or a hash), and
+# read back without them. Ids and hashes never hold a NUL.
+
+
+def _pg_text_of(column: str) -> str:
+    return f"convert_from(ltrim({column}, '\\x00'::bytea), 'UTF8')"
+
+
 def _pg_hex(column: str) -> str:
-    return f"encode({column}, 'hex')"
+    return (
+        f"CASE WHEN length({column}) = 32 THEN encode({column}, 'hex') "
+        f"ELSE {_pg_text_of(column)} END"
+    )
 
 
 def _pg_id_text(column: str) -> str:
-    return f"{column}::text"
+    return (
+        f"CASE WHEN length({column}) = 16 THEN encode({column}, 'hex')::uuid::text "
+        f"ELSE {_pg_text_of(column)} END"
+    )
+
+
+def _pg_bytes(column: str, pattern: str, length: int, value: str) -> str:
+    """The stored bytes of a text `column` that matches `pattern` as `value`, else kept."""
+    text = f"convert_to({column}, 'UTF8')"
+    return (
+        f"CASE WHEN {column} ~ '{pattern}' THEN {value} "
+        f"WHEN octet_length({column}) = {length - 1} THEN '\\x0000'::bytea || {text} "
+        f"ELSE '\\x00'::bytea || {text} END"
+    )
 
 
 def _pg_at_text(column: str) -> str:
@@ -294,7 +321,7 @@ def _create_tables() -> None:
         sa.Column("position", position, primary_key=True, autoincrement=True),
         sa.Column(
             "event_id",
-            sa.LargeBinary().with_variant(postgresql.UUID(as_uuid=False), "postgresql"),
+            sa.LargeBinary(),
             nullable=False,
         ),
         sa.Column("run_key", sa.BigInteger(), nullable=False),
@@ -324,6 +351,12 @@ def _create_tables() -> None:
     op.create_index(
         op.f("ix_ledger_events_run_key_position"), "ledger_events", ["run_key", "position"]
     )
+    # Every view reads its rows by type; the cookbook's seed look-ups by type and seed.
+    op.create_index(
+        op.f("ix_ledger_events_event_type_run_key_seed_id"),
+        "ledger_events",
+        ["event_type", "run_key", "seed_id"],
+    )
 
 
 def _copy_up() -> None:
@@ -331,8 +364,13 @@ def _copy_up() -> None:
     pg = _pg()
     if not pg:
         _sqlite_converters()
-    as_id = "e.event_id::uuid" if pg else "kasmina_id_value(e.event_id)"
-    as_hash = "decode({}, 'hex')" if pg else "kasmina_hash_value({})"  # one {} each
+    if pg:
+        as_id = _pg_bytes(
+            "e.event_id", _UUID_SQL, 16, "decode(replace(e.event_id, '-', ''), 'hex')"
+        )
+        as_hash = _pg_bytes("{0}", "^[0-9a-f]{{64}}$", 32, "decode({0}, 'hex')")
+    else:
+        as_id, as_hash = "kasmina_id_value(e.event_id)", "kasmina_hash_value({0})"
     as_time = "e.recorded_at" if pg else "kasmina_time_value(e.recorded_at)"
     start = (
         "(SELECT x.prev_hash FROM events x WHERE x.run_id = f.run_id "

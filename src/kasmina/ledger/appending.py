@@ -71,6 +71,8 @@ _SIGNED_AT = (
 _UNREAD = object()
 #: Run and stream keys remembered per ledger (they never change); cleared whole when full.
 _MAX_KEYS = 4096
+#: Ids looked up per statement, within SQLite's limit on parameters.
+_IDS_PER_LOOKUP = 10_000
 #: Their own stream holds a run's start and its seal; anywhere else they would forge one.
 _RUN_ONLY = frozenset({RunStarted, RunFinished})
 
@@ -265,6 +267,7 @@ class Appending:
         names no row.
         """
         ids = [p.event.event_id for p in prepared]
+        uuids = [p.uuid for p in prepared]
         if len(set(ids)) != len(ids):
             seen: set[str] = set()
             for event_id in ids:
@@ -273,7 +276,7 @@ class Appending:
                 seen.add(event_id)
         keys = self._run_keys(cur, run_id)
         if look_up_ids:
-            stored = self._stored(cur, ids)
+            stored = self._stored(cur, uuids)
             stored_form = keys.form if stored and keys is not None else LEDGER_FORMAT
             fresh = [item for item in prepared if not self._repeats(item, stored, stored_form)]
         else:
@@ -442,7 +445,7 @@ class Appending:
             )  # fmt: skip
             heads[stream] = (version, digest)
             yield (
-                store.event_id_param(event.event_id, item.uuid),
+                item.uuid,
                 run_key,
                 stream_keys[stream],
                 version,
@@ -478,12 +481,19 @@ class Appending:
         row = cur.fetchone()
         return None if row is None else (integer(row[0], "a position"), hash_text(row[1]))
 
-    def _stored(self, cur: Cursor, ids: Sequence[str]) -> dict[str, EventRow]:
-        """The events stored under any of these ids: one statement, one parameter."""
-        condition, param = self._store.ids_filter(list(ids))
-        cur.execute(f"SELECT {', '.join(COLUMNS)} FROM events WHERE {condition}", (param,))
-        found = map(EventRow._make, cur.fetchall())
-        return {str(row.event_id): row for row in found}
+    def _stored(self, cur: Cursor, uuids: Sequence[bytes]) -> dict[str, EventRow]:
+        """The events stored under any of these ids, found by the index on their bytes."""
+        found: dict[str, EventRow] = {}
+        for start in range(0, len(uuids), _IDS_PER_LOOKUP):
+            condition, params = self._store.ids_filter(list(uuids[start : start + _IDS_PER_LOOKUP]))
+            cur.execute(
+                f"SELECT {', '.join(COLUMNS)} FROM events WHERE position IN "
+                f"(SELECT position FROM ledger_events WHERE {condition})",
+                params,
+            )
+            for row in map(EventRow._make, cur.fetchall()):
+                found[str(row.event_id)] = row
+        return found
 
     def _repeats(self, item: Prepared, stored: Mapping[str, EventRow], form: int) -> bool:
         """Whether the event is stored already as given; one stored otherwise is refused."""

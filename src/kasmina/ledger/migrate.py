@@ -231,7 +231,7 @@ def _repair_half_made(conn: Connection, url: str) -> None:
             "WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%'"
         )
     }
-    for table in ("events", "_alembic_tmp_events"):
+    for table in ("events", "_alembic_tmp_events", "ledger_events"):
         if kinds.get(table) == "table":
             (events,) = conn.exec_driver_sql(f"SELECT COUNT(*) FROM {table}").one()
             if events:

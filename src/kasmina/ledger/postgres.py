@@ -56,8 +56,8 @@ class PostgresStore(Store):
             and exc.diag.constraint_name == "uq_ledger_events_event_id"
         )
 
-    def ids_filter(self, ids: list[str]) -> tuple[str, Param]:
-        return "event_id = ANY(%s)", ids
+    def ids_filter(self, uuids: list[bytes]) -> tuple[str, list[Param]]:
+        return "event_id = ANY(%s)", [uuids]
 
     @contextmanager
     def write(self, run_id: str) -> Iterator[Cursor]:
@@ -114,9 +114,6 @@ class PostgresStore(Store):
 
     def recorded_at_param(self, when: datetime, text: str) -> Param:
         return when
-
-    def event_id_param(self, event_id: str, uuid: bytes) -> Param:
-        return event_id  # COPY's text form of a uuid
 
     def recorded_at_value(self, raw: object) -> datetime:
         return cast(datetime, raw).astimezone(UTC)

@@ -22,7 +22,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from kasmina.canonical import Json
@@ -80,17 +80,16 @@ class LedgerStreamRow(Base):
 class LedgerEventRow(Base):
     """An event as stored; the `events` view reads it with the columns of DESIGN §2.
 
-    The id is 16 bytes (a UUID; SQLite keeps an id of another form, from an
-    older ledger, as text), the hash 32 bytes, the time integer microseconds
-    on SQLite; there is no ``prev_hash``: it is the stream's previous hash.
+    The id is 16 bytes (a UUID), the hash 32 bytes, the time integer
+    microseconds on SQLite; there is no ``prev_hash``: it is the stream's
+    previous hash. An id or hash of another form, from an older ledger, is
+    kept as text (SQLite) or as NUL-led UTF-8 (PostgreSQL; see revision 0014).
     """
 
     __tablename__ = "ledger_events"
 
     position: Mapped[int] = mapped_column(PositionType, primary_key=True, autoincrement=True)
-    event_id: Mapped[bytes] = mapped_column(
-        LargeBinary().with_variant(UUID(as_uuid=False), "postgresql")
-    )
+    event_id: Mapped[bytes] = mapped_column(LargeBinary)
     run_key: Mapped[int] = mapped_column(BigInteger)
     stream_key: Mapped[int] = mapped_column(BigInteger)
     version: Mapped[int] = mapped_column(Integer)
@@ -110,6 +109,7 @@ class LedgerEventRow(Base):
         UniqueConstraint("event_id"),
         UniqueConstraint("stream_key", "version"),
         Index(None, "run_key", "position"),
+        Index(None, "event_type", "run_key", "seed_id"),
         {"sqlite_autoincrement": True},
     )
 

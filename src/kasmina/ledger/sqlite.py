@@ -27,7 +27,6 @@ Several processes may append to one SQLite ledger, within limits:
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import urllib.parse
@@ -153,8 +152,8 @@ class SQLiteStore(Store):
             return int(code) & 0xFF == sqlite3.SQLITE_BUSY  # and its extended codes
         return "database is locked" in str(exc)
 
-    def ids_filter(self, ids: list[str]) -> tuple[str, Param]:
-        return "event_id IN (SELECT value FROM json_each(?))", json.dumps(ids)
+    def ids_filter(self, uuids: list[bytes]) -> tuple[str, list[Param]]:
+        return f"event_id IN ({', '.join('?' * len(uuids))})", list(uuids)
 
     @contextmanager
     def write(self, run_id: str) -> Iterator[Cursor]:
@@ -229,9 +228,6 @@ class SQLiteStore(Store):
 
     def recorded_at_param(self, when: datetime, text: str) -> Param:
         return micros(when)
-
-    def event_id_param(self, event_id: str, uuid: bytes) -> Param:
-        return uuid
 
     def recorded_at_text(self, raw: object) -> str:
         return cast(str, raw)  # stored as the hashed text itself

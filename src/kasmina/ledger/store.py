@@ -22,7 +22,7 @@ from kasmina.canonical import Json
 from kasmina.errors import DatabaseLocked, LedgerError
 from kasmina.ledger.errors import redact
 
-Param: TypeAlias = "str | int | float | bytes | None | datetime | list[str]"
+Param: TypeAlias = "str | int | float | bytes | None | datetime | list[str] | list[bytes]"
 Row: TypeAlias = tuple[object, ...]
 T = TypeVar("T")
 
@@ -48,9 +48,14 @@ def micros(when: datetime) -> int:
 
 
 def hash_text(raw: object) -> str:
-    """A hash as ``ledger_events`` holds it (32 bytes; text in a row an older ledger
-    left unusual) as the hex the chain links."""
-    return raw.hex() if isinstance(raw, bytes) else str(raw)
+    """A hash as ``ledger_events`` holds it as the hex the chain links.
+
+    32 bytes; a hash an older ledger held in another form is kept as text on
+    SQLite and as NUL-led UTF-8 on PostgreSQL (revision 0014).
+    """
+    if isinstance(raw, bytes):
+        return raw.hex() if len(raw) == 32 else raw.lstrip(b"\0").decode(errors="replace")
+    return str(raw)
 
 
 def optional_integer(value: object, what: str) -> int | None:
@@ -140,12 +145,9 @@ class Store(ABC):
         """Adapt SQL written with ``?`` placeholders to the driver's style."""
 
     @abstractmethod
-    def ids_filter(self, ids: list[str]) -> tuple[str, Param]:
-        """A WHERE condition matching the events whose id is one of `ids`, and its one parameter.
-
-        One parameter however many ids, so the statement text (and its plan)
-        is the same for every batch.
-        """
+    def ids_filter(self, uuids: list[bytes]) -> tuple[str, list[Param]]:
+        """A condition on ``ledger_events`` matching the rows whose id is one of `uuids`
+        (each id's 16 bytes), and its parameters."""
 
     @abstractmethod
     def is_duplicate_event_id(self, exc: BaseException) -> bool:
@@ -247,10 +249,6 @@ class Store(ABC):
 
     @abstractmethod
     def recorded_at_param(self, when: datetime, text: str) -> Param: ...
-
-    @abstractmethod
-    def event_id_param(self, event_id: str, uuid: bytes) -> Param:
-        """The event id as ``ledger_events`` stores it, given as text and as its 16 bytes."""
 
     @abstractmethod
     def recorded_at_value(self, raw: object) -> datetime: ...
