@@ -75,8 +75,8 @@ def _state(url: str) -> tuple[object, ...]:
 
 
 def _fresh_id(url: str) -> str:
-    """SQL for an event id no row has: 16 random bytes, a random UUID on PostgreSQL."""
-    return "randomblob(16)" if url.startswith("sqlite") else "gen_random_uuid()"
+    """SQL for an event id no row has: 16 random bytes, as a UUID is stored."""
+    return "randomblob(16)" if url.startswith("sqlite") else "uuid_send(gen_random_uuid())"
 
 
 def _last_row_again(table: str, **values: str) -> str:
@@ -92,7 +92,7 @@ def _last_row_again(table: str, **values: str) -> str:
 
 # -- SQLite: a row may never replace another -----------------------------------
 
-FRESH_ID = "randomblob(16)"
+FRESH_ID = _fresh_id("sqlite")
 
 REPLACEMENTS = {
     # Each takes one key (set) of a table's last row and keeps the others fresh.
