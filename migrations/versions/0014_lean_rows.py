@@ -431,9 +431,10 @@ def _carry_sequence(old: str, new: str) -> None:
     """PostgreSQL: `new` hands out positions after every one `old` ever handed out."""
     taken = _rows(f"SELECT pg_get_serial_sequence('{old}', 'position')")[0][0]
     op.execute(
-        f"SELECT setval(pg_get_serial_sequence('{new}', 'position'), GREATEST("
-        f"(SELECT last_value FROM {taken}), "
-        f"(SELECT COALESCE(MAX(position), 0) FROM {new}), 1))"
+        f"SELECT setval(pg_get_serial_sequence('{new}', 'position'), last) FROM ("
+        f"SELECT GREATEST(CASE WHEN is_called THEN last_value ELSE 0 END, "
+        f"(SELECT COALESCE(MAX(position), 0) FROM {new})) AS last FROM {taken}) handed "
+        "WHERE last > 0"
     )
 
 
