@@ -105,11 +105,13 @@ _PG_WRITABLE_EVENTS = r"""
 CREATE FUNCTION kasmina_test_stored(value text, pattern text, length int) RETURNS bytea
 LANGUAGE sql IMMUTABLE AS $$
   SELECT CASE WHEN value ~ pattern THEN decode(replace(value, '-', ''), 'hex')
-              WHEN octet_length(value) = length - 1 THEN '\x0000'::bytea || convert_to(value, 'UTF8')
+              WHEN octet_length(value) = length - 1
+              THEN '\x0000'::bytea || convert_to(value, 'UTF8')
               ELSE '\x00'::bytea || convert_to(value, 'UTF8') END
 $$;
 CREATE FUNCTION kasmina_test_id(value text) RETURNS bytea LANGUAGE sql IMMUTABLE AS $$
-  SELECT kasmina_test_stored(value, '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$', 16)
+  SELECT kasmina_test_stored(
+    value, '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$', 16)
 $$;
 CREATE FUNCTION kasmina_test_hash(value text) RETURNS bytea LANGUAGE sql IMMUTABLE AS $$
   SELECT kasmina_test_stored(value, '^[0-9a-f]{64}$', 32)

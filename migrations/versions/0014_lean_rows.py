@@ -423,7 +423,8 @@ def _copy_up() -> None:
             op.execute("DELETE FROM sqlite_sequence WHERE name = 'ledger_events'")
             op.execute(
                 "INSERT INTO sqlite_sequence (name, seq) SELECT 'ledger_events', "
-                f"MAX({int(str(taken[0][0]))}, COALESCE((SELECT MAX(position) FROM ledger_events), 0))"
+                f"MAX({int(str(taken[0][0]))}, "
+                "COALESCE((SELECT MAX(position) FROM ledger_events), 0))"
             )
 
 
@@ -594,12 +595,12 @@ def _guard_down() -> None:
             "AND stream_id = NEW.stream_id AND version = NEW.version)"
         )
         at = "EXISTS (SELECT 1 FROM events WHERE position = NEW.position)"
+        versions = "events.run_id, events.stream_id, events.version"
         op.execute(
             f"CREATE TRIGGER events_no_replace BEFORE INSERT ON events "
             f"WHEN {event_id} OR {version} OR {at} BEGIN "
             f"SELECT RAISE(ABORT, '{taken.format('events.event_id')}') WHERE {event_id}; "
-            f"SELECT RAISE(ABORT, '{taken.format('events.run_id, events.stream_id, events.version')}') "
-            f"WHERE {version}; "
+            f"SELECT RAISE(ABORT, '{taken.format(versions)}') WHERE {version}; "
             f"SELECT RAISE(ABORT, '{taken.format('events.position')}'); END"
         )
         op.execute(

@@ -32,7 +32,8 @@ def _lift_guards(url: str) -> None:
         rawdb.drop_triggers(url)
         rawdb.run(
             url,
-            "ALTER TABLE ledger_events DROP CONSTRAINT IF EXISTS ck_ledger_events_position_positive",
+            "ALTER TABLE ledger_events "
+            "DROP CONSTRAINT IF EXISTS ck_ledger_events_position_positive",
         )
 
 
