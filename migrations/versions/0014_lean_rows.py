@@ -214,8 +214,8 @@ def _grant(relation: str) -> None:
 # --- immutability -------------------------------------------------------------
 
 
-def _immutable(table: str, keys: tuple[tuple[str, ...], ...]) -> None:
-    """No update, delete or truncate, and on SQLite no row replacing another on any key."""
+def _no_changes(table: str) -> None:
+    """No update or delete (and on PostgreSQL no truncate), whoever asks."""
     if _pg():
         op.execute(
             f"CREATE TRIGGER {table}_immutable BEFORE UPDATE OR DELETE ON {table} "
@@ -234,6 +234,13 @@ def _immutable(table: str, keys: tuple[tuple[str, ...], ...]) -> None:
             f"CREATE TRIGGER {table}_no_{verb.lower()} BEFORE {verb} ON {table} "
             f"BEGIN SELECT RAISE(ABORT, 'kasmina: {table} is immutable ({verb} refused)'); END"
         )
+
+
+def _immutable(table: str, keys: tuple[tuple[str, ...], ...]) -> None:
+    """`_no_changes`, and on SQLite no row replacing another on any key."""
+    _no_changes(table)
+    if _pg():
+        return
     taken = [
         (
             f"EXISTS (SELECT 1 FROM {table} WHERE "
@@ -612,25 +619,10 @@ def _guard_down() -> None:
 
 
 def _immutable_0013(table: str) -> None:
+    """Revision 0013's guards of `table`, keyed by ``run_id``."""
+    _no_changes(table)
     if _pg():
-        op.execute(
-            f"CREATE TRIGGER {table}_immutable BEFORE UPDATE OR DELETE ON {table} "
-            "FOR EACH ROW EXECUTE FUNCTION kasmina_ledger_immutable()"
-        )
-        op.execute(
-            f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
-            "FOR EACH STATEMENT EXECUTE FUNCTION kasmina_ledger_immutable()"
-        )
-        for trigger in (f"{table}_immutable", f"{table}_no_truncate"):
-            op.execute(f"ALTER TABLE {table} ENABLE ALWAYS TRIGGER {trigger}")
-        _grant(table)
         return
-    for verb in ("UPDATE", "DELETE"):
-        op.execute(
-            f"CREATE TRIGGER {table}_no_{verb.lower()} BEFORE {verb} ON {table} "
-            f"BEGIN SELECT RAISE(ABORT, 'kasmina: {table} is immutable ({verb} refused)'); "
-            "END"
-        )
     op.execute(
         f"CREATE TRIGGER {table}_no_replace BEFORE INSERT ON {table} "
         f"WHEN EXISTS (SELECT 1 FROM {table} WHERE run_id = NEW.run_id) "
