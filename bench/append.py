@@ -1,12 +1,19 @@
 """Append throughput: kasmina against hand-written floors, measured in one run.
 
 Every system writes the same ~300-byte telemetry rows in 1,000-row
-transactions into the same `events` table (created by kasmina's migration, so
-shape and indexes are identical), with the same WAL / synchronous=NORMAL
-settings on SQLite and a default-durability PostgreSQL server. The floors do
-what a careful hand-written logger does: a uuid and a stdlib JSON encoding per
-row, one `executemany` per transaction. kasmina also validates every payload
-against its model, computes the canonical text and the hash chain, checks for
+transactions into the same tables (created by kasmina's migration, so shape,
+indexes and triggers are identical), with the same WAL / synchronous=NORMAL
+settings on SQLite and a default-durability PostgreSQL server. Since revision
+0014 those are the tables under the `events` view: a row goes into
+`ledger_events` and names its run and stream by the integer keys of
+`ledger_runs` and `ledger_streams`, with the event id as a uuid (16 bytes on
+SQLite), the hash as 32 bytes and `recorded_at` as integer microseconds on
+SQLite (a timestamptz on PostgreSQL). The floors do what a careful
+hand-written logger of that schema does: a uuid and a stdlib JSON encoding
+per row, the run's row written before the clock starts (as kasmina's
+`start_run` is), a stream's row when the stream is first seen, one
+`executemany` per transaction. kasmina also validates every payload against
+its model, computes the canonical text and the hash chain, checks for
 already-stored event ids and reads the stream heads.
 
     .venv/bin/python bench/append.py [--events 50000] [--repeat 3] [--profile]
@@ -35,13 +42,19 @@ import psycopg  # noqa: E402
 
 from kasmina.events import event_from_dict  # noqa: E402
 from kasmina.ledger import Ledger, migrate  # noqa: E402
+from kasmina.ledger.formats import LEDGER_FORMAT  # noqa: E402
+from kasmina.ledger.store import INSERT_COLUMNS, micros  # noqa: E402
 
 BATCH = 1000
+#: What the floors write: every column of `ledger_events` an append writes but `rank` (NULL).
+FLOOR_COLUMNS = tuple(column for column in INSERT_COLUMNS if column != "rank")
 INSERT = (
-    "INSERT INTO events (event_id, run_id, stream_id, version, event_type, schema_version, "
-    "epoch, seed_id, payload, recorded_at, prev_hash, hash) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, {payload}, ?, ?, ?)"
+    f"INSERT INTO ledger_events ({', '.join(FLOOR_COLUMNS)}) VALUES ("
+    + ", ".join("{payload}" if column == "payload" else "?" for column in FLOOR_COLUMNS)
+    + ")"
 )
+NEW_RUN = "INSERT INTO ledger_runs (run_id, format) VALUES (?, ?) RETURNING run_key"
+NEW_STREAM = "INSERT INTO ledger_streams (run_key, stream_id) VALUES (?, ?) RETURNING stream_key"
 
 
 def payload(i: int) -> dict[str, object]:
@@ -66,27 +79,50 @@ def rows_for(n: int) -> list[tuple[int, dict[str, object]]]:
     return [(i, payload(i)) for i in range(n)]
 
 
+def stream_keys(new_stream: Callable[[str], int]) -> Callable[[str], int]:
+    """A stream's key: remembered, or made by `new_stream` (inside the open transaction)."""
+    keys: dict[str, int] = {}
+
+    def key(stream: str) -> int:
+        found = keys.get(stream)
+        if found is None:
+            found = keys[stream] = new_stream(stream)
+        return found
+
+    return key
+
+
 def floor_rows(
-    run_id: str, start: int, batch: list[tuple[int, dict[str, object]]]
+    run_key: int,
+    stream_key: Callable[[str], int],
+    start: int,
+    batch: list[tuple[int, dict[str, object]]],
+    *,
+    postgres: bool,
 ) -> list[tuple[object, ...]]:
-    now = datetime.now(UTC).isoformat(timespec="microseconds")
-    return [
-        (
-            str(uuid.uuid4()),
-            run_id,
-            f"slot/r0c{i % 3}",
-            start + k + 1,
-            "SeedTelemetrySampled",
-            1,
-            i // 100,
-            f"s{i % 3}",
-            json.dumps(p),
-            now,
-            "0" * 64,
-            "f" * 64,
+    """`FLOOR_COLUMNS` rows: on SQLite the uuid's 16 bytes and the time in microseconds,
+    on PostgreSQL a uuid and a datetime; a constant 32-byte hash."""
+    now = datetime.now(UTC)
+    at: object = now if postgres else micros(now)
+    rows: list[tuple[object, ...]] = []
+    for k, (i, p) in enumerate(batch):
+        event_id = uuid.uuid4()
+        rows.append(
+            (
+                event_id if postgres else event_id.bytes,
+                run_key,
+                stream_key(f"slot/r0c{i % 3}"),
+                start + k + 1,
+                "SeedTelemetrySampled",
+                1,
+                i // 100,
+                f"s{i % 3}",
+                json.dumps(p),
+                at,
+                b"\xff" * 32,
+            )
         )
-        for k, (i, p) in enumerate(batch)
-    ]
+    return rows
 
 
 def plain_sqlite(path: str, data: list[tuple[int, dict[str, object]]]) -> float:
@@ -94,11 +130,14 @@ def plain_sqlite(path: str, data: list[tuple[int, dict[str, object]]]) -> float:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     sql = INSERT.format(payload="?")
-    run_id = uuid.uuid4().hex
+    conn.execute("BEGIN IMMEDIATE")
+    (run_key,) = conn.execute(NEW_RUN, (uuid.uuid4().hex, LEDGER_FORMAT)).fetchone()
+    conn.execute("COMMIT")
+    key = stream_keys(lambda stream: conn.execute(NEW_STREAM, (run_key, stream)).fetchone()[0])
     t0 = time.perf_counter()
     for start in range(0, len(data), BATCH):
-        rows = floor_rows(run_id, start, data[start : start + BATCH])
         conn.execute("BEGIN IMMEDIATE")
+        rows = floor_rows(run_key, key, start, data[start : start + BATCH], postgres=False)
         conn.executemany(sql, rows)
         conn.execute("COMMIT")
     elapsed = time.perf_counter() - t0
@@ -108,13 +147,20 @@ def plain_sqlite(path: str, data: list[tuple[int, dict[str, object]]]) -> float:
 
 def plain_psycopg(conninfo: str, data: list[tuple[int, dict[str, object]]]) -> float:
     sql = INSERT.format(payload="CAST(? AS jsonb)").replace("?", "%s")
-    run_id = uuid.uuid4().hex
+    new_run, new_stream = (q.replace("?", "%s") for q in (NEW_RUN, NEW_STREAM))
     with psycopg.connect(conninfo, autocommit=True) as conn:
+        row = conn.execute(new_run, (uuid.uuid4().hex, LEDGER_FORMAT)).fetchone()
+        run_key = int(row[0]) if row else 0
+
+        def made(stream: str) -> int:  # in the transaction `conn` has open
+            found = conn.execute(new_stream, (run_key, stream)).fetchone()
+            return int(found[0]) if found else 0
+
+        key = stream_keys(made)
         t0 = time.perf_counter()
         for start in range(0, len(data), BATCH):
-            rows = floor_rows(run_id, start, data[start : start + BATCH])
-            rows = [(*r[:9], datetime.fromisoformat(str(r[9])), *r[10:]) for r in rows]
             with conn.transaction(), conn.cursor() as cur:
+                rows = floor_rows(run_key, key, start, data[start : start + BATCH], postgres=True)
                 cur.executemany(sql, rows)
         elapsed = time.perf_counter() - t0
     return len(data) / elapsed

@@ -11,7 +11,8 @@ Every system (bench/peers.py) records exactly those records:
 - MLflow's SQLAlchemy tracking store on SQLite and PostgreSQL (`log_batch`,
   one metric row per event);
 - JSON lines appended to a file, with and without fsync (esper-style telemetry);
-- floors: plain `sqlite3.executemany`, and psycopg `COPY`, into kasmina's table.
+- floors: plain `sqlite3.executemany`, and psycopg `COPY`, into kasmina's tables
+  (`ledger_events`, keyed by `ledger_runs` and `ledger_streams` rows).
 
 Append throughput is measured with 1,000 events per transaction and with one
 event per transaction (on the first --single-events events), every
@@ -538,9 +539,9 @@ def build_tables(
             list(reads.values()),
             note="kasmina: `ledger.read` materialised (payload models); eventsourcing: "
             "`select_notifications` + `mapper.to_domain_event`; MLflow: `get_metric_history` "
-            "per key; JSON lines: `json.loads` per line; floors: `SELECT ... fetchall` "
-            "(+ `json.loads` of the payload on SQLite; psycopg decodes jsonb itself). "
-            + ratio_note,
+            "per key; JSON lines: `json.loads` per line; floors: `SELECT * FROM ledger_events` "
+            "of their run key, `fetchall` (+ `json.loads` of the payload on SQLite; psycopg "
+            "decodes jsonb itself), where kasmina reads through the `events` view. " + ratio_note,
         ),
         Table(
             f"Stage of every slot at epoch {at_epoch}",
@@ -831,7 +832,9 @@ def doc_section(
         "one-per-transaction means an fsync per event.",
         "- Floors: rows of kasmina's shape, each with a uuid and `json.dumps` but no "
         "hashing, by `executemany` or `COPY` (one-row `INSERT` per transaction in the "
-        "one-event mode), into a table made by kasmina's migrations.",
+        "one-event mode), into the tables made by kasmina's migrations: `ledger_events` "
+        "rows naming the run and stream by key, the run's `ledger_runs` row written before "
+        "the clock starts, a stream's `ledger_streams` row when the stream is first seen.",
         "- Stage at an epoch: kasmina folds the log (`ledger.replay(run, until_epoch=N, "
         "snapshots=False)`, checking the hash chain; also with `trust=True`), starts from "
         "stored snapshots (`snapshot_run` beforehand), or queries the `stage_intervals` "
@@ -863,11 +866,12 @@ def doc_section(
             "",
             "`--profile` also times each step of a batched SQLite append on its own, on the "
             "same records (`bench/costs.py`; medians of the same number of repetitions). "
-            "Storage is the finished rows inserted into kasmina's table, 1,000 per "
+            "Storage is the finished rows inserted into kasmina's `ledger_events`, 1,000 per "
             "transaction, WAL + synchronous=NORMAL, with the checkpoints on a thread of "
             "their own as kasmina runs them (the row in brackets: with SQLite's inside "
             "the commit instead, for comparison, not part of the whole); the index row is "
-            "that insert's difference without the (`event_type`, `run_id`, `seed_id`) index.",
+            "that insert's difference without the (`run_key`, `position`) index, the one "
+            "index of `ledger_events` that is not unique.",
             "",
             *costs.render(res.costs),
             "",

@@ -8,16 +8,27 @@ records (bench/workload.py) and in the same run:
 - envelope: `make_event` (a time-ordered event id, the checks);
 - canonical text: the payload's RFC 8785 text (ledger format 2), what is
   stored and hashed;
-- hash chain: the envelope's RFC 8785 text, with both links, and its SHA-256;
-- storage: the finished rows inserted into kasmina's ``events`` table, 1,000
-  per transaction, WAL + synchronous=NORMAL, all indexes in place, with the
+- hash chain: the envelope's RFC 8785 text, with both links, and its SHA-256,
+  and the row as revision 0014 stores it (`Appending._chained_rows`): the run
+  and stream by their integer keys, the event id as its 16 bytes, the hash as
+  its 32 bytes, ``recorded_at`` as integer microseconds;
+- storage: the finished rows inserted into ``ledger_events`` (the table
+  under the ``events`` view since revision 0014), 1,000 per transaction,
+  WAL + synchronous=NORMAL, all indexes and triggers in place, with the
   checkpoints on a thread as kasmina runs them; then the same with SQLite's
-  checkpoints inside the commit, and without the (``event_type``,
-  ``run_id``, ``seed_id``) index, to price the index that makes the SQL
-  views one index range each;
+  checkpoints inside the commit, and without the (``run_key``,
+  ``position``) index, the one index of ``ledger_events`` that is not
+  unique (it reads a run in order and finds an append's tip), to price it.
+  Until revision 0014 this row priced the (``event_type``, ``run_id``,
+  ``seed_id``) index of the old ``events`` table, which 0014 dropped;
 - the whole `Recorder.emit` + flush path, as compare.py times it; what the
   steps do not account for is the ledger's bookkeeping (versions, heads,
-  the run check, building rows).
+  the run check, the run's and streams' keys).
+
+The storage rows go under a run and streams recorded in ``ledger_runs`` and
+``ledger_streams`` beforehand, untimed (`add_run`); in a real append the run
+row comes with `start_run` and a stream's row with the first append to it,
+which the whole append pays and the bookkeeping row shows.
 
 Each figure is the median of ``--repeat`` interleaved repetitions.
 
@@ -33,8 +44,10 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 from pathlib import Path
+from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -42,19 +55,55 @@ from workload import Record, build  # noqa: E402
 
 from kasmina.canonical import GENESIS_HASH, quote  # noqa: E402
 from kasmina.events import NewEvent, Payload, make_event, payload_class  # noqa: E402
+from kasmina.ids import uuid_bytes  # noqa: E402
 from kasmina.ledger import Ledger, migrate  # noqa: E402
 from kasmina.ledger.formats import LEDGER_FORMAT, payload_text, row_hash  # noqa: E402
 from kasmina.ledger.run import LedgerRecorder  # noqa: E402
 from kasmina.ledger.sqlite import SQLiteStore  # noqa: E402
-from kasmina.ledger.store import INSERT_COLUMNS  # noqa: E402
+from kasmina.ledger.store import INSERT_COLUMNS, micros  # noqa: E402
 
 BATCH = 1000
-TYPE_INDEX = "ix_events_event_type_run_id_seed_id"
+STORAGE = "storage: rows into ledger_events, all indexes"
+RUN_ID = "bench"
+#: The one index of ``ledger_events`` that is not unique (revision 0014).
+RUN_INDEX = "ix_ledger_events_run_key_position"
 #: The bare connection's statement (the store builds the same one for itself).
 INSERT = (
-    f"INSERT INTO events ({', '.join(INSERT_COLUMNS)}) "
+    f"INSERT INTO ledger_events ({', '.join(INSERT_COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in INSERT_COLUMNS)})"
 )
+
+
+class Keys(NamedTuple):
+    """The run's key and its streams' keys: what a row stores instead of their names."""
+
+    run_key: int
+    streams: dict[str, int]
+
+
+def add_run(path: Path, streams: Iterable[str], run_id: str = RUN_ID) -> Keys:
+    """Record a run (ledger format 2, the first run start) and its streams in the ledger at
+    `path`, as an append does before its rows, and give their keys."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        (run_key,) = conn.execute(
+            "INSERT INTO ledger_runs (run_id, format, start_prev) VALUES (?, ?, ?) "
+            "RETURNING run_key",
+            (run_id, LEDGER_FORMAT, bytes.fromhex(GENESIS_HASH)),
+        ).fetchone()
+        keys = Keys(int(run_key), {})
+        for stream in dict.fromkeys(streams):
+            (key,) = conn.execute(
+                "INSERT INTO ledger_streams (run_key, stream_id) VALUES (?, ?) "
+                "RETURNING stream_key",
+                (run_key, stream),
+            ).fetchone()
+            keys.streams[stream] = int(key)
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    return keys
 
 
 def payload_models(records: Sequence[Record]) -> list[Payload]:
@@ -63,16 +112,20 @@ def payload_models(records: Sequence[Record]) -> list[Payload]:
 
 def new_events(records: Sequence[Record], models: Sequence[Payload]) -> list[NewEvent]:
     return [
-        make_event(m, run_id="bench", stream_id=r.stream_id, epoch=r.epoch, seed_id=r.seed_id)
+        make_event(m, run_id=RUN_ID, stream_id=r.stream_id, epoch=r.epoch, seed_id=r.seed_id)
         for r, m in zip(records, models, strict=True)
     ]
 
 
-def chained_rows(events: Sequence[NewEvent], texts: Sequence[str]) -> list[tuple[object, ...]]:
-    """The rows an append would insert: versions per stream, the hash chain."""
+def chained_rows(
+    events: Sequence[NewEvent], texts: Sequence[str], keys: Keys
+) -> list[tuple[object, ...]]:
+    """The rows an append would insert (`INSERT_COLUMNS` order): versions per stream, the
+    hash chain, the run and streams by key, ids and hashes as bytes, the time in µs."""
     heads: dict[str, tuple[int, str]] = {}
     run_prev = GENESIS_HASH
     at = "2026-11-23T00:00:00.000000+00:00"
+    at_micros = micros(datetime.fromisoformat(at))
     rows: list[tuple[object, ...]] = []
     for event, text in zip(events, texts, strict=True):
         version, prev = heads.get(event.stream_id, (0, GENESIS_HASH))
@@ -95,18 +148,17 @@ def chained_rows(events: Sequence[NewEvent], texts: Sequence[str]) -> list[tuple
         heads[event.stream_id] = (version + 1, digest)
         rows.append(
             (
-                event.event_id,
-                event.run_id,
-                event.stream_id,
+                uuid_bytes(event.event_id),
+                keys.run_key,
+                keys.streams[event.stream_id],
                 version + 1,
                 event.event_type,
                 event.schema_version,
                 event.epoch,
                 event.seed_id,
                 text,
-                at,
-                prev,
-                digest,
+                at_micros,
+                bytes.fromhex(digest),
                 None,
             )
         )
@@ -180,35 +232,41 @@ def _timed(fn: Callable[[], object]) -> float:
 
 def measure(records: Sequence[Record], repeat: int = 5) -> list[tuple[str, float]]:
     """(step, microseconds per event) rows, medians of interleaved repetitions."""
-    template = Path(tempfile.mkdtemp(prefix="kasmina-costs-")) / "template.db"
+    folder = Path(tempfile.mkdtemp(prefix="kasmina-costs-"))
+    template = folder / "template.db"  # empty, for the whole append
     migrate.upgrade(f"sqlite:///{template}")
+    keyed = folder / "keyed.db"  # with the rows' run and streams, for storage
+    shutil.copyfile(template, keyed)
+    keys = add_run(keyed, (r.stream_id for r in records))
     models = payload_models(records)
     events = new_events(records, models)
     texts = [payload_text(m, LEDGER_FORMAT) for m in models]
-    rows = chained_rows(events, texts)
+    rows = chained_rows(events, texts, keys)
     steps: dict[str, Callable[[], float]] = {
         "payload validation (model from dict)": lambda: _timed(lambda: payload_models(records)),
         "envelope (make_event, v7 event id)": lambda: _timed(lambda: new_events(records, models)),
         "canonical payload text (RFC 8785)": lambda: _timed(
             lambda: [payload_text(m, LEDGER_FORMAT) for m in models]
         ),
-        "hash chain (envelope text + SHA-256)": lambda: _timed(lambda: chained_rows(events, texts)),
-        "storage: rows into events, all indexes": lambda: _store(template, rows, None),
-        "  (the same with SQLite's checkpoints inside the commit)": lambda: _store(
-            template, rows, None, inline=True
+        "hash chain (envelope text + SHA-256)": lambda: _timed(
+            lambda: chained_rows(events, texts, keys)
         ),
-        f"storage without {TYPE_INDEX}": lambda: _store(template, rows, TYPE_INDEX),
+        STORAGE: lambda: _store(keyed, rows, None),
+        "  (the same with SQLite's checkpoints inside the commit)": lambda: _store(
+            keyed, rows, None, inline=True
+        ),
+        f"storage without {RUN_INDEX}": lambda: _store(keyed, rows, RUN_INDEX),
         "whole append (Recorder.emit + flush)": lambda: _recorder(template, records),
     }
     times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(repeat):
         for name, step in steps.items():
             times[name].append(step())
-    shutil.rmtree(template.parent, ignore_errors=True)
+    shutil.rmtree(folder, ignore_errors=True)
     per_event = {name: statistics.median(v) / len(records) * 1e6 for name, v in times.items()}
     whole = per_event["whole append (Recorder.emit + flush)"]
-    storage = per_event["storage: rows into events, all indexes"]
-    index = storage - per_event[f"storage without {TYPE_INDEX}"]
+    storage = per_event[STORAGE]
+    index = storage - per_event[f"storage without {RUN_INDEX}"]
     accounted = storage + sum(
         per_event[name]
         for name in (
@@ -219,7 +277,7 @@ def measure(records: Sequence[Record], repeat: int = 5) -> list[tuple[str, float
         )
     )
     out = [(name, value) for name, value in per_event.items() if not name.startswith("storage w")]
-    out.insert(5, (f"  of which the {TYPE_INDEX} index", index))
+    out.insert(5, (f"  of which the {RUN_INDEX} index", index))
     out.append(("  bookkeeping (whole minus the steps)", whole - accounted))
     return out
 
@@ -248,8 +306,9 @@ def main() -> int:
     records, repeat = workload_arguments(__doc__)
     rows = measure(records, repeat)
     print(f"\n{len(records):,} events, {BATCH:,} per transaction, median of {repeat}")
+    width = max(len(name) for name, _ in rows)
     for name, value in rows:
-        print(f"{name:44} {value:7.1f} µs/event")
+        print(f"{name:{width}} {value:7.1f} µs/event")
     return 0
 
 

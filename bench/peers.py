@@ -44,15 +44,21 @@ from workload import Record, Workload
 
 from kasmina.events import EVENT_TYPES, event_from_dict
 from kasmina.ledger import Ledger, migrate
+from kasmina.ledger.formats import LEDGER_FORMAT
 from kasmina.ledger.run import LedgerRecorder
+from kasmina.ledger.store import INSERT_COLUMNS, micros
 from kasmina.replay import replay, snapshot_run
 
 StateFn = Callable[[int], tuple[dict[str, str], float]]
 SCHEMA_VERSION = {name: cls.schema_version for name, cls in EVENT_TYPES.items()}
-EVENT_COLUMNS = (
-    "event_id, run_id, stream_id, version, event_type, schema_version, epoch, seed_id, "
-    "payload, recorded_at, prev_hash, hash"
-)
+#: What the floors write into kasmina's ``ledger_events`` (revision 0014): every column an
+#: append writes but ``rank`` (NULL), the run and stream by key.
+FLOOR_COLUMNS = tuple(column for column in INSERT_COLUMNS if column != "rank")
+EVENT_COLUMNS = ", ".join(FLOOR_COLUMNS)
+NEW_RUN = "INSERT INTO ledger_runs (run_id, format) VALUES (?, ?) RETURNING run_key"
+NEW_STREAM = "INSERT INTO ledger_streams (run_key, stream_id) VALUES (?, ?) RETURNING stream_key"
+#: A floor's read: its own rows, as stored (``payload`` is column 9, as in ``events``).
+FLOOR_READ = "SELECT * FROM ledger_events WHERE run_key = ? ORDER BY position"
 SQLITE_SYNC = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
 
 
@@ -826,35 +832,60 @@ class Jsonl(System):
 # -- floors ----------------------------------------------------------------------------------
 
 
+class StreamKeys:
+    """A floor's stream keys: remembered, or a ``ledger_streams`` row made when a stream is
+    first seen, by `new` inside the transaction the floor has open (as kasmina does)."""
+
+    def __init__(self, new: Callable[[str], int]) -> None:
+        self.new = new
+        self.keys: dict[str, int] = {}
+
+    def __call__(self, stream: str) -> int:
+        key = self.keys.get(stream)
+        if key is None:
+            key = self.keys[stream] = self.new(stream)
+        return key
+
+
 def floor_rows(
-    run_id: str, records: Sequence[Record], versions: dict[str, int]
+    run_key: int,
+    stream_key: Callable[[str], int],
+    records: Sequence[Record],
+    versions: dict[str, int],
+    *,
+    postgres: bool,
 ) -> list[tuple[Any, ...]]:
-    """What a careful hand-written logger does per row: a uuid, stdlib JSON, no hash."""
+    """What a careful hand-written logger of kasmina's schema does per row: a uuid (its 16
+    bytes on SQLite), stdlib JSON, the time (integer microseconds on SQLite), no hash (a
+    constant 32 bytes)."""
     now = datetime.now(UTC)
+    at = now if postgres else micros(now)
     rows = []
     for r in records:
         v = versions[r.stream_id] = versions.get(r.stream_id, 0) + 1
+        event_id = uuid.uuid4()
         rows.append(
             (
-                str(uuid.uuid4()),
-                run_id,
-                r.stream_id,
+                event_id if postgres else event_id.bytes,
+                run_key,
+                stream_key(r.stream_id),
                 v,
                 r.event_type,
                 SCHEMA_VERSION[r.event_type],
                 r.epoch,
                 r.seed_id,
                 json.dumps(r.payload),
-                now,
-                "0" * 64,
-                "f" * 64,
+                at,
+                b"\xff" * 32,
             )
         )
     return rows
 
 
 class SqliteFloor(System):
-    """Plain `sqlite3.executemany` into a table of kasmina's shape (WAL, synchronous=NORMAL)."""
+    """Plain `sqlite3.executemany` into kasmina's own tables (WAL, synchronous=NORMAL): since
+    revision 0014, ``ledger_events`` rows keyed by a ``ledger_runs`` row written in
+    `prepare` and ``ledger_streams`` rows written as streams are first seen."""
 
     backend = "sqlite"
     template = "kasmina-sqlite"
@@ -866,7 +897,8 @@ class SqliteFloor(System):
         self.single_label = "floor: sqlite3 INSERT per transaction"
         self.path: Path | None = None
         self.conn: sqlite3.Connection | None = None
-        self.run_id = ""
+        self.run_key = 0
+        self.stream_key: StreamKeys | None = None
 
     def setup(self) -> None:
         Kasmina(self.ctx, "sqlite").setup()  # the same template as kasmina's
@@ -880,21 +912,24 @@ class SqliteFloor(System):
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.pragmas = file_pragmas(self.conn)
-        self.run_id = uuid.uuid4().hex
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        (self.run_key,) = conn.execute(NEW_RUN, (uuid.uuid4().hex, LEDGER_FORMAT)).fetchone()
+        conn.execute("COMMIT")
+        self.stream_key = StreamKeys(
+            lambda stream: int(conn.execute(NEW_STREAM, (self.run_key, stream)).fetchone()[0])
+        )
 
     def append(self, records: Sequence[Record], batch: int) -> float:
-        conn = self.conn
-        assert conn is not None
-        sql = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES ({', '.join('?' * 12)})"
+        conn, stream_key = self.conn, self.stream_key
+        assert conn is not None and stream_key is not None
+        sql = f"INSERT INTO ledger_events ({EVENT_COLUMNS}) VALUES ({', '.join('?' * 11)})"
         groups = chunks(records, batch)
         versions: dict[str, int] = {}
         t0 = time.perf_counter()
         for group in groups:
-            rows = [
-                (*row[:9], row[9].isoformat(), *row[10:])
-                for row in floor_rows(self.run_id, group, versions)
-            ]
             conn.execute("BEGIN IMMEDIATE")
+            rows = floor_rows(self.run_key, stream_key, group, versions, postgres=False)
             conn.executemany(sql, rows)
             conn.execute("COMMIT")
         return time.perf_counter() - t0
@@ -903,9 +938,7 @@ class SqliteFloor(System):
         conn = self.conn
         assert conn is not None
         t0 = time.perf_counter()
-        rows = conn.execute(
-            "SELECT * FROM events WHERE run_id = ? ORDER BY position", (self.run_id,)
-        ).fetchall()
+        rows = conn.execute(FLOOR_READ, (self.run_key,)).fetchall()
         payloads = [json.loads(r[9]) for r in rows]
         return len(payloads), time.perf_counter() - t0
 
@@ -916,8 +949,8 @@ class SqliteFloor(System):
 
 
 class CopyFloor(System):
-    """psycopg `COPY events (...) FROM STDIN` into kasmina's PostgreSQL table (one-row INSERT
-    per transaction in the one-event mode)."""
+    """psycopg `COPY ledger_events (...) FROM STDIN` into kasmina's PostgreSQL tables (one-row
+    INSERT per transaction in the one-event mode), keyed as `SqliteFloor`'s rows are."""
 
     backend = "postgres"
     template = "kasmina-postgres"
@@ -929,7 +962,8 @@ class CopyFloor(System):
         super().__init__(ctx)
         self.single_label = "floor: psycopg INSERT per transaction"
         self.conn: psycopg.Connection[Any] | None = None
-        self.run_id = ""
+        self.run_key = 0
+        self.stream_key: StreamKeys | None = None
 
     def setup(self) -> None:
         Kasmina(self.ctx, "postgres").setup()
@@ -938,23 +972,30 @@ class CopyFloor(System):
         self.close()
         assert self.ctx.pg is not None
         self.ctx.pg.fresh(self.key, self.ctx.templates["kasmina-postgres"])
-        self.conn = psycopg.connect(self.ctx.pg.conninfo(self.key), autocommit=True)
-        self.run_id = uuid.uuid4().hex
+        conn = self.conn = psycopg.connect(self.ctx.pg.conninfo(self.key), autocommit=True)
+        row = conn.execute(pg_sql(NEW_RUN), (uuid.uuid4().hex, LEDGER_FORMAT)).fetchone()
+        self.run_key = int(row[0]) if row else 0
+
+        def new_stream(stream: str) -> int:  # in the transaction `conn` has open
+            found = conn.execute(pg_sql(NEW_STREAM), (self.run_key, stream)).fetchone()
+            return int(found[0]) if found else 0
+
+        self.stream_key = StreamKeys(new_stream)
 
     def append(self, records: Sequence[Record], batch: int) -> float:
-        conn = self.conn
-        assert conn is not None
+        conn, stream_key = self.conn, self.stream_key
+        assert conn is not None and stream_key is not None
         groups = chunks(records, batch)
         versions: dict[str, int] = {}
-        copy_sql = f"COPY events ({EVENT_COLUMNS}) FROM STDIN"
+        copy_sql = f"COPY ledger_events ({EVENT_COLUMNS}) FROM STDIN"
         insert_sql = (
-            f"INSERT INTO events ({EVENT_COLUMNS}) VALUES "
-            f"({', '.join(['%s'] * 8)}, CAST(%s AS jsonb), %s, %s, %s)"
+            f"INSERT INTO ledger_events ({EVENT_COLUMNS}) VALUES "
+            f"({', '.join(['%s'] * 8)}, CAST(%s AS jsonb), %s, %s)"
         )
         t0 = time.perf_counter()
         for group in groups:
-            rows = floor_rows(self.run_id, group, versions)
             with conn.transaction(), conn.cursor() as cur:
+                rows = floor_rows(self.run_key, stream_key, group, versions, postgres=True)
                 if batch == 1:
                     cur.execute(insert_sql, rows[0])
                 else:
@@ -968,9 +1009,8 @@ class CopyFloor(System):
         assert conn is not None
         t0 = time.perf_counter()
         with conn.cursor() as cur:
-            cur.execute(  # psycopg decodes the jsonb payloads into dicts
-                "SELECT * FROM events WHERE run_id = %s ORDER BY position", (self.run_id,)
-            )
+            # psycopg decodes the jsonb payloads into dicts
+            cur.execute(pg_sql(FLOOR_READ), (self.run_key,))
             rows = cur.fetchall()
         return len(rows), time.perf_counter() - t0
 
@@ -978,6 +1018,10 @@ class CopyFloor(System):
         conn, self.conn = self.conn, None
         if conn is not None:
             conn.close()
+
+
+def pg_sql(text: str) -> str:
+    return text.replace("?", "%s")
 
 
 # -- the line-up -------------------------------------------------------------------------------

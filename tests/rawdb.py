@@ -67,25 +67,130 @@ def payload_text(form: int, payload: object) -> str:
     return jcs.jcs_text(payload) if form >= 2 else canonical_json(payload)
 
 
-def drop_triggers(url: str) -> None:
+#: The physical tables and their immutability triggers (revisions 0013 and 0014).
+PHYSICAL = ("ledger_events", "ledger_streams", "ledger_runs", "run_tips")
+
+_SQLITE_WRITABLE_EVENTS = """
+CREATE TRIGGER events_tamper_delete INSTEAD OF DELETE ON events BEGIN
+  DELETE FROM ledger_events WHERE position = OLD.position;
+END;
+CREATE TRIGGER events_tamper_update INSTEAD OF UPDATE ON events BEGIN
+  UPDATE ledger_events SET
+    position = NEW.position,
+    event_id = CASE WHEN NEW.event_id IS OLD.event_id THEN event_id ELSE NEW.event_id END,
+    version = NEW.version, event_type = NEW.event_type, schema_version = NEW.schema_version,
+    epoch = NEW.epoch, seed_id = NEW.seed_id, payload = NEW.payload,
+    recorded_at = CASE WHEN NEW.recorded_at IS OLD.recorded_at THEN recorded_at
+                       ELSE NEW.recorded_at END,
+    hash = CASE WHEN NEW.hash IS OLD.hash THEN hash ELSE NEW.hash END,
+    rank = NEW.rank
+  WHERE position = OLD.position;
+END;
+CREATE TRIGGER events_tamper_insert INSTEAD OF INSERT ON events BEGIN
+  INSERT INTO ledger_runs (run_id, format) SELECT NEW.run_id, 1
+  WHERE NOT EXISTS (SELECT 1 FROM ledger_runs WHERE run_id = NEW.run_id);
+  INSERT INTO ledger_streams (run_key, stream_id) SELECT r.run_key, NEW.stream_id
+  FROM ledger_runs r WHERE r.run_id = NEW.run_id AND NOT EXISTS
+    (SELECT 1 FROM ledger_streams s WHERE s.run_key = r.run_key AND s.stream_id = NEW.stream_id);
+  INSERT INTO ledger_events (position, event_id, run_key, stream_key, version, event_type,
+    schema_version, epoch, seed_id, payload, recorded_at, hash, rank)
+  SELECT NEW.position, NEW.event_id, r.run_key, s.stream_key, NEW.version, NEW.event_type,
+    NEW.schema_version, NEW.epoch, NEW.seed_id, NEW.payload, NEW.recorded_at, NEW.hash, NEW.rank
+  FROM ledger_runs r JOIN ledger_streams s ON s.run_key = r.run_key AND s.stream_id = NEW.stream_id
+  WHERE r.run_id = NEW.run_id;
+END;
+"""
+
+_PG_WRITABLE_EVENTS = r"""
+CREATE FUNCTION kasmina_test_stored(value text, pattern text, length int) RETURNS bytea
+LANGUAGE sql IMMUTABLE AS $$
+  SELECT CASE WHEN value ~ pattern THEN decode(replace(value, '-', ''), 'hex')
+              WHEN octet_length(value) = length - 1
+              THEN '\x0000'::bytea || convert_to(value, 'UTF8')
+              ELSE '\x00'::bytea || convert_to(value, 'UTF8') END
+$$;
+CREATE FUNCTION kasmina_test_id(value text) RETURNS bytea LANGUAGE sql IMMUTABLE AS $$
+  SELECT kasmina_test_stored(
+    value, '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$', 16)
+$$;
+CREATE FUNCTION kasmina_test_hash(value text) RETURNS bytea LANGUAGE sql IMMUTABLE AS $$
+  SELECT kasmina_test_stored(value, '^[0-9a-f]{64}$', 32)
+$$;
+CREATE FUNCTION kasmina_test_events_write() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF TG_OP = 'DELETE' THEN
+    DELETE FROM ledger_events WHERE position = OLD.position;
+    RETURN OLD;
+  ELSIF TG_OP = 'UPDATE' THEN
+    UPDATE ledger_events SET position = NEW.position, event_id = kasmina_test_id(NEW.event_id),
+      version = NEW.version, event_type = NEW.event_type, schema_version = NEW.schema_version,
+      epoch = NEW.epoch, seed_id = NEW.seed_id, payload = NEW.payload,
+      recorded_at = NEW.recorded_at, hash = kasmina_test_hash(NEW.hash), rank = NEW.rank
+    WHERE position = OLD.position;
+    RETURN NEW;
+  END IF;
+  INSERT INTO ledger_runs (run_id, format) SELECT NEW.run_id, 1
+  WHERE NOT EXISTS (SELECT 1 FROM ledger_runs WHERE run_id = NEW.run_id);
+  INSERT INTO ledger_streams (run_key, stream_id) SELECT r.run_key, NEW.stream_id
+  FROM ledger_runs r WHERE r.run_id = NEW.run_id AND NOT EXISTS
+    (SELECT 1 FROM ledger_streams s WHERE s.run_key = r.run_key AND s.stream_id = NEW.stream_id);
+  INSERT INTO ledger_events (position, event_id, run_key, stream_key, version, event_type,
+    schema_version, epoch, seed_id, payload, recorded_at, hash, rank)
+  SELECT COALESCE(NEW.position, nextval(pg_get_serial_sequence('ledger_events', 'position'))),
+    kasmina_test_id(NEW.event_id), r.run_key, s.stream_key, NEW.version, NEW.event_type,
+    NEW.schema_version, NEW.epoch, NEW.seed_id, NEW.payload, NEW.recorded_at,
+    kasmina_test_hash(NEW.hash), NEW.rank
+  FROM ledger_runs r JOIN ledger_streams s ON s.run_key = r.run_key AND s.stream_id = NEW.stream_id
+  WHERE r.run_id = NEW.run_id;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER events_tamper INSTEAD OF INSERT OR UPDATE OR DELETE ON events
+FOR EACH ROW EXECUTE FUNCTION kasmina_test_events_write();
+"""
+
+
+def writable_events(url: str) -> None:
+    """Let a test state a row written by hand on the columns of `events`.
+
+    Triggers write the physical tables beneath the view, as someone with
+    write access would by hand: a hash or id written as text stays text
+    there (on SQLite), which the view gives back as written; a written
+    ``prev_hash`` is ignored, since it is the stream's previous hash, not
+    stored. Immutability still holds: an update or delete reaches the
+    tables' own triggers (`drop_triggers` lifts them).
+    """
     conn = connect(url)
     try:
+        found = conn.execute(
+            "SELECT to_regproc('kasmina_test_events_write') IS NOT NULL"
+            if is_pg(conn)
+            else "SELECT COUNT(*) FROM sqlite_master WHERE name = 'events_tamper_insert'"
+        ).fetchone()
+        if found and found[0]:
+            return
         if is_pg(conn):
-            conn.execute("DROP TRIGGER events_immutable ON events")
-            conn.execute("DROP TRIGGER events_no_truncate ON events")
-            for table in ("ledger_runs", "run_tips"):
-                found = conn.execute(f"SELECT to_regclass('{table}') IS NOT NULL").fetchone()
-                if found and found[0]:
-                    conn.execute(f"DROP TRIGGER {table}_immutable ON {table}")
-                    conn.execute(f"DROP TRIGGER {table}_no_truncate ON {table}")
+            conn.execute(_PG_WRITABLE_EVENTS)
         else:
-            conn.execute("DROP TRIGGER events_no_update")
-            conn.execute("DROP TRIGGER events_no_delete")
-            for table in ("ledger_runs", "run_tips"):
+            conn.executescript(_SQLITE_WRITABLE_EVENTS)
+    finally:
+        conn.close()
+
+
+def drop_triggers(url: str) -> None:
+    """What an attacker with write access does first: lift the immutability triggers
+    of every physical table; then `writable_events`."""
+    conn = connect(url)
+    try:
+        for table in PHYSICAL:
+            if is_pg(conn):
+                conn.execute(f"DROP TRIGGER IF EXISTS {table}_immutable ON {table}")
+                conn.execute(f"DROP TRIGGER IF EXISTS {table}_no_truncate ON {table}")
+            else:
                 conn.execute(f"DROP TRIGGER IF EXISTS {table}_no_update")
                 conn.execute(f"DROP TRIGGER IF EXISTS {table}_no_delete")
     finally:
         conn.close()
+    writable_events(url)
 
 
 def rewrite_sqlite_run(path: str, run_id: str, edit: Callable[[str, dict[str, Any]], None]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 
@@ -59,3 +60,18 @@ def new_event_id() -> str:
 
 
 __all__ = ["new_event_id"]
+
+
+_UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def uuid_bytes(event_id: str) -> bytes | None:
+    """The 16 bytes of an id in the lowercase 8-4-4-4-12 form the ledger stores, else None.
+
+    Only that form: the id's text is hashed, and the ledger gives it back from
+    its bytes in that form, so any other spelling of the same UUID would
+    no longer verify.
+    """
+    if _UUID_TEXT.fullmatch(event_id) is None:
+        return None
+    return bytes.fromhex(event_id.replace("-", ""))

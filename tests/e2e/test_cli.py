@@ -141,8 +141,8 @@ class TestBadInput:
         url, _ = demo_db
         before = _snapshot(url)
         statements = [
-            "DELETE FROM events",
-            "UPDATE events SET epoch = 1",
+            "DELETE FROM ledger_events",
+            "UPDATE ledger_events SET epoch = 1",
             "CREATE TABLE x (a int)",
             "DROP VIEW runs",
         ]

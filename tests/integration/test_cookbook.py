@@ -411,6 +411,7 @@ def _forge_moves(url: str, run_id: str, pairs: list[tuple[SeedStage, SeedStage]]
         "SELECT MAX(version) FROM events WHERE run_id = ? AND stream_id = ?",
         (run_id, row["stream_id"]),
     )
+    rawdb.writable_events(url)
     for n, (a, b) in enumerate(pairs, start=1):
         version = int(top) + n  # type: ignore[call-overload]
         forged = {

@@ -32,6 +32,9 @@ from kasmina.events import (
 from kasmina.ledger import Ledger
 from kasmina.stages import SeedStage
 
+#: The id a row made by hand carries.
+FORGED_ID = "00000000-0000-4000-8000-00000000f0f0"
+
 
 def _count(url: str) -> int:
     return int(rawdb.run(url, "SELECT COUNT(*) FROM events")[0][0])  # type: ignore[call-overload]
@@ -280,7 +283,17 @@ class TestImmutabilityInTheDatabase:
     ) -> None:
         run = ledger.start_run("t", seed=1)
         ledger.append([sample(run.run_id)])
-        for statement in ("UPDATE events SET epoch = 99", "DELETE FROM events"):
+        rawdb.writable_events(db_url)  # through the view too, the tables refuse
+        for statement in (
+            "UPDATE events SET epoch = 99",
+            "DELETE FROM events",
+            "UPDATE ledger_events SET epoch = 99",
+            "DELETE FROM ledger_events",
+            "UPDATE ledger_streams SET stream_id = 'x'",
+            "DELETE FROM ledger_streams",
+            "UPDATE ledger_runs SET format = 1",
+            "DELETE FROM ledger_runs",
+        ):
             with pytest.raises(Exception, match="immutable"):
                 rawdb.run(db_url, statement)
         assert _count(db_url) == 2
@@ -376,9 +389,10 @@ class TestVerifyFindsTampering:
             "seed_id, payload, recorded_at, prev_hash, hash"
         )
         pos = self._position(url, run_id, "slot/r0c1", 2)
+        rawdb.writable_events(url)
         rawdb.run(
             url,
-            f"INSERT INTO events ({columns}) SELECT 'forged', run_id, stream_id, 99, "
+            f"INSERT INTO events ({columns}) SELECT '{FORGED_ID}', run_id, stream_id, 99, "
             "event_type, schema_version, epoch, seed_id, payload, recorded_at, "
             f"prev_hash, hash FROM events WHERE position = {pos}",
         )
@@ -397,7 +411,7 @@ def test_v1_payload_is_upcast_on_read_and_still_verifies(ledger: Ledger, db_url:
     now = datetime.now(UTC)
     stamp = now.isoformat(timespec="microseconds")
     fields = dict(
-        event_id="old-1",
+        event_id=FORGED_ID,
         run_id=run.run_id,
         stream_id="slot/r0c0",
         version=1,
@@ -415,6 +429,7 @@ def test_v1_payload_is_upcast_on_read_and_still_verifies(ledger: Ledger, db_url:
         recorded_at=stamp,
     )
     placeholder = "CAST(? AS jsonb)" if ledger.dialect == "postgresql" else "?"
+    rawdb.writable_events(db_url)
     rawdb.run(
         db_url,
         "INSERT INTO events (event_id, run_id, stream_id, version, event_type, "

@@ -33,7 +33,16 @@ def empty_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> s
     return str(request.getfixturevalue("empty_pg_url"))
 
 
-EXPECTED = {"alembic_version", "events", "snapshots", "ledger_runs", "run_tips", *VIEWS}
+EXPECTED = {
+    "alembic_version",
+    "events",
+    "snapshots",
+    "ledger_runs",
+    "ledger_streams",
+    "ledger_events",
+    "run_tips",
+    *VIEWS,
+}
 
 
 def test_upgrade_downgrade_upgrade(empty_url: str) -> None:

@@ -67,8 +67,10 @@ def fingerprint(url: str) -> Fingerprint:
             (str(name), str(enabled))
             for name, enabled in rawdb.run(
                 url,
-                "SELECT tgname, tgenabled FROM pg_trigger "
-                "WHERE tgrelid = 'events'::regclass AND NOT tgisinternal ORDER BY tgname",
+                "SELECT tgrelid::regclass::text || '.' || tgname, tgenabled FROM pg_trigger "
+                "WHERE tgrelid IN ('ledger_events'::regclass, 'ledger_streams'::regclass, "
+                "'ledger_runs'::regclass, 'run_tips'::regclass) AND NOT tgisinternal "
+                "ORDER BY 1",
             )
         )
         roles = tuple(

@@ -118,16 +118,18 @@ def _half_made(path: Path, source: Path, keep: int) -> None:
 def test_db_upgrade_rebuilds_a_half_made_schema_without_events(
     keep: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    source = tmp_path / "whole.db"
-    migrate.upgrade(f"sqlite:///{source}")
+    source = tmp_path / "older.db"  # the schema of the kasmina that left it (0005)
+    migrate.upgrade(f"sqlite:///{source}", "0005")
     path = tmp_path / "ledger.db"
     _half_made(path, source, keep)
     url = f"sqlite:///{path}"
     assert rawdb.run(url, "SELECT COUNT(*) FROM sqlite_master WHERE name = 'events'") == [(1,)]
     assert main(["--db", url, "db", "upgrade"]) == 0, capsys.readouterr()
     assert _revision(path) == migrate.HEAD_REVISION
-    whole = "SELECT type, name FROM sqlite_master ORDER BY type, name"
-    assert rawdb.run(url, whole) == rawdb.run(f"sqlite:///{source}", whole)
+    whole = tmp_path / "whole.db"
+    migrate.upgrade(f"sqlite:///{whole}")
+    objects = "SELECT type, name FROM sqlite_master ORDER BY type, name"
+    assert rawdb.run(url, objects) == rawdb.run(f"sqlite:///{whole}", objects)
     record_small_run(url)
     assert fingerprint(url).verified
 

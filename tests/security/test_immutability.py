@@ -1,7 +1,12 @@
 """No back door around immutability: replace, upsert, replication role, hand-placed positions.
 
-Each attack runs on a raw driver connection, as a user holding the database
-would, and must be refused by the database itself with nothing changed.
+``events`` is a view over the physical tables ``ledger_events``,
+``ledger_streams`` and ``ledger_runs`` (revision 0014), beside ``run_tips``:
+a write to the view fails by itself, so every attack here goes at the
+tables beneath it. Each runs on a raw driver connection, as a user holding
+the database would, and must be refused by the database itself with nothing
+changed: neither what `fingerprint` reads through the view nor any row (or,
+on PostgreSQL, trigger) of the physical tables.
 """
 
 from __future__ import annotations
@@ -18,10 +23,26 @@ from kasmina.canonical import GENESIS_HASH
 from kasmina.ledger import Ledger, migrate
 from security.attacks import fingerprint, record_small_run
 
-_COLUMNS = (
-    "position, event_id, run_id, stream_id, version, event_type, schema_version, epoch, "
-    "seed_id, payload, recorded_at, prev_hash, hash"
-)
+#: The columns of each physical table of revision 0014, its integer key first.
+_COLUMNS = {
+    "ledger_events": (
+        "position",
+        "event_id",
+        "run_key",
+        "stream_key",
+        "version",
+        "event_type",
+        "schema_version",
+        "epoch",
+        "seed_id",
+        "payload",
+        "recorded_at",
+        "hash",
+        "rank",
+    ),
+    "ledger_streams": ("stream_key", "run_key", "stream_id"),
+    "ledger_runs": ("run_key", "run_id", "format", "start_prev"),
+}
 
 
 def _refused(url: str, sql: str, params: tuple[object, ...] = ()) -> str:
@@ -31,56 +52,125 @@ def _refused(url: str, sql: str, params: tuple[object, ...] = ()) -> str:
     return str(caught.value)
 
 
+def _tables(url: str) -> tuple[object, ...]:
+    """Every row of every physical table, and on PostgreSQL their triggers and whether
+    each is enabled: what `fingerprint`, reading through the view, does not see."""
+    rows = tuple(
+        tuple(rawdb.run(url, f"SELECT * FROM {table} ORDER BY 1, 2")) for table in rawdb.PHYSICAL
+    )
+    if url.startswith("sqlite"):
+        return rows  # `fingerprint` holds every trigger of a SQLite ledger
+    tables = ", ".join(f"'{table}'::regclass" for table in rawdb.PHYSICAL)
+    triggers = rawdb.run(
+        url,
+        "SELECT tgrelid::regclass::text, tgname, tgenabled FROM pg_trigger "
+        f"WHERE tgrelid IN ({tables}) AND NOT tgisinternal ORDER BY 1, 2",
+    )
+    return (*rows, tuple(triggers))
+
+
+def _state(url: str) -> tuple[object, ...]:
+    """What an attack must leave exactly as it was."""
+    return fingerprint(url), _tables(url)
+
+
+def _fresh_id(url: str) -> str:
+    """SQL for an event id no row has: 16 random bytes, as a UUID is stored."""
+    return "randomblob(16)" if url.startswith("sqlite") else "uuid_send(gen_random_uuid())"
+
+
+def _last_row_again(table: str, **values: str) -> str:
+    """``INTO table (...) SELECT``: its last row again, with `values` (SQL) for some columns."""
+    columns = _COLUMNS[table]
+    key = columns[0]
+    picked = ", ".join(values.get(column, column) for column in columns)
+    return (
+        f"INTO {table} ({', '.join(columns)}) SELECT {picked} FROM {table} "
+        f"WHERE {key} = (SELECT MAX({key}) FROM {table})"
+    )
+
+
 # -- SQLite: a row may never replace another -----------------------------------
 
-_REPLACE = f"INTO events ({_COLUMNS}) SELECT {{position}}, {{event_id}}, run_id, stream_id, "
-_REPLACE += "{version}, event_type, schema_version, 99, seed_id, payload, recorded_at, prev_hash, "
-_REPLACE += "hash FROM events WHERE position = (SELECT MAX(position) FROM events)"
+FRESH_ID = _fresh_id("sqlite")
 
 REPLACEMENTS = {
-    # Each takes one key of the last row and keeps the others fresh.
-    "event_id": {"position": "NULL", "event_id": "event_id", "version": "version + 100"},
-    "version": {"position": "NULL", "event_id": "'fresh-id'", "version": "version"},
-    "position": {"position": "position", "event_id": "'fresh-id'", "version": "version + 100"},
+    # Each takes one key (set) of a table's last row and keeps the others fresh.
+    ("ledger_events", ("event_id",)): {
+        "position": "NULL",
+        "version": "version + 100",
+        "epoch": "99",
+    },
+    ("ledger_events", ("stream_key", "version")): {
+        "position": "NULL",
+        "event_id": FRESH_ID,
+        "epoch": "99",
+    },
+    ("ledger_events", ("position",)): {
+        "event_id": FRESH_ID,
+        "version": "version + 100",
+        "epoch": "99",
+    },
+    ("ledger_streams", ("stream_key",)): {"stream_id": "stream_id || '-forged'"},
+    ("ledger_streams", ("run_key", "stream_id")): {"stream_key": "NULL"},
+    ("ledger_runs", ("run_key",)): {"run_id": "run_id || '-forged'"},
+    ("ledger_runs", ("run_id",)): {"run_key": "NULL", "format": "1", "start_prev": "NULL"},
 }
 
 
+def _taken(table: str, keys: tuple[str, ...]) -> str:
+    """The message of `table`'s ``_no_replace`` trigger for a taken key set."""
+    names = ", ".join(f"{table}.{key}" for key in keys)
+    return f"kasmina: {table} is immutable ({names} is taken; a row may never replace another)"
+
+
 @pytest.mark.parametrize("verb", ["INSERT OR REPLACE", "REPLACE"])
-@pytest.mark.parametrize("key", sorted(REPLACEMENTS))
-def test_sqlite_replace_cannot_rewrite_a_row(sqlite_url: str, verb: str, key: str) -> None:
+@pytest.mark.parametrize(
+    ("table", "keys"), sorted(REPLACEMENTS), ids=lambda v: v if isinstance(v, str) else "+".join(v)
+)
+def test_sqlite_replace_cannot_rewrite_a_row(
+    sqlite_url: str, verb: str, table: str, keys: tuple[str, ...]
+) -> None:
     record_small_run(sqlite_url)
-    before = fingerprint(sqlite_url)
-    message = _refused(sqlite_url, f"{verb} {_REPLACE.format(**REPLACEMENTS[key])}")
-    assert "a row may never replace another" in message
-    assert f"events.{key}" in message
-    assert fingerprint(sqlite_url) == before
+    before = _state(sqlite_url)
+    statement = f"{verb} {_last_row_again(table, **REPLACEMENTS[table, keys])}"
+    assert _taken(table, keys) in _refused(sqlite_url, statement)
+    assert _state(sqlite_url) == before
 
 
 @pytest.mark.parametrize("verb", ["INSERT OR IGNORE", "INSERT OR FAIL", "INSERT OR ROLLBACK"])
 def test_sqlite_other_conflict_clauses_are_refused_too(sqlite_url: str, verb: str) -> None:
     record_small_run(sqlite_url)
-    before = fingerprint(sqlite_url)
-    message = _refused(sqlite_url, f"{verb} {_REPLACE.format(**REPLACEMENTS['event_id'])}")
-    assert "a row may never replace another" in message
-    assert fingerprint(sqlite_url) == before
+    before = _state(sqlite_url)
+    replacement = REPLACEMENTS["ledger_events", ("event_id",)]
+    statement = f"{verb} {_last_row_again('ledger_events', **replacement)}"
+    assert _taken("ledger_events", ("event_id",)) in _refused(sqlite_url, statement)
+    assert _state(sqlite_url) == before
 
 
 def _forge_by_replace(path: str) -> None:
     """Rewrite every row of the sealed run through REPLACE, re-chained and re-sealed.
 
     The attack of issue 18: with only the UPDATE and DELETE triggers, it went
-    through and the forged run verified.
+    through and the forged run verified. The texts hashed are read through
+    the view; the rows are written as ``ledger_events`` stores them.
     """
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         rows = conn.execute(
-            f"SELECT {_COLUMNS} FROM events WHERE run_id = 'victim' ORDER BY position"
+            "SELECT e.position, e.event_id, e.run_id, e.stream_id, e.version, e.event_type, "
+            "e.schema_version, e.seed_id, e.payload, e.recorded_at, e.prev_hash, "
+            "l.event_id, l.run_key, l.stream_key, l.recorded_at, l.rank "
+            "FROM events e JOIN ledger_events l ON l.position = e.position "
+            "WHERE e.run_id = 'victim' ORDER BY e.position"
         ).fetchall()
         form = rawdb.run_format(f"sqlite:///{path}", "victim")
-        heads: dict[str, str] = {"run": rows[0][11]} if form >= 2 else {}
-        run_prev = rows[0][11]
+        heads: dict[str, str] = {"run": rows[0][10]} if form >= 2 else {}
+        run_prev = rows[0][10]
         conn.execute("BEGIN")
-        for position, eid, rid, stream, version, etype, sv, _, seed, text, at, _, _ in rows:
+        for row in rows:
+            position, eid, rid, stream, version, etype, sv, seed, text, at, _ = row[:11]
+            stored_id, run_key, stream_key, stored_at, rank = row[11:]
             payload = json.loads(text)
             if etype == "RunFinished":
                 payload["seal"] = dict(heads)
@@ -94,9 +184,11 @@ def _forge_by_replace(path: str) -> None:
                 schema_version=sv, epoch=7, seed_id=seed, payload_text=new_text,
                 recorded_at=at)  # fmt: skip
             conn.execute(
-                f"REPLACE INTO events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, 7, ?, ?, ?, ?, ?)",
-                (position, eid, rid, stream, version, etype, sv, seed, new_text, at, prev, digest),
-            )
+                f"REPLACE INTO ledger_events ({', '.join(_COLUMNS['ledger_events'])}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, 7, ?, ?, ?, ?, ?)",
+                (position, stored_id, run_key, stream_key, version, etype, sv, seed, new_text,
+                 stored_at, bytes.fromhex(digest), rank),
+            )  # fmt: skip
             heads[stream] = digest
         conn.execute("COMMIT")
     finally:
@@ -105,10 +197,11 @@ def _forge_by_replace(path: str) -> None:
 
 def test_sqlite_forged_sealed_run_through_replace_is_refused(sqlite_url: str) -> None:
     record_small_run(sqlite_url)
-    before = fingerprint(sqlite_url)
-    with pytest.raises(sqlite3.IntegrityError, match="a row may never replace another"):
+    before = _state(sqlite_url)
+    with pytest.raises(sqlite3.IntegrityError) as caught:
         _forge_by_replace(sqlite_url.split(":///", 1)[1])
-    assert fingerprint(sqlite_url) == before
+    assert _taken("ledger_events", ("event_id",)) in str(caught.value)
+    assert _state(sqlite_url) == before
 
 
 def test_retried_batch_is_still_skipped_by_id(sqlite_url: str) -> None:
@@ -134,45 +227,45 @@ def test_retried_batch_is_still_skipped_by_id(sqlite_url: str) -> None:
 
 
 def _resubmit_last_row(conflict: str) -> str:
-    """The last row inserted again as it is, with an ON CONFLICT clause."""
-    return (
-        f"INSERT INTO events ({_COLUMNS}) SELECT position, event_id, run_id, stream_id, version, "
-        "event_type, schema_version, epoch, seed_id, payload, recorded_at, prev_hash, hash "
-        f"FROM events WHERE position = (SELECT MAX(position) FROM events) {conflict}"
-    )
+    """The last row of ``ledger_events`` inserted again as it is, with an ON CONFLICT clause."""
+    return f"INSERT {_last_row_again('ledger_events')} {conflict}"
 
 
-@pytest.mark.parametrize("target", ["(event_id)", "(position)", "(run_id, stream_id, version)"])
+@pytest.mark.parametrize("target", ["(event_id)", "(position)", "(stream_key, version)"])
 def test_upsert_do_update_is_refused(attacked_url: str, target: str) -> None:
-    before = fingerprint(attacked_url)
+    before = _state(attacked_url)
     message = _refused(
         attacked_url, _resubmit_last_row(f"ON CONFLICT {target} DO UPDATE SET epoch = 99")
     )
-    assert "immutable" in message
-    assert fingerprint(attacked_url) == before
+    if attacked_url.startswith("sqlite"):
+        assert _taken("ledger_events", ("event_id",)) in message  # the first key it checks
+    else:
+        assert "kasmina: ledger_events is immutable (UPDATE refused)" in message
+    assert _state(attacked_url) == before
 
 
 def test_upsert_do_nothing_changes_nothing(attacked_url: str) -> None:
-    before = fingerprint(attacked_url)
+    before = _state(attacked_url)
     sql = _resubmit_last_row("ON CONFLICT DO NOTHING")
     if attacked_url.startswith("sqlite"):
-        assert "a row may never replace another" in _refused(attacked_url, sql)
+        assert _taken("ledger_events", ("event_id",)) in _refused(attacked_url, sql)
     else:
         rawdb.run(attacked_url, sql)  # PostgreSQL skips the row: there is nothing to refuse
-    assert fingerprint(attacked_url) == before
+    assert _state(attacked_url) == before
 
 
 @pytest.mark.parametrize("position", [0, -1, -5])
 def test_insert_at_a_position_below_one_is_refused(attacked_url: str, position: int) -> None:
-    before = fingerprint(attacked_url)
-    sql = (
-        f"INSERT INTO events ({_COLUMNS}) SELECT ?, 'junk-id', run_id, stream_id, version + 50, "
-        "event_type, schema_version, epoch, seed_id, payload, recorded_at, prev_hash, 'junk' "
-        "FROM events WHERE position = (SELECT MAX(position) FROM events)"
+    before = _state(attacked_url)
+    sql = "INSERT " + _last_row_again(
+        "ledger_events", position="?", event_id=_fresh_id(attacked_url), version="version + 50"
     )
     message = _refused(attacked_url, sql, (position,))
-    assert "position" in message
-    assert fingerprint(attacked_url) == before
+    if attacked_url.startswith("sqlite"):
+        assert "kasmina: ledger_events.position must be 1 or more" in message
+    else:
+        assert "ck_ledger_events_position_positive" in message
+    assert _state(attacked_url) == before
 
 
 @pytest.mark.parametrize("who", ["pg_url", "owner_pg_url"])
@@ -183,15 +276,16 @@ def test_postgres_refuses_a_time_python_cannot_read(
     """One such row made `verify`, `history` and every other read of the ledger fail."""
     url = str(request.getfixturevalue(who))
     record_small_run(url)
-    before = fingerprint(url)
-    sql = (
-        f"INSERT INTO events ({_COLUMNS}) SELECT position + 100, 'late-id', run_id, stream_id, "
-        "version + 50, event_type, schema_version, epoch, seed_id, payload, "
-        "CAST(? AS timestamptz), prev_hash, hash "
-        "FROM events WHERE position = (SELECT MAX(position) FROM events)"
+    before = _state(url)
+    sql = "INSERT " + _last_row_again(
+        "ledger_events",
+        position="position + 100",
+        event_id=_fresh_id(url),
+        version="version + 50",
+        recorded_at="CAST(? AS timestamptz)",
     )
-    assert "ck_events_recorded_at_in_range" in _refused(url, sql, (when,))
-    assert fingerprint(url) == before
+    assert "ck_ledger_events_recorded_at_in_range" in _refused(url, sql, (when,))
+    assert _state(url) == before
 
 
 # -- PostgreSQL: triggers fire whatever the replication role ---------------------
@@ -210,15 +304,43 @@ def _as_replica(url: str, statement: str) -> str:
         conn.close()
 
 
-@pytest.mark.parametrize(
-    "statement",
-    ["UPDATE events SET epoch = 99", "DELETE FROM events", "TRUNCATE events"],
-)
-def test_replica_role_does_not_skip_the_triggers(pg_url: str, statement: str) -> None:
+def _sign(url: str, tmp_path: Path) -> str:
+    """Add a run written with a signing key to the ledger at `url`: rows in every table."""
+    from kasmina.signing import generate
+
+    with Ledger.open(url) as ledger:
+        ledger.signing_key = generate(tmp_path / "key.pem")
+        ledger.start_run("signed", seed=1, run_id="signed").finish()
+    assert rawdb.run(url, "SELECT COUNT(*) FROM run_tips") == [(2,)]
+    return url
+
+
+@pytest.fixture
+def signed_pg_url(pg_url: str, tmp_path: Path) -> str:
+    """A PostgreSQL ledger (superuser) with a sealed run and a signed one."""
     record_small_run(pg_url)
-    before = fingerprint(pg_url)
-    assert "events are immutable" in _as_replica(pg_url, statement)
-    assert fingerprint(pg_url) == before
+    return _sign(pg_url, tmp_path)
+
+
+#: A change to a row of each physical table (a row-level trigger fires only on rows).
+_UPDATES = {
+    "ledger_events": "UPDATE ledger_events SET epoch = 99",
+    "ledger_streams": "UPDATE ledger_streams SET stream_id = 'x'",
+    "ledger_runs": "UPDATE ledger_runs SET format = 1",
+    "run_tips": "UPDATE run_tips SET run_id = 'x'",
+}
+
+
+@pytest.mark.parametrize("op", ["UPDATE", "DELETE", "TRUNCATE"])
+@pytest.mark.parametrize("table", rawdb.PHYSICAL)
+def test_replica_role_does_not_skip_the_triggers(signed_pg_url: str, table: str, op: str) -> None:
+    statement = {"UPDATE": _UPDATES[table], "DELETE": f"DELETE FROM {table}"}.get(
+        op, f"TRUNCATE {table}"
+    )
+    before = _state(signed_pg_url)
+    message = _as_replica(signed_pg_url, statement)
+    assert f"kasmina: {table} is immutable ({op} refused)" in message
+    assert _state(signed_pg_url) == before
 
 
 def test_owner_cannot_take_the_replica_role(owner_pg_url: str) -> None:
@@ -229,13 +351,14 @@ def test_owner_cannot_take_the_replica_role(owner_pg_url: str) -> None:
     assert fingerprint(owner_pg_url) == before
 
 
-def test_triggers_are_enabled_always(pg_url: str) -> None:
+@pytest.mark.parametrize("table", rawdb.PHYSICAL)
+def test_triggers_are_enabled_always(pg_url: str, table: str) -> None:
     rows = rawdb.run(
         pg_url,
         "SELECT tgname, tgenabled FROM pg_trigger "
-        "WHERE tgrelid = 'events'::regclass AND NOT tgisinternal ORDER BY tgname",
+        f"WHERE tgrelid = '{table}'::regclass AND NOT tgisinternal ORDER BY tgname",
     )
-    assert rows == [("events_immutable", "A"), ("events_no_truncate", "A")]
+    assert rows == [(f"{table}_immutable", "A"), (f"{table}_no_truncate", "A")]
 
 
 # -- the revision round-trips ---------------------------------------------------
@@ -288,15 +411,8 @@ def test_downgrade_restores_the_old_guards_exactly(fresh_url: str) -> None:
 
 @pytest.fixture
 def signed_url(attacked_url: str, tmp_path: Path) -> str:
-    """The attacked ledger plus a run written with a signing key: rows in both tables."""
-    from kasmina.ledger import Ledger
-    from kasmina.signing import generate
-
-    with Ledger.open(attacked_url) as ledger:
-        ledger.signing_key = generate(tmp_path / "key.pem")
-        ledger.start_run("signed", seed=1, run_id="signed").finish()
-    assert rawdb.run(attacked_url, "SELECT COUNT(*) FROM run_tips") == [(2,)]
-    return attacked_url
+    """The attacked ledger plus a run written with a signing key: rows in every table."""
+    return _sign(attacked_url, tmp_path)
 
 
 @pytest.mark.parametrize("table", ["ledger_runs", "run_tips"])

@@ -109,7 +109,7 @@ def test_a_run_rewritten_as_format_1_after_format_2_runs_is_a_fault(
     three_runs: tuple[Ledger, str],
 ) -> None:
     ledger, url = three_runs
-    rawdb.run(url, "DELETE FROM ledger_runs WHERE run_id = 'third'")
+    rawdb.run(url, "UPDATE ledger_runs SET format = 1 WHERE run_id = 'third'")
     kinds = {kind for kind, run_id, _ in _faults(ledger) if run_id == "third"}
     assert "wrong_format" in kinds
 

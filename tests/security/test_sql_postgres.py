@@ -186,8 +186,8 @@ HOSTILE: list[tuple[str, str]] = [
     ("EXECUTE wipe", ONLY_QUERY),
     ("SET statement_timeout = 0", ONLY_QUERY),
     ("VACUUM events", ONLY_QUERY),
-    ("SELECT nextval('events_position_seq')", "refused"),
-    ("SELECT setval('events_position_seq', 1)", "refused"),
+    ("SELECT nextval('ledger_events_position_seq')", "refused"),
+    ("SELECT setval('ledger_events_position_seq', 1)", "refused"),
     ("DECLARE c CURSOR WITH HOLD FOR SELECT * FROM events", ONLY_QUERY),
 ]
 

@@ -26,7 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from kasmina.errors import SigningError
 from kasmina.events import RUN_STREAM
 from kasmina.jcs import jcs_text
-from kasmina.ledger.heads import STREAM_HEADS
+from kasmina.ledger.heads import STREAM_HEADS, STREAM_HEADS_0013
+from kasmina.ledger.store import hash_text
 from kasmina.ledger.verify import Fault, FaultKind, RunStartChain, run_formats
 
 if TYPE_CHECKING:
@@ -94,8 +95,10 @@ def make_anchor(ledger: Ledger, run_id: str | None, key: SigningKey | None) -> A
     formats = run_formats(store)
     runs = {}
     for check in report.runs:
-        rows = store.fetch(STREAM_HEADS, (check.run_id,))
-        heads = {str(stream): (int(str(version)), str(digest)) for stream, version, digest in rows}
+        rows = store.fetch(STREAM_HEADS if ledger.lean else STREAM_HEADS_0013, (check.run_id,))
+        heads = {
+            str(stream): (int(str(version)), hash_text(digest)) for stream, version, digest in rows
+        }
         runs[check.run_id] = AnchoredRun(
             format=formats.get(check.run_id, 1), events=check.events, heads=heads
         )

@@ -29,6 +29,7 @@ from kasmina.errors import (
     SchemaMismatch,
 )
 from kasmina.events import RUN_STREAM, NewEvent, RunFinished, RunStarted
+from kasmina.ids import uuid_bytes
 from kasmina.ledger import formats, migrate
 from kasmina.ledger.errors import UPGRADE_HINT, redact, translate
 from kasmina.ledger.formats import LEDGER_FORMAT, row_hash
@@ -39,6 +40,7 @@ from kasmina.ledger.store import (
     EventRow,
     Param,
     Store,
+    hash_text,
     integer,
 )
 
@@ -46,16 +48,18 @@ if TYPE_CHECKING:
     from kasmina.signing import SigningKey
 
 _HEAD = (
-    "SELECT version, hash, event_type FROM events WHERE run_id = ? AND stream_id = ? "
+    "SELECT version, hash, event_type FROM ledger_events WHERE stream_key = ? "
     "ORDER BY version DESC LIMIT 1"
 )
-_TIP = "SELECT position, hash FROM events WHERE run_id = ? ORDER BY position DESC LIMIT 1"
-_FORMAT = "SELECT format FROM ledger_runs WHERE run_id = ?"
+_TIP = "SELECT position, hash FROM ledger_events WHERE run_key = ? ORDER BY position DESC LIMIT 1"
+_RUN = "SELECT run_key, format FROM ledger_runs WHERE run_id = ?"
+_STREAM = "SELECT stream_key FROM ledger_streams WHERE run_key = ? AND stream_id = ?"
+_NEW_STREAM = "INSERT INTO ledger_streams (run_key, stream_id) VALUES (?, ?) RETURNING stream_key"
 #: The ledger's last run start, which a new run's first event links to (format 2).
 _LAST_START = (
     "SELECT hash FROM events WHERE event_type = 'RunStarted' ORDER BY position DESC LIMIT 1"
 )
-_NEW_RUN = "INSERT INTO ledger_runs (run_id, format) VALUES (?, ?)"
+_NEW_RUN = "INSERT INTO ledger_runs (run_id, format, start_prev) VALUES (?, ?, ?) RETURNING run_key"
 _TIP_ROW = (
     "INSERT INTO run_tips (run_id, position, hash, public_key, signature) VALUES (?, ?, ?, ?, ?)"
 )
@@ -65,8 +69,10 @@ _SIGNED_AT = (
 )
 #: `Appending.signer` has not looked at ``KASMINA_SIGNING_KEY`` yet.
 _UNREAD = object()
-#: Formats remembered per ledger (they never change); cleared whole when full.
-_MAX_FORMATS = 4096
+#: Run and stream keys remembered per ledger (they never change); cleared whole when full.
+_MAX_KEYS = 4096
+#: Ids looked up per statement, within SQLite's limit on parameters.
+_IDS_PER_LOOKUP = 10_000
 #: Their own stream holds a run's start and its seal; anywhere else they would forge one.
 _RUN_ONLY = frozenset({RunStarted, RunFinished})
 
@@ -82,10 +88,29 @@ class AppendResult:
 @dataclass(frozen=True, slots=True)
 class Prepared:
     event: NewEvent
+    #: The event id's 16 bytes (`kasmina.ids.uuid_bytes`).
+    uuid: bytes
     #: None: made while the rows stream out (`Store.streams_rows`), or in the run's format.
     payload_text: str | None
     #: The ledger format `payload_text` is written in.
     form: int = LEDGER_FORMAT
+
+
+@dataclass(frozen=True, slots=True)
+class RunKeys:
+    """A run's key and format, and its streams' keys: what rows store instead of names."""
+
+    run_key: int
+    form: int
+    streams: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Staged:
+    """What an attempt learned, remembered only once its transaction commits."""
+
+    known: Known | None = None
+    keys: RunKeys | None = None
 
 
 def payload_text(item: Prepared, form: int) -> str:
@@ -110,11 +135,14 @@ class Appending:
     def _init_appending(self, store: Store) -> None:
         self._head = store.sql(_HEAD)
         self._tip_sql = store.sql(_TIP)
-        self._format_sql = store.sql(_FORMAT)
+        self._run_sql = store.sql(_RUN)
+        self._stream_sql = store.sql(_STREAM)
+        self._new_stream_sql = store.sql(_NEW_STREAM)
         self._last_start_sql = store.sql(_LAST_START)
         self._new_run_sql = store.sql(_NEW_RUN)
         self._known = KnownHeads()
-        self._formats: dict[str, int] = {}
+        #: run id -> its keys, as committed; a rolled-back attempt's never get here.
+        self._keys: dict[str, RunKeys] = {}
         self._tip_row_sql = store.sql(_TIP_ROW)
         self._signed_at_sql = store.sql(_SIGNED_AT)
         #: run id -> the last tip this ledger signed; a stale entry only costs a lookup.
@@ -143,11 +171,18 @@ class Appending:
             return AppendResult(0, 0)
         run_id = batch[0].run_id
         lazy = self._store.streams_rows
+        uuids = []
         for event in batch:
             if not isinstance(event, NewEvent):
                 raise PayloadInvalid(
                     f"append takes events built by make_event, got {type(event).__name__}"
                 )
+            uuid = uuid_bytes(event.event_id)
+            if uuid is None:
+                raise PayloadInvalid(
+                    f"event id {event.event_id!r} is not a UUID in lowercase 8-4-4-4-12 form"
+                )
+            uuids.append(uuid)
             if event.run_id != run_id:
                 raise PayloadInvalid(
                     f"a batch belongs to one run; got {run_id!r} and {event.run_id!r}"
@@ -158,15 +193,19 @@ class Appending:
                     f"not {event.stream_id!r}"
                 )
         form = self.new_run_format if isinstance(batch[0].payload, RunStarted) else None
-        form = self._formats.get(run_id, form)
+        keys = self._keys.get(run_id)
+        form = form if keys is None else keys.form
         if lazy or form is None:  # made in the lock, as the rows stream out or in the run's format
-            prepared = [Prepared(event, None) for event in batch]
+            prepared = [
+                Prepared(event, uuid, None) for event, uuid in zip(batch, uuids, strict=True)
+            ]
         else:  # the text's work outside the lock, where the run's format is known
             prepared = [
-                Prepared(event, formats.payload_text(event.payload, form), form) for event in batch
+                Prepared(event, uuid, formats.payload_text(event.payload, form), form)
+                for event, uuid in zip(batch, uuids, strict=True)
             ]
         self._require_head()
-        staged: list[Known | None] = [None]
+        staged = Staged()
 
         def attempt(look_up_ids: bool) -> Callable[[Cursor], AppendResult]:
             return lambda cur: self._append_locked(
@@ -179,7 +218,7 @@ class Appending:
             except BaseException:
                 self._known.forget(run_id)
                 raise
-        self._promote(run_id, staged[0])
+        self._promote(run_id, staged)
         return result
 
     def _append_transaction(
@@ -196,11 +235,15 @@ class Appending:
         # Possibly a retry: do it again, skipping the ids already stored.
         return self._store.transact(run_id, attempt(True))
 
-    def _promote(self, run_id: str, known: Known | None) -> None:
-        if known is None:
+    def _promote(self, run_id: str, staged: Staged) -> None:
+        if staged.known is None:
             self._known.forget(run_id)
         else:
-            self._known.promote(known)
+            self._known.promote(staged.known)
+        if staged.keys is not None:
+            if len(self._keys) >= _MAX_KEYS:
+                self._keys.clear()
+            self._keys[run_id] = staged.keys
 
     def _append_locked(
         self,
@@ -209,7 +252,7 @@ class Appending:
         prepared: Sequence[Prepared],
         *,
         look_up_ids: bool,
-        staged: list[Known | None],
+        staged: Staged,
     ) -> AppendResult:
         """Chain and insert a batch inside a write transaction.
 
@@ -218,60 +261,59 @@ class Appending:
         ``event_id`` say whether this is a retry (the caller then rolls back
         and comes here again with ``look_up_ids``, which reads the stored
         events of those ids to tell a retry from a reused id). The heads this
-        batch leaves are put in ``staged``, for the caller to remember once
-        the transaction has committed (`kasmina.ledger.heads`).
+        batch leaves, and the run's and streams' keys, are put in ``staged``,
+        for the caller to remember once the transaction has committed
+        (`kasmina.ledger.heads`): a key made by a transaction that rolls back
+        names no row.
         """
         ids = [p.event.event_id for p in prepared]
+        uuids = [p.uuid for p in prepared]
         if len(set(ids)) != len(ids):
             seen: set[str] = set()
             for event_id in ids:
                 if event_id in seen:
                     raise DuplicateEvent(event_id, "appears more than once in the batch")
                 seen.add(event_id)
+        keys = self._run_keys(cur, run_id)
         if look_up_ids:
-            stored = self._stored(cur, ids)
-            stored_form = self._run_format(cur, run_id) if stored else LEDGER_FORMAT
+            stored = self._stored(cur, uuids)
+            stored_form = keys.form if stored and keys is not None else LEDGER_FORMAT
             fresh = [item for item in prepared if not self._repeats(item, stored, stored_form)]
         else:
             fresh = list(prepared)  # the common case: nothing to skip
         heads: dict[str, tuple[int, str]] = {}
-        tip = self._tip(cur, run_id)
+        tip = None if keys is None else self._tip(cur, keys.run_key)
         known = self._known.at(run_id, None if tip is None else tip[0])
-        starting = False
-        if RUN_STREAM in known:  # a remembered run is never a finished one
+        if keys is not None and RUN_STREAM in known:  # a remembered run is never a finished one
             heads[RUN_STREAM] = known[RUN_STREAM]
-        else:
-            run_head = self._read_head(cur, run_id, RUN_STREAM)
-            if run_head is None:
-                first = fresh[0].event if fresh else None
-                if first is None or not isinstance(first.payload, RunStarted):
-                    raise RunNotFound(run_id)
-                starting = True
-            elif run_head[2] == "RunFinished":
+        elif keys is not None and (run_head := self._read_head(cur, keys, RUN_STREAM)):
+            if run_head[2] == "RunFinished":
                 raise RunClosed(run_id)
-            else:
-                heads[RUN_STREAM] = (run_head[0], run_head[1])
-        form = self.new_run_format if starting else self._run_format(cur, run_id)
-        run_prev = GENESIS_HASH if tip is None else tip[1]
-        if starting and form >= 2:
-            run_prev = self._start_run(cur, run_id, form)
-            heads[RUN_STREAM] = (0, run_prev)
-        elif starting:
-            self._remember_format(run_id, form)  # format 1: no row, no links
+            heads[RUN_STREAM] = (run_head[0], run_head[1])
+        else:
+            first = fresh[0].event if fresh else None
+            if first is None or not isinstance(first.payload, RunStarted):
+                raise RunNotFound(run_id)
+            keys, link = self._start_run(cur, run_id, self.new_run_format)
+            heads[RUN_STREAM] = (0, link)
+        run_prev = heads[RUN_STREAM][1] if tip is None else tip[1]
         # Every head is read before the rows start: PostgreSQL's COPY holds the connection.
         for item in fresh:
             stream = item.event.stream_id
             if stream not in heads and stream not in known:
-                found = self._read_head(cur, run_id, stream) if stream != RUN_STREAM else None
+                found = self._read_head(cur, keys, stream)
                 heads[stream] = (found[0], found[1]) if found else (0, GENESIS_HASH)
+            if stream not in keys.streams:
+                self._stream_key(cur, keys, stream)
         if fresh:  # the store takes every row or raises, so all of `fresh` is written
-            rows = self._chained_rows(run_id, fresh, heads, known, form, run_prev)
+            rows = self._chained_rows(run_id, keys, fresh, heads, known, run_prev)
             self._store.insert_events(cur, rows)
-        before, tip = tip, self._tip(cur, run_id)
-        if fresh and form >= 2 and tip is not None:
+        before, tip = tip, self._tip(cur, keys.run_key)
+        if fresh and keys.form >= 2 and tip is not None:
             self._sign_tip(cur, run_id, before, tip)
         closed = any(isinstance(item.event.payload, RunFinished) for item in fresh)
-        staged[0] = None if closed or tip is None else Known(run_id, tip[0], {**known, **heads})
+        staged.known = None if closed or tip is None else Known(run_id, tip[0], {**known, **heads})
+        staged.keys = keys
         return AppendResult(len(fresh), len(prepared) - len(fresh), heads)
 
     def signer(self) -> SigningKey | None:
@@ -309,45 +351,61 @@ class Appending:
                 return
         signature = key.sign(tip_message(run_id, tip[0], tip[1]))
         cur.execute(self._tip_row_sql, (run_id, tip[0], tip[1], key.public_hex, signature))
-        if len(self._signed_tips) >= _MAX_FORMATS:
+        if len(self._signed_tips) >= _MAX_KEYS:
             self._signed_tips.clear()
         self._signed_tips[run_id] = tip
 
-    def _run_format(self, cur: Cursor, run_id: str) -> int:
-        """The ledger format the run is written in: its `ledger_runs` row's, else 1."""
-        form = self._formats.get(run_id)
-        if form is None:
-            cur.execute(self._format_sql, (run_id,))
+    def _run_keys(self, cur: Cursor, run_id: str) -> RunKeys | None:
+        """The run's keys and format, remembered or read; None: no such run.
+
+        A copy, so that the streams an attempt adds reach the memory only
+        when it commits (`Staged`)."""
+        keys = self._keys.get(run_id)
+        if keys is None:
+            cur.execute(self._run_sql, (run_id,))
             row = cur.fetchone()
-            form = 1 if row is None else integer(row[0], "a ledger format")
-            self._remember_format(run_id, form)
-        return form
+            if row is None:
+                return None
+            keys = RunKeys(integer(row[0], "a run key"), integer(row[1], "a ledger format"))
+        return RunKeys(keys.run_key, keys.form, dict(keys.streams))
 
-    def _remember_format(self, run_id: str, form: int) -> None:
-        if len(self._formats) >= _MAX_FORMATS:
-            self._formats.clear()
-        self._formats[run_id] = form
+    def _stream_key(self, cur: Cursor, keys: RunKeys, stream: str) -> int:
+        """The stream's key, read, or made for a new stream."""
+        key = keys.streams.get(stream)
+        if key is None:
+            cur.execute(self._stream_sql, (keys.run_key, stream))
+            row = cur.fetchone()
+            if row is None:
+                cur.execute(self._new_stream_sql, (keys.run_key, stream))
+                row = cur.fetchone()
+            key = keys.streams[stream] = integer(row[0] if row else None, "a stream key")
+        return key
 
-    def _start_run(self, cur: Cursor, run_id: str, form: int) -> str:
-        """Record a new run's format; the hash its first event links to (the last run start).
+    def _start_run(self, cur: Cursor, run_id: str, form: int) -> tuple[RunKeys, str]:
+        """Record a new run and its format; its keys, and the hash its first event links to.
 
-        Run starts are chained ledger-wide, so they are taken one at a time:
-        two runs starting at once would otherwise both link to the same one.
+        In format 2 that is the ledger's last run start, so run starts are
+        taken one at a time: two runs starting at once would otherwise both
+        link to the same one. Format 1 links to nothing (the genesis hash).
         """
-        self._store.lock_run_starts(cur)
-        cur.execute(self._last_start_sql)
+        link = GENESIS_HASH
+        if form >= 2:
+            self._store.lock_run_starts(cur)
+            cur.execute(self._last_start_sql)
+            row = cur.fetchone()
+            link = GENESIS_HASH if row is None else str(row[0])
+        start_prev = bytes.fromhex(link) if form >= 2 else None
+        cur.execute(self._new_run_sql, (run_id, form, start_prev))
         row = cur.fetchone()
-        cur.execute(self._new_run_sql, (run_id, form))
-        self._remember_format(run_id, form)
-        return GENESIS_HASH if row is None else str(row[0])
+        return RunKeys(integer(row[0] if row else None, "a run key"), form), link
 
     def _chained_rows(
         self,
         run_id: str,
+        keys: RunKeys,
         fresh: Sequence[Prepared],
         heads: dict[str, tuple[int, str]],
         known: Mapping[str, tuple[int, str]],
-        form: int,
         run_prev: str,
     ) -> Iterator[tuple[Param, ...]]:
         """The batch's rows, each chained to the one before it in its stream, made as consumed.
@@ -359,7 +417,9 @@ class Appending:
         """
         now = datetime.now(UTC)
         recorded_at = now.isoformat(timespec="microseconds")
-        recorded_param = self._store.recorded_at_param(now, recorded_at)
+        store = self._store
+        recorded_param = store.recorded_at_param(now, recorded_at)
+        form, run_key, stream_keys = keys.form, keys.run_key, keys.streams
         # Names are JSON-quoted once per batch rather than once per event.
         quoted: dict[str, str] = {}
         quoted_run, quoted_at = quote(run_id), quote(recorded_at)
@@ -385,9 +445,9 @@ class Appending:
             )  # fmt: skip
             heads[stream] = (version, digest)
             yield (
-                event.event_id,
-                run_id,
-                stream,
+                item.uuid,
+                run_key,
+                stream_keys[stream],
                 version,
                 event_type,
                 kind.schema_version,
@@ -395,31 +455,45 @@ class Appending:
                 event.seed_id,
                 text,
                 recorded_param,
-                head[1],
-                digest,
+                bytes.fromhex(digest),
                 event.rank,
             )
 
-    def _read_head(self, cur: Cursor, run_id: str, stream: str) -> tuple[int, str, str] | None:
-        cur.execute(self._head, (run_id, stream))
+    def _read_head(self, cur: Cursor, keys: RunKeys, stream: str) -> tuple[int, str, str] | None:
+        """The stream's last version, hash and event type; None for a stream not stored yet."""
+        key = keys.streams.get(stream)
+        if key is None:
+            cur.execute(self._stream_sql, (keys.run_key, stream))
+            found = cur.fetchone()
+            if found is None:
+                return None
+            key = keys.streams[stream] = integer(found[0], "a stream key")
+        cur.execute(self._head, (key,))
         row = cur.fetchone()
         if row is None:
             return None
-        return integer(row[0], "a version"), str(row[1]), str(row[2])
+        return integer(row[0], "a version"), hash_text(row[1]), str(row[2])
 
-    def _tip(self, cur: Cursor, run_id: str) -> tuple[int, str] | None:
+    def _tip(self, cur: Cursor, run_key: int) -> tuple[int, str] | None:
         """The run's last stored event: its position (unchanged means nothing was
         appended since) and its hash (the next event's run link, in format 2)."""
-        cur.execute(self._tip_sql, (run_id,))
+        cur.execute(self._tip_sql, (run_key,))
         row = cur.fetchone()
-        return None if row is None else (integer(row[0], "a position"), str(row[1]))
+        return None if row is None else (integer(row[0], "a position"), hash_text(row[1]))
 
-    def _stored(self, cur: Cursor, ids: Sequence[str]) -> dict[str, EventRow]:
-        """The events stored under any of these ids: one statement, one parameter."""
-        condition, param = self._store.ids_filter(list(ids))
-        cur.execute(f"SELECT {', '.join(COLUMNS)} FROM events WHERE {condition}", (param,))
-        found = map(EventRow._make, cur.fetchall())
-        return {str(row.event_id): row for row in found}
+    def _stored(self, cur: Cursor, uuids: Sequence[bytes]) -> dict[str, EventRow]:
+        """The events stored under any of these ids, found by the index on their bytes."""
+        found: dict[str, EventRow] = {}
+        for start in range(0, len(uuids), _IDS_PER_LOOKUP):
+            condition, params = self._store.ids_filter(list(uuids[start : start + _IDS_PER_LOOKUP]))
+            cur.execute(
+                f"SELECT {', '.join(COLUMNS)} FROM events WHERE position IN "
+                f"(SELECT position FROM ledger_events WHERE {condition})",
+                params,
+            )
+            for row in map(EventRow._make, cur.fetchall()):
+                found[str(row.event_id)] = row
+        return found
 
     def _repeats(self, item: Prepared, stored: Mapping[str, EventRow], form: int) -> bool:
         """Whether the event is stored already as given; one stored otherwise is refused."""

@@ -33,8 +33,9 @@ from kasmina.events import (
     read_payload,
     slot_stream,
 )
+from kasmina.ids import uuid_bytes
 from kasmina.ledger import migrate
-from kasmina.ledger.appending import Appending, AppendResult, Prepared
+from kasmina.ledger.appending import Appending, AppendResult, Prepared, Staged
 from kasmina.ledger.artifacts import ARTIFACTS_ENV, ArtifactError, ArtifactStore, artifact_store
 from kasmina.ledger.attempts import Attempts
 from kasmina.ledger.errors import UPGRADE_HINT, redact, translate
@@ -48,6 +49,7 @@ from kasmina.ledger.store import (
     Param,
     Row,
     Store,
+    hash_text,
     integer,
     optional_integer,
 )
@@ -74,6 +76,13 @@ _SELECT = f"SELECT {', '.join(COLUMNS)} FROM events"
 #: A database before revision 0005 has no rank column; it is read, never written.
 _SELECT_UNRANKED = f"SELECT {', '.join(COLUMNS[:-1])}, NULL AS rank FROM events"
 RANK_REVISION = "0005"
+LEAN_REVISION = "0014"
+#: The runs that hold events, from the runs' table: one probe per run, not a scan.
+_RUN_IDS = (
+    "SELECT r.run_id FROM ledger_runs r WHERE EXISTS "
+    "(SELECT 1 FROM ledger_events e WHERE e.run_key = r.run_key) ORDER BY r.run_id"
+)
+_RUN_IDS_0013 = "SELECT DISTINCT run_id FROM events ORDER BY run_id"
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +154,9 @@ class Ledger(Appending):
         self.revision = store.schema_revision()
         self._init_appending(store)
         ranked = self.revision is not None and self.revision >= RANK_REVISION
+        #: Whether events are stored in the lean tables of revision 0014 (else in the
+        #: table ``events`` of an older ledger, which kasmina still reads).
+        self.lean = self.revision is not None and self.revision >= LEAN_REVISION
         self._select = _SELECT if ranked else _SELECT_UNRANKED
 
     # -- opening -----------------------------------------------------------
@@ -280,7 +292,8 @@ class Ledger(Appending):
         key = self.signer()
 
         def seal_and_append(cur: Cursor) -> str:
-            head = self._read_head(cur, run_id, RUN_STREAM)
+            keys = self._run_keys(cur, run_id)
+            head = None if keys is None else self._read_head(cur, keys, RUN_STREAM)
             if head is None:
                 raise RunNotFound(run_id)
             if head[2] == "RunFinished":
@@ -296,7 +309,9 @@ class Ledger(Appending):
                 if isinstance(stored, dict) and stored.get("status") == status:
                     return head[1]
                 raise RunClosed(run_id)
-            seal = {str(stream): str(digest) for stream, _, digest in self._heads(cur, run_id)}
+            seal = {
+                str(stream): hash_text(digest) for stream, _, digest in self._heads(cur, run_id)
+            }
             event = make_event(
                 RunFinished(
                     status=status, seal=seal, signature=signing.sign_seal(key, run_id, status, seal)
@@ -305,8 +320,8 @@ class Ledger(Appending):
                 stream_id=RUN_STREAM,
                 rank=rank,
             )
-            prepared = [Prepared(event, None)]
-            result = self._append_locked(cur, run_id, prepared, look_up_ids=True, staged=[None])
+            prepared = [Prepared(event, uuid_bytes(event.event_id) or b"", None)]
+            result = self._append_locked(cur, run_id, prepared, look_up_ids=True, staged=Staged())
             return result.heads[RUN_STREAM][1]
 
         self._known.forget(run_id)
@@ -383,20 +398,40 @@ class Ledger(Appending):
         if until is not None:
             where.append("position <= ?")
             params.append(until)
-        if run_id is not None:
-            where.append("run_id = ?")
-            params.append(run_id)
-        if stream_id is not None:
-            where.append("stream_id = ?")
-            params.append(stream_id)
+        if self.lean:  # the page's positions from the tables' indexes, its rows from the view
+            if run_id is not None:
+                where.append("run_key = (SELECT run_key FROM ledger_runs WHERE run_id = ?)")
+                params.append(run_id)
+            if stream_id is not None:
+                where.append(
+                    "stream_key IN (SELECT s.stream_key FROM ledger_streams s JOIN ledger_runs r "
+                    "ON r.run_key = s.run_key WHERE s.stream_id = ?"
+                    + (" AND r.run_id = ?)" if run_id is not None else ")")
+                )
+                params += [stream_id, run_id] if run_id is not None else [stream_id]
+        else:
+            for column, value in (("run_id", run_id), ("stream_id", stream_id)):
+                if value is not None:
+                    where.append(f"{column} = ?")
+                    params.append(value)
         if seed_id is not None:
             where.append("seed_id = ?")
             params.append(seed_id)
         tail = f"{''.join(f' AND {w}' for w in where)} ORDER BY position LIMIT ?"
-        after_sql = f"{self._select} WHERE position > ?{tail}"
+        if self.lean:
+            pick = f"SELECT position FROM ledger_events WHERE {{}}{tail}"
+            first_sql = (
+                f"{self._select} WHERE position IN ({pick.format('TRUE')}) ORDER BY position"
+            )
+            after_sql = (
+                f"{self._select} WHERE position IN ({pick.format('position > ?')}) "
+                "ORDER BY position"
+            )
+        else:
+            first_sql = f"{self._select} WHERE TRUE{tail}"
+            after_sql = f"{self._select} WHERE position > ?{tail}"
         if after is None:
-            sql = f"{self._select} WHERE TRUE{tail}"
-            args: list[Param] = [*params, page_size]
+            sql, args = first_sql, [*params, page_size]
         else:
             sql, args = after_sql, [after, *params, page_size]
         while True:
@@ -493,7 +528,7 @@ class Ledger(Appending):
 
     def run_ids(self) -> list[str]:
         with translate(self.url):
-            rows = self._store.fetch("SELECT DISTINCT run_id FROM events ORDER BY run_id")
+            rows = self._store.fetch(_RUN_IDS if self.lean else _RUN_IDS_0013)
         return [str(r[0]) for r in rows]
 
     # -- checking and querying ---------------------------------------------
@@ -511,7 +546,7 @@ class Ledger(Appending):
             targets: Iterable[object] = [run_id]
         else:
             with translate(self.url):
-                rows = self._store.fetch("SELECT DISTINCT run_id FROM events ORDER BY run_id")
+                rows = self._store.fetch(_RUN_IDS if self.lean else _RUN_IDS_0013)
             targets = [r[0] for r in rows]
         with translate(self.url):
             return verify_runs(

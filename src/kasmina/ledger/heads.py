@@ -24,9 +24,19 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
-#: Each stream of a run (one ``?``) with its last version and hash: what a seal
-#: and an anchor record.
+#: Each stream of a run (one ``?``) with its last version and hash as stored
+#: (`kasmina.ledger.store.hash_text` reads it): what a seal and an anchor record.
+#: Asked of the tables, one index probe per stream: through the `events` view
+#: PostgreSQL planned the correlated maximum as a scan per row.
 STREAM_HEADS = (
+    "SELECT s.stream_id, e.version, e.hash FROM ledger_runs r "
+    "JOIN ledger_streams s ON s.run_key = r.run_key "
+    "JOIN ledger_events e ON e.stream_key = s.stream_key AND e.version = "
+    "(SELECT MAX(m.version) FROM ledger_events m WHERE m.stream_key = s.stream_key) "
+    "WHERE r.run_id = ? ORDER BY s.stream_id"
+)
+#: The same of a ledger before revision 0014, which kasmina still reads.
+STREAM_HEADS_0013 = (
     "SELECT e.stream_id, e.version, e.hash FROM events e WHERE e.run_id = ? AND e.version = "
     "(SELECT MAX(m.version) FROM events m WHERE m.run_id = e.run_id "
     "AND m.stream_id = e.stream_id) ORDER BY e.stream_id"

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 #: The revision this code reads and writes. A test holds it equal to Alembic's
 #: head, so it cannot drift; it is a constant so that opening a ledger does not
 #: have to import Alembic.
-HEAD_REVISION = "0013"
+HEAD_REVISION = "0014"
 
 
 def migrations_dir() -> Path:
@@ -79,15 +79,26 @@ DOWNGRADE_LOSSES: dict[str, tuple[str, str] | None] = {
     "0013": (
         "the ledger format of {events} in {runs} (they would no longer verify)",
         "SELECT COUNT(*), COUNT(DISTINCT e.run_id) FROM events e "
-        "JOIN ledger_runs r ON r.run_id = e.run_id",
+        "JOIN ledger_runs r ON r.run_id = e.run_id WHERE r.format >= 2",
     ),
+    "0014": None,
 }
 
 #: The revision that makes the events table: undoing it drops every event.
 EVENTS_REVISION = "0001"
 
 #: The tables kasmina's migrations make (the views are `schema.VIEWS`), for repairs.
-_KASMINA_TABLES = frozenset({"alembic_version", "events", "snapshots", "ledger_runs", "run_tips"})
+_KASMINA_TABLES = frozenset(
+    {
+        "alembic_version",
+        "events",
+        "snapshots",
+        "ledger_runs",
+        "ledger_streams",
+        "ledger_events",
+        "run_tips",
+    }
+)
 
 
 def upgrade(url: str, revision: str = "head") -> None:
@@ -220,7 +231,7 @@ def _repair_half_made(conn: Connection, url: str) -> None:
             "WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%'"
         )
     }
-    for table in ("events", "_alembic_tmp_events"):
+    for table in ("events", "_alembic_tmp_events", "ledger_events"):
         if kinds.get(table) == "table":
             (events,) = conn.exec_driver_sql(f"SELECT COUNT(*) FROM {table}").one()
             if events:
@@ -231,7 +242,7 @@ def _repair_half_made(conn: Connection, url: str) -> None:
     ours = {
         name
         for name, kind in kinds.items()
-        if (kind == "view" and name in VIEWS)
+        if (kind == "view" and (name in VIEWS or name == "events"))
         or (kind == "table" and (name in _KASMINA_TABLES or name.startswith("_alembic_tmp_")))
     }
     if "alembic_version" not in kinds or ours != set(kinds):

@@ -32,7 +32,7 @@ def _loads_bytes(data: bytes | str) -> Json:
 #: Held while a run starts (`Store.lock_run_starts`): "kasm", 1.
 _RUN_STARTS_LOCK = (0x6B61736D, 1)
 
-_COPY = f"COPY events ({', '.join(INSERT_COLUMNS)}) FROM STDIN"
+_COPY = f"COPY ledger_events ({', '.join(INSERT_COLUMNS)}) FROM STDIN"
 
 
 class PostgresStore(Store):
@@ -53,11 +53,11 @@ class PostgresStore(Store):
     def is_duplicate_event_id(self, exc: BaseException) -> bool:
         return (
             isinstance(exc, psycopg.errors.UniqueViolation)
-            and exc.diag.constraint_name == "uq_events_event_id"
+            and exc.diag.constraint_name == "uq_ledger_events_event_id"
         )
 
-    def ids_filter(self, ids: list[str]) -> tuple[str, Param]:
-        return "event_id = ANY(%s)", ids
+    def ids_filter(self, uuids: list[bytes]) -> tuple[str, list[Param]]:
+        return "event_id = ANY(%s)", [uuids]
 
     @contextmanager
     def write(self, run_id: str) -> Iterator[Cursor]:

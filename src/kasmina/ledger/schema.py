@@ -1,4 +1,4 @@
-"""The `events` table as SQLAlchemy metadata.
+"""The ledger's tables as SQLAlchemy metadata.
 
 Migrations are the only place DDL runs; this model exists so that Alembic can
 prove (``alembic check``) that the migrations and the code agree, and so that
@@ -16,6 +16,7 @@ from sqlalchemy import (
     DateTime,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -46,44 +47,71 @@ class Base(DeclarativeBase):
     metadata = metadata
 
 
-class EventRow(Base):
-    __tablename__ = "events"
+class LedgerRunRow(Base):
+    """A run: its key in `LedgerEventRow`, the ledger format it is hashed in, and in
+    format 2 the hash of the run start before it (what its first event links to)."""
+
+    __tablename__ = "ledger_runs"
+
+    run_key: Mapped[int] = mapped_column(PositionType, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(String(64))
+    format: Mapped[int] = mapped_column(Integer)
+    start_prev: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+    __table_args__ = (
+        UniqueConstraint("run_id"),
+        CheckConstraint("format >= 1", name="format_known"),
+        {"sqlite_autoincrement": True},
+    )
+
+
+class LedgerStreamRow(Base):
+    """A stream of a run, by key."""
+
+    __tablename__ = "ledger_streams"
+
+    stream_key: Mapped[int] = mapped_column(PositionType, primary_key=True, autoincrement=True)
+    run_key: Mapped[int] = mapped_column(BigInteger)
+    stream_id: Mapped[str] = mapped_column(String(200))
+
+    __table_args__ = (UniqueConstraint("run_key", "stream_id"), {"sqlite_autoincrement": True})
+
+
+class LedgerEventRow(Base):
+    """An event as stored; the `events` view reads it with the columns of DESIGN §2.
+
+    The id is 16 bytes (a UUID), the hash 32 bytes, the time integer
+    microseconds on SQLite; there is no ``prev_hash``: it is the stream's
+    previous hash. An id or hash of another form, from an older ledger, is
+    kept as text (SQLite) or as NUL-led UTF-8 (PostgreSQL; see revision 0014).
+    """
+
+    __tablename__ = "ledger_events"
 
     position: Mapped[int] = mapped_column(PositionType, primary_key=True, autoincrement=True)
-    event_id: Mapped[str] = mapped_column(String(36))
-    run_id: Mapped[str] = mapped_column(String(64))
-    stream_id: Mapped[str] = mapped_column(String(200))
+    event_id: Mapped[bytes] = mapped_column(LargeBinary)
+    run_key: Mapped[int] = mapped_column(BigInteger)
+    stream_key: Mapped[int] = mapped_column(BigInteger)
     version: Mapped[int] = mapped_column(Integer)
     event_type: Mapped[str] = mapped_column(String(64))
     schema_version: Mapped[int] = mapped_column(Integer)
     epoch: Mapped[int | None] = mapped_column(Integer)
     seed_id: Mapped[str | None] = mapped_column(String(200))
     payload: Mapped[Json] = mapped_column(PayloadType)
-    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    prev_hash: Mapped[str] = mapped_column(String(64))
-    hash: Mapped[str] = mapped_column(String(64))
+    recorded_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True).with_variant(BigInteger(), "sqlite")
+    )
+    hash: Mapped[bytes] = mapped_column(LargeBinary)
     #: The writing process's rank in a distributed run; NULL for one process.
     rank: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (
         UniqueConstraint("event_id"),
-        UniqueConstraint("run_id", "stream_id", "version"),
-        Index(None, "run_id", "position"),
-        Index(None, "seed_id"),
-        Index(None, "event_type", "run_id", "seed_id"),
+        UniqueConstraint("stream_key", "version"),
+        Index(None, "run_key", "position"),
+        Index(None, "event_type", "run_key", "seed_id"),
         {"sqlite_autoincrement": True},
     )
-
-
-class LedgerRunRow(Base):
-    """The ledger format a run is hashed in; a run without a row is format 1."""
-
-    __tablename__ = "ledger_runs"
-
-    run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    format: Mapped[int] = mapped_column(Integer)
-
-    __table_args__ = (CheckConstraint("format >= 2", name="format_known"),)
 
 
 class RunTipRow(Base):

@@ -27,7 +27,6 @@ Several processes may append to one SQLite ledger, within limits:
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import urllib.parse
@@ -42,7 +41,7 @@ from kasmina.errors import DatabaseUnavailable, ReadOnlyLedger
 from kasmina.ledger.creation import folder_lock
 from kasmina.ledger.readonly import DEFAULT_TIMEOUT_S
 from kasmina.ledger.readonly_sqlite import open_query
-from kasmina.ledger.store import Cursor, Param, Row, Store
+from kasmina.ledger.store import Cursor, Param, Row, Store, micros
 from kasmina.ledger.wal import BACKSTOP_PAGES, WalCopier
 
 Synchronous = Literal["NORMAL", "FULL"]
@@ -141,9 +140,9 @@ class SQLiteStore(Store):
         return text
 
     def is_duplicate_event_id(self, exc: BaseException) -> bool:
-        """The name ``events.event_id`` is in the unique index's message and in that of
-        the trigger refusing a replaced row (revision 0006), which fires first."""
-        return isinstance(exc, sqlite3.IntegrityError) and "events.event_id" in str(exc)
+        """The name ``ledger_events.event_id`` is in the unique index's message and in
+        that of the trigger refusing a replaced row (revision 0014), which fires first."""
+        return isinstance(exc, sqlite3.IntegrityError) and "ledger_events.event_id" in str(exc)
 
     def is_busy(self, exc: BaseException) -> bool:
         if not isinstance(exc, sqlite3.OperationalError):
@@ -153,8 +152,8 @@ class SQLiteStore(Store):
             return int(code) & 0xFF == sqlite3.SQLITE_BUSY  # and its extended codes
         return "database is locked" in str(exc)
 
-    def ids_filter(self, ids: list[str]) -> tuple[str, Param]:
-        return "event_id IN (SELECT value FROM json_each(?))", json.dumps(ids)
+    def ids_filter(self, uuids: list[bytes]) -> tuple[str, list[Param]]:
+        return f"event_id IN ({', '.join('?' * len(uuids))})", list(uuids)
 
     @contextmanager
     def write(self, run_id: str) -> Iterator[Cursor]:
@@ -207,7 +206,9 @@ class SQLiteStore(Store):
             return self._conn.execute(sql, params).fetchall()
 
     def has_table(self, name: str) -> bool:
-        rows = self.fetch("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,))
+        rows = self.fetch(
+            "SELECT 1 FROM sqlite_master WHERE type IN ('table', 'view') AND name=?", (name,)
+        )
         return bool(rows)
 
     def schema_revision(self) -> str | None:
@@ -226,7 +227,7 @@ class SQLiteStore(Store):
         return cast(str, raw)  # stored as the hashed text itself, in any format
 
     def recorded_at_param(self, when: datetime, text: str) -> Param:
-        return text
+        return micros(when)
 
     def recorded_at_text(self, raw: object) -> str:
         return cast(str, raw)  # stored as the hashed text itself

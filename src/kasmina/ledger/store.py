@@ -14,7 +14,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import ClassVar, NamedTuple, Protocol, TypeAlias, TypeVar
 
@@ -22,7 +22,7 @@ from kasmina.canonical import Json
 from kasmina.errors import DatabaseLocked, LedgerError
 from kasmina.ledger.errors import redact
 
-Param: TypeAlias = "str | int | float | None | datetime | list[str]"
+Param: TypeAlias = "str | int | float | bytes | None | datetime | list[str] | list[bytes]"
 Row: TypeAlias = tuple[object, ...]
 T = TypeVar("T")
 
@@ -36,6 +36,26 @@ def integer(value: object, what: str) -> int:
     if type(value) is int:
         return value
     raise LedgerError(f"the database holds {value!r} as {what}, not an integer")
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def micros(when: datetime) -> int:
+    """Microseconds since 1970 (UTC): how SQLite's ``ledger_events`` keeps a time, exactly."""
+    delta = when - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def hash_text(raw: object) -> str:
+    """A hash as ``ledger_events`` holds it as the hex the chain links.
+
+    32 bytes; a hash an older ledger held in another form is kept as text on
+    SQLite and as NUL-led UTF-8 on PostgreSQL (revision 0014).
+    """
+    if isinstance(raw, bytes):
+        return raw.hex() if len(raw) == 32 else raw.lstrip(b"\0").decode(errors="replace")
+    return str(raw)
 
 
 def optional_integer(value: object, what: str) -> int | None:
@@ -76,10 +96,24 @@ class EventRow(NamedTuple):
     rank: int | None
 
 
-#: Columns in the order the ledger reads and writes them.
+#: Columns of the `events` view in the order the ledger reads them.
 COLUMNS: tuple[str, ...] = EventRow._fields
-#: The columns an append writes, in the order of its rows: all but the position.
-INSERT_COLUMNS = COLUMNS[1:]
+#: The columns of ``ledger_events`` an append writes, in the order of its rows
+#: (revision 0014): the run and stream by key, and no ``prev_hash``.
+INSERT_COLUMNS: tuple[str, ...] = (
+    "event_id",
+    "run_key",
+    "stream_key",
+    "version",
+    "event_type",
+    "schema_version",
+    "epoch",
+    "seed_id",
+    "payload",
+    "recorded_at",
+    "hash",
+    "rank",
+)
 
 
 class Store(ABC):
@@ -111,12 +145,9 @@ class Store(ABC):
         """Adapt SQL written with ``?`` placeholders to the driver's style."""
 
     @abstractmethod
-    def ids_filter(self, ids: list[str]) -> tuple[str, Param]:
-        """A WHERE condition matching the events whose id is one of `ids`, and its one parameter.
-
-        One parameter however many ids, so the statement text (and its plan)
-        is the same for every batch.
-        """
+    def ids_filter(self, uuids: list[bytes]) -> tuple[str, list[Param]]:
+        """A condition on ``ledger_events`` matching the rows whose id is one of `uuids`
+        (each id's 16 bytes), and its parameters."""
 
     @abstractmethod
     def is_duplicate_event_id(self, exc: BaseException) -> bool:
@@ -131,7 +162,9 @@ class Store(ABC):
         values = ", ".join(
             self.payload_placeholder if column == "payload" else "?" for column in INSERT_COLUMNS
         )
-        return self.sql(f"INSERT INTO events ({', '.join(INSERT_COLUMNS)}) VALUES ({values})")
+        return self.sql(
+            f"INSERT INTO ledger_events ({', '.join(INSERT_COLUMNS)}) VALUES ({values})"
+        )
 
     def insert_events(self, cur: Cursor, rows: Iterable[Sequence[Param]]) -> None:
         """Insert chained rows (`INSERT_COLUMNS` order) inside the write transaction."""

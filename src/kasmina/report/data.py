@@ -183,7 +183,9 @@ def read_run(ledger: Ledger, run_id: str) -> RunData:
     verdicts = _verdicts(ledger, where)
     evictions: list[Eviction] = []
     unplaced = 0
-    for r in _rows(ledger, f"SELECT cache, reason, evicted, epoch FROM gc_evictions {where}"):
+    for r in _rows(
+        ledger, f"SELECT cache, reason, evicted, epoch FROM gc_evictions {where} ORDER BY position"
+    ):
         if r[3] is None:
             unplaced += 1
             continue
