@@ -304,7 +304,7 @@ class Appending:
                 found = self._read_head(cur, keys, stream)
                 heads[stream] = (found[0], found[1]) if found else (0, GENESIS_HASH)
             if stream not in keys.streams:
-                self._stream_key(cur, keys, stream)
+                self._stream_key(cur, keys, stream, make=True)
         if fresh:  # the store takes every row or raises, so all of `fresh` is written
             rows = self._chained_rows(run_id, keys, fresh, heads, known, run_prev)
             self._store.insert_events(cur, rows)
@@ -369,13 +369,18 @@ class Appending:
             keys = RunKeys(integer(row[0], "a run key"), integer(row[1], "a ledger format"))
         return RunKeys(keys.run_key, keys.form, dict(keys.streams))
 
-    def _stream_key(self, cur: Cursor, keys: RunKeys, stream: str) -> int:
-        """The stream's key, read, or made for a new stream."""
+    def _stream_key(
+        self, cur: Cursor, keys: RunKeys, stream: str, *, make: bool = False
+    ) -> int | None:
+        """The stream's key, remembered or read; with `make`, made for a new stream,
+        else None for one not stored yet."""
         key = keys.streams.get(stream)
         if key is None:
             cur.execute(self._stream_sql, (keys.run_key, stream))
             row = cur.fetchone()
             if row is None:
+                if not make:
+                    return None
                 cur.execute(self._new_stream_sql, (keys.run_key, stream))
                 row = cur.fetchone()
             key = keys.streams[stream] = integer(row[0] if row else None, "a stream key")
@@ -461,13 +466,9 @@ class Appending:
 
     def _read_head(self, cur: Cursor, keys: RunKeys, stream: str) -> tuple[int, str, str] | None:
         """The stream's last version, hash and event type; None for a stream not stored yet."""
-        key = keys.streams.get(stream)
+        key = self._stream_key(cur, keys, stream)
         if key is None:
-            cur.execute(self._stream_sql, (keys.run_key, stream))
-            found = cur.fetchone()
-            if found is None:
-                return None
-            key = keys.streams[stream] = integer(found[0], "a stream key")
+            return None
         cur.execute(self._head, (key,))
         row = cur.fetchone()
         if row is None:
