@@ -119,3 +119,53 @@ def test_upgrade_downgrade_upgrade_keeps_the_old_runs_verifying(old_url: str) ->
     with Ledger.open(old_url) as ledger:
         ledger.start_run("third", seed=1, run_id="third").finish()
         assert _formats(ledger) == {OLD_RUN: 1, "new-run": 2, "third": 2}
+
+
+def _odd_rows(url: str, run_id: str) -> None:
+    """Rows only a hand (or an older ledger) could leave: ids, hashes and times that are
+    not what kasmina writes, and a version whose predecessor is missing."""
+    [(run_key, stream_key)] = rawdb.run(
+        url,
+        "SELECT s.run_key, s.stream_key FROM ledger_streams s JOIN ledger_runs r "
+        "ON r.run_key = s.run_key WHERE r.run_id = ? AND s.stream_id = 'run'",
+        (run_id,),
+    )
+    pg = url.startswith("postgresql")
+    odd: list[tuple[object, object, object]] = (
+        [
+            (b"\0not-a-uuid", b"\0abc", datetime.fromisoformat("2020-01-01T00:00:00+00:00")),
+            (b"\x01\x02", b"\x00ab", datetime.fromisoformat("1960-05-01T12:00:00.5+00:00")),
+        ]
+        if pg
+        else [
+            ("not-a-uuid", "abc", "2020-01-01T00:00:00+00:00"),
+            (b"\x01\x02", b"\x00\xff", -1),
+            (b"\x03" * 16, b"\x04" * 32, 253_402_300_800_000_005),
+            (b"\x05" * 16, 7, 1.5),
+        ]
+    )
+    for number, (event_id, digest, at) in enumerate(odd):
+        rawdb.run(
+            url,
+            "INSERT INTO ledger_events (event_id, run_key, stream_key, version, event_type, "
+            "schema_version, epoch, seed_id, payload, recorded_at, hash, rank) "
+            "VALUES (?, ?, ?, ?, 'Note', 1, NULL, NULL, ?, ?, ?, NULL)",
+            (event_id, run_key, stream_key, 40 + 2 * number, '{"text": "x"}', at, digest),
+        )
+
+
+def test_the_ledger_reads_the_rows_the_events_view_shows(old_url: str) -> None:
+    """The ledger renders ids, hashes and times from the lean tables itself
+    (`kasmina.ledger.rows`); the view is the contract it must agree with."""
+    migrate.upgrade(old_url)
+    with Ledger.open(old_url) as ledger:
+        ledger.start_run("new", seed=1, run_id="new-run").finish()
+    _odd_rows(old_url, "new-run")
+    view = rawdb.run(old_url, "SELECT * FROM events ORDER BY position")
+    assert len(view) > 27
+    with Ledger.open(old_url) as ledger:
+        assert [tuple(row) for row in ledger.raw_rows(page_size=7)] == view
+        seed = next(row[8] for row in view if row[2] == OLD_RUN and row[8] is not None)
+        picked = [tuple(r) for r in ledger.raw_rows(OLD_RUN, seed_id=str(seed), after=3)]
+    assert picked == [r for r in view if r[2] == OLD_RUN and r[8] == seed and r[0] > 3]
+    assert picked

@@ -41,12 +41,11 @@ from kasmina.ledger.attempts import Attempts
 from kasmina.ledger.errors import UPGRADE_HINT, redact, translate
 from kasmina.ledger.heads import STREAM_HEADS
 from kasmina.ledger.readonly import DEFAULT_TIMEOUT_S, check_timeout
+from kasmina.ledger.rows import PAGE_SIZE, RowReader
 from kasmina.ledger.run import Run, new_run_id
 from kasmina.ledger.store import (
-    COLUMNS,
     Cursor,
     EventRow,
-    Param,
     Row,
     Store,
     hash_text,
@@ -59,7 +58,6 @@ if TYPE_CHECKING:
     from kasmina.run_state import ReplayState
 
 DEFAULT_URL = "sqlite:///kasmina.db"
-PAGE_SIZE = 1000
 
 
 #: The fold behind `Ledger.replay`. The fold is a layer above the ledger, so it
@@ -72,9 +70,6 @@ def use_fold(fold: Callable[..., ReplayState]) -> None:
     _FOLD[:] = [fold]
 
 
-_SELECT = f"SELECT {', '.join(COLUMNS)} FROM events"
-#: A database before revision 0005 has no rank column; it is read, never written.
-_SELECT_UNRANKED = f"SELECT {', '.join(COLUMNS[:-1])}, NULL AS rank FROM events"
 RANK_REVISION = "0005"
 LEAN_REVISION = "0014"
 #: The runs that hold events, from the runs' table: one probe per run, not a scan.
@@ -157,7 +152,7 @@ class Ledger(Appending):
         #: Whether events are stored in the lean tables of revision 0014 (else in the
         #: table ``events`` of an older ledger, which kasmina still reads).
         self.lean = self.revision is not None and self.revision >= LEAN_REVISION
-        self._select = _SELECT if ranked else _SELECT_UNRANKED
+        self._rows = RowReader(store, lean=self.lean, ranked=ranked)
 
     # -- opening -----------------------------------------------------------
 
@@ -387,60 +382,15 @@ class Ledger(Appending):
         seed_id: str | None = None,
         page_size: int = PAGE_SIZE,
     ) -> Iterator[EventRow]:
-        """Rows in position order, a page at a time (keyset paging: constant memory).
-
-        ``after`` and ``until`` bound the positions: after < position <= until.
-        Without ``after`` every row is read, also one below position 1, which
-        only a hand-made row can hold and `verify` must see.
-        """
-        where: list[str] = []
-        params: list[Param] = []
-        if until is not None:
-            where.append("position <= ?")
-            params.append(until)
-        if self.lean:  # the page's positions from the tables' indexes, its rows from the view
-            if run_id is not None:
-                where.append("run_key = (SELECT run_key FROM ledger_runs WHERE run_id = ?)")
-                params.append(run_id)
-            if stream_id is not None:
-                where.append(
-                    "stream_key IN (SELECT s.stream_key FROM ledger_streams s JOIN ledger_runs r "
-                    "ON r.run_key = s.run_key WHERE s.stream_id = ?"
-                    + (" AND r.run_id = ?)" if run_id is not None else ")")
-                )
-                params += [stream_id, run_id] if run_id is not None else [stream_id]
-        else:
-            for column, value in (("run_id", run_id), ("stream_id", stream_id)):
-                if value is not None:
-                    where.append(f"{column} = ?")
-                    params.append(value)
-        if seed_id is not None:
-            where.append("seed_id = ?")
-            params.append(seed_id)
-        tail = f"{''.join(f' AND {w}' for w in where)} ORDER BY position LIMIT ?"
-        if self.lean:
-            pick = f"SELECT position FROM ledger_events WHERE {{}}{tail}"
-            first_sql = (
-                f"{self._select} WHERE position IN ({pick.format('TRUE')}) ORDER BY position"
-            )
-            after_sql = (
-                f"{self._select} WHERE position IN ({pick.format('position > ?')}) "
-                "ORDER BY position"
-            )
-        else:
-            first_sql = f"{self._select} WHERE TRUE{tail}"
-            after_sql = f"{self._select} WHERE position > ?{tail}"
-        if after is None:
-            sql, args = first_sql, [*params, page_size]
-        else:
-            sql, args = after_sql, [after, *params, page_size]
-        while True:
-            with translate(self.url):
-                page = self._store.fetch(sql, args)
-            yield from map(EventRow._make, page)
-            if len(page) < page_size:
-                return
-            sql, args = after_sql, [integer(page[-1][0], "a position"), *params, page_size]
+        """Rows in position order, a page at a time (see `RowReader.pages`)."""
+        return self._rows.pages(
+            run_id,
+            after=after,
+            until=until,
+            stream_id=stream_id,
+            seed_id=seed_id,
+            page_size=page_size,
+        )
 
     def _to_event(self, row: EventRow) -> StoredEvent:
         data = self._store.payload_value(row.payload)
@@ -504,11 +454,8 @@ class Ledger(Appending):
     def of_type(self, run_id: str, event_type: str) -> list[StoredEvent]:
         """The run's events of one type, in position order (one indexed query)."""
         with translate(self.url):
-            rows = self._store.fetch(
-                f"{self._select} WHERE run_id = ? AND event_type = ? ORDER BY position",
-                (run_id, event_type),
-            )
-        return [self._to_event(row) for row in map(EventRow._make, rows)]
+            rows = self._rows.pages(run_id, event_type=event_type)
+            return [self._to_event(row) for row in rows]
 
     def attempts(self, run_id: str) -> Attempts:
         """The run's attempts: which of its events a resumed run superseded."""

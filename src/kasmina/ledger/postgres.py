@@ -108,6 +108,13 @@ class PostgresStore(Store):
             return stored_jcs_text(cast(Json, raw))
         return dumps_canonical(cast(Json, raw))
 
+    def view_id(self, raw: object) -> object:
+        data = cast(bytes, raw)
+        if len(data) == 16:
+            h = data.hex()
+            return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+        return data.lstrip(b"\0").decode(errors="replace")
+
     def lock_run_starts(self, cur: Cursor) -> None:
         # The two-key form: a key space apart from the runs' one-key locks.
         cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", _RUN_STARTS_LOCK)

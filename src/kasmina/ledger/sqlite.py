@@ -32,7 +32,7 @@ import sqlite3
 import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Literal, cast
 
@@ -47,6 +47,13 @@ from kasmina.ledger.wal import BACKSTOP_PAGES, WalCopier
 Synchronous = Literal["NORMAL", "FULL"]
 #: Rows per INSERT statement of an append (see `SQLiteStore.insert_events`).
 ROWS_PER_STATEMENT = 250
+#: The view's text of a time kept as integer microseconds (revision 0014).
+_AT_TEXT = (
+    "strftime('%Y-%m-%dT%H:%M:%S', ?1 / 1000000, 'unixepoch') "
+    "|| printf('.%06d+00:00', ?1 % 1000000)"
+)
+_EPOCH = datetime(1970, 1, 1)
+_YEAR_10000 = 253_402_300_800
 
 
 def sqlite_uri(path: str, *, mode: str = "ro", immutable: bool = False) -> str:
@@ -118,6 +125,7 @@ class SQLiteStore(Store):
     ) -> None:
         super().__init__(url)
         self.path = path
+        self._last_second: tuple[int, str] = (-1, "")
         self.busy_retry_s = busy_retry_s
         self.read_only = on_read_only_media(path)
         if self.read_only:
@@ -231,6 +239,27 @@ class SQLiteStore(Store):
 
     def recorded_at_text(self, raw: object) -> str:
         return cast(str, raw)  # stored as the hashed text itself
+
+    def view_id(self, raw: object) -> object:
+        if type(raw) is bytes:
+            h = raw.hex()
+            return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+        return raw
+
+    def view_hash(self, raw: object) -> object:
+        return raw.hex() if type(raw) is bytes else raw
+
+    def view_time(self, raw: object) -> object:
+        if type(raw) is not int:
+            return raw
+        seconds, micro = divmod(raw, 1_000_000)
+        if not 0 <= seconds < _YEAR_10000:  # where strftime's answer is SQLite's own
+            return self.fetch(f"SELECT {_AT_TEXT}", [raw])[0][0]
+        second, text = self._last_second  # one tuple: threads may share the store
+        if seconds != second:
+            text = (_EPOCH + timedelta(0, seconds)).isoformat()
+            self._last_second = (seconds, text)
+        return f"{text}.{micro:06d}+00:00"
 
     def recorded_at_value(self, raw: object) -> datetime:
         return datetime.fromisoformat(cast(str, raw)).astimezone(UTC)

@@ -1,0 +1,156 @@
+"""Reading events' rows in position order, a page at a time, as the ``events`` view shows them.
+
+Since revision 0014 ``events`` is a view over lean tables (``ledger_runs``,
+``ledger_streams``, ``ledger_events``). The view renders the stored ids,
+hashes and times as the texts of revision 0013 in SQL, which costs more than
+the rest of a read. The ledger's own reads, which carry every row through
+`verify`, `export` and the fold, take the stored values from the tables
+instead and render them in Python (`Store.view_id`, `Store.view_hash`,
+`Store.view_time`): the same rows, which a test holds the view to.
+
+A ledger older than 0014 has a table ``events``, read as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from kasmina.canonical import GENESIS_HASH
+from kasmina.ledger.errors import translate
+from kasmina.ledger.store import COLUMNS, EventRow, Param, Store, integer
+
+#: Rows per query: memory stays constant however long the run.
+PAGE_SIZE = 1000
+
+#: The columns of `EventRow`, as stored: the id, time and hashes untouched, and
+#: the stream's previous hash (or the run start's before it) looked up, as the
+#: view does, by the index on (stream_key, version).
+_LEAN_SELECT = """
+    SELECT e.position, e.event_id, r.run_id, s.stream_id, e.version, e.event_type,
+           e.schema_version, e.epoch, e.seed_id, e.payload, e.recorded_at,
+           CASE WHEN e.version > 1 THEN
+                    (SELECT p.hash FROM ledger_events p
+                     WHERE p.stream_key = e.stream_key AND p.version = e.version - 1)
+                WHEN r.format >= 2 AND s.stream_id = 'run' THEN r.start_prev END,
+           e.hash, e.rank
+    FROM ledger_events e
+    JOIN ledger_streams s ON s.stream_key = e.stream_key
+    JOIN ledger_runs r ON r.run_key = e.run_key
+"""
+
+
+@dataclass(frozen=True)
+class RowReader:
+    """Pages of rows from one store; `lean` and `ranked` say what its schema holds."""
+
+    store: Store
+    lean: bool
+    ranked: bool
+
+    def pages(
+        self,
+        run_id: str | None,
+        *,
+        after: int | None = None,
+        until: int | None = None,
+        stream_id: str | None = None,
+        seed_id: str | None = None,
+        event_type: str | None = None,
+        page_size: int = PAGE_SIZE,
+    ) -> Iterator[EventRow]:
+        """Rows after < position <= until, filtered by what is given (keyset paging).
+
+        Without `after` every row is read, also one below position 1, which
+        only a hand-made row can hold and `verify` must see.
+        """
+        where: list[str] = []
+        params: list[Param] = []
+        if until is not None:
+            where.append("position <= ?")
+            params.append(until)
+        if self.lean:
+            if run_id is not None:
+                where.append("run_key = (SELECT run_key FROM ledger_runs WHERE run_id = ?)")
+                params.append(run_id)
+            if stream_id is not None:
+                where.append(
+                    "stream_key IN (SELECT s.stream_key FROM ledger_streams s JOIN ledger_runs r "
+                    "ON r.run_key = s.run_key WHERE s.stream_id = ?"
+                    + (" AND r.run_id = ?)" if run_id is not None else ")")
+                )
+                params += [stream_id, run_id] if run_id is not None else [stream_id]
+        else:
+            for column, value in (("run_id", run_id), ("stream_id", stream_id)):
+                if value is not None:
+                    where.append(f"{column} = ?")
+                    params.append(value)
+        for column, value in (("seed_id", seed_id), ("event_type", event_type)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        tail = f"{''.join(f' AND {w}' for w in where)} ORDER BY position LIMIT ?"
+        if self.lean:
+            # The page's positions from the tables' indexes first: PostgreSQL
+            # otherwise sorts the whole run for every page.
+            pick = f"SELECT position FROM ledger_events WHERE {{}}{tail}"
+            first_sql = f"{_LEAN_SELECT} WHERE e.position IN ({pick.format('TRUE')}) ORDER BY 1"
+            after_sql = (
+                f"{_LEAN_SELECT} WHERE e.position IN ({pick.format('position > ?')}) ORDER BY 1"
+            )
+        else:
+            columns = ", ".join(COLUMNS if self.ranked else (*COLUMNS[:-1], "NULL AS rank"))
+            first_sql = f"SELECT {columns} FROM events WHERE TRUE{tail}"
+            after_sql = f"SELECT {columns} FROM events WHERE position > ?{tail}"
+        if after is None:
+            sql, args = first_sql, [*params, page_size]
+        else:
+            sql, args = after_sql, [after, *params, page_size]
+        while True:
+            with translate(self.store.url):
+                page = self.store.fetch(sql, args)
+            if self.lean:
+                yield from self._rendered(page)
+            else:
+                yield from map(EventRow._make, page)
+            if len(page) < page_size:
+                return
+            sql, args = after_sql, [integer(page[-1][0], "a position"), *params, page_size]
+
+    def _rendered(self, page: list[tuple[object, ...]]) -> Iterator[EventRow]:
+        store = self.store
+        view_id, view_time, view_hash = store.view_id, store.view_time, store.view_hash
+        for (
+            position,
+            event_id,
+            run_id,
+            stream_id,
+            version,
+            event_type,
+            schema_version,
+            epoch,
+            seed_id,
+            payload,
+            recorded_at,
+            previous,
+            digest,
+            rank,
+        ) in page:
+            yield EventRow._make(
+                (
+                    position,
+                    view_id(event_id),
+                    run_id,
+                    stream_id,
+                    version,
+                    event_type,
+                    schema_version,
+                    epoch,
+                    seed_id,
+                    payload,
+                    view_time(recorded_at),
+                    GENESIS_HASH if previous is None else view_hash(previous),
+                    view_hash(digest),
+                    rank,
+                )
+            )
