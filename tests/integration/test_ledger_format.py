@@ -152,6 +152,14 @@ def _odd_rows(url: str, run_id: str) -> None:
             "VALUES (?, ?, ?, ?, 'Note', 1, NULL, NULL, ?, ?, ?, NULL)",
             (event_id, run_key, stream_key, 40 + 2 * number, '{"text": "x"}', at, digest),
         )
+    if not pg:  # SQLite keeps a blob in an integer column, above any number, yet subtracts from it
+        rawdb.run(
+            url,
+            "INSERT INTO ledger_events (event_id, run_key, stream_key, version, event_type, "
+            "schema_version, payload, recorded_at, hash) "
+            "VALUES (X'06', ?, ?, CAST('41' AS BLOB), 'Note', 1, '{}', 0, X'07')",
+            (run_key, stream_key),
+        )
 
 
 def test_the_ledger_reads_the_rows_the_events_view_shows(old_url: str) -> None:

@@ -23,21 +23,28 @@ from kasmina.ledger.store import COLUMNS, EventRow, Param, Store, integer
 #: Rows per query: memory stays constant however long the run.
 PAGE_SIZE = 1000
 
-#: The columns of `EventRow`, as stored: the id, time and hashes untouched, and
-#: the stream's previous hash (or the run start's before it) looked up, as the
-#: view does, by the index on (stream_key, version).
-_LEAN_SELECT = """
-    SELECT e.position, e.event_id, r.run_id, s.stream_id, e.version, e.event_type,
-           e.schema_version, e.epoch, e.seed_id, e.payload, e.recorded_at,
-           CASE WHEN e.version > 1 THEN
-                    (SELECT p.hash FROM ledger_events p
-                     WHERE p.stream_key = e.stream_key AND p.version = e.version - 1)
-                WHEN r.format >= 2 AND s.stream_id = 'run' THEN r.start_prev END,
-           e.hash, e.rank
+#: What the view shows as ``prev_hash``, as stored: the stream's previous
+#: version's hash, or for a format-2 run's own stream the run start before it.
+_PREVIOUS = """
+    CASE WHEN e.version > 1 THEN
+             (SELECT p.hash FROM ledger_events p
+              WHERE p.stream_key = e.stream_key AND p.version = e.version - 1)
+         WHEN r.format >= 2 AND s.stream_id = 'run' THEN r.start_prev END
+"""
+_FROM = """
     FROM ledger_events e
     JOIN ledger_streams s ON s.stream_key = e.stream_key
     JOIN ledger_runs r ON r.run_key = e.run_key
 """
+#: The columns of `EventRow` as stored (the id, time and hashes untouched), then
+#: what `_rendered` needs to find ``prev_hash`` without a look-up per row.
+_LEAN_SELECT = f"""
+    SELECT e.position, e.event_id, r.run_id, s.stream_id, e.version, e.event_type,
+           e.schema_version, e.epoch, e.seed_id, e.payload, e.recorded_at, e.hash, e.rank,
+           e.stream_key, r.format, r.start_prev
+    {_FROM}
+"""
+_PREVIOUS_AT = f"SELECT {_PREVIOUS} {_FROM} WHERE e.position = ?"
 
 
 @dataclass(frozen=True)
@@ -106,40 +113,50 @@ class RowReader:
             sql, args = first_sql, [*params, page_size]
         else:
             sql, args = after_sql, [after, *params, page_size]
+        seen: dict[object, tuple[int, object]] = {}
         while True:
             with translate(self.store.url):
                 page = self.store.fetch(sql, args)
             if self.lean:
-                yield from self._rendered(page)
+                yield from self._rendered(page, seen)
             else:
                 yield from map(EventRow._make, page)
             if len(page) < page_size:
                 return
             sql, args = after_sql, [integer(page[-1][0], "a position"), *params, page_size]
 
-    def _rendered(self, page: list[tuple[object, ...]]) -> Iterator[EventRow]:
+    def _rendered(
+        self, page: list[tuple[object, ...]], seen: dict[object, tuple[int, object]]
+    ) -> Iterator[EventRow]:
+        """Rows as the view shows them. `seen`: each stream's last row read, by its key
+        (version, stored hash), so that a stream's previous hash is mostly at hand."""
         store = self.store
         view_id, view_time, view_hash = store.view_id, store.view_time, store.view_hash
         for (
-            position,
-            event_id,
-            run_id,
-            stream_id,
-            version,
-            event_type,
-            schema_version,
-            epoch,
-            seed_id,
-            payload,
-            recorded_at,
-            previous,
-            digest,
-            rank,
-        ) in page:
+            position, event_id, run_id, stream_id, version, event_type, schema_version, epoch,
+            seed_id, payload, recorded_at, digest, rank, stream_key, form, start_prev,
+        ) in page:  # fmt: skip
+            if type(version) is not int or type(form) is not int:
+                previous = self._previous_at(position)
+            elif version > 1:
+                last = seen.get(stream_key)
+                if last is not None and last[0] == version - 1:
+                    previous = last[1]
+                else:
+                    previous = self._previous_at(position)
+            else:
+                previous = start_prev if form >= 2 and stream_id == "run" else None
+            if type(version) is int:
+                seen[stream_key] = (version, digest)
+            if type(event_id) is bytes and len(event_id) == 16:
+                h = event_id.hex()
+                event_id = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+            else:
+                event_id = view_id(event_id)
             yield EventRow._make(
                 (
                     position,
-                    view_id(event_id),
+                    event_id,
                     run_id,
                     stream_id,
                     version,
@@ -150,7 +167,14 @@ class RowReader:
                     payload,
                     view_time(recorded_at),
                     GENESIS_HASH if previous is None else view_hash(previous),
-                    view_hash(digest),
+                    digest.hex()
+                    if type(digest) is bytes and len(digest) == 32
+                    else view_hash(digest),
                     rank,
                 )
             )
+
+    def _previous_at(self, position: object) -> object:
+        with translate(self.store.url):
+            rows = self.store.fetch(_PREVIOUS_AT, [position])  # type: ignore[list-item]
+        return rows[0][0] if rows else None
