@@ -11,7 +11,7 @@ Every system (bench/peers.py) records exactly those records:
 - MLflow's SQLAlchemy tracking store on SQLite and PostgreSQL (`log_batch`,
   one metric row per event);
 - JSON lines appended to a file, with and without fsync (esper-style telemetry);
-- floors: plain `sqlite3.executemany`, and psycopg `COPY`, into kasmina's tables
+- floors: plain `sqlite3.executemany`, and psycopg `executemany`, into kasmina's tables
   (`ledger_events`, keyed by `ledger_runs` and `ledger_streams` rows).
 
 Append throughput is measured with 1,000 events per transaction and with one

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
 from typing import (
@@ -807,7 +807,13 @@ def event_from_dict(
 
 @dataclass(frozen=True, slots=True)
 class StoredEvent:
-    """An event as read back from the ledger, its payload upcast to the current model."""
+    """An event as read back from the ledger, its payload upcast to the current model.
+
+    The payload is validated into its model when first read, not when the
+    event is: a reader after a position, a stream's last event or one type of
+    event pays nothing for the payloads it never looks at. Two events are
+    equal when their envelopes are: the hash covers the payload.
+    """
 
     position: int
     event_id: str
@@ -818,11 +824,21 @@ class StoredEvent:
     schema_version: int
     epoch: int | None
     seed_id: str | None
-    payload: Payload
     recorded_at: datetime
     prev_hash: str
     hash: str
     rank: int | None = None
+    #: The payload as stored (a JSON object), in its schema version.
+    data: Mapping[str, Json] = field(default_factory=dict, compare=False)
+    _decoded: list[Payload] = field(default_factory=list, init=False, repr=False, compare=False)
+
+    @property
+    def payload(self) -> Payload:
+        """The payload as its model (`read_payload`); `PayloadInvalid` if it does not fit."""
+        decoded = self._decoded
+        if not decoded:
+            decoded.append(read_payload(self.event_type, self.schema_version, self.data))
+        return decoded[0]
 
     @property
     def slot_id(self) -> str | None:

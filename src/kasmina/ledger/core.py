@@ -30,7 +30,6 @@ from kasmina.events import (
     RunStarted,
     StoredEvent,
     make_event,
-    read_payload,
     slot_stream,
 )
 from kasmina.ids import uuid_bytes
@@ -407,7 +406,7 @@ class Ledger(Appending):
             schema_version=schema_version,
             epoch=optional_integer(row.epoch, "an epoch"),
             seed_id=None if row.seed_id is None else str(row.seed_id),
-            payload=read_payload(str(row.event_type), schema_version, data),
+            data=data,
             recorded_at=self._store.recorded_at_value(row.recorded_at),
             prev_hash=str(row.prev_hash),
             hash=str(row.hash),
