@@ -6,8 +6,8 @@ indexes and triggers are identical), with the same WAL / synchronous=NORMAL
 settings on SQLite and a default-durability PostgreSQL server. Since revision
 0014 those are the tables under the `events` view: a row goes into
 `ledger_events` and names its run and stream by the integer keys of
-`ledger_runs` and `ledger_streams`, with the event id as a uuid (16 bytes on
-SQLite), the hash as 32 bytes and `recorded_at` as integer microseconds on
+`ledger_runs` and `ledger_streams`, with the event id as a uuid's 16 bytes, the
+hash as 32 bytes and `recorded_at` as integer microseconds on
 SQLite (a timestamptz on PostgreSQL). The floors do what a careful
 hand-written logger of that schema does: a uuid and a stdlib JSON encoding
 per row, the run's row written before the clock starts (as kasmina's
@@ -100,16 +100,15 @@ def floor_rows(
     *,
     postgres: bool,
 ) -> list[tuple[object, ...]]:
-    """`FLOOR_COLUMNS` rows: on SQLite the uuid's 16 bytes and the time in microseconds,
-    on PostgreSQL a uuid and a datetime; a constant 32-byte hash."""
+    """`FLOOR_COLUMNS` rows: a uuid's 16 bytes, the time in microseconds on SQLite and a
+    datetime on PostgreSQL, a constant 32-byte hash."""
     now = datetime.now(UTC)
     at: object = now if postgres else micros(now)
     rows: list[tuple[object, ...]] = []
     for k, (i, p) in enumerate(batch):
-        event_id = uuid.uuid4()
         rows.append(
             (
-                event_id if postgres else event_id.bytes,
+                uuid.uuid4().bytes,
                 run_key,
                 stream_key(f"slot/r0c{i % 3}"),
                 start + k + 1,

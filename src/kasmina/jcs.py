@@ -208,7 +208,7 @@ def _plain(values: dict[str, object]) -> dict[str, object]:
     which handles every case (and `TypeError`, for a key that is not text).
     """
     keys = "".join(values)
-    if "\x00" in keys or (keys and max(keys) >= "\ue000"):
+    if "\x00" in keys or not (keys.isascii() or max(keys) < "\ue000"):
         raise _Slow
     out = values
     for key, value in values.items():
