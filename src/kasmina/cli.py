@@ -41,6 +41,7 @@ from kasmina.layouts import (
     write_csv,
     write_json,
 )
+from kasmina.ledger.refs import FORMS
 from kasmina.terminal import visible
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
 DEFAULT_DB = "sqlite:///kasmina.db"
 #: The largest integer either database stores: a bigger bound would overflow in the driver.
 INT64_MAX = 2**63 - 1
+_RUN_HELP = f"The run: {FORMS}."
 
 app = typer.Typer(
     name="kasmina",
@@ -220,7 +222,7 @@ def runs(
 
 @app.command()
 def history(
-    run_id: Annotated[str, typer.Argument(metavar="RUN", help="Run id.")],
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help=_RUN_HELP)],
     seed_id: Annotated[str | None, typer.Option("--seed-id", help="Only this seed.")] = None,
     slot: Annotated[str | None, typer.Option("--slot", help="Only this slot.")] = None,
     fmt: Annotated[DataFormat, typer.Option("--format")] = DataFormat.table,
@@ -253,6 +255,7 @@ def history(
     keeps it too) and says where the skipped positions went.
     """
     with _open() as ledger:
+        run_id = ledger.resolve_run(run_id)
         if follow:
             _follow(ledger, run_id, seed_id, slot, fmt, live)
             return
@@ -367,7 +370,7 @@ def _read_batch(
 
 @app.command()
 def append(
-    run_id: Annotated[str, typer.Argument(metavar="RUN", help="Run id.")],
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help=_RUN_HELP)],
     file: Annotated[
         str | None,
         typer.Option(
@@ -393,9 +396,9 @@ def append(
         "seed_id": seed_id,
         "event_id": event_id,
     }
-    batch = _read_batch(run_id, file, event_type, payload, stream, envelope)
     with _open() as ledger:
-        ledger.require_run(run_id)
+        run_id = ledger.resolve_run(run_id)
+        batch = _read_batch(run_id, file, event_type, payload, stream, envelope)
         result = ledger.append(batch)
     out.print(f"appended {result.appended} event(s), skipped {result.skipped} already stored")
 
@@ -406,7 +409,7 @@ def append(
 @app.command()
 def verify(
     run_id: Annotated[
-        str | None, typer.Argument(metavar="[RUN]", help="Run id (all if omitted).")
+        str | None, typer.Argument(metavar="[RUN]", help=f"{_RUN_HELP} All runs if omitted.")
     ] = None,
     fmt: Annotated[TableFormat, typer.Option("--format")] = TableFormat.table,
     anchor: Annotated[
@@ -431,6 +434,8 @@ def verify(
     if anchor is not None:
         anchored = anchors.read_anchor(_read_text(anchor, "anchor"), str(anchor))
     with _open() as ledger:
+        if run_id is not None:
+            run_id = ledger.resolve_run(run_id)
         report = ledger.verify(run_id, trusted=trusted)
         if anchored is not None:
             report.faults.extend(anchors.check_anchor(ledger, anchored, trusted))
@@ -493,7 +498,8 @@ def keygen(
 def anchor(
     output: Annotated[Path, typer.Option("--output", "-o", help="The anchor file to write.")],
     run_id: Annotated[
-        str | None, typer.Argument(metavar="[RUN]", help="Run id (the whole ledger if omitted).")
+        str | None,
+        typer.Argument(metavar="[RUN]", help=f"{_RUN_HELP} The whole ledger if omitted."),
     ] = None,
 ) -> None:
     """Write the heads of a run or the ledger to a file; signed if $KASMINA_SIGNING_KEY is set."""
@@ -504,7 +510,7 @@ def anchor(
     key = configured_key()
     with _open() as ledger:
         if run_id is not None:
-            ledger.require_run(run_id)
+            run_id = ledger.resolve_run(run_id)
         made = make_anchor(ledger, run_id, key)
     with atomic_text(output) as file:
         file.write(anchor_json(made))
@@ -559,7 +565,7 @@ class ExportFormat(StrEnum):
 
 @app.command()
 def export(
-    run_id: Annotated[str, typer.Argument(metavar="RUN", help="Run id.")],
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help=_RUN_HELP)],
     output: Annotated[
         Path,
         typer.Option(
@@ -574,13 +580,13 @@ def export(
     from kasmina.export import export_run
 
     with _open() as ledger:
-        written = export_run(ledger, run_id, output, fmt.value)
+        written = export_run(ledger, ledger.resolve_run(run_id), output, fmt.value)
     err.print(f"wrote {len(written)} files to {output}", highlight=False, markup=False)
 
 
 @app.command()
 def report(
-    run_id: Annotated[str, typer.Argument(metavar="RUN", help="Run id.")],
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help=_RUN_HELP)],
     output: Annotated[
         Path,
         typer.Option("--output", "-o", help="The HTML file to write."),
@@ -591,7 +597,7 @@ def report(
     from kasmina.report import render_report
 
     with _open() as ledger:
-        page = render_report(ledger, run_id)
+        page = render_report(ledger, ledger.resolve_run(run_id))
     with atomic_text(output) as dest:
         dest.write(page)
     kib = max(1, round(output.stat().st_size / 1024))
@@ -600,7 +606,7 @@ def report(
 
 @app.command()
 def replay(
-    run_id: Annotated[str, typer.Argument(metavar="RUN", help="Run id.")],
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help=_RUN_HELP)],
     at_epoch: Annotated[
         int | None,
         typer.Option("--at-epoch", min=0, max=INT64_MAX, help="State at the end of this epoch."),
@@ -648,7 +654,7 @@ def replay(
         _reexecute(run_id, trust, allow_code_change, device)
         return
     with _open() as ledger:
-        ledger.require_run(run_id)
+        run_id = ledger.resolve_run(run_id)
         total = next((r.events for r in ledger.runs() if r.run_id == run_id), None)
         with Progress(console=err, disable=not err.is_terminal, transient=True) as bar:
             task = bar.add_task("folding", total=total)
@@ -681,7 +687,7 @@ def _reexecute(run_id: str, trust: bool, allow_code_change: bool, device: str | 
     from kasmina.replay import display
 
     with _open() as ledger:
-        ledger.require_run(run_id)
+        run_id = ledger.resolve_run(run_id)
         program: Program = PROGRAM
         if started_of(ledger, run_id).entry_point is not None:  # started by `kasmina run`
             program = RecordedProgram(allow_code_change, source=ledger, device=device)
@@ -728,13 +734,16 @@ def run(
     ] = None,
     resume: Annotated[
         str | None,
-        typer.Option(help="Go on with this unfinished run from its last checkpoint."),
+        typer.Option(
+            metavar="RUN",
+            help=f"Go on with this unfinished run from its last checkpoint. {_RUN_HELP}",
+        ),
     ] = None,
     fork: Annotated[
         str | None,
         typer.Option(
             metavar="RUN@EPOCH",
-            help="Start a new run from RUN's checkpoint at EPOCH (a what-if).",
+            help=f"Start a new run from RUN's checkpoint at EPOCH (a what-if). {_RUN_HELP}",
         ),
     ] = None,
     allow_code_change: Annotated[

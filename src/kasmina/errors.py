@@ -103,9 +103,18 @@ class DuplicateEvent(LedgerError):
 
 
 class RunNotFound(LedgerError):
-    def __init__(self, run_id: str) -> None:
+    def __init__(self, run_id: str, detail: str | None = None) -> None:
         self.run_id = run_id
-        super().__init__(f"no run with id {run_id!r}")
+        super().__init__(detail or f"no run with id {run_id!r}")
+
+
+class AmbiguousRun(LedgerError):
+    """A run reference (`Ledger.resolve_run`) that names more than one run."""
+
+    def __init__(self, ref: str, candidates: list[str]) -> None:
+        self.ref = ref
+        self.candidates = candidates
+        super().__init__(f"{ref!r} names {len(candidates)} runs: {'; '.join(candidates)}")
 
 
 class ReadOnlyViolation(LedgerError):
@@ -150,6 +159,7 @@ class SigningError(KasminaError):
 
 
 __all__ = [
+    "AmbiguousRun",
     "BadDatabaseURL",
     "ConcurrencyError",
     "DatabaseLocked",

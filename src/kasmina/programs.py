@@ -494,7 +494,7 @@ def fork_program(
     from kasmina.replay.reexecution import started_of
 
     parent_id, epoch = parse_fork(fork)
-    ledger.require_run(parent_id)
+    parent_id = ledger.resolve_run(parent_id)
     started = started_of(ledger, parent_id)
     saved = {
         e.payload.epoch: (e.position, e.payload.digest)
@@ -628,7 +628,7 @@ def resume_program(
     """
     from kasmina.replay.reexecution import started_of
 
-    ledger.require_run(run_id)
+    run_id = ledger.resolve_run(run_id)
     started = started_of(ledger, run_id)
     finished = [
         e for e in ledger.read(run_id, stream_id=RUN_STREAM) if e.event_type == "RunFinished"

@@ -196,7 +196,10 @@ def test_unknown_run_is_one_error_line_and_no_file(demo_url: str, tmp_path: Path
     proc = kasmina("report", "no-such-run", "-o", str(target), db=demo_url)
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert lines == ["error: no run with id 'no-such-run'"]
+    assert lines == [
+        "error: no run matches 'no-such-run' (a run id, a unique id prefix of 4+ characters, "
+        "a unique run name, latest or latest~N)"
+    ]
     assert list(tmp_path.iterdir()) == []
 
 

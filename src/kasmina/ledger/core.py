@@ -365,6 +365,13 @@ class Ledger(Appending):
         with translate(self.url):
             return {str(row[0]) for row in self._store.fetch(query)}
 
+    def resolve_run(self, ref: str) -> str:
+        """The id of the run `ref` names: an id, a unique id prefix (4+ characters), a
+        unique name, ``latest`` or ``latest~N`` (see `kasmina.ledger.refs`)."""
+        from kasmina.ledger.refs import resolve_run
+
+        return resolve_run(self, ref)
+
     def require_run(self, run_id: str) -> None:
         if not self.run_exists(run_id):
             raise RunNotFound(run_id)
