@@ -42,6 +42,16 @@ from kasmina.layouts import (
     write_json,
 )
 from kasmina.ledger.refs import FORMS
+from kasmina.run_list import (
+    RUN_COLUMNS,
+    RUN_DROPPABLE,
+    RUN_FIELDS,
+    RunSort,
+    run_cells,
+    run_values,
+    selected,
+    since_time,
+)
 from kasmina.terminal import visible
 
 if TYPE_CHECKING:
@@ -193,31 +203,33 @@ def db_grant_reader(
 @app.command()
 def runs(
     fmt: Annotated[DataFormat, typer.Option("--format")] = DataFormat.table,
-) -> None:
-    """List runs with their status and event counts."""
-    with _open() as ledger:
-        infos = ledger.runs()
-    fields = ("run_id", "name", "seed", "started_at", "finished_at", "status", "events")
-    records = [tuple(getattr(info, k) for k in fields) for info in infos]
-    if fmt is not DataFormat.table:
-        print_rows(fields, records, fmt, sys.stdout, out)
-        return
-    print_table(
-        ("run", "name", "seed", "status", "events", "started (UTC)"),
-        (
-            (
-                visible(info.run_id),
-                visible(info.name or ""),
-                "" if info.seed is None else str(info.seed),
-                visible(info.status),
-                str(info.events),
-                info.started_at.strftime("%Y-%m-%d %H:%M:%S"),
-            )
-            for info in infos
+    name: Annotated[
+        str | None, typer.Option(help="Only runs whose name matches this shell pattern (wide*).")
+    ] = None,
+    status: Annotated[
+        str | None, typer.Option(help="Only runs of this status (open, completed, failed...).")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            metavar="WHEN", help="Only runs started since a date or time, or an age (3d, 12h)."
         ),
-        out,
-        sys.stdout,
-    )
+    ] = None,
+    sort: Annotated[RunSort, typer.Option(help="The column to sort by.")] = RunSort.started,
+    reverse: Annotated[bool, typer.Option("--reverse", help="Largest (or latest) first.")] = False,
+) -> None:
+    """List runs: name, status, epochs, final validation accuracy, events and duration."""
+    from datetime import UTC, datetime
+
+    start = None if since is None else since_time(since, datetime.now(UTC))
+    with _open() as ledger:
+        infos = ledger.runs(summary=True)
+    chosen = selected(infos, name=name, status=status, since=start, sort=sort, reverse=reverse)
+    if fmt is not DataFormat.table:
+        print_rows(RUN_FIELDS, (run_values(info) for info in chosen), fmt, sys.stdout, out)
+        return
+    rows = ([visible(cell) for cell in run_cells(info)] for info in chosen)
+    print_table(RUN_COLUMNS, rows, out, sys.stdout, droppable=RUN_DROPPABLE)
 
 
 @app.command()

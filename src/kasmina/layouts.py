@@ -24,6 +24,7 @@ from enum import StrEnum
 from itertools import chain, islice
 from typing import IO, TYPE_CHECKING
 
+from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Column, Table
 
@@ -172,19 +173,37 @@ def print_table(
     console: Console,
     dest: IO[str],
     line: Callable[[Sequence[str]], str] | None = None,
+    *,
+    droppable: Sequence[int] = (),
 ) -> None:
     """Rows of terminal-safe cells as a rich table, or as lines once past `TABLE_ROWS`.
 
-    `line` lays out one row of the lines form (`follow_line` for history); by
-    default each column is padded to the widest of its first `TABLE_ROWS`
-    cells (at most `LINE_WIDTH`).
+    A table never cuts a value. Into a pipe it is as wide as its widest
+    rows; on a terminal too narrow for it, the columns in `droppable` go
+    first (in that order), and only then do cells wrap. `line` lays out one
+    row of the lines form (`follow_line` for history); by default each
+    column is padded to the widest of its first `TABLE_ROWS` cells (at most
+    `LINE_WIDTH`).
     """
     it = iter(rows)
     first = list(islice(it, TABLE_ROWS + 1))
     if len(first) <= TABLE_ROWS:
-        table = Table(*(Column(cell(c)) for c in columns))
+        widths = [max(cell_len(c), *(cell_len(r[i]) for r in first)) for i, c in enumerate(columns)]
+        kept = list(range(len(columns)))
+
+        def width() -> int:
+            return sum(widths[i] + 3 for i in kept) + 1  # padding and rules
+
+        if console.is_terminal:
+            for index in droppable:
+                if width() <= console.width:
+                    break
+                kept.remove(index)
+        table = Table(*(Column(cell(columns[i]), overflow="fold") for i in kept))
         for row in first:
-            table.add_row(*(cell(c) for c in row))
+            table.add_row(*(cell(row[i]) for i in kept))
+        if not console.is_terminal:  # as wide as it needs: a pipe has no edge
+            console = Console(file=dest, width=max(width(), console.width), soft_wrap=True)
         console.print(table)
         return
     if line is None:

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from importlib import metadata
 from typing import TYPE_CHECKING, Literal
 
@@ -40,6 +41,7 @@ from kasmina.ledger.attempts import Attempts
 from kasmina.ledger.errors import UPGRADE_HINT, redact, translate
 from kasmina.ledger.heads import STREAM_HEADS
 from kasmina.ledger.readonly import DEFAULT_TIMEOUT_S, check_timeout
+from kasmina.ledger.refs import resolve_run
 from kasmina.ledger.rows import PAGE_SIZE, RowReader
 from kasmina.ledger.run import Run, new_run_id
 from kasmina.ledger.store import (
@@ -79,6 +81,15 @@ _RUN_IDS = (
 _RUN_IDS_0013 = "SELECT DISTINCT run_id FROM events ORDER BY run_id"
 
 
+def _optional_float(value: object, what: str) -> float | None:
+    """A REAL (SQLite) or numeric (PostgreSQL) value, or one line naming `what` it should be."""
+    if value is None:
+        return None
+    if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
+        return float(value)
+    raise LedgerError(f"the database holds {value!r} as {what}, not a number")
+
+
 @dataclass(frozen=True, slots=True)
 class RunInfo:
     run_id: str
@@ -88,6 +99,9 @@ class RunInfo:
     finished_at: datetime | None
     status: str
     events: int
+    #: With `Ledger.runs(summary=True)`: epochs recorded, and the last ``val_accuracy``.
+    epochs: int | None = None
+    final_val_accuracy: float | None = None
 
 
 def package_version(name: str) -> str | None:
@@ -326,11 +340,14 @@ class Ledger(Appending):
         cur.execute(self._store.sql(STREAM_HEADS), (run_id,))
         return cur.fetchall()
 
-    def runs(self) -> list[RunInfo]:
+    def runs(self, *, summary: bool = False) -> list[RunInfo]:
+        """Every run, by start time. `summary` adds epochs and the final validation
+        accuracy (from the ``run_summary`` view), which cost a look at each run's events."""
+        extra = ", epochs, final_val_accuracy FROM run_summary" if summary else " FROM runs"
         with translate(self.url):
             rows = self._store.fetch(
-                "SELECT run_id, name, seed, started_at, finished_at, status, events "
-                "FROM runs ORDER BY started_at, run_id"
+                "SELECT run_id, name, seed, started_at, finished_at, status, events"
+                f"{extra} ORDER BY started_at, run_id"
             )
         return [
             RunInfo(
@@ -341,6 +358,10 @@ class Ledger(Appending):
                 finished_at=None if r[4] is None else self._store.recorded_at_value(r[4]),
                 status=str(r[5]),
                 events=integer(r[6], "a run's event count"),
+                epochs=optional_integer(r[7], "a run's epochs") if summary else None,
+                final_val_accuracy=(
+                    _optional_float(r[8], "a run's final accuracy") if summary else None
+                ),
             )
             for r in rows
         ]
@@ -368,9 +389,7 @@ class Ledger(Appending):
     def resolve_run(self, ref: str) -> str:
         """The id of the run `ref` names: an id, a unique id prefix (4+ characters), a
         unique name, ``latest`` or ``latest~N`` (see `kasmina.ledger.refs`)."""
-        from kasmina.ledger.refs import resolve_run
-
-        return resolve_run(self, ref)
+        return resolve_run(ref, self.run_exists, self.runs)
 
     def require_run(self, run_id: str) -> None:
         if not self.run_exists(run_id):

@@ -17,13 +17,23 @@ both listed rather than guessed at.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Protocol
 
 from kasmina.errors import AmbiguousRun, RunNotFound
 
-if TYPE_CHECKING:
-    from kasmina.ledger.core import Ledger, RunInfo
+
+class RunEntry(Protocol):
+    """What a reference is matched against (`kasmina.ledger.core.RunInfo` has it)."""
+
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def started_at(self) -> datetime: ...
+
 
 #: The shortest id prefix taken: shorter ones match too much to mean one run.
 MIN_PREFIX = 4
@@ -35,11 +45,16 @@ FORMS = (
 )
 
 
-def resolve_run(ledger: Ledger, ref: str) -> str:
-    """The id of the one run `ref` names; `RunNotFound` or `AmbiguousRun` otherwise."""
-    if ledger.run_exists(ref):
+def resolve_run(
+    ref: str, exists: Callable[[str], bool], listed: Callable[[], Sequence[RunEntry]]
+) -> str:
+    """The id of the one run `ref` names; `RunNotFound` or `AmbiguousRun` otherwise.
+
+    `exists` says whether a run has an id; `listed` gives every run in start order.
+    """
+    if exists(ref):
         return ref
-    runs = ledger.runs()
+    runs = listed()
     latest = _LATEST.fullmatch(ref)
     if latest is not None:
         back = int(latest.group(1) or 0)
@@ -57,7 +72,7 @@ def resolve_run(ledger: Ledger, ref: str) -> str:
     raise AmbiguousRun(ref, _described(found))
 
 
-def _described(runs: Sequence[RunInfo]) -> list[str]:
+def _described(runs: Sequence[RunEntry]) -> list[str]:
     return [
         f"{r.run_id!r} ({'unnamed' if r.name is None else f'name {r.name!r}'}, "
         f"started {r.started_at:%Y-%m-%d %H:%M:%S})"
