@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import typer.main
@@ -62,12 +62,14 @@ DEFAULT_DB = "sqlite:///kasmina.db"
 #: The largest integer either database stores: a bigger bound would overflow in the driver.
 INT64_MAX = 2**63 - 1
 _RUN_HELP = f"The run: {FORMS}."
+_HELP_NAMES = ["-h", "--help"]
 
 app = typer.Typer(
     name="kasmina",
     help="Lifecycle ledger for morphogenetic training.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
+    context_settings={"help_option_names": _HELP_NAMES},
     pretty_exceptions_enable=False,
 )
 db_app = typer.Typer(help="Schema migrations (Alembic).", no_args_is_help=True)
@@ -90,6 +92,18 @@ class _State:
 state = _State()
 
 
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        from importlib import metadata
+
+        try:
+            version = metadata.version("kasmina")
+        except metadata.PackageNotFoundError:  # run from a source tree, not installed
+            version = "unknown"
+        out.print(f"kasmina {version}", highlight=False, markup=False)
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     db: Annotated[
@@ -108,6 +122,12 @@ def _root(
             help="Folder of the checkpoint store (default: beside a SQLite file).",
         ),
     ] = None,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_print_version, help="Print the version and exit."
+        ),
+    ] = False,
 ) -> None:
     state.db = db
     state.artifacts = artifacts
@@ -882,6 +902,20 @@ def _usage_line(exc: ClickException) -> str:
     return f"error: {visible(' '.join(exc.format_message().split()))}{hint}"
 
 
+def _bare_flags(command: Any) -> None:
+    """Help lists a flag with no type after it (Typer writes ``<bool>``): it takes no value.
+
+    The help option is made, and kept, on first use: made here, with the
+    names every command's help takes.
+    """
+    context = command.context_class(command, help_option_names=_HELP_NAMES)
+    for param in [*command.params, command.get_help_option(context)]:
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+    for sub in getattr(command, "commands", {}).values():
+        _bare_flags(sub)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: kasmina errors and bad usage become one line on stderr and exit code 2.
 
@@ -890,6 +924,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     one line for every kind of bad input instead. Help is printed as usual.
     """
     command = typer.main.get_command(app)
+    _bare_flags(command)
     args = list(argv) if argv is not None else None
     try:
         code = command.main(args=args, prog_name="kasmina", standalone_mode=False)
