@@ -14,7 +14,9 @@ import shlex
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from enum import StrEnum
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -63,6 +65,8 @@ DEFAULT_DB = "sqlite:///kasmina.db"
 INT64_MAX = 2**63 - 1
 _RUN_HELP = f"The run: {FORMS}."
 _HELP_NAMES = ["-h", "--help"]
+#: What `history --no-samples` leaves out.
+SAMPLES = "SeedTelemetrySampled"
 
 app = typer.Typer(
     name="kasmina",
@@ -275,6 +279,29 @@ def history(
             "(RunResumed itself stays).",
         ),
     ] = False,
+    types: Annotated[
+        list[str] | None,
+        typer.Option("--type", metavar="TYPE", help="Only events of this type (repeatable)."),
+    ] = None,
+    no_samples: Annotated[
+        bool,
+        typer.Option(
+            "--no-samples", help="Leave out SeedTelemetrySampled, the bulk of a long run."
+        ),
+    ] = False,
+    since_epoch: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=INT64_MAX,
+            help="Start at the run's first event of epoch N or later.",
+            metavar="N",
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(min=1, max=INT64_MAX, help="Print at most N events.", metavar="N"),
+    ] = None,
 ) -> None:
     """The audit timeline of a run, a seed or a slot, oldest first.
 
@@ -286,14 +313,27 @@ def history(
     `RunResumed`: it is part of the run's story (the `live_events` view
     keeps it too) and says where the skipped positions went.
     """
+    chosen = Selection(tuple(types or ()), (SAMPLES,) if no_samples else (), since_epoch)
+    if follow and limit is not None:
+        raise KasminaError("--follow prints events until the run ends: drop --limit")
     with _open() as ledger:
         run_id = ledger.resolve_run(run_id)
         if follow:
-            _follow(ledger, run_id, seed_id, slot, fmt, live)
+            _follow(ledger, run_id, seed_id, slot, fmt, live, chosen)
             return
-        events = _marked(ledger, run_id, ledger.history(run_id, seed_id=seed_id, slot_id=slot))
+        found = ledger.history(
+            run_id,
+            seed_id=seed_id,
+            slot_id=slot,
+            types=chosen.types,
+            skip_types=chosen.skip_types,
+            since_epoch=chosen.since_epoch,
+        )
+        events = _marked(ledger, run_id, found)
         if live:
             events = (m for m in events if m[1] is None)
+        if limit is not None:
+            events = islice(events, limit)
         if fmt is DataFormat.json or fmt is DataFormat.jsonl:
             items = (history_json(e, a) for e, a in events)
             write_json(items, sys.stdout, lines=fmt is DataFormat.jsonl)
@@ -331,6 +371,7 @@ def _follow(
     slot: str | None,
     fmt: DataFormat,
     live: bool,
+    chosen: Selection,
 ) -> None:
     """`history --follow`: the table's columns, JSON lines or CSV rows, one event per line.
 
@@ -355,6 +396,7 @@ def _follow(
             (stream is not None and event.stream_id != stream)
             or (seed_id is not None and event.seed_id != seed_id)
             or (live and abandoned is not None)
+            or not chosen.keeps(event)
         ):
             continue
         if fmt is DataFormat.jsonl:
@@ -364,6 +406,27 @@ def _follow(
         else:
             sys.stdout.write(follow_line(history_cells(event, abandoned)) + "\n")
         sys.stdout.flush()
+
+
+@dataclass
+class Selection:
+    """`history`'s --type, --no-samples and --since-epoch, for `--follow` to apply as
+    events come (without it, `Ledger.history` asks the database for them)."""
+
+    types: tuple[str, ...]
+    skip_types: tuple[str, ...]
+    since_epoch: int | None
+    #: Whether an event of epoch `since_epoch` or later has come (then every event counts).
+    reached: bool = False
+
+    def keeps(self, event: StoredEvent) -> bool:
+        if self.since_epoch is not None and not self.reached:
+            self.reached = event.epoch is not None and event.epoch >= self.since_epoch
+            if not self.reached:
+                return False
+        return (not self.types or event.event_type in self.types) and (
+            event.event_type not in self.skip_types
+        )
 
 
 # -- writing ----------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -446,9 +446,22 @@ class Ledger(Appending):
         after: int = 0,
         stream_id: str | None = None,
         seed_id: str | None = None,
+        types: Sequence[str] = (),
+        skip_types: Sequence[str] = (),
     ) -> Iterator[StoredEvent]:
-        """Events in position order, streamed; ``after`` resumes from a position."""
-        for row in self.raw_rows(run_id, after=after, stream_id=stream_id, seed_id=seed_id):
+        """Events in position order, streamed; ``after`` resumes from a position.
+
+        `types` keeps only events of those types, `skip_types` leaves those out.
+        """
+        rows = self._rows.pages(
+            run_id,
+            after=after,
+            stream_id=stream_id,
+            seed_id=seed_id,
+            types=types,
+            skip_types=skip_types,
+        )
+        for row in rows:
             yield self._to_event(row)
 
     def follow(
@@ -479,7 +492,7 @@ class Ledger(Appending):
     def of_type(self, run_id: str, event_type: str) -> list[StoredEvent]:
         """The run's events of one type, in position order (one indexed query)."""
         with translate(self.url):
-            rows = self._rows.pages(run_id, event_type=event_type)
+            rows = self._rows.pages(run_id, types=(event_type,))
             return [self._to_event(row) for row in rows]
 
     def attempts(self, run_id: str) -> Attempts:
@@ -491,12 +504,41 @@ class Ledger(Appending):
         )
 
     def history(
-        self, run_id: str, seed_id: str | None = None, slot_id: str | None = None
+        self,
+        run_id: str,
+        seed_id: str | None = None,
+        slot_id: str | None = None,
+        *,
+        types: Sequence[str] = (),
+        skip_types: Sequence[str] = (),
+        since_epoch: int | None = None,
     ) -> Iterator[StoredEvent]:
-        """The audit timeline of a run, a seed or a slot, oldest first."""
+        """The audit timeline of a run, a seed or a slot, oldest first.
+
+        `since_epoch` starts at the run's first event of that epoch or later:
+        the run-level events after it (its seal) stay, those before go.
+        """
         self.require_run(run_id)
         stream = slot_stream(slot_id) if slot_id is not None else None
-        return self.read(run_id, stream_id=stream, seed_id=seed_id)
+        after = 0
+        if since_epoch is not None:
+            with translate(self.url):
+                first = self._store.fetch(
+                    "SELECT position FROM events WHERE run_id = ? AND epoch >= ? "
+                    "ORDER BY position LIMIT 1",
+                    (run_id, since_epoch),
+                )
+            if not first:
+                return iter(())
+            after = integer(first[0][0], "a position") - 1
+        return self.read(
+            run_id,
+            after=after,
+            stream_id=stream,
+            seed_id=seed_id,
+            types=types,
+            skip_types=skip_types,
+        )
 
     def run_ids(self) -> list[str]:
         with translate(self.url):

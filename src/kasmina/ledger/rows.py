@@ -13,7 +13,7 @@ A ledger older than 0014 has a table ``events``, read as it is.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from kasmina.canonical import GENESIS_HASH
@@ -63,7 +63,8 @@ class RowReader:
         until: int | None = None,
         stream_id: str | None = None,
         seed_id: str | None = None,
-        event_type: str | None = None,
+        types: Sequence[str] = (),
+        skip_types: Sequence[str] = (),
         page_size: int = PAGE_SIZE,
     ) -> Iterator[EventRow]:
         """Rows after < position <= until, filtered by what is given (keyset paging).
@@ -92,10 +93,13 @@ class RowReader:
                 if value is not None:
                     where.append(f"{column} = ?")
                     params.append(value)
-        for column, value in (("seed_id", seed_id), ("event_type", event_type)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
+        if seed_id is not None:
+            where.append("seed_id = ?")
+            params.append(seed_id)
+        for names, test in ((types, "IN"), (skip_types, "NOT IN")):
+            if names:
+                where.append(f"event_type {test} ({', '.join('?' * len(names))})")
+                params += names
         tail = f"{''.join(f' AND {w}' for w in where)} ORDER BY position LIMIT ?"
         if self.lean:
             # The page's positions from the tables' indexes first: PostgreSQL
