@@ -627,9 +627,30 @@ def _cancelled_on_interrupt() -> Iterator[None]:
         raise typer.Exit(130) from None
 
 
-@app.command()
+@app.command(context_settings={"ignore_unknown_options": True})
 def sql(
-    query: Annotated[str, typer.Argument(help="A read-only SQL query.")],
+    query: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[QUERY]",
+            help="A read-only SQL query; - reads it from stdin. A leading -- comment is fine.",
+        ),
+    ] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", "-f", help="Read the query from this file.")
+    ] = None,
+    recipe: Annotated[
+        str | None,
+        typer.Option(metavar="NAME", help="Run a recipe of the SQL cookbook (docs/sql.md)."),
+    ] = None,
+    params: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param",
+            metavar="NAME=VALUE",
+            help="A value for :NAME in the query (repeatable; a whole number is a number).",
+        ),
+    ] = None,
     fmt: Annotated[DataFormat, typer.Option("--format")] = DataFormat.table,
     output: Annotated[
         Path | None,
@@ -640,8 +661,14 @@ def sql(
     ] = 30.0,
 ) -> None:
     """Run read-only SQL against the ledger (writes and ATTACH are refused)."""
+    from kasmina.ledger.sqlparams import bind, parse_params
+
+    text = _query_text(query, file, recipe)
+    values = parse_params(params or [])
     with _open() as ledger, _cancelled_on_interrupt():
-        columns, rows = ledger.sql(query, timeout_s=timeout)
+        if values:
+            text = bind(text, values, ledger.dialect)
+        columns, rows = ledger.sql(text, timeout_s=timeout)
         if output is None:
             print_rows(columns, rows, fmt, sys.stdout, out)
             return
@@ -650,6 +677,25 @@ def sql(
         with atomic_text(output) as dest:
             print_rows(columns, rows, fmt, dest, Console(file=dest, width=200))
     err.print(f"wrote {output}", highlight=False, markup=False)
+
+
+def _query_text(query: str | None, file: Path | None, recipe: str | None) -> str:
+    """The query from the one place it was given: the argument, stdin (-), a file, a recipe."""
+    sources = (("QUERY", query), ("--file", file), ("--recipe", recipe))
+    given = [what for what, value in sources if value is not None]
+    if len(given) != 1:
+        raise KasminaError(
+            "give the query once: as QUERY, - for stdin, --file PATH or --recipe NAME"
+            + (f" (got {' and '.join(given)})" if given else "")
+        )
+    if recipe is not None:
+        from kasmina.recipes import recipe as cookbook
+
+        return cookbook(recipe)
+    if file is not None:
+        return _read_text(file, "query file")
+    assert query is not None
+    return sys.stdin.read() if query == "-" else query
 
 
 class ExportFormat(StrEnum):
