@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from importlib import metadata
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from kasmina.canonical import Json
 from kasmina.errors import (
@@ -594,6 +594,25 @@ class Ledger(Appending):
             snapshots=snapshots,
             snapshot_every=snapshot_every,
         )
+
+    def frame(
+        self,
+        source: str,
+        *,
+        run: str | None = None,
+        params: Mapping[str, object] | None = None,
+        engine: Literal["pandas", "polars"] = "pandas",
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> Any:
+        """A view (by name) or a read-only query as a pandas or polars DataFrame.
+
+        `run` (any run reference) keeps a view's rows of that run, and is
+        ``:run`` in a query; `params` fill the query's other ``:name``
+        placeholders (`kasmina.ledger.sqlparams`). Needs ``kasmina[frames]``.
+        """
+        from kasmina.frames import frame
+
+        return frame(self, source, run=run, params=params, engine=engine, timeout_s=timeout_s)
 
     def sql(
         self, query: str, *, timeout_s: float = DEFAULT_TIMEOUT_S
