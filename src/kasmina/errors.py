@@ -85,8 +85,9 @@ class ConcurrencyError(LedgerError):
         self.expected_version = expected_version
         self.actual_version = actual
         super().__init__(
-            f"stream {stream_id!r} of run {run_id!r}: expected next version "
-            f"{expected_version}, but the stream is at version {actual}"
+            f"stream {stream_id!r} of run {run_id!r} is at version {actual}, so an event "
+            f"written as its version {expected_version} does not follow it: another writer "
+            "appended first (read the stream again, then retry)"
         )
 
 
@@ -123,6 +124,17 @@ class ReadOnlyViolation(LedgerError):
 
 class QueryError(LedgerError):
     """A read-only query that the database rejected."""
+
+
+class RunExists(LedgerError):
+    """`Ledger.start_run` with the id of a run already in the ledger."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(
+            f"a run with id {run_id!r} already exists in this ledger: start the new run "
+            "under another run_id, or none for a fresh one"
+        )
 
 
 class RunClosed(LedgerError):
@@ -177,6 +189,7 @@ __all__ = [
     "ReadOnlyViolation",
     "ReplayError",
     "RunClosed",
+    "RunExists",
     "RunNotFound",
     "SchemaMismatch",
     "SigningError",

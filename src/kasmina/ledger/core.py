@@ -15,12 +15,14 @@ from typing import TYPE_CHECKING, Any, Literal
 from kasmina.canonical import Json
 from kasmina.errors import (
     BadDatabaseURL,
+    ConcurrencyError,
     DatabaseUnavailable,
     KasminaError,
     LedgerError,
     LedgerNotFound,
     PayloadInvalid,
     RunClosed,
+    RunExists,
     RunNotFound,
     SchemaMismatch,
 )
@@ -277,7 +279,14 @@ class Ledger(Appending):
         if program:
             payload = RunStarted.model_validate({**payload.model_dump(), **program})
         rank = None if world_size == 1 else 0
-        self.append([make_event(payload, run_id=rid, stream_id=RUN_STREAM, version=1, rank=rank)])
+        try:
+            self.append(
+                [make_event(payload, run_id=rid, stream_id=RUN_STREAM, version=1, rank=rank)]
+            )
+        except (RunClosed, ConcurrencyError):
+            if self.run_exists(rid):  # the id is taken: say that, not what the append saw
+                raise RunExists(rid) from None
+            raise
         return Run(self, rid, buffer_size=buffer_size, rank=rank, writers=payload.slot_writers)
 
     def finish_run(
