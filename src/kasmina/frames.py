@@ -11,17 +11,27 @@ floats stay floats, PostgreSQL's ``numeric`` becomes a float, and the
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 from kasmina.errors import KasminaError, QueryError
 from kasmina.ledger.readonly import DEFAULT_TIMEOUT_S
 from kasmina.ledger.sqlparams import bind
 
-if TYPE_CHECKING:
-    from kasmina.ledger.core import Ledger
+
+class Source(Protocol):
+    """What a frame is read from (`kasmina.ledger.core.Ledger` is one)."""
+
+    @property
+    def dialect(self) -> str: ...
+    def resolve_run(self, ref: str) -> str: ...
+    def views(self) -> set[str]: ...
+    def sql(
+        self, query: str, *, timeout_s: float = ...
+    ) -> tuple[list[str], Iterator[tuple[object, ...]]]: ...
+
 
 Engine = Literal["pandas", "polars"]
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -29,7 +39,7 @@ _INSTALL = "ledger.frame needs {lib}: pip install 'kasmina[frames]'"
 
 
 def frame(
-    ledger: Ledger,
+    ledger: Source,
     source: str,
     *,
     run: str | None = None,
