@@ -98,12 +98,9 @@ state = _State()
 
 def _print_version(wanted: bool) -> None:
     if wanted:
-        from importlib import metadata
+        from kasmina.ledger.core import package_version
 
-        try:
-            version = metadata.version("kasmina")
-        except metadata.PackageNotFoundError:  # run from a source tree, not installed
-            version = "unknown"
+        version = package_version("kasmina") or "unknown"
         out.print(f"kasmina {version}", highlight=False, markup=False)
         raise typer.Exit()
 

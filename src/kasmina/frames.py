@@ -10,7 +10,6 @@ floats stay floats, PostgreSQL's ``numeric`` becomes a float, and the
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -18,7 +17,7 @@ from typing import Any, Literal, Protocol
 
 from kasmina.errors import KasminaError, QueryError
 from kasmina.ledger.readonly import DEFAULT_TIMEOUT_S
-from kasmina.ledger.sqlparams import bind
+from kasmina.ledger.sqlparams import NAME, bind
 
 
 class Source(Protocol):
@@ -34,7 +33,6 @@ class Source(Protocol):
 
 
 Engine = Literal["pandas", "polars"]
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _INSTALL = "ledger.frame needs {lib}: pip install 'kasmina[frames]'"
 
 
@@ -51,7 +49,7 @@ def frame(
     values = {name: str(value) for name, value in (params or {}).items()}
     if run is not None:
         values["run"] = ledger.resolve_run(run)
-    if _NAME.fullmatch(source):
+    if NAME.fullmatch(source):
         known = ledger.views() | {"events"}
         if source not in known:
             raise QueryError(f"no view {source!r}; the ledger has: {', '.join(sorted(known))}")

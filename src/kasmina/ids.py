@@ -75,3 +75,9 @@ def uuid_bytes(event_id: str) -> bytes | None:
     if _UUID_TEXT.fullmatch(event_id) is None:
         return None
     return bytes.fromhex(event_id.replace("-", ""))
+
+
+def uuid_text(data: bytes) -> str:
+    """`uuid_bytes` undone: 16 bytes as the lowercase 8-4-4-4-12 text that was hashed."""
+    h = data.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

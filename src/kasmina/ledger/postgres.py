@@ -17,6 +17,7 @@ from psycopg.types.json import set_json_loads
 
 from kasmina.canonical import Json, dumps_canonical, loads
 from kasmina.errors import LedgerError
+from kasmina.ids import uuid_text
 from kasmina.jcs import stored_jcs_text
 from kasmina.ledger.errors import redact, translate
 from kasmina.ledger.readonly import DEFAULT_TIMEOUT_S
@@ -110,10 +111,7 @@ class PostgresStore(Store):
 
     def view_id(self, raw: object) -> object:
         data = cast(bytes, raw)
-        if len(data) == 16:
-            h = data.hex()
-            return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-        return data.lstrip(b"\0").decode(errors="replace")
+        return uuid_text(data) if len(data) == 16 else data.lstrip(b"\0").decode(errors="replace")
 
     def lock_run_starts(self, cur: Cursor) -> None:
         # The two-key form: a key space apart from the runs' one-key locks.

@@ -152,15 +152,10 @@ class RowReader:
                 previous = start_prev if form >= 2 and stream_id == "run" else None
             if type(version) is int:
                 seen[stream_key] = (version, digest)
-            if type(event_id) is bytes and len(event_id) == 16:
-                h = event_id.hex()
-                event_id = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-            else:
-                event_id = view_id(event_id)
             yield EventRow._make(
                 (
                     position,
-                    event_id,
+                    view_id(event_id),
                     run_id,
                     stream_id,
                     version,
@@ -171,9 +166,7 @@ class RowReader:
                     payload,
                     view_time(recorded_at),
                     GENESIS_HASH if previous is None else view_hash(previous),
-                    digest.hex()
-                    if type(digest) is bytes and len(digest) == 32
-                    else view_hash(digest),
+                    view_hash(digest),
                     rank,
                 )
             )

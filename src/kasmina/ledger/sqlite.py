@@ -38,6 +38,7 @@ from typing import Literal, cast
 
 from kasmina.canonical import Json, loads
 from kasmina.errors import DatabaseUnavailable, ReadOnlyLedger
+from kasmina.ids import uuid_text
 from kasmina.ledger.creation import folder_lock
 from kasmina.ledger.readonly import DEFAULT_TIMEOUT_S
 from kasmina.ledger.readonly_sqlite import open_query
@@ -241,10 +242,7 @@ class SQLiteStore(Store):
         return cast(str, raw)  # stored as the hashed text itself
 
     def view_id(self, raw: object) -> object:
-        if type(raw) is bytes:
-            h = raw.hex()
-            return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-        return raw
+        return uuid_text(raw) if type(raw) is bytes else raw  # the view dashes any blob
 
     def view_hash(self, raw: object) -> object:
         return raw.hex() if type(raw) is bytes else raw

@@ -19,7 +19,8 @@ from collections.abc import Mapping
 
 from kasmina.errors import QueryError
 
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: A parameter's name, and a view's (`kasmina.frames`): a plain SQL identifier.
+NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _WHOLE = re.compile(r"-?(?:0|[1-9][0-9]{0,17})")  # "007" stays text
 _DOLLAR = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
 
@@ -29,7 +30,7 @@ def parse_params(pairs: list[str]) -> dict[str, str]:
     params: dict[str, str] = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
-        if not sep or _NAME.fullmatch(name) is None:
+        if not sep or NAME.fullmatch(name) is None:
             raise QueryError(
                 f"--param {pair!r} is not NAME=VALUE (a NAME is a letter or _, then letters, "
                 "digits or _)"
@@ -70,7 +71,7 @@ def bind(query: str, params: Mapping[str, str], dialect: str) -> str:
         elif (
             c == ":"
             and not (i > 0 and _in_name(query[i - 1]))  # arr[lo:hi] is a slice
-            and (found := _NAME.match(query, i + 1)) is not None
+            and (found := NAME.match(query, i + 1)) is not None
         ):
             name = found.group()
             if name not in params:
