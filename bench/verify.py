@@ -1,76 +1,125 @@
-"""Verify throughput: a format-2 run against the same run hashed in format 1, in one run.
+"""Verify throughput on one long run, against the same run verified by older code, in one run.
 
-    .venv/bin/python bench/verify.py [--events 200000] [--slots 8] [--repeat 3] [--db PATH]
+    .venv/bin/python bench/verify.py [--events 1000000] [--repeat 3] [--against SRC]
 
-Two synthetic runs (`kasmina.replay.synthetic`, the same seed, so the same
-events) are recorded into one SQLite file: one in format 1, as kasmina wrote
-every run before ledger format 2 (`Ledger.new_run_format`), and one in format 2. Then
-`Ledger.verify(run)` of each is timed, interleaved, ``--repeat`` times; the
-table gives events/s and format 2 / format 1. Issue 22's target for verify is
->= 1.5x of format 1 on a 1M-event run (``--events 1000000``), which needed
-the lean rows of its item 1: since revision 0014 every run, in either
-format, is stored in them (``ledger_events`` under the ``events`` view), so
-both runs here are read from the same tables and differ only in format.
+A synthetic run (`kasmina.replay.synthetic`, seed 0, 8 slots) is recorded
+into a SQLite file, then `Ledger.verify(run)` is timed in this process with
+one job and with the default jobs (one per CPU while each gets 100,000
+events; `kasmina.ledger.verify_jobs`), and for format 1 with one job. With
+``--against SRC``, the ``src`` folder of another checkout (issue 22 names
+124ed2c: ``git worktree add /tmp/old 124ed2c``), the same synthetic run is
+recorded by that code into a file of its own and its ``verify`` timed in a
+subprocess, interleaved with the rest; the ratios are then to it. Issue
+22's target: verify >= 1.5x of 124ed2c's on a 1M-event run.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from kasmina.ledger import Ledger  # noqa: E402
+from kasmina.ledger.verify_jobs import available_cpus  # noqa: E402
 from kasmina.replay.synthetic import synthetic_run  # noqa: E402
 
-EVENTS_PER_EPOCH = 10  # about, with 8 slots and seed 0 (bench/replay.py calibrates it)
+EVENTS_PER_EPOCH = 9  # about, with 8 slots and seed 0
+
+#: Run in a subprocess on the code of `--against`: record once, or time one verify.
+_OTHER = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from kasmina.ledger import Ledger
+from kasmina.replay.synthetic import synthetic_run
+with Ledger.open("sqlite:///" + sys.argv[2]) as ledger:
+    if sys.argv[3] == "record":
+        synthetic_run(ledger, epochs=int(sys.argv[4]), slots=8, seed=0, gc_period=1000)
+    else:
+        run_id = ledger.run_ids()[0]
+        t0 = time.perf_counter()
+        report = ledger.verify(run_id)
+        elapsed = time.perf_counter() - t0
+        assert report.ok, report.faults[:3]
+        print(elapsed, report.events)
+"""
 
 
-def record(ledger: Ledger, form: int, epochs: int, slots: int) -> str:
+def record(ledger: Ledger, form: int, epochs: int) -> str:
     ledger.new_run_format = form  # where a run starts: the format it keeps
-    return synthetic_run(ledger, epochs=epochs, slots=slots, seed=0, gc_period=1000)
+    return synthetic_run(ledger, epochs=epochs, slots=8, seed=0, gc_period=1000)
 
 
-def timed_verify(ledger: Ledger, run_id: str) -> tuple[float, int]:
+def timed(ledger: Ledger, run_id: str, jobs: int | None) -> tuple[float, int]:
     t0 = time.perf_counter()
-    report = ledger.verify(run_id)
+    report = ledger.verify(run_id, jobs=jobs)
     elapsed = time.perf_counter() - t0
     assert report.ok, report.faults[:3]
     return elapsed, report.events
 
 
+def other(src: Path, db: Path, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", _OTHER, str(src), str(db), *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": ""},
+    )
+    return done.stdout
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=200_000)
-    parser.add_argument("--slots", type=int, default=8)
+    parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--db", type=Path, help="where to keep the runs (default: a temp dir)")
+    parser.add_argument("--against", type=Path, help="another checkout's src folder")
     args = parser.parse_args()
-    path = args.db or Path(tempfile.mkdtemp(prefix="kasmina-bench-verify-")) / "verify.db"
+    folder = Path(tempfile.mkdtemp(prefix="kasmina-bench-verify-"))
     epochs = math.ceil(args.events / EVENTS_PER_EPOCH)
-    with Ledger.open(f"sqlite:///{path}") as ledger:
-        print(f"recording two runs of {epochs:,} epochs x {args.slots} slots...", file=sys.stderr)
-        runs = {form: record(ledger, form, epochs, args.slots) for form in (1, 2)}
-        times: dict[int, list[float]] = {1: [], 2: []}
-        counts: dict[int, int] = {}
+    cpus = available_cpus()
+    with Ledger.open(f"sqlite:///{folder / 'verify.db'}") as ledger:
+        print(f"recording runs of {epochs:,} epochs x 8 slots...", file=sys.stderr)
+        runs = {form: record(ledger, form, epochs) for form in (1, 2)}
+        cases: dict[str, Callable[[], tuple[float, int]]] = {
+            "format 1, one process": lambda: timed(ledger, runs[1], 1),
+            "format 2, one process": lambda: timed(ledger, runs[2], 1),
+            f"format 2, default jobs ({cpus} CPUs)": lambda: timed(ledger, runs[2], None),
+        }
+        if args.against is not None:
+            old_db = folder / "against.db"
+            other(args.against, old_db, "record", str(epochs))
+
+            def against() -> tuple[float, int]:
+                elapsed, events = other(args.against, old_db, "time").split()
+                return float(elapsed), int(events)
+
+            cases = {f"{args.against}, as it verified": against, **cases}
+        times: dict[str, list[float]] = {name: [] for name in cases}
+        counts: dict[str, int] = {}
         for _ in range(args.repeat):
-            for form, run_id in runs.items():
-                elapsed, counts[form] = timed_verify(ledger, run_id)
-                times[form].append(elapsed)
-    assert counts[1] == counts[2], counts
-    rate = {form: counts[form] / statistics.median(t) for form, t in times.items()}
-    print(f"\nverify of one run of {counts[1]:,} events on SQLite, median of {args.repeat}\n")
-    print("| run | events/s | ÷ format 1 |")
-    print("|---|---:|---:|")
-    for form in (1, 2):
-        print(f"| format {form} | {rate[form]:,.0f} | {rate[form] / rate[1]:.2f}x |")
-    print("\ntarget (issue 22, with lean rows): format 2 >= 1.50x of format 1 on 1M events")
+            for name, case in cases.items():
+                elapsed, counts[name] = case()
+                times[name].append(elapsed)
+    rate = {name: counts[name] / statistics.median(t) for name, t in times.items()}
+    base = next(iter(cases))
+    print(f"\nverify of one run on SQLite, median of {args.repeat}, interleaved\n")
+    print("| run | events | events/s | min–max s | ratio |")
+    print("|---|---:|---:|---:|---:|")
+    for name in cases:
+        spread = f"{min(times[name]):.2f}–{max(times[name]):.2f}"
+        ratio = "ref" if name == base else f"**{rate[name] / rate[base]:.2f}x**"
+        print(f"| {name} | {counts[name]:,} | {rate[name]:,.0f} | {spread} | {ratio} |")
+    print("\ntarget (issue 22): verify >= 1.50x of 124ed2c's on a 1M-event run")
     return 0
 
 

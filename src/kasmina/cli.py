@@ -515,6 +515,14 @@ def verify(
             "default $KASMINA_PUBLIC_KEY)."
         ),
     ] = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Processes to split a long run between (default: one per CPU while "
+            "each gets 100,000 events).",
+        ),
+    ] = None,
 ) -> None:
     """Check hash chains, version gaps, seals and signatures; exit 1 on any fault."""
     from kasmina.ledger import anchors
@@ -528,7 +536,7 @@ def verify(
     with _open() as ledger:
         if run_id is not None:
             run_id = ledger.resolve_run(run_id)
-        report = ledger.verify(run_id, trusted=trusted)
+        report = ledger.verify(run_id, trusted=trusted, jobs=jobs)
         if anchored is not None:
             report.faults.extend(anchors.check_anchor(ledger, anchored, trusted))
     if fmt is TableFormat.json:

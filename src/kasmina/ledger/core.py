@@ -56,6 +56,7 @@ from kasmina.ledger.store import (
     optional_integer,
 )
 from kasmina.ledger.verify import VerifyReport, verify_runs
+from kasmina.ledger.verify_jobs import in_jobs
 
 if TYPE_CHECKING:
     from kasmina.run_state import ReplayState
@@ -556,10 +557,14 @@ class Ledger(Appending):
 
     # -- checking and querying ---------------------------------------------
 
-    def verify(self, run_id: str | None = None, *, trusted: str | None = None) -> VerifyReport:
+    def verify(
+        self, run_id: str | None = None, *, trusted: str | None = None, jobs: int | None = None
+    ) -> VerifyReport:
         """Check hash chains, versions and seals of every row; every fault is listed.
 
         `trusted` pins a public key (hex): every seal must then be signed by it.
+        `jobs`: processes to split a long run between (`kasmina.ledger.verify_jobs`);
+        None, one per CPU while each gets 100,000 events; 1, this process only.
 
         The run ids are taken as stored, not as text: on SQLite a hand-made
         row may hold a blob there, which no run would ever read.
@@ -579,6 +584,8 @@ class Ledger(Appending):
                 self.artifacts,
                 whole_ledger=run_id is None,
                 trusted=trusted,
+                reader=self._rows,
+                check_run=in_jobs(jobs),
             )
 
     def replay(

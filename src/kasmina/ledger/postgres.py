@@ -7,9 +7,10 @@ run from a position never misses an event that commits later with a lower one.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import partial
 from typing import cast
 
 import psycopg
@@ -100,6 +101,9 @@ class PostgresStore(Store):
                 f"kasmina db grant-reader {login}"
             ) from None
         return str(rows[0][0]) if rows else None
+
+    def opener(self) -> Callable[[], Store]:
+        return partial(PostgresStore, self.url, self._conninfo, connect_timeout=self._timeout)
 
     def payload_value(self, raw: object) -> Json:
         return cast(Json, raw)

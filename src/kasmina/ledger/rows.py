@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from kasmina.canonical import GENESIS_HASH
 from kasmina.ledger.errors import translate
@@ -45,6 +46,24 @@ _LEAN_SELECT = f"""
     {_FROM}
 """
 _PREVIOUS_AT = f"SELECT {_PREVIOUS} {_FROM} WHERE e.position = ?"
+
+#: A run's rows as stored, for a reader that renders only what it needs (`verify`).
+_STORED_SELECT = """
+    SELECT position, event_id, stream_key, version, event_type, schema_version, epoch,
+           seed_id, payload, recorded_at, hash, rank
+    FROM ledger_events WHERE run_key = ?
+"""
+
+
+@dataclass(frozen=True)
+class StoredRun:
+    """One run of the lean tables: its key, its streams' ids by key, and its format."""
+
+    run_id: str
+    run_key: int
+    #: As stored: a row made by hand may hold other than text (`verify` names it).
+    streams: dict[object, object]
+    form: int
 
 
 @dataclass(frozen=True)
@@ -170,6 +189,79 @@ class RowReader:
                     rank,
                 )
             )
+
+    def stored_run(self, run_id: str) -> StoredRun | None:
+        """The run's keys, for `stored_pages`; None where rows are not stored lean."""
+        if not self.lean:
+            return None
+        with translate(self.store.url):
+            found = self.store.fetch(
+                "SELECT run_key, format FROM ledger_runs WHERE run_id = ?", [run_id]
+            )
+            if not found:
+                return None
+            run_key, form = found[0]
+            if type(run_key) is not int or type(form) is not int:
+                return None
+            streams = self.store.fetch(
+                "SELECT stream_key, stream_id FROM ledger_streams WHERE run_key = ?", [run_key]
+            )
+        return StoredRun(run_id, run_key, {key: stream for key, stream in streams}, form)
+
+    def stored_pages(
+        self,
+        run: StoredRun,
+        *,
+        after: int | None = None,
+        until: int | None = None,
+        page_size: int = PAGE_SIZE,
+    ) -> Iterator[list[tuple[Any, ...]]]:
+        """The run's rows as stored (`_STORED_SELECT`'s columns), in position order,
+        after < position <= until; `render` turns one into the row the view shows."""
+        tail = ("" if until is None else " AND position <= ?") + " ORDER BY position LIMIT ?"
+        bound: list[Param] = [] if until is None else [until]
+        more = f"{_STORED_SELECT} AND position > ?{tail}"
+        sql, args = (
+            (f"{_STORED_SELECT}{tail}", [run.run_key, *bound, page_size])
+            if after is None
+            else (more, [run.run_key, after, *bound, page_size])
+        )
+        while True:
+            with translate(self.store.url):
+                page = self.store.fetch(sql, args)
+            yield page
+            if len(page) < page_size:
+                return
+            sql, args = more, [run.run_key, integer(page[-1][0], "a position"), *bound, page_size]
+
+    def render(self, run: StoredRun, stored: tuple[Any, ...]) -> EventRow | None:
+        """One stored row as the view shows it; None for a row of a stream the run
+        does not hold, which the view's join leaves out too."""
+        (position, event_id, stream_key, version, event_type, schema_version, epoch,
+         seed_id, payload, recorded_at, digest, rank) = stored  # fmt: skip
+        if stream_key not in run.streams:
+            return None
+        stream_id = run.streams[stream_key]
+        previous = self._previous_at(position)
+        store = self.store
+        return EventRow._make(
+            (
+                position,
+                store.view_id(event_id),
+                run.run_id,
+                stream_id,
+                version,
+                event_type,
+                schema_version,
+                epoch,
+                seed_id,
+                payload,
+                store.view_time(recorded_at),
+                GENESIS_HASH if previous is None else store.view_hash(previous),
+                store.view_hash(digest),
+                rank,
+            )
+        )
 
     def _previous_at(self, position: object) -> object:
         with translate(self.store.url):

@@ -30,10 +30,10 @@ from __future__ import annotations
 import os
 import sqlite3
 import urllib.parse
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
-from functools import cached_property
+from functools import cached_property, partial
 from typing import Literal, cast
 
 from kasmina.canonical import Json, loads
@@ -228,6 +228,9 @@ class SQLiteStore(Store):
             return None
         rows = self.fetch("SELECT version_num FROM alembic_version")
         return str(rows[0][0]) if rows else None
+
+    def opener(self) -> Callable[[], Store]:
+        return partial(SQLiteStore, self.url, self.path)
 
     def payload_value(self, raw: object) -> Json:
         return loads(cast(str, raw))

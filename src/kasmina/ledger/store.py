@@ -254,6 +254,10 @@ class Store(ABC):
         return self.has_table("events")
 
     @abstractmethod
+    def opener(self) -> Callable[[], Store]:
+        """How another process opens the same database: a picklable call (`verify` jobs)."""
+
+    @abstractmethod
     def payload_value(self, raw: object) -> Json:
         """The stored payload as a JSON value."""
 

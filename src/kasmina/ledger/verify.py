@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 import orjson
@@ -28,6 +29,7 @@ from kasmina.errors import PayloadInvalid
 from kasmina.events import RUN_STREAM
 from kasmina.ledger.artifacts import ARTIFACTS_ENV, ArtifactStore, Problem
 from kasmina.ledger.formats import row_hash
+from kasmina.ledger.rows import RowReader, StoredRun
 from kasmina.ledger.store import Row
 
 if TYPE_CHECKING:
@@ -104,6 +106,8 @@ class VerifyReport:
 
 
 RowSource = Callable[..., Iterator[Row]]
+#: Checks a run's stored rows with a checker made for it, adding its checkpoint rows to the list.
+RunChecker = Callable[["ChainChecker", RowReader, StoredRun, list[Row]], None]
 
 
 def verify_runs(
@@ -114,13 +118,19 @@ def verify_runs(
     *,
     whole_ledger: bool = False,
     trusted: str | None = None,
+    reader: RowReader | None = None,
+    check_run: RunChecker | None = None,
 ) -> VerifyReport:
     """Every run's chains and seal, and every artifact its `CheckpointSaved` events name.
 
     With `whole_ledger`, also every run the ledger recorded a format for
     but holds no start of (a deleted run). With `trusted`, a public key
-    (hex), every seal must be signed by that key.
+    (hex), every seal must be signed by that key. With `reader`, a run
+    stored in the lean tables is read as stored instead of from `rows`,
+    checked by `check_run` (default `check_sequentially`;
+    `kasmina.ledger.verify_jobs` splits a long run between processes).
     """
+    checks = check_run or check_sequentially
     report = VerifyReport()
     formats = run_formats(store)
     starts = RunStartChain(store, formats)
@@ -140,10 +150,14 @@ def verify_runs(
             trusted=trusted,
         )
         saved: list[Row] = []
-        for row in rows(run_id):
-            checker.check(row)
-            if row[5] == "CheckpointSaved":
-                saved.append(row)
+        stored = reader.stored_run(run_id) if reader is not None else None
+        if reader is not None and stored is not None:
+            checks(checker, reader, stored, saved)
+        else:
+            for row in rows(run_id):
+                checker.check(row)
+                if row[5] == "CheckpointSaved":
+                    saved.append(row)
         report.runs.append(checker.result())
         report.faults.extend(starts.faults(run_id))
         report.faults.extend(checker.faults)
@@ -153,6 +167,13 @@ def verify_runs(
     if whole_ledger:
         report.faults.extend(starts.missing())
     return report
+
+
+def check_sequentially(
+    checker: ChainChecker, reader: RowReader, run: StoredRun, saved: list[Row]
+) -> None:
+    """Check a run's stored rows in this process, in position order."""
+    checker.check_stored(run, reader.stored_pages(run), partial(reader.render, run), saved)
 
 
 def run_formats(store: Store) -> dict[str, int]:
@@ -276,8 +297,8 @@ class ChainChecker:
 
     __slots__ = (
         "last_position",
-        "_link",
-        "_trusted",
+        "link",
+        "trusted",
         "_payload_text",
         "_recorded_at_text",
         "_quoted",
@@ -314,8 +335,8 @@ class ChainChecker:
         self.store = store
         self.run_id = run_id
         self.form = run_format(store, run_id) if form is None else form
-        self._link = link
-        self._trusted = trusted
+        self.link = link
+        self.trusted = trusted
         #: Format 2: the hash of the run's last event checked (None before the first).
         self.run_prev = run_prev
         #: The position of the run's last event checked.
@@ -404,13 +425,99 @@ class ChainChecker:
         self.run_prev, self.last_position = stored_hash, position
         return True
 
+    def check_stored(
+        self,
+        run: StoredRun,
+        pages: Iterable[list[tuple[Any, ...]]],
+        render: Callable[[tuple[Any, ...]], Row | None],
+        saved: list[Row],
+    ) -> None:
+        """Check a run's rows as stored (`RowReader.stored_pages`), adding its
+        ``CheckpointSaved`` rows to `saved`: `check` without rendering every row.
+
+        The common row (as in `check`) is hashed from its stored columns, its
+        stream's previous hash taken from `heads`; any other is rendered as
+        the view shows it and goes through `check`, so the faults are the same.
+        """
+        store, heads, quoted, form = self.store, self.heads, self._quoted, self.form
+        view_id: Callable[[object], Any] = store.view_id
+        view_hash, view_time = store.view_hash, store.view_time
+        payload_text, time_text = store.payload_text, store.recorded_at_text
+        readable = self._readable
+        q_run = quote(run.run_id)
+        streams = run.streams
+        last_time: object = object()
+        shown_time: object = None
+        q_time = ""
+        for page in pages:
+            for stored in page:
+                (position, event_id, stream_key, version, event_type, schema_version, epoch,
+                 seed_id, payload, recorded_at, digest, rank) = stored  # fmt: skip
+                stream: Any = streams.get(stream_key)
+                head = heads.get(stream) if type(stream) is str else None
+                if head is not None:
+                    last_version, last_hash = head
+                elif form < 2 or stream != RUN_STREAM:
+                    last_version, last_hash = 0, GENESIS_HASH
+                else:
+                    last_version, last_hash = -1, ""  # the run's start link: rendered
+                if (
+                    type(stream) is not str
+                    or self.sealed
+                    or position < 1
+                    or type(version) is not int
+                    or version != last_version + 1
+                    or event_type == "RunFinished"
+                    or type(schema_version) is not int
+                    or not (epoch is None or type(epoch) is int)
+                    or not (rank is None or type(rank) is int)
+                ):
+                    self._check_rendered(render(stored), saved)
+                    continue
+                try:
+                    if recorded_at != last_time:
+                        shown_time = view_time(recorded_at)
+                        q_time = quote(time_text(shown_time))
+                        last_time = recorded_at
+                    stored_hash: Any = view_hash(digest)
+                    digest_text = row_hash(
+                        form, quote(view_id(event_id)), q_run,
+                        quoted.get(stream) or self._quote(stream), version,
+                        quoted.get(event_type) or self._quote(event_type), schema_version,
+                        "null" if epoch is None else str(epoch),
+                        quoted.get(seed_id) or self._quote(seed_id), payload_text(payload, form),
+                        q_time, last_hash, last_hash if self.run_prev is None else self.run_prev,
+                        rank,
+                    )  # fmt: skip
+                except (TypeError, ValueError):
+                    self._check_rendered(render(stored), saved)
+                    continue
+                if digest_text != stored_hash or (
+                    readable is not None and not readable(payload, shown_time)
+                ):
+                    self._check_rendered(render(stored), saved)
+                    continue
+                self.count += 1
+                heads[stream] = (version, stored_hash)
+                self.run_prev, self.last_position = stored_hash, position
+                if event_type == "CheckpointSaved":
+                    row = render(stored)
+                    if row is not None:
+                        saved.append(row)
+
+    def _check_rendered(self, row: Row | None, saved: list[Row]) -> None:
+        if row is not None:  # None: a row the view leaves out, as `verify` of the view does
+            self.check(row)
+            if row[5] == "CheckpointSaved":
+                saved.append(row)
+
     def _origin(self, stream: str, row: Row) -> str:
         """What the first event of `stream` links to: nothing, but for a format-2 run's
         own stream, whose first event links to the ledger's run start before it."""
         if self.form < 2 or stream != RUN_STREAM:
             return GENESIS_HASH
-        if self._link is not None:
-            return self._link
+        if self.link is not None:
+            return self.link
         return row[11] if type(row[11]) is str else GENESIS_HASH
 
     def _quote(self, text: str) -> str:
@@ -525,7 +632,7 @@ class ChainChecker:
         if event_type == "RunFinished":
             self.faults.extend(
                 _check_seal(
-                    self.run_id, stream, position, version, row, store, self.heads, self._trusted
+                    self.run_id, stream, position, version, row, store, self.heads, self.trusted
                 )
             )
             self.sealed = True

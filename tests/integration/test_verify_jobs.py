@@ -1,0 +1,100 @@
+"""`verify` split between processes (`kasmina.ledger.verify_jobs`) says what one process says."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import rawdb
+
+from kasmina.ledger import Ledger
+from kasmina.ledger.verify import ChainChecker
+from kasmina.ledger.verify_jobs import range_ends, start_state
+from kasmina.replay.synthetic import synthetic_run
+
+
+def _record(ledger: Ledger) -> str:
+    return synthetic_run(ledger, epochs=40, slots=4, seed=3, gc_period=10)
+
+
+def test_each_range_starts_where_one_process_would_be(ledger: Ledger) -> None:
+    """The state read from the rows before a position is the sequential checker's there."""
+    run_id = _record(ledger)
+    reader = ledger._rows
+    run = reader.stored_run(run_id)
+    assert run is not None
+    checker = ChainChecker(ledger._store, run_id, readable=True)
+    compared = 0
+    for page in reader.stored_pages(run, page_size=50):
+        for stored in page:
+            checker.check_stored(run, [[stored]], lambda row: reader.render(run, row), [])
+            start = start_state(ledger._store, run, stored[0])
+            assert (start.heads, start.run_prev, start.sealed) == (
+                checker.heads,
+                checker.run_prev,
+                checker.sealed,
+            ), stored[0]
+            compared += 1
+    assert checker.faults == [] and checker.sealed and compared == checker.count > 100
+
+
+def test_ranges_split_a_run_evenly(ledger: Ledger) -> None:
+    run_id = _record(ledger)
+    run = ledger._rows.stored_run(run_id)
+    assert run is not None
+    events = ledger.verify(run_id).runs[0].events
+    ends = range_ends(ledger._store, run, 3)
+    positions = [
+        int(p)  # type: ignore[call-overload]
+        for (p,) in rawdb.run(
+            ledger.url, "SELECT position FROM events WHERE run_id = ? ORDER BY position", (run_id,)
+        )
+    ]
+    assert ends == [positions[events // 3 - 1], positions[2 * events // 3 - 1]]
+    assert range_ends(ledger._store, run, 1) == []
+
+
+def test_a_sound_run_split_between_processes_verifies_as_in_one(ledger: Ledger) -> None:
+    run_id = _record(ledger)
+    one = ledger.verify(run_id, jobs=1)
+    assert one.ok and one.runs[0].sealed
+    assert ledger.verify(run_id, jobs=3) == one
+    assert ledger.verify(jobs=2) == ledger.verify(jobs=1)
+
+
+def test_a_fault_in_a_later_range_is_reported_as_one_process_reports_it(
+    ledger: Ledger, db_url: str
+) -> None:
+    run_id = _record(ledger)
+    run = ledger._rows.stored_run(run_id)
+    assert run is not None
+    late = range_ends(ledger._store, run, 3)[1] + 5
+    rawdb.drop_triggers(db_url)
+    rawdb.run(db_url, "UPDATE ledger_events SET epoch = epoch + 1000 WHERE position = ?", (late,))
+    one = ledger.verify(run_id, jobs=1)
+    assert [(f.kind, f.position) for f in one.faults] == [("hash_mismatch", late)]
+    assert ledger.verify(run_id, jobs=3) == one
+
+
+def test_a_script_without_a_main_guard_is_not_run_again_by_verify_jobs(tmp_path: Path) -> None:
+    """Workers are new interpreters given their job through a pipe, not multiprocessing's
+    spawn, which would run the caller's script again in each."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    with Ledger.open(url) as ledger:
+        _record(ledger)
+    runs = tmp_path / "runs.txt"
+    script = tmp_path / "check.py"
+    script.write_text(
+        "import sys\n"
+        "from kasmina.ledger import Ledger\n"
+        "with open(sys.argv[2], 'a') as f:\n"
+        "    f.write('ran\\n')\n"
+        "with Ledger.open(sys.argv[1]) as ledger:\n"
+        "    print(ledger.verify(jobs=2).ok)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script), url, str(runs)], capture_output=True, text=True, check=True
+    )
+    assert done.stdout == "True\n"
+    assert runs.read_text() == "ran\n"
