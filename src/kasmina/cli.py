@@ -78,6 +78,8 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Schema migrations (Alembic).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+runs_app = typer.Typer(invoke_without_command=True)
+app.add_typer(runs_app, name="runs")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -221,8 +223,14 @@ def db_grant_reader(
 # -- runs and history -------------------------------------------------------
 
 
-@app.command()
+class ClosedStatus(StrEnum):
+    failed = "failed"
+    aborted = "aborted"
+
+
+@runs_app.callback()
 def runs(
+    ctx: typer.Context,
     fmt: Annotated[DataFormat, typer.Option("--format")] = DataFormat.table,
     name: Annotated[
         str | None, typer.Option(help="Only runs whose name matches this shell pattern (wide*).")
@@ -242,6 +250,8 @@ def runs(
     """List runs: name, status, epochs, final validation accuracy, events and duration."""
     from datetime import UTC, datetime
 
+    if ctx.invoked_subcommand is not None:
+        return
     start = None if since is None else since_time(since, datetime.now(UTC))
     with _open() as ledger:
         infos = ledger.runs(summary=True)
@@ -251,6 +261,21 @@ def runs(
         return
     rows = ([visible(cell) for cell in run_cells(info)] for info in chosen)
     print_table(RUN_COLUMNS, rows, out, sys.stdout, droppable=RUN_DROPPABLE)
+
+
+@runs_app.command("close")
+def runs_close(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help=_RUN_HELP)],
+    status: Annotated[
+        ClosedStatus, typer.Option(help="How the run ended: failed (it crashed) or aborted.")
+    ],
+) -> None:
+    """Seal an open run whose writer crashed and will not resume it; refused while a
+    process still writes it."""
+    with _open() as ledger:
+        run_id = ledger.resolve_run(run_id)
+        digest = ledger.close_run(run_id, status.value)
+    out.print(f"closed run {visible(run_id)} as {status.value} (seal {digest[:12]})", markup=False)
 
 
 @app.command()
@@ -543,7 +568,7 @@ def verify(
         sys.stdout.write(report_json(report) + "\n")
     else:
         for check in report.runs:
-            seal = "sealed" if check.sealed else "unsealed (no RunFinished)"
+            seal = "sealed" if check.sealed else "open (no RunFinished)"
             out.print(
                 f"run {visible(check.run_id)}: {check.events} events in {check.streams} "
                 f"streams, {seal}, format {check.format}",

@@ -140,9 +140,22 @@ class RunExists(LedgerError):
 class RunClosed(LedgerError):
     """An append to a run that already has its `RunFinished` seal."""
 
-    def __init__(self, run_id: str) -> None:
+    def __init__(self, run_id: str, status: str | None = None) -> None:
         self.run_id = run_id
-        super().__init__(f"run {run_id!r} is finished and sealed; it takes no more events")
+        how = "finished and sealed" if status is None else f"sealed already ({status})"
+        super().__init__(f"run {run_id!r} is {how}; it takes no more events")
+
+
+class RunHeld(LedgerError):
+    """Closing a run (`kasmina runs close`) that a live process still writes."""
+
+    def __init__(self, run_id: str, holder: str) -> None:
+        self.run_id = run_id
+        self.holder = holder
+        super().__init__(
+            f"run {run_id!r} is still being written by {holder}: "
+            "stop it first, or let it finish the run"
+        )
 
 
 class FollowTimeout(LedgerError, TimeoutError):
@@ -189,6 +202,7 @@ __all__ = [
     "ReadOnlyViolation",
     "ReplayError",
     "RunClosed",
+    "RunHeld",
     "RunExists",
     "RunNotFound",
     "SchemaMismatch",

@@ -34,7 +34,8 @@ class RunState:
     seed: int | None = None
     config: Mapping[str, Json] = field(default_factory=dict)
     started: Mapping[str, Json] = field(default_factory=dict)
-    status: str = "running"
+    #: In the words of `kasmina runs` and the ``runs`` view: open until its `RunFinished`.
+    status: str = "open"
     #: The epoch the state is at (the cut, or the last epoch seen).
     epoch: int | None = None
     #: The payload of the last `EpochCompleted` folded.
@@ -56,6 +57,8 @@ class RunState:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> RunState:
         values = dict(data)
+        if values.get("status") == "running":  # a snapshot from before the word was shared
+            values["status"] = "open"
         values["caches"] = {
             name: CacheEvictions(
                 evicted=int(c["evicted"]),

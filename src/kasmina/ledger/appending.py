@@ -205,6 +205,7 @@ class Appending:
                 for event, uuid in zip(batch, uuids, strict=True)
             ]
         self._require_head()
+        self._store.hold_run(run_id)
         staged = Staged()
 
         def attempt(look_up_ids: bool) -> Callable[[Cursor], AppendResult]:
@@ -219,6 +220,8 @@ class Appending:
                 self._known.forget(run_id)
                 raise
         self._promote(run_id, staged)
+        if type(batch[-1].payload) is RunFinished:  # an import's copy of a sealed run
+            self._store.release_run(run_id)
         return result
 
     def _append_transaction(

@@ -213,7 +213,7 @@ class Ledger(Appending):
             raise
 
     def close(self) -> None:
-        self._store.close()
+        self._store.close()  # lets go of the runs it held as their writer
 
     def __enter__(self) -> Ledger:
         return self
@@ -344,7 +344,28 @@ class Ledger(Appending):
 
         self._known.forget(run_id)
         with translate(self.url):  # one transaction, run again whole while the database is busy
-            return self._store.transact(run_id, seal_and_append)
+            digest = self._store.transact(run_id, seal_and_append)
+            self._store.release_run(run_id)
+        return digest
+
+    def close_run(self, run_id: str, status: Literal["failed", "aborted"]) -> str:
+        """Seal an open run whose writer is gone, as `finish_run` would (``kasmina runs
+        close``); returns the seal's hash.
+
+        Refused with `RunHeld` while any process writing the run is alive
+        (`kasmina.ledger.writers`), and with `RunClosed` for a sealed run.
+        """
+        if status not in ("failed", "aborted"):
+            raise KasminaError(f"a closed run's status is failed or aborted, not {status!r}")
+        self.require_run(run_id)
+        with translate(self.url), self._store.run_alone(run_id):
+            found = self._store.fetch("SELECT status FROM runs WHERE run_id = ?", (run_id,))
+            if found and found[0][0] != "open":
+                raise RunClosed(run_id, str(found[0][0]))
+            started = self.of_type(run_id, "RunStarted")
+            world = started[0].payload if started else None
+            rank = 0 if isinstance(world, RunStarted) and world.world_size > 1 else None
+            return self.finish_run(run_id, status, rank=rank)
 
     def _heads(self, cur: Cursor, run_id: str) -> list[Row]:
         cur.execute(self._store.sql(STREAM_HEADS), (run_id,))

@@ -17,7 +17,7 @@ import psycopg
 from psycopg.types.json import set_json_loads
 
 from kasmina.canonical import Json, dumps_canonical, loads
-from kasmina.errors import LedgerError
+from kasmina.errors import LedgerError, RunHeld
 from kasmina.ids import uuid_text
 from kasmina.jcs import stored_jcs_text
 from kasmina.ledger.errors import redact, translate
@@ -37,6 +37,18 @@ _RUN_STARTS_LOCK = (0x6B61736D, 1)
 _COPY = f"COPY ledger_events ({', '.join(INSERT_COLUMNS)}) FROM STDIN"
 
 
+#: Writer holds (`kasmina.ledger.writers`): session advisory locks, which the server
+#: drops with the session, keyed apart from the appends' transaction locks.
+_HOLD_SHARED = "SELECT pg_try_advisory_lock_shared(hashtextextended(%s, 0))"
+_RELEASE_SHARED = "SELECT pg_advisory_unlock_shared(hashtextextended(%s, 0))"
+_HOLD_ALONE = "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))"
+_RELEASE_ALONE = "SELECT pg_advisory_unlock(hashtextextended(%s, 0))"
+
+
+def _hold_key(run_id: str) -> str:
+    return f"kasmina writer {run_id}"
+
+
 class PostgresStore(Store):
     dialect = "postgresql"
     payload_placeholder = "CAST(? AS jsonb)"
@@ -47,6 +59,8 @@ class PostgresStore(Store):
         self._conninfo = conninfo
         self._timeout = connect_timeout
         self._conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=connect_timeout)
+        #: The runs whose writer hold this session shares (`kasmina.ledger.writers`).
+        self._held: set[str] = set()
         set_json_loads(_loads_bytes, self._conn)
 
     def sql(self, text: str) -> str:
@@ -101,6 +115,32 @@ class PostgresStore(Store):
                 f"kasmina db grant-reader {login}"
             ) from None
         return str(rows[0][0]) if rows else None
+
+    def hold_run(self, run_id: str) -> None:
+        if run_id not in self._held:
+            with self.lock:
+                got = self._conn.execute(_HOLD_SHARED, (_hold_key(run_id),)).fetchone()
+            if got and got[0]:
+                self._held.add(run_id)
+
+    def release_run(self, run_id: str) -> None:
+        if run_id in self._held:
+            self._held.discard(run_id)
+            with self.lock:
+                self._conn.execute(_RELEASE_SHARED, (_hold_key(run_id),))
+
+    @contextmanager
+    def run_alone(self, run_id: str) -> Iterator[None]:
+        self.release_run(run_id)
+        with self.lock:
+            got = self._conn.execute(_HOLD_ALONE, (_hold_key(run_id),)).fetchone()
+        if not (got and got[0]):
+            raise RunHeld(run_id, "a session still connected to the database")
+        try:
+            yield
+        finally:
+            with self.lock:
+                self._conn.execute(_RELEASE_ALONE, (_hold_key(run_id),))
 
     def opener(self) -> Callable[[], Store]:
         return partial(PostgresStore, self.url, self._conninfo, connect_timeout=self._timeout)

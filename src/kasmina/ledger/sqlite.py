@@ -44,6 +44,7 @@ from kasmina.ledger.readonly import DEFAULT_TIMEOUT_S
 from kasmina.ledger.readonly_sqlite import open_query
 from kasmina.ledger.store import Cursor, Param, Row, Store, micros
 from kasmina.ledger.wal import BACKSTOP_PAGES, WalCopier
+from kasmina.ledger.writers import FileHolds
 
 Synchronous = Literal["NORMAL", "FULL"]
 #: Rows per INSERT statement of an append (see `SQLiteStore.insert_events`).
@@ -144,6 +145,7 @@ class SQLiteStore(Store):
         self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         self.wal_copier = WalCopier(path)
         self._rows_in_transaction = 0
+        self._holds = FileHolds(path)
 
     def sql(self, text: str) -> str:
         return text
@@ -229,6 +231,16 @@ class SQLiteStore(Store):
         rows = self.fetch("SELECT version_num FROM alembic_version")
         return str(rows[0][0]) if rows else None
 
+    def hold_run(self, run_id: str) -> None:
+        if not self.read_only:
+            self._holds.hold(run_id)
+
+    def release_run(self, run_id: str) -> None:
+        self._holds.release(run_id)
+
+    def run_alone(self, run_id: str) -> AbstractContextManager[None]:
+        return self._holds.alone(run_id)
+
     def opener(self) -> Callable[[], Store]:
         return partial(SQLiteStore, self.url, self.path)
 
@@ -271,6 +283,7 @@ class SQLiteStore(Store):
         return open_query(_connect_read_only(self.path, timeout_s), sql, timeout_s)
 
     def close(self) -> None:
+        self._holds.release_all()
         self.wal_copier.close()
         with self.lock:
             self._conn.close()

@@ -254,6 +254,17 @@ class Store(ABC):
         return self.has_table("events")
 
     @abstractmethod
+    def hold_run(self, run_id: str) -> None:
+        """Share the run's writer hold while this store writes it (`kasmina.ledger.writers`)."""
+
+    @abstractmethod
+    def release_run(self, run_id: str) -> None: ...
+
+    @abstractmethod
+    def run_alone(self, run_id: str) -> AbstractContextManager[None]:
+        """Hold the run alone for a block; `RunHeld` while a writer holds it."""
+
+    @abstractmethod
     def opener(self) -> Callable[[], Store]:
         """How another process opens the same database: a picklable call (`verify` jobs)."""
 

@@ -307,7 +307,7 @@ class TestCuts:
         assert state.run.name == "fold" and state.run.seed == 3
         assert state.run.config == {"lr": 0.1}
         assert state.run.started["name"] == "fold"
-        assert state.run.status == "running"
+        assert state.run.status == "open"
         assert state.run.epoch is None
         assert state.run.events == 1
         assert state.position == last_position(ledger, run.run_id)
