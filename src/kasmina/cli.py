@@ -681,6 +681,10 @@ def sql(
             help="A value for :NAME in the query (repeatable; a whole number is a number).",
         ),
     ] = None,
+    run: Annotated[
+        str | None,
+        typer.Option(metavar="RUN", help=f"The id of this run is :run in the query. {_RUN_HELP}"),
+    ] = None,
     fmt: Annotated[DataFormat, typer.Option("--format")] = DataFormat.table,
     output: Annotated[
         Path | None,
@@ -691,14 +695,16 @@ def sql(
     ] = 30.0,
 ) -> None:
     """Run read-only SQL against the ledger (writes and ATTACH are refused)."""
-    from kasmina.ledger.sqlparams import bind, parse_params
+    from kasmina.ledger.sqlparams import parse_params
 
     text = _query_text(query, file, recipe)
     values = parse_params(params or [])
     with _open() as ledger, _cancelled_on_interrupt():
-        if values:
-            text = bind(text, values, ledger.dialect)
-        columns, rows = ledger.sql(text, timeout_s=timeout)
+        if run is not None:
+            if "run" in values:
+                raise KasminaError("give the run once: --run RUN or --param run=ID, not both")
+            values["run"] = ledger.resolve_run(run)
+        columns, rows = ledger.sql(text, params=values, timeout_s=timeout)
         if output is None:
             print_rows(columns, rows, fmt, sys.stdout, out)
             return

@@ -17,7 +17,7 @@ from typing import Any, Literal, Protocol
 
 from kasmina.errors import KasminaError, QueryError
 from kasmina.ledger.readonly import DEFAULT_TIMEOUT_S
-from kasmina.ledger.sqlparams import NAME, bind
+from kasmina.ledger.sqlparams import NAME
 
 
 class Source(Protocol):
@@ -28,7 +28,7 @@ class Source(Protocol):
     def resolve_run(self, ref: str) -> str: ...
     def views(self) -> set[str]: ...
     def sql(
-        self, query: str, *, timeout_s: float = ...
+        self, query: str, *, params: Mapping[str, object] | None = ..., timeout_s: float = ...
     ) -> tuple[list[str], Iterator[tuple[object, ...]]]: ...
 
 
@@ -46,7 +46,7 @@ def frame(
     timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> Any:
     """`source` (a view's name, or a query) as a DataFrame; see `Ledger.frame`."""
-    values = {name: str(value) for name, value in (params or {}).items()}
+    values = dict(params or {})
     if run is not None:
         values["run"] = ledger.resolve_run(run)
     if NAME.fullmatch(source):
@@ -56,9 +56,7 @@ def frame(
         query = f'SELECT * FROM "{source}"' + (" WHERE run_id = :run" if run is not None else "")
     else:
         query = source
-    if values:
-        query = bind(query, values, ledger.dialect)
-    columns, rows = ledger.sql(query, timeout_s=timeout_s)
+    columns, rows = ledger.sql(query, params=values, timeout_s=timeout_s)
     data = [tuple(_plain(v) for v in row) for row in rows]
     if engine == "pandas":
         return _pandas(columns, data)

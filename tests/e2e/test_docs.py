@@ -1,6 +1,7 @@
 """README and docs examples are executed, so they cannot rot.
 
-Every ``kasmina`` line of an ``sh`` block is run and must exit 0, unless
+Every Python block, and every ``kasmina`` line of an ``sh`` block, is run in
+the order of the page, twice in one folder; a command must exit 0, unless
 its comment says ``# exits N``; ``NAME=value`` words before ``kasmina`` set
 the environment of that one command, as a shell would.
 """
@@ -40,36 +41,45 @@ def _docs_with(lang: str) -> list[Path]:
 
 
 def run_page(path: Path, folder: Path) -> None:
-    """Every example of the page in order: its Python blocks, then its commands."""
+    """Every example of the page in the order a reader meets it: each Python block,
+    and each command of an sh block, where it stands on the page."""
     write_files(path, folder)
-    for code in blocks(path, "python"):
-        proc = subprocess.run(
-            [sys.executable, "-c", code], cwd=folder, capture_output=True, text=True, timeout=120
-        )
-        assert proc.returncode == 0, f"{path.name}:\n{proc.stderr}"
-    commands = [
-        line for block in blocks(path, "sh") for line in block.splitlines() if COMMAND.match(line)
-    ]
-    for line in commands:
-        text, _, comment = line.partition(" #")
-        words = shlex.split(text)
-        env = dict(os.environ)
-        while words[0] != "kasmina":  # NAME=value before the command, as a shell reads it
-            name, _, value = words.pop(0).partition("=")
-            env[name] = value
-        argv = words
-        expected = int(m.group(1)) if (m := EXITS.search(comment)) else 0
-        proc = subprocess.run(
-            [BIN, *argv[1:]], cwd=folder, capture_output=True, text=True, timeout=120, env=env
-        )
-        assert proc.returncode == expected, f"{path.name}: {line}\n{proc.stderr}"
-        if expected:
-            continue  # a failure the page shows on purpose: its output is on stderr
-        if "-o" in argv:  # a file is the output; stdout stays clean for pipes
-            written = folder / argv[argv.index("-o") + 1]
-            assert written.stat().st_size > 0, line
-        else:
-            assert proc.stdout.strip(), line
+    for lang, code in re.findall(r"```(python|sh)\n(.*?)```", path.read_text(), flags=re.S):
+        if lang == "python":
+            proc = subprocess.run(
+                [sys.executable, "-c", code],
+                cwd=folder,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert proc.returncode == 0, f"{path.name}:\n{proc.stderr}"
+            continue
+        for line in code.splitlines():
+            if COMMAND.match(line):
+                run_command(path, folder, line)
+
+
+def run_command(path: Path, folder: Path, line: str) -> None:
+    text, _, comment = line.partition(" #")
+    words = shlex.split(text)
+    env = dict(os.environ)
+    while words[0] != "kasmina":  # NAME=value before the command, as a shell reads it
+        name, _, value = words.pop(0).partition("=")
+        env[name] = value
+    argv = words
+    expected = int(m.group(1)) if (m := EXITS.search(comment)) else 0
+    proc = subprocess.run(
+        [BIN, *argv[1:]], cwd=folder, capture_output=True, text=True, timeout=120, env=env
+    )
+    assert proc.returncode == expected, f"{path.name}: {line}\n{proc.stderr}"
+    if expected:
+        return  # a failure the page shows on purpose: its output is on stderr
+    if "-o" in argv:  # a file is the output; stdout stays clean for pipes
+        written = folder / argv[argv.index("-o") + 1]
+        assert written.stat().st_size > 0, line
+    else:
+        assert proc.stdout.strip(), line
 
 
 @pytest.mark.parametrize(

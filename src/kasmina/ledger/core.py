@@ -45,6 +45,7 @@ from kasmina.ledger.heads import STREAM_HEADS
 from kasmina.ledger.readonly import DEFAULT_TIMEOUT_S, check_timeout
 from kasmina.ledger.refs import resolve_run
 from kasmina.ledger.rows import PAGE_SIZE, RowReader
+from kasmina.ledger.sqlparams import bind
 from kasmina.ledger.run import Run, new_run_id
 from kasmina.ledger.store import (
     Cursor,
@@ -652,16 +653,24 @@ class Ledger(Appending):
         return frame(self, source, run=run, params=params, engine=engine, timeout_s=timeout_s)
 
     def sql(
-        self, query: str, *, timeout_s: float = DEFAULT_TIMEOUT_S
+        self,
+        query: str,
+        *,
+        params: Mapping[str, object] | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> tuple[list[str], Iterator[Row]]:
         """Run one user query on a read-only connection, cut after `timeout_s` seconds.
 
         Whoever connects, nothing can be written through it (DESIGN §3.9;
-        docs/security.md says how each backend makes sure).
+        docs/security.md says how each backend makes sure). `params` fill the
+        query's ``:name`` placeholders, as ``kasmina sql --param`` does
+        (`kasmina.ledger.sqlparams`): a whole number as a number, else as text.
         """
         if not query.strip():
             raise LedgerError("empty SQL query")
         check_timeout(timeout_s)
+        if params:
+            query = bind(query, {k: str(v) for k, v in params.items()}, self.dialect)
         with translate(self.url):
             columns, rows = self._store.readonly_query(query, timeout_s)
 
