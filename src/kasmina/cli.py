@@ -363,7 +363,7 @@ def history(
             write_csv(HISTORY_FIELDS, (history_values(e, a) for e, a in events), sys.stdout)
         else:
             cells = (history_cells(e, a) for e, a in events)
-            print_table(HISTORY_COLUMNS, cells, out, sys.stdout, follow_line)
+            print_table(HISTORY_COLUMNS, cells, out, sys.stdout, follow_line, foldable=(6,))
 
 
 def _marked(
@@ -848,7 +848,7 @@ def replay(
     if fmt is TableFormat.json:
         sys.stdout.write(display.state_json(state) + "\n")
     else:
-        display.print_state(out, state)
+        display.print_state(out, sys.stdout, state)
 
 
 def _reexecute(run_id: str, trust: bool, allow_code_change: bool, device: str | None) -> None:

@@ -167,6 +167,10 @@ def follow_line(cells: Sequence[str]) -> str:
     return f"{pos:>7} {epoch:>5} {stream:<14} {version:>4} {kind:<20} {seed:<8} {detail}".rstrip()
 
 
+#: How narrow a `foldable` column of `print_table` may become on a terminal.
+FOLD_WIDTH = 16
+
+
 def print_table(
     columns: Sequence[str],
     rows: Iterable[Sequence[str]],
@@ -175,12 +179,15 @@ def print_table(
     line: Callable[[Sequence[str]], str] | None = None,
     *,
     droppable: Sequence[int] = (),
+    foldable: Sequence[int] = (),
 ) -> None:
     """Rows of terminal-safe cells as a rich table, or as lines once past `TABLE_ROWS`.
 
     A table never cuts a value. Into a pipe it is as wide as its widest
     rows; on a terminal too narrow for it, the columns in `droppable` go
-    first (in that order), and only then do cells wrap. `line` lays out one
+    first (in that order), then the `foldable` ones (free text) wrap, down
+    to `FOLD_WIDTH`; if it is still too wide, each row is printed as a
+    record (`_records`), so that no id is ever folded. `line` lays out one
     row of the lines form (`follow_line` for history); by default each
     column is padded to the widest of its first `TABLE_ROWS` cells (at most
     `LINE_WIDTH`).
@@ -191,15 +198,21 @@ def print_table(
         widths = [max(cell_len(c), *(cell_len(r[i]) for r in first)) for i, c in enumerate(columns)]
         kept = list(range(len(columns)))
 
-        def width() -> int:
-            return sum(widths[i] + 3 for i in kept) + 1  # padding and rules
+        def width() -> int:  # a foldable column gives way down to FOLD_WIDTH
+            shown = (min(widths[i], FOLD_WIDTH) if i in foldable else widths[i] for i in kept)
+            return sum(w + 3 for w in shown) + 1  # padding and rules
 
         if console.is_terminal:
             for index in droppable:
                 if width() <= console.width:
                     break
                 kept.remove(index)
-        table = Table(*(Column(cell(columns[i]), overflow="fold") for i in kept))
+            if width() > console.width:  # still too wide: a record per row, as psql's \x
+                _records(columns, first, console)
+                return
+        table = Table(
+            *(Column(cell(columns[i]), overflow="fold", no_wrap=i not in foldable) for i in kept)
+        )
         for row in first:
             table.add_row(*(cell(row[i]) for i in kept))
         if not console.is_terminal:  # as wide as it needs: a pipe has no edge
@@ -219,6 +232,19 @@ def print_table(
     dest.write(line([visible(c) for c in columns]) + "\n")
     for row in chain(first, it):
         dest.write(line(row) + "\n")
+
+
+def _records(columns: Sequence[str], rows: Sequence[Sequence[str]], console: Console) -> None:
+    """Each row as lines of ``column  value``: a narrow terminal then wraps only a value
+    longer than the line, never folds an id into a column's width."""
+    names = [visible(c) for c in columns]
+    label = max(cell_len(n) for n in names)
+    for number, row in enumerate(rows, 1):
+        console.print(f"-[ {number} ]" + "-" * max(0, label - 4), markup=False, highlight=False)
+        for name, value in zip(names, row, strict=True):
+            console.print(
+                f"{name.ljust(label)}  {value}", markup=False, highlight=False, soft_wrap=True
+            )
 
 
 def print_rows(

@@ -74,3 +74,22 @@ def test_the_query_comes_from_one_place(url: str, capsys: pytest.CaptureFixture[
     assert main(["--db", url, "sql", "--recipe", "nope"]) != 0
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no recipe 'nope'; the cookbook has: run-overview" in err
+
+
+def test_run_names_the_run_that_is_run_in_the_query(
+    db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with Ledger.open(db_url) as ledger:
+        first = synthetic_run(ledger, epochs=2, slots=1, seed=0, gc_period=1000)
+        second = synthetic_run(ledger, epochs=3, slots=1, seed=1, gc_period=1000)
+        query = "SELECT run_id, COUNT(*) AS n FROM events WHERE run_id = :run GROUP BY run_id"
+        _, rows = ledger.sql(query, params={"run": first})
+        expected = [tuple(r) for r in rows]
+    assert expected[0][0] == first
+    assert [(r["run_id"], r["n"]) for r in _rows(db_url, capsys, query, "--run", "latest~1")] == (
+        expected
+    )
+    assert _rows(db_url, capsys, query, "--run", "latest")[0]["run_id"] == second
+    code = main(["--db", db_url, "sql", query, "--run", "latest", "--param", f"run={first}"])
+    assert code == 2
+    assert "give the run once" in capsys.readouterr().err

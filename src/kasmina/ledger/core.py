@@ -45,8 +45,8 @@ from kasmina.ledger.heads import STREAM_HEADS
 from kasmina.ledger.readonly import DEFAULT_TIMEOUT_S, check_timeout
 from kasmina.ledger.refs import resolve_run
 from kasmina.ledger.rows import PAGE_SIZE, RowReader
-from kasmina.ledger.sqlparams import bind
 from kasmina.ledger.run import Run, new_run_id
+from kasmina.ledger.sqlparams import bind
 from kasmina.ledger.store import (
     Cursor,
     EventRow,

@@ -7,12 +7,13 @@ through `kasmina.terminal` (controls escaped, never read as markup).
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from kasmina.layouts import print_table
 from kasmina.run_state import ReplayState
 from kasmina.slot_state import SlotState
 from kasmina.terminal import cell, visible
@@ -44,40 +45,32 @@ def _gates(s: SlotState) -> str:
     )
 
 
-def state_table(state: ReplayState) -> Table:
-    table = Table(
-        "slot",
-        "stage",
-        "seed",
-        "blueprint",
-        "alpha",
-        "ramp",
-        "in stage",
-        "total",
-        "gates",
-        "outcome",
-        title=cell(_title(state)),
-        caption=GATES_LEGEND,
-    )
-    for s in state.values():
-        table.add_row(
-            *map(
-                cell,
-                (
-                    s.slot_id,
-                    s.stage.name,
-                    s.seed_id or "",
-                    s.blueprint_id or "",
-                    f"{s.alpha:.3f}",
-                    _ramp(s),
-                    str(s.epochs_in_stage),
-                    str(s.epochs_total),
-                    _gates(s),
-                    s.outcome or "",
-                ),
+STATE_COLUMNS = (
+    "slot", "stage", "seed", "blueprint", "alpha", "ramp", "in stage", "total", "gates", "outcome",
+)  # fmt: skip
+#: On a narrow terminal these go first, in this order: never the slot, stage or seed.
+STATE_DROPPABLE = (5, 8, 7, 6, 4, 9, 3)
+
+
+def state_rows(state: ReplayState) -> list[list[str]]:
+    return [
+        [
+            visible(v)
+            for v in (
+                s.slot_id,
+                s.stage.name,
+                s.seed_id or "",
+                s.blueprint_id or "",
+                f"{s.alpha:.3f}",
+                _ramp(s),
+                str(s.epochs_in_stage),
+                str(s.epochs_total),
+                _gates(s),
+                s.outcome or "",
             )
-        )
-    return table
+        ]
+        for s in state.values()
+    ]
 
 
 def _title(state: ReplayState) -> str:
@@ -89,8 +82,11 @@ def _title(state: ReplayState) -> str:
     )
 
 
-def print_state(console: Console, state: ReplayState) -> None:
-    console.print(state_table(state))
+def print_state(console: Console, dest: IO[str], state: ReplayState) -> None:
+    """The folded state as `print_table` lays it out: no stage, id or seed is ever cut."""
+    console.print(visible(_title(state)), markup=False, highlight=False)
+    print_table(STATE_COLUMNS, state_rows(state), console, dest, droppable=STATE_DROPPABLE)
+    console.print(GATES_LEGEND, markup=False, highlight=False)
     run = state.run
     caches = ", ".join(
         f"{name} {c.evicted} evicted in {c.passes} passes" for name, c in run.caches.items()
@@ -158,4 +154,4 @@ def print_reexecution(console: Console, report: Reexecution) -> None:
     )
 
 
-__all__ = ["print_reexecution", "print_state", "state_json", "state_table"]
+__all__ = ["print_reexecution", "print_state", "state_json", "state_rows"]
