@@ -792,7 +792,10 @@ def replay(
         int | None,
         typer.Option("--at-position", min=0, max=INT64_MAX, help="State right after this event."),
     ] = None,
-    fmt: Annotated[TableFormat, typer.Option("--format")] = TableFormat.table,
+    fmt: Annotated[
+        DataFormat,
+        typer.Option("--format", help="json: the whole state; jsonl and csv: a slot a row."),
+    ] = DataFormat.table,
     reexecute: Annotated[
         bool,
         typer.Option("--verify", help="Re-execute the run and compare its events (exit 1 if not)."),
@@ -845,10 +848,12 @@ def replay(
                 snapshot_every=snapshot_every,
                 progress=lambda n: bar.update(task, completed=n),
             )
-    if fmt is TableFormat.json:
+    if fmt is DataFormat.json:
         sys.stdout.write(display.state_json(state) + "\n")
-    else:
+    elif fmt is DataFormat.table:
         display.print_state(out, sys.stdout, state)
+    else:
+        print_rows(display.STATE_FIELDS, display.state_values(state), fmt, sys.stdout, out)
 
 
 def _reexecute(run_id: str, trust: bool, allow_code_change: bool, device: str | None) -> None:

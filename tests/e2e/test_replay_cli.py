@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 import shutil
@@ -215,6 +217,21 @@ def test_state_at_an_epoch_as_json_is_the_fold(demo_run: tuple[Path, str]) -> No
     assert f"run {run_id}" in table.stdout and "at epoch 4" in table.stdout
     for slot_id in expected["slots"]:  # type: ignore[union-attr]
         assert slot_id in table.stdout
+
+
+def test_jsonl_and_csv_give_a_slot_a_row_as_the_fold_has_it(demo_run: tuple[Path, str]) -> None:
+    path, run_id = demo_run
+    with Ledger.open(f"sqlite:///{path}") as ledger:
+        state = ledger.replay(run_id, until_epoch=4)
+    db = f"sqlite:///{path}"
+    lines = kasmina("replay", run_id, "--at-epoch", "4", "--format", "jsonl", db=db)
+    rows = [json.loads(line) for line in lines.stdout.splitlines()]
+    expected = [(s.slot_id, s.stage.name, s.seed_id, s.alpha) for s in state.values()]
+    assert [(r["slot_id"], r["stage"], r["seed_id"], r["alpha"]) for r in rows] == expected
+    table = kasmina("replay", run_id, "--at-epoch", "4", "--format", "csv", db=db)
+    records = list(csv.DictReader(io.StringIO(table.stdout)))
+    assert [(r["slot_id"], r["stage"]) for r in records] == [e[:2] for e in expected]
+    assert list(records[0]) == list(rows[0])
 
 
 def test_the_state_table_explains_its_gates_column(demo_run: tuple[Path, str]) -> None:

@@ -52,24 +52,40 @@ STATE_COLUMNS = (
 STATE_DROPPABLE = (5, 8, 7, 6, 4, 9, 3)
 
 
+#: The columns of ``replay --format jsonl|csv``: a slot a row, as the table shows it.
+STATE_FIELDS = (
+    "slot_id", "stage", "seed_id", "blueprint_id", "alpha", "ramp", "epochs_in_stage",
+    "epochs_total", "gates", "outcome",
+)  # fmt: skip
+
+
+def state_values(state: ReplayState) -> list[tuple[object, ...]]:
+    """Each slot's `STATE_FIELDS`, typed (None where a slot has no seed)."""
+    return [
+        (
+            s.slot_id,
+            s.stage.name,
+            s.seed_id,
+            s.blueprint_id,
+            s.alpha,
+            _ramp(s),
+            s.epochs_in_stage,
+            s.epochs_total,
+            _gates(s),
+            s.outcome,
+        )
+        for s in state.values()
+    ]
+
+
 def state_rows(state: ReplayState) -> list[list[str]]:
+    """`state_values` as the table's cells, safe for a terminal."""
     return [
         [
-            visible(v)
-            for v in (
-                s.slot_id,
-                s.stage.name,
-                s.seed_id or "",
-                s.blueprint_id or "",
-                f"{s.alpha:.3f}",
-                _ramp(s),
-                str(s.epochs_in_stage),
-                str(s.epochs_total),
-                _gates(s),
-                s.outcome or "",
-            )
+            visible("" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v))
+            for v in values
         ]
-        for s in state.values()
+        for values in state_values(state)
     ]
 
 
@@ -154,4 +170,4 @@ def print_reexecution(console: Console, report: Reexecution) -> None:
     )
 
 
-__all__ = ["print_reexecution", "print_state", "state_json", "state_rows"]
+__all__ = ["print_reexecution", "print_state", "state_json", "state_rows", "state_values"]
