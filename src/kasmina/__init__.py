@@ -18,41 +18,55 @@ from kasmina.errors import (
     SchemaMismatch,
     UnknownEventType,
 )
-from kasmina.events import make_event
-from kasmina.gates import GateResult, QualityGates
-from kasmina.ledger import Ledger, Run, VerifyReport
-from kasmina.policy import (
-    Action,
-    Advance,
-    Fossilize,
-    Germinate,
-    HeuristicPolicy,
-    Observation,
-    Policy,
-    Prune,
-    SetAlphaTarget,
-    Wait,
-)
-from kasmina.replay import replay as _replay  # noqa: F401  (plugs the fold into Ledger.replay)
-from kasmina.stages import SeedStage
+from kasmina.exports import lazy
 
 if TYPE_CHECKING:
+    from kasmina.events import make_event
+    from kasmina.gates import GateResult, QualityGates
+    from kasmina.ledger import Ledger, Run, VerifyReport
+    from kasmina.policy import (
+        Action,
+        Advance,
+        Fossilize,
+        Germinate,
+        HeuristicPolicy,
+        Observation,
+        Policy,
+        Prune,
+        SetAlphaTarget,
+        Wait,
+    )
     from kasmina.runtime.manager import SeedManager
     from kasmina.runtime.slot import SeedSlot
+    from kasmina.stages import SeedStage
 
-
-def __getattr__(name: str) -> object:
-    """`SeedSlot` and `SeedManager` are imported on first use: `import kasmina` needs no torch."""
-    if name == "SeedSlot":
-        from kasmina.runtime.slot import SeedSlot
-
-        return SeedSlot
-    if name == "SeedManager":
-        from kasmina.runtime.manager import SeedManager
-
-        return SeedManager
-    raise AttributeError(f"module 'kasmina' has no attribute {name!r}")
-
+#: Imported on first use: `import kasmina` builds no model, and needs no torch.
+__getattr__ = lazy(
+    __name__,
+    {
+        "make_event": "kasmina.events",
+        **dict.fromkeys(("GateResult", "QualityGates"), "kasmina.gates"),
+        **dict.fromkeys(("Ledger", "Run", "VerifyReport"), "kasmina.ledger"),
+        **dict.fromkeys(
+            (
+                "Action",
+                "Advance",
+                "Fossilize",
+                "Germinate",
+                "HeuristicPolicy",
+                "Observation",
+                "Policy",
+                "Prune",
+                "SetAlphaTarget",
+                "Wait",
+            ),
+            "kasmina.policy",
+        ),  # fmt: skip
+        "SeedManager": "kasmina.runtime.manager",
+        "SeedSlot": "kasmina.runtime.slot",
+        "SeedStage": "kasmina.stages",
+    },
+)
 
 __version__ = "0.1.0"
 

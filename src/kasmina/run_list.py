@@ -12,10 +12,12 @@ import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kasmina.errors import KasminaError
-from kasmina.ledger.core import RunInfo
+
+if TYPE_CHECKING:
+    from kasmina.ledger.core import RunInfo
 
 _AGO = re.compile(r"([0-9]{1,6})([mhdw])")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}

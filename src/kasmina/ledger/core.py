@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import platform
 import sys
@@ -9,7 +10,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from importlib import metadata
 from typing import TYPE_CHECKING, Any, Literal
 
 from kasmina.canonical import Json
@@ -56,18 +56,17 @@ from kasmina.ledger.store import (
     integer,
     optional_integer,
 )
-from kasmina.ledger.verify import VerifyReport, verify_runs
-from kasmina.ledger.verify_jobs import in_jobs
 
 if TYPE_CHECKING:
+    from kasmina.ledger.verify import VerifyReport
     from kasmina.run_state import ReplayState
 
 DEFAULT_URL = "sqlite:///kasmina.db"
 
 
 #: The fold behind `Ledger.replay`. The fold is a layer above the ledger, so it
-#: plugs itself in (`use_fold`) when imported, and `import kasmina` imports it:
-#: the ledger reaches it without importing it.
+#: plugs itself in (`use_fold`) when imported, which `Ledger.replay` does by
+#: name on first use: the ledger reaches it without importing it.
 _FOLD: list[Callable[..., ReplayState]] = []
 
 
@@ -109,6 +108,8 @@ class RunInfo:
 
 
 def package_version(name: str) -> str | None:
+    from importlib import metadata  # not at start: a command that writes no run never asks
+
     try:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
@@ -117,14 +118,15 @@ def package_version(name: str) -> str | None:
 
 def open_store(url: str, synchronous: Literal["NORMAL", "FULL"], *, create: bool) -> Store:
     """The store behind `url`; a SQLite file that does not exist is made only if `create`."""
-    from kasmina.ledger.urls import parse_url
+    from kasmina.ledger.urls import parse_url, plain_sqlite_path
 
-    parsed = parse_url(url)
-    backend = parsed.get_backend_name()
+    path = plain_sqlite_path(url)
+    parsed = parse_url(url) if path is None else None
+    backend = "sqlite" if parsed is None else parsed.get_backend_name()
     if backend == "sqlite":
         from kasmina.ledger.sqlite import SQLiteStore
 
-        path = parsed.database
+        path = path if parsed is None else parsed.database
         if not path or path == ":memory:":
             raise BadDatabaseURL(
                 f"bad database URL {redact(url)!r}: the ledger needs a file (sqlite:///PATH)"
@@ -138,7 +140,7 @@ def open_store(url: str, synchronous: Literal["NORMAL", "FULL"], *, create: bool
             migrate.upgrade(url)  # built aside and linked into place: whole, or not at all
         with translate(url):
             return SQLiteStore(url, path, synchronous=synchronous)
-    if backend == "postgresql":
+    if parsed is not None and backend == "postgresql":
         if parsed.get_driver_name() not in ("psycopg", "psycopg2", "postgresql", ""):
             raise BadDatabaseURL(
                 f"bad database URL {redact(url)!r}: use the psycopg driver "
@@ -599,6 +601,9 @@ class Ledger(Appending):
                 rows = self._store.fetch(_RUN_IDS if self.lean else _RUN_IDS_0013)
             targets = [r[0] for r in rows]
         with translate(self.url):
+            from kasmina.ledger.verify import verify_runs  # what only verify needs, on first use
+            from kasmina.ledger.verify_jobs import in_jobs
+
             return verify_runs(
                 self._store,
                 targets,
@@ -621,6 +626,8 @@ class Ledger(Appending):
         snapshot_every: int | None = None,
     ) -> ReplayState:
         """The run's state at a cut, folded from its events (see `kasmina.replay.replay`)."""
+        if not _FOLD:  # the fold plugs itself in when imported (it imports the ledger)
+            importlib.import_module("kasmina.replay")
         if not _FOLD:
             raise KasminaError("Ledger.replay needs the fold: import kasmina.replay")
         return _FOLD[0](
