@@ -117,17 +117,24 @@ class PostgresStore(Store):
         return str(rows[0][0]) if rows else None
 
     def hold_run(self, run_id: str) -> None:
+        """Best effort, as on SQLite: a lost connection fails the append, not this."""
         if run_id not in self._held:
-            with self.lock:
-                got = self._conn.execute(_HOLD_SHARED, (_hold_key(run_id),)).fetchone()
+            try:
+                with self.lock:
+                    got = self._conn.execute(_HOLD_SHARED, (_hold_key(run_id),)).fetchone()
+            except psycopg.Error:
+                return
             if got and got[0]:
                 self._held.add(run_id)
 
     def release_run(self, run_id: str) -> None:
         if run_id in self._held:
             self._held.discard(run_id)
-            with self.lock:
-                self._conn.execute(_RELEASE_SHARED, (_hold_key(run_id),))
+            try:
+                with self.lock:
+                    self._conn.execute(_RELEASE_SHARED, (_hold_key(run_id),))
+            except psycopg.Error:
+                pass  # the server lets go with the session
 
     @contextmanager
     def run_alone(self, run_id: str) -> Iterator[None]:

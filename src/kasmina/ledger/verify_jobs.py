@@ -106,24 +106,29 @@ class _Worker:
         package_root = str(Path(__file__).resolve().parents[2])
         path = os.environ.get("PYTHONPATH")
         env = {**os.environ, "PYTHONPATH": package_root + (os.pathsep + path if path else "")}
-        self._process = subprocess.Popen(
-            [sys.executable, "-c", "from kasmina.ledger.verify_jobs import main; main()"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=env,
-        )
-        job_pipe, out = self._process.stdin, self._process.stdout
-        assert job_pipe is not None and out is not None
-        self._out = out
-        with job_pipe:
-            job_pipe.write(pickle.dumps(job))
+        self._process: subprocess.Popen[bytes] | None = None
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-c", "from kasmina.ledger.verify_jobs import main; main()"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                env=env,
+            )
+            assert self._process.stdin is not None
+            with self._process.stdin as job_pipe:
+                job_pipe.write(pickle.dumps(job))
+        except OSError:  # no interpreter to start, or it died at once: `result` says None
+            pass
 
     def result(self) -> _Checked | None:
         """What the range's checker found; None if its process failed (the caller then
         checks the run in one process, and that check says what is wrong)."""
-        with self._out:
-            out = self._out.read()
-        if self._process.wait() != 0:
+        process = self._process
+        if process is None or process.stdout is None:
+            return None
+        with process.stdout as answer:
+            out = answer.read()
+        if process.wait() != 0:
             return None
         try:
             found = pickle.loads(out)
