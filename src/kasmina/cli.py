@@ -324,6 +324,12 @@ def history(
         int | None,
         typer.Option(min=1, max=INT64_MAX, help="Print at most N events.", metavar="N"),
     ] = None,
+    no_pager: Annotated[
+        bool,
+        typer.Option(
+            "--no-pager", help="Print a long table straight to the terminal ($KASMINA_PAGER)."
+        ),
+    ] = False,
 ) -> None:
     """The audit timeline of a run, a seed or a slot, oldest first.
 
@@ -362,8 +368,11 @@ def history(
         elif fmt is DataFormat.csv:
             write_csv(HISTORY_FIELDS, (history_values(e, a) for e, a in events), sys.stdout)
         else:
+            from kasmina.pager import paged
+
             cells = (history_cells(e, a) for e, a in events)
-            print_table(HISTORY_COLUMNS, cells, out, sys.stdout, follow_line, foldable=(6,))
+            with paged(out, wanted=not no_pager) as (console, dest):
+                print_table(HISTORY_COLUMNS, cells, console, dest, follow_line, foldable=(6,))
 
 
 def _marked(
