@@ -833,8 +833,7 @@ def replay(
     ] = None,
 ) -> None:
     """A run's state at an epoch or position, folded from its log; --verify re-executes it."""
-    from rich.progress import Progress
-
+    from kasmina.progress import Progress
     from kasmina.replay import display, replay
 
     if reexecute:
@@ -845,8 +844,7 @@ def replay(
     with _open() as ledger:
         run_id = ledger.resolve_run(run_id)
         total = next((r.events for r in ledger.runs() if r.run_id == run_id), None)
-        with Progress(console=err, disable=not err.is_terminal, transient=True) as bar:
-            task = bar.add_task("folding", total=total)
+        with Progress("folding", total, err) as progress:
             state = replay(
                 ledger,
                 run_id,
@@ -855,7 +853,7 @@ def replay(
                 trust=trust,
                 snapshots=not no_snapshots,
                 snapshot_every=snapshot_every,
-                progress=lambda n: bar.update(task, completed=n),
+                progress=progress.update,
             )
     if fmt is DataFormat.json:
         sys.stdout.write(display.state_json(state) + "\n")

@@ -234,6 +234,22 @@ def test_jsonl_and_csv_give_a_slot_a_row_as_the_fold_has_it(demo_run: tuple[Path
     assert list(records[0]) == list(rows[0])
 
 
+def test_off_a_terminal_folding_prints_progress_lines_to_stderr(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = f"sqlite:///{tmp_path / 'long.db'}"
+    with Ledger.open(db) as ledger:
+        run_id = synthetic_run(ledger, epochs=3000, slots=2, seed=0, gc_period=1000)
+        total = ledger.runs()[0].events
+    monkeypatch.setenv("KASMINA_PROGRESS_S", "0")  # a line at every step of the fold
+    done = kasmina("replay", run_id, "--no-snapshots", "--format", "json", db=db)
+    assert done.returncode == 0, done.stderr
+    json.loads(done.stdout)  # the output is untouched by the progress
+    lines = done.stderr.splitlines()
+    assert lines and all(line.startswith("folding: ") for line in lines)
+    assert f"4,096/{total:,} events" in lines[0] and "s left" in lines[0]
+
+
 def test_the_state_table_explains_its_gates_column(demo_run: tuple[Path, str]) -> None:
     path, run_id = demo_run
     table = kasmina("replay", run_id, db=f"sqlite:///{path}")
