@@ -64,6 +64,8 @@ class StoredRun:
     #: As stored: a row made by hand may hold other than text (`verify` names it).
     streams: dict[object, object]
     form: int
+    #: What a format-2 run's first event links to (the ledger's run start before it).
+    start_prev: object = None
 
 
 @dataclass(frozen=True)
@@ -196,17 +198,19 @@ class RowReader:
             return None
         with translate(self.store.url):
             found = self.store.fetch(
-                "SELECT run_key, format FROM ledger_runs WHERE run_id = ?", [run_id]
+                "SELECT run_key, format, start_prev FROM ledger_runs WHERE run_id = ?", [run_id]
             )
             if not found:
                 return None
-            run_key, form = found[0]
+            run_key, form, start_prev = found[0]
             if type(run_key) is not int or type(form) is not int:
                 return None
             streams = self.store.fetch(
                 "SELECT stream_key, stream_id FROM ledger_streams WHERE run_key = ?", [run_key]
             )
-        return StoredRun(run_id, run_key, {key: stream for key, stream in streams}, form)
+        return StoredRun(
+            run_id, run_key, {key: stream for key, stream in streams}, form, start_prev
+        )
 
     def stored_pages(
         self,
@@ -241,27 +245,12 @@ class RowReader:
          seed_id, payload, recorded_at, digest, rank) = stored  # fmt: skip
         if stream_key not in run.streams:
             return None
-        stream_id = run.streams[stream_key]
-        previous = self._previous_at(position)
-        store = self.store
-        return EventRow._make(
-            (
-                position,
-                store.view_id(event_id),
-                run.run_id,
-                stream_id,
-                version,
-                event_type,
-                schema_version,
-                epoch,
-                seed_id,
-                payload,
-                store.view_time(recorded_at),
-                GENESIS_HASH if previous is None else store.view_hash(previous),
-                store.view_hash(digest),
-                rank,
-            )
-        )
+        lean = (
+            position, event_id, run.run_id, run.streams[stream_key], version, event_type,
+            schema_version, epoch, seed_id, payload, recorded_at, digest, rank, stream_key,
+            run.form, run.start_prev,
+        )  # fmt: skip
+        return next(self._rendered([lean], {}))
 
     def _previous_at(self, position: object) -> object:
         with translate(self.store.url):
