@@ -29,7 +29,8 @@ class FileHolds:
     files), one file per run held. A file's name is a digest of the run id
     (never the id, which comes from users); its text is the last holder's
     process id and host, to name it in a refusal. The last holder to let
-    go removes it, so the folder holds only the runs being written."""
+    go removes it, and the folder when it is empty, so that the folder is there
+    only while runs are being written."""
 
     def __init__(self, ledger_path: str) -> None:
         self.folder = Path(f"{ledger_path}-writers")
@@ -45,9 +46,12 @@ class FileHolds:
         A file removed by its last holder between our open and our lock is
         opened again: a lock on a removed file is seen by no one.
         """
-        self.folder.mkdir(exist_ok=True)
         while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            self.folder.mkdir(exist_ok=True)
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            except FileNotFoundError:  # the last holder removed the folder: make it again
+                continue
             try:
                 fcntl.flock(fd, how | fcntl.LOCK_NB)
                 if os.path.exists(path) and os.path.samestat(os.fstat(fd), os.stat(path)):
@@ -90,14 +94,22 @@ class FileHolds:
                 self._let_go(self._path(run_id), fd)
             self._held.clear()
 
-    @staticmethod
-    def _let_go(path: Path, fd: int) -> None:
+    def _let_go(self, path: Path, fd: int) -> None:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the last holder: remove it
-            path.unlink(missing_ok=True)
+            self._remove(path)
         except OSError:
             pass
         os.close(fd)
+
+    def _remove(self, path: Path) -> None:
+        """The run's file, and the folder once no run is held: nothing stays beside the
+        ledger but while it is written."""
+        path.unlink(missing_ok=True)
+        try:
+            self.folder.rmdir()
+        except OSError:
+            pass  # another run's file is in it
 
     @contextmanager
     def alone(self, run_id: str) -> Iterator[None]:
@@ -110,7 +122,7 @@ class FileHolds:
         try:
             yield
         finally:
-            path.unlink(missing_ok=True)
+            self._remove(path)
             os.close(fd)
 
 
