@@ -205,7 +205,7 @@ class Appending:
                 for event, uuid in zip(batch, uuids, strict=True)
             ]
         self._require_head()
-        self._store.hold_run(run_id)
+        took = self._store.hold_run(run_id)
         staged = Staged()
 
         def attempt(look_up_ids: bool) -> Callable[[Cursor], AppendResult]:
@@ -218,6 +218,8 @@ class Appending:
                 result = self._append_transaction(run_id, attempt)
             except BaseException:
                 self._known.forget(run_id)
+                if took:  # a refused first append makes no writer: nothing stays held
+                    self._store.release_run(run_id)
                 raise
         self._promote(run_id, staged)
         if type(batch[-1].payload) is RunFinished:  # an import's copy of a sealed run

@@ -116,16 +116,19 @@ class PostgresStore(Store):
             ) from None
         return str(rows[0][0]) if rows else None
 
-    def hold_run(self, run_id: str) -> None:
+    def hold_run(self, run_id: str) -> bool:
         """Best effort, as on SQLite: a lost connection fails the append, not this."""
-        if run_id not in self._held:
-            try:
-                with self.lock:
-                    got = self._conn.execute(_HOLD_SHARED, (_hold_key(run_id),)).fetchone()
-            except psycopg.Error:
-                return
-            if got and got[0]:
-                self._held.add(run_id)
+        if run_id in self._held:
+            return False
+        try:
+            with self.lock:
+                got = self._conn.execute(_HOLD_SHARED, (_hold_key(run_id),)).fetchone()
+        except psycopg.Error:
+            return False
+        if got and got[0]:
+            self._held.add(run_id)
+            return True
+        return False
 
     def release_run(self, run_id: str) -> None:
         if run_id in self._held:

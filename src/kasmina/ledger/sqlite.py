@@ -231,9 +231,8 @@ class SQLiteStore(Store):
         rows = self.fetch("SELECT version_num FROM alembic_version")
         return str(rows[0][0]) if rows else None
 
-    def hold_run(self, run_id: str) -> None:
-        if not self.read_only:
-            self._holds.hold(run_id)
+    def hold_run(self, run_id: str) -> bool:
+        return not self.read_only and self._holds.hold(run_id)
 
     def release_run(self, run_id: str) -> None:
         self._holds.release(run_id)

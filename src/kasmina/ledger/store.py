@@ -254,8 +254,9 @@ class Store(ABC):
         return self.has_table("events")
 
     @abstractmethod
-    def hold_run(self, run_id: str) -> None:
-        """Share the run's writer hold while this store writes it (`kasmina.ledger.writers`)."""
+    def hold_run(self, run_id: str) -> bool:
+        """Share the run's writer hold while this store writes it (`kasmina.ledger.writers`);
+        True when this call took it (it was not held here before)."""
 
     @abstractmethod
     def release_run(self, run_id: str) -> None: ...

@@ -64,23 +64,28 @@ class FileHolds:
                 raise
             os.close(fd)
 
-    def hold(self, run_id: str) -> None:
-        """Share the run's hold while this process writes it. Where it cannot be had (a
-        closer holds it for a moment, a folder kasmina cannot write) the write goes on
-        unheld: holding only guards against `alone`."""
+    def hold(self, run_id: str) -> bool:
+        """Share the run's hold while this process writes it; True when this call took it.
+        Where it cannot be had (a closer holds it for a moment, a folder kasmina cannot
+        write) the write goes on unheld: holding only guards against `alone`."""
         if run_id in self._held:
-            return
+            return False
         with self._lock:
             if run_id in self._held:
-                return
+                return False
             try:
                 fd = self._locked(self._path(run_id), fcntl.LOCK_SH)
-                if fd is not None:
-                    os.ftruncate(fd, 0)
-                    os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
-                    self._held[run_id] = fd
+            except OSError:
+                return False
+            if fd is None:
+                return False
+            try:  # who holds it, for a refusal to name; the hold stands without it
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
             except OSError:
                 pass
+            self._held[run_id] = fd
+            return True
 
     def release(self, run_id: str) -> None:
         with self._lock:
