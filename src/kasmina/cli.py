@@ -772,18 +772,65 @@ def export(
 
 @app.command()
 def report(
-    run_id: Annotated[str, typer.Argument(metavar="RUN", help=_RUN_HELP)],
+    run_ids: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="RUN...",
+            help=_RUN_HELP + " Two runs or more give one page comparing them.",
+            show_default=False,
+        ),
+    ],
     output: Annotated[
         Path,
         typer.Option("--output", "-o", help="The HTML file to write."),
     ] = Path("run.html"),
+    metric: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--metric",
+            "-m",
+            help="Chart this metric (repeat for more; default: every metric recorded once "
+            "per epoch). Any EpochCompleted or per-slot metric, free-named ones included.",
+            show_default=False,
+        ),
+    ] = None,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch",
+            help="Keep rewriting the page as events commit, until every run is sealed; "
+            "the page reloads itself meanwhile.",
+        ),
+    ] = False,
+    every: Annotated[
+        float,
+        typer.Option("--every", min=0.2, max=3600.0, help="With --watch: seconds between looks."),
+    ] = 2.0,
 ) -> None:
-    """Write one self-contained HTML page about a run: swimlanes, alpha, gates, evictions."""
+    """Write one self-contained HTML page about a run, or comparing several runs."""
     from kasmina.files import atomic_text
-    from kasmina.report import render_report
+    from kasmina.report import render_runs
 
     with _open() as ledger:
-        page = render_report(ledger, ledger.resolve_run(run_id))
+        resolved = list(dict.fromkeys(ledger.resolve_run(r) for r in run_ids))
+        if watch:
+            from kasmina.report.watch import Mark
+            from kasmina.report.watch import watch as follow
+
+            def wrote(mark: Mark) -> None:
+                state = "sealed" if mark.sealed else "open"
+                err.print(
+                    f"wrote {output} ({sum(mark.events):,} events, {state})",
+                    highlight=False,
+                    markup=False,
+                )
+
+            try:
+                follow(ledger, resolved, output, metric, every_s=every, wrote=wrote)
+            except KeyboardInterrupt:
+                err.print(f"stopped watching; {output} is as last written", markup=False)
+            return
+        page = render_runs(ledger, resolved, metric)
     with atomic_text(output) as dest:
         dest.write(page)
     kib = max(1, round(output.stat().st_size / 1024))

@@ -162,6 +162,10 @@ class FollowTimeout(LedgerError, TimeoutError):
     """No new event of the followed run arrived within the allowed wait."""
 
 
+class ReportError(KasminaError):
+    """A report asked for something the ledger does not hold, such as an unrecorded metric."""
+
+
 class ReplayError(KasminaError):
     """A run cannot be folded or re-executed; `position` names the event at fault."""
 
@@ -201,6 +205,7 @@ __all__ = [
     "ReadOnlyLedger",
     "ReadOnlyViolation",
     "ReplayError",
+    "ReportError",
     "RunClosed",
     "RunHeld",
     "RunExists",

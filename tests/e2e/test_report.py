@@ -185,9 +185,11 @@ def test_a_fork_report_shows_where_it_came_from(fork_report: Path) -> None:
     # The parent's stages and its gate verdicts in each lane, its alpha and accuracy dashed.
     assert len(page.having("rect", "parent-zone")) == len(page.having("g", "lane")) == 2
     assert "in run base, up to its fork @ 2" in html and "alpha in run base" in html
-    assert "accuracy in run base" in html
+    assert "val_accuracy in run base" in html
+    charts = [a for t, a, _ in page.elements if t == "svg" and "data-metric" in a]
+    assert charts
     markers = page.having("g", "fork-marker")
-    assert [text for _, text in markers] == [f"forked from {PARENT} @ 2"] * 2
+    assert [text for _, text in markers] == [f"forked from {PARENT} @ 2"] * (1 + len(charts))
     assert f">forked from {PARENT} @ 2</text>" in html
 
 

@@ -101,7 +101,9 @@ def test_a_forks_report_reads_its_ancestors_up_to_each_fork(forks: str) -> None:
     key = lambda i: (i.slot_id, i.start, i.end is None, i.end or 0, i.stage)  # noqa: E731
     assert sorted(p.intervals, key=key) == sorted(_cut(parent.intervals, 3), key=key)
     assert p.verdicts == [v for v in parent.verdicts if v.epoch <= 3]
-    assert p.accuracy and all(e <= 3 for c in p.accuracy for e, _ in c.points)
+    inherited = [c for curves in p.charts.values() for c in curves]
+    assert list(p.charts) == list(fork.charts) and inherited
+    assert all(e <= 3 for c in inherited for e, _ in c.points)
     assert p.alpha and all(e <= 3 for c in p.alpha for e, _ in c.points)
     assert all(e > 3 for c in fork.alpha for e, _ in c.points)
 
@@ -134,11 +136,12 @@ def test_a_forks_page_names_its_parents_and_draws_their_segments(forks: str) -> 
     )
     found = Segments()
     found.feed(page)
-    # One marker per fork in the lanes, and again in the accuracy chart.
+    # One marker per fork in the lanes, and again in each metric's chart.
+    assert data.charts
     assert [(m["data-run"], m["data-epoch"]) for m in found.markers] == [
         ("f", "5"),
         (PARENT, "3"),
-    ] * 2
+    ] * (1 + len(data.charts))
     assert ">forked from f @ 5</text>" in page and f">f forked from {hostile} @ 3</text>" in page
     for ancestor in data.lineage:
         drawn = found.rects[ancestor.run_id]

@@ -87,7 +87,7 @@ def _huge_run(epochs: int = 100_000, slots: int = 8, life: int = 100) -> RunData
         evictions,
         outcomes,
         alpha,
-        [],
+        {},
         epochs // 200,
         False,
     )
@@ -142,7 +142,7 @@ def test_the_views_give_the_same_report_on_sqlite_and_postgres(
             run_id = synthetic_run(led, epochs=40, slots=3, seed=4, gc_period=10)
             data = read_run(led, run_id)
         assert data.slots == ["s0", "s1", "s2"] and data.intervals and data.alpha
-        assert data.verdicts and data.evictions and data.outcomes and data.accuracy
+        assert data.verdicts and data.evictions and data.outcomes and data.charts["val_accuracy"]
         seen.append(
             replace(
                 data, summary=replace(data.summary, run_id="", started_at=None, finished_at=None)

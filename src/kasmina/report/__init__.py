@@ -1,24 +1,57 @@
-"""`kasmina report`: one self-contained HTML page about one run.
+"""`kasmina report`: self-contained HTML pages about one run or several.
 
-Swimlanes of every slot's stages with seed ids and gate verdicts, alpha per
-seed, GC evictions per epoch, accuracy and a table of seed outcomes — inline
-SVG and CSS, no script, no network. Everything is read through the ledger's
-SQL views, so the report needs no torch and works on SQLite and PostgreSQL
-alike. Dense curves are thinned and crowded marks merged so a long run still
-gives a small page; the page lists whatever it thinned.
+One run's page has swimlanes of every slot's stages with seed ids and gate
+verdicts, alpha per seed, GC evictions per epoch, a chart of any recorded
+metric and a table of seed outcomes; several runs' page overlays their curves,
+sets their outcomes side by side and follows their seed rates over the
+series. Inline SVG and CSS, no script, no network. Everything is read through
+the ledger's SQL views, so a report needs no torch and works on SQLite and
+PostgreSQL alike. Dense curves are thinned and crowded marks merged so a long
+run still gives a small page; the page lists whatever it thinned.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from kasmina.ledger import Ledger
 from kasmina.ledger.core import package_version
-from kasmina.report.data import RunData, read_run
+from kasmina.report.data import RunData, chart_names, read_run
 from kasmina.report.page import render_page
 
 
-def render_report(ledger: Ledger, run_id: str) -> str:
-    """The report page of ``run_id``; `RunNotFound` if the ledger has no such run."""
-    return render_page(read_run(ledger, run_id), package_version("kasmina") or "unknown")
+def render_report(
+    ledger: Ledger,
+    run_id: str,
+    metrics: Sequence[str] | None = None,
+    live: float | None = None,
+) -> str:
+    """The report page of ``run_id``; `RunNotFound` if the ledger has no such run.
+
+    ``metrics`` chooses the metrics charted (default: every per-epoch metric);
+    `ReportError` names any the run never recorded. ``live`` makes the page
+    reload itself every so many seconds.
+    """
+    data = read_run(ledger, run_id, metrics)
+    if metrics is not None:
+        chart_names(data.recorded, metrics)
+    return render_page(data, package_version("kasmina") or "unknown", live)
 
 
-__all__ = ["RunData", "read_run", "render_report"]
+def render_runs(
+    ledger: Ledger,
+    run_ids: Sequence[str],
+    metrics: Sequence[str] | None = None,
+    live: float | None = None,
+) -> str:
+    """One run's page, or for two runs or more the page that compares them."""
+    if len(run_ids) == 1:
+        return render_report(ledger, run_ids[0], metrics, live)
+    from kasmina.report.compare import check_metrics, default_metrics, render_compare
+
+    runs = [read_run(ledger, run_id, metrics) for run_id in run_ids]
+    chosen = default_metrics(runs) if metrics is None else check_metrics(runs, metrics)
+    return render_compare(runs, chosen, package_version("kasmina") or "unknown", live)
+
+
+__all__ = ["RunData", "read_run", "render_report", "render_runs"]

@@ -1,4 +1,4 @@
-"""The smaller charts under the lanes: GC evictions per epoch, and the run's accuracy.
+"""The charts under the lanes: GC evictions per epoch, and any metric per epoch.
 
 Eviction bars are summed into buckets of whole epochs when the run has more
 epochs than the plot has room for bars; each bar's tooltip names its epochs
@@ -10,8 +10,9 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from kasmina.report.data import Ancestor, Eviction
+from kasmina.report.data import RUN, Ancestor, Eviction, natural_key
 from kasmina.report.palette import series_colour
 from kasmina.report.svg import (
     PLOT,
@@ -37,10 +38,21 @@ def caches(evictions: Sequence[Eviction]) -> list[str]:
     return sorted({e.cache for e in evictions})
 
 
-def accuracy_names(curves: Sequence[Curve], lineage: Sequence[Ancestor] = ()) -> list[str]:
-    """The accuracy series in colour order: the run's own, then any only an ancestor has."""
-    names = [c.key[1] for c in curves] + [c.key[1] for a in lineage for c in a.accuracy]
-    return list(dict.fromkeys(names))
+def owners(charts: dict[str, list[Curve]], lineage: Sequence[Ancestor] = ()) -> list[str]:
+    """Every series owner in colour order: "run" first, then slots, ancestors' last."""
+    found = [c.key[0] for curves in charts.values() for c in curves]
+    found += [c.key[0] for a in lineage for curves in a.charts.values() for c in curves]
+    return list(dict.fromkeys(sorted(found, key=lambda o: (o != RUN, natural_key(o)))))
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One curve as drawn: its colour, its tooltip and, for an ancestor's, its group."""
+
+    curve: Curve
+    colour: str
+    label: str
+    wrap: str = ""
 
 
 def _markers(lineage: Sequence[Ancestor], top: float, bottom: float, scale: EpochScale) -> str:
@@ -63,7 +75,7 @@ def evictions_svg(
         counts[bucket][e.cache] += e.evicted
         reasons[bucket][(e.cache, e.reason)] += e.evicted
     peak = max((sum(c.values()) for c in counts.values()), default=0)
-    vmax, axis = value_axis(float(peak), TOP, HEIGHT)
+    y, axis = value_axis(0.0, float(peak) or 1.0, TOP, HEIGHT)
     parts = [
         svg_open(TOP + HEIGHT + AXIS, "evictions", "GC evictions per epoch by cache"),
         axis,
@@ -82,7 +94,7 @@ def evictions_svg(
             count = counts[bucket].get(cache, 0)
             if not count:
                 continue
-            h = count / vmax * HEIGHT
+            h = y(0.0) - y(float(count))
             base -= h
             parts.append(
                 f'<rect x="{num(x0 + gap / 2)}" y="{num(base)}" width="{num(x1 - x0 - gap)}" '
@@ -95,42 +107,60 @@ def evictions_svg(
     return "".join(parts)
 
 
-def accuracy_svg(curves: Sequence[Curve], span: int, lineage: Sequence[Ancestor] = ()) -> str:
-    """The run's accuracy curves; a fork's ancestors' curves up to each fork, dashed."""
-    scale = EpochScale(span)
-    inherited = [(a, c) for a in lineage for c in a.accuracy]
-    every = [*curves, *(c for _, c in inherited)]
-    peak = max((v for c in every for _, v in c.points if math.isfinite(v)), default=1.0)
-    vmax, axis = value_axis(peak, TOP, HEIGHT)
-    colour = {name: series_colour(i) for i, name in enumerate(accuracy_names(curves, lineage))}
-    parts = [
-        svg_open(TOP + HEIGHT + AXIS, "accuracy", "accuracy per epoch"),
-        axis,
-        epoch_axis(scale, TOP, TOP + HEIGHT),
-    ]
-    for ancestor, curve in inherited:
-        parts.append(
-            f'<g class="parent-segment" data-run="{esc(ancestor.run_id)}" '
-            f'data-epoch="{ancestor.epoch}">'
-            f"{_polyline(curve, scale, vmax, colour[curve.key[1]], f' in run {ancestor.run_id}')}"
-            "</g>"
+def metric_svg(
+    chart_id: str, name: str, curves: Sequence[Curve], span: int, lineage: Sequence[Ancestor] = ()
+) -> str:
+    """One metric of one run, a line per owner; a fork's ancestors' lines dashed."""
+    every = owners({name: list(curves)}, [a for a in lineage if name in a.charts])
+    colour = {owner: series_colour(i) for i, owner in enumerate(every)}
+
+    def label(curve: Curve, where: str = "") -> str:
+        owner = "" if curve.key[0] == RUN else f" · {curve.key[0]}"
+        return f"{name}{owner}{where}"
+
+    lines = [
+        Line(
+            c,
+            colour[c.key[0]],
+            label(c, f" in run {a.run_id}"),
+            f'<g class="parent-segment" data-run="{esc(a.run_id)}" data-epoch="{a.epoch}">',
         )
-    for curve in curves:
-        parts.append(_polyline(curve, scale, vmax, colour[curve.key[1]]))
+        for a in lineage
+        for c in a.charts.get(name, [])
+    ]
+    lines += [Line(c, colour[c.key[0]], label(c)) for c in curves]
+    return lines_svg(chart_id, name, lines, span, lineage)
+
+
+def lines_svg(
+    chart_id: str,
+    name: str,
+    lines: Sequence[Line],
+    span: int,
+    lineage: Sequence[Ancestor] = (),
+    axis: str = "epoch",
+) -> str:
+    """A chart of ``lines`` over the epoch axis, its value axis fitted to their values."""
+    scale = EpochScale(span)
+    values = [v for line in lines for _, v in line.curve.points if math.isfinite(v)]
+    y, values_axis = value_axis(min(values, default=0.0), max(values, default=1.0), TOP, HEIGHT, 5)
+    parts = [
+        svg_open(TOP + HEIGHT + AXIS, chart_id, f"{name} per epoch", {"data-metric": name}),
+        values_axis,
+        epoch_axis(scale, TOP, TOP + HEIGHT, axis),
+    ]
+    for line in lines:
+        coords = " ".join(
+            f"{num(scale(e + 0.5))},{num(y(v))}" for e, v in line.curve.points if math.isfinite(v)
+        )
+        drawn = (
+            f'<polyline class="metric" data-series="{esc(line.curve.key[0])}" '
+            f'stroke="{line.colour}" points="{coords}">'
+            f"{title(f'{line.label}: {line.curve.raw:,} epochs')}</polyline>"
+        )
+        parts.append(f"{line.wrap}{drawn}</g>" if line.wrap else drawn)
     parts += [_markers(lineage, TOP, TOP + HEIGHT, scale), "</svg>"]
     return "".join(parts)
 
 
-def _polyline(curve: Curve, scale: EpochScale, vmax: float, colour: str, where: str = "") -> str:
-    coords = " ".join(
-        f"{num(scale(e + 0.5))},{num(TOP + HEIGHT - v / vmax * HEIGHT)}"
-        for e, v in curve.points
-        if math.isfinite(v)
-    )
-    return (
-        f'<polyline class="metric" stroke="{colour}" points="{coords}">'
-        f"{title(f'{curve.key[1]} accuracy{where}: {curve.raw:,} epochs')}</polyline>"
-    )
-
-
-__all__ = ["accuracy_names", "accuracy_svg", "caches", "evictions_svg"]
+__all__ = ["Line", "caches", "evictions_svg", "lines_svg", "metric_svg", "owners"]

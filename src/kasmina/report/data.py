@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 
-from kasmina.errors import LedgerError
+from kasmina.errors import LedgerError, ReportError
 from kasmina.ledger import Ledger
 from kasmina.ledger.sqljson import sql_literal
 from kasmina.ledger.store import Row
@@ -32,6 +32,11 @@ from kasmina.report.thinning import Curve, Thinner
 CURVE_BUCKETS = 200
 #: Views added by later migrations; an older database still gets a report without them.
 OPTIONAL_VIEWS = ("seed_endings", "epoch_metrics", "metrics")
+#: `EpochCompleted`'s own metrics, as `epoch_metrics` names them: one value per epoch.
+RUN_COLUMNS = ("val_accuracy", "train_accuracy", "val_loss", "train_loss", "host_grad_norm")
+#: Each sample's own metrics, as `seed_timeline` names them: one value per slot and epoch.
+SLOT_COLUMNS = ("accuracy", "accuracy_delta", "counterfactual")
+RUN = "run"
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +143,23 @@ class Ancestor:
     carried: list[Interval] = field(default_factory=list)
     verdicts: list[Verdict] = field(default_factory=list)
     alpha: list[Curve] = field(default_factory=list)
-    accuracy: list[Curve] = field(default_factory=list)
+    #: The reported run's charted metrics, up to the fork epoch.
+    charts: dict[str, list[Curve]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Readings:
+    """One run's curves and metric summaries, from one pass over each telemetry view.
+
+    Every metric is thinned as it streams past, so choosing what to chart costs no
+    second read; ``recorded`` names every metric the run has, charted or not, with
+    ``"run"`` for one value per epoch and ``"slot"`` for one per slot and epoch.
+    """
+
+    alpha: list[Curve]
+    charts: dict[str, list[Curve]]
+    recorded: dict[str, str]
+    summaries: list[MetricSummary]
 
 
 @dataclass(slots=True)
@@ -150,7 +171,8 @@ class RunData:
     evictions: list[Eviction]
     outcomes: list[Outcome]
     alpha: list[Curve]
-    accuracy: list[Curve]
+    #: Each charted metric's curves, keyed (owner, metric): owner "run" or a slot id.
+    charts: dict[str, list[Curve]]
     bucket_epochs: int
     has_endings: bool
     unplaced_evictions: int = 0
@@ -162,6 +184,8 @@ class RunData:
     #: A fork's stages carried on from its parent: each slot's stage at the fork epoch,
     #: from the fork's first epoch to the fork's first move in that slot.
     carried: list[Interval] = field(default_factory=list)
+    #: Every metric the run recorded, charted or not: "run" or "slot" by name.
+    recorded: dict[str, str] = field(default_factory=dict)
 
     @property
     def span(self) -> int:
@@ -170,8 +194,13 @@ class RunData:
         return max(self.summary.epochs, forked, 1)
 
 
-def read_run(ledger: Ledger, run_id: str) -> RunData:
-    """Everything one report needs; `RunNotFound` for an unknown run."""
+def read_run(ledger: Ledger, run_id: str, metrics: Sequence[str] | None = None) -> RunData:
+    """Everything one report needs; `RunNotFound` for an unknown run.
+
+    ``metrics`` names the metrics to chart, in order; by default every metric the
+    run records once per epoch (`EpochCompleted`'s and its free-named ones). A name
+    the run never recorded is simply not charted: `chart_names` checks names.
+    """
     ledger.require_run(run_id)
     where = f"WHERE run_id = {sql_literal(run_id)}"
     views = ledger.views()
@@ -192,12 +221,11 @@ def read_run(ledger: Ledger, run_id: str) -> RunData:
         evictions.append(Eviction(_str(r[0]), _str(r[1]), _int(r[2]), _int(r[3])))
     has_endings = "seed_endings" in views
     outcomes = _outcomes(ledger, where, has_endings)
-    alpha = _alpha(ledger, where, bucket)
-    accuracy = _accuracy(ledger, where, bucket) if "epoch_metrics" in views else []
-    metrics = _metrics(ledger, where) if "metrics" in views else []
-    lineage, carried = _lineage(ledger, forks, intervals, bucket, "epoch_metrics" in views)
+    readings = _readings(ledger, where, bucket, metrics, views)
+    chosen = list(readings.charts)
+    lineage, carried = _lineage(ledger, forks, intervals, bucket, chosen, views)
     slots = {i.slot_id for i in intervals} | {v.slot_id for v in verdicts}
-    slots |= {o.slot_id for o in outcomes} | {c.key[0] for c in alpha}
+    slots |= {o.slot_id for o in outcomes} | {c.key[0] for c in readings.alpha}
     for a in lineage:
         slots |= {i.slot_id for i in a.intervals} | {v.slot_id for v in a.verdicts}
         slots |= {c.key[0] for c in a.alpha}
@@ -208,15 +236,16 @@ def read_run(ledger: Ledger, run_id: str) -> RunData:
         verdicts=verdicts,
         evictions=evictions,
         outcomes=outcomes,
-        alpha=alpha,
-        accuracy=accuracy,
+        alpha=readings.alpha,
+        charts=readings.charts,
         bucket_epochs=bucket,
         has_endings=has_endings,
         unplaced_evictions=unplaced,
         missing_views=[v for v in OPTIONAL_VIEWS if v not in views],
-        metrics=metrics,
+        metrics=readings.summaries,
         lineage=lineage,
         carried=carried,
+        recorded=readings.recorded,
     )
 
 
@@ -250,28 +279,88 @@ def _verdicts(ledger: Ledger, where: str) -> list[Verdict]:
     ]
 
 
-def _alpha(ledger: Ledger, where: str, bucket: int) -> list[Curve]:
-    alpha = Thinner(bucket)
+def _readings(
+    ledger: Ledger,
+    where: str,
+    bucket: int,
+    chosen: Sequence[str] | None,
+    views: Collection[str],
+    *,
+    summaries: bool = True,
+) -> Readings:
+    """Alpha, every chosen metric's curves and the free-named metrics' summaries.
+
+    A per-slot metric is thinned only when chosen by name; a per-epoch one always,
+    since the default charts them all and they are few.
+    """
+    wanted = None if chosen is None else set(chosen)
+    alpha, curves = Thinner(bucket), Thinner(bucket)
+    recorded: dict[str, str] = {}
+    if "epoch_metrics" in views:
+        columns = ", ".join(RUN_COLUMNS)
+        for r in _rows(
+            ledger, f"SELECT epoch, {columns} FROM epoch_metrics {where} AND epoch IS NOT NULL"
+        ):
+            for name, value in zip(RUN_COLUMNS, r[1:], strict=True):
+                if value is not None:
+                    recorded.setdefault(name, RUN)
+                    curves.add((RUN, name), _int(r[0]), _float(value))
+    columns = ", ".join(SLOT_COLUMNS)
     for r in _rows(
         ledger,
-        f"SELECT slot_id, seed_id, epoch, alpha FROM seed_timeline {where} "
-        "AND epoch IS NOT NULL AND alpha IS NOT NULL",
-    ):
-        alpha.add((_str(r[0]), _str(r[1])), _int(r[2]), _float(r[3]))
-    return alpha.curves()
-
-
-def _accuracy(ledger: Ledger, where: str, bucket: int) -> list[Curve]:
-    accuracy = Thinner(bucket)
-    for r in _rows(
-        ledger,
-        f"SELECT epoch, val_accuracy, train_accuracy FROM epoch_metrics {where} "
+        f"SELECT slot_id, seed_id, epoch, alpha, {columns} FROM seed_timeline {where} "
         "AND epoch IS NOT NULL",
     ):
-        for name, value in (("validation", r[1]), ("training", r[2])):
+        slot, epoch = _str(r[0]), _int(r[2])
+        if r[3] is not None:
+            alpha.add((slot, _str(r[1])), epoch, _float(r[3]))
+        for name, value in zip(SLOT_COLUMNS, r[4:], strict=True):
             if value is not None:
-                accuracy.add(("run", name), _int(r[0]), _float(value))
-    return accuracy.curves()
+                recorded.setdefault(name, "slot")
+                if wanted is not None and name in wanted:
+                    curves.add((slot, name), epoch, _float(value))
+    found: dict[tuple[str | None, str], MetricSummary] = {}
+    if "metrics" in views:
+        for r in _rows(
+            ledger, f"SELECT slot_id, name, epoch, value FROM metrics {where} ORDER BY position"
+        ):
+            owner, name, at = _opt_str(r[0]), _str(r[1]), _opt_int(r[2])
+            value = None if r[3] is None else _float(r[3])
+            if summaries:
+                summary = found.get((owner, name))
+                if summary is None:
+                    summary = found[(owner, name)] = MetricSummary(owner, name)
+                summary.add(at, value)
+            recorded.setdefault(name, RUN if owner is None else "slot")
+            if at is None or value is None:
+                continue
+            if (wanted is None and owner is None) or (wanted is not None and name in wanted):
+                curves.add((owner or RUN, name), at, value)
+    by_name: dict[str, list[Curve]] = {}
+    for curve in curves.curves():
+        by_name.setdefault(curve.key[1], []).append(curve)
+    if chosen is None:
+        free = sorted(n for n, kind in recorded.items() if kind == RUN and n not in RUN_COLUMNS)
+        chosen = [n for n in RUN_COLUMNS if n in recorded] + free
+    charts = {
+        name: sorted(by_name.get(name, []), key=lambda c: natural_key(c.key[0])) for name in chosen
+    }
+    listed = sorted(
+        found.values(),
+        key=lambda m: (m.slot_id is not None, natural_key(m.slot_id or ""), m.name),
+    )
+    return Readings(alpha.curves(), charts, recorded, listed)
+
+
+def chart_names(recorded: dict[str, str], chosen: Sequence[str]) -> list[str]:
+    """``chosen`` without repeats; `ReportError` naming any the run(s) never recorded."""
+    missing = [name for name in dict.fromkeys(chosen) if name not in recorded]
+    if missing:
+        have = ", ".join(sorted(recorded)) or "none"
+        raise ReportError(
+            f"no metric named {', '.join(repr(m) for m in missing)} was recorded (recorded: {have})"
+        )
+    return list(dict.fromkeys(chosen))
 
 
 def _forks(ledger: Ledger, run_id: str) -> list[tuple[str, int, int]]:
@@ -291,7 +380,8 @@ def _lineage(
     forks: list[tuple[str, int, int]],
     own: list[Interval],
     bucket: int,
-    has_metrics: bool,
+    chosen: Sequence[str],
+    views: Collection[str],
 ) -> tuple[list[Ancestor], list[Interval]]:
     """Each ancestor's rows up to where the line leaves it, oldest first in the walk;
     and the stages the reported run carries on from its parent."""
@@ -303,6 +393,7 @@ def _lineage(
         mine = _intervals(ledger, f"WHERE run_id = {sql_literal(run)} AND from_epoch <= {epoch}")
         carried, open_carried = _cut(_carry(open_at, since, mine), epoch)
         intervals, open_at = _cut(mine, epoch)
+        readings = _readings(ledger, where, bucket, chosen, views, summaries=False)
         ancestors.append(
             Ancestor(
                 run_id=run,
@@ -311,8 +402,8 @@ def _lineage(
                 intervals=intervals,
                 carried=carried,
                 verdicts=_verdicts(ledger, where),
-                alpha=_alpha(ledger, where, bucket),
-                accuracy=_accuracy(ledger, where, bucket) if has_metrics else [],
+                alpha=readings.alpha,
+                charts=readings.charts,
             )
         )
         open_at = open_carried | open_at
@@ -350,23 +441,6 @@ def _cut(intervals: list[Interval], epoch: int) -> tuple[list[Interval], dict[st
             i = replace(i, end=epoch + 1)
         kept.append(i)
     return kept, open_at
-
-
-def _metrics(ledger: Ledger, where: str) -> list[MetricSummary]:
-    """Streamed once in log order, kept as one summary per (slot, name)."""
-    found: dict[tuple[str | None, str], MetricSummary] = {}
-    for r in _rows(
-        ledger, f"SELECT slot_id, name, epoch, value FROM metrics {where} ORDER BY position"
-    ):
-        key = (_opt_str(r[0]), _str(r[1]))
-        summary = found.get(key)
-        if summary is None:
-            summary = found[key] = MetricSummary(*key)
-        summary.add(_opt_int(r[2]), None if r[3] is None else _float(r[3]))
-    return sorted(
-        found.values(),
-        key=lambda m: (m.slot_id is not None, natural_key(m.slot_id or ""), m.name),
-    )
 
 
 def natural_key(text: str) -> tuple[tuple[int, int | str], ...]:
@@ -487,9 +561,13 @@ __all__ = [
     "Eviction",
     "Interval",
     "Outcome",
+    "RUN_COLUMNS",
+    "Readings",
     "RunData",
+    "SLOT_COLUMNS",
     "Summary",
     "Verdict",
+    "chart_names",
     "natural_key",
     "read_run",
 ]

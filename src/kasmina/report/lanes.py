@@ -41,8 +41,11 @@ LANE = MARKS + BAND + GAP + ALPHA
 BETWEEN = 20
 TOP = 6
 AXIS = 36
-#: Narrowest drawn stage mark; a zero-length stage (entered and left in one epoch) gets this.
+#: Narrowest drawn stage mark in a merged lane.
 MIN_MARK = 2.0
+#: Narrowest mark of a stage left within its first epoch (a one-epoch HOLDING, say), drawn
+#: outlined and on top, so a stay too short for the scale still shows and can be hovered.
+BRIEF_MARK = 6.0
 #: A lane with more intervals than this merges them into blocks of MERGE_PX.
 MERGE_PX = 3.0
 #: A lane with more alpha curves than PLOT / CURVE_PX draws them as one envelope.
@@ -211,12 +214,14 @@ def _stages(
         who = interval.seed_id or "no seed"
         if interval.stage == "DORMANT":
             who = f"empty slot (last seed {interval.seed_id})" if interval.seed_id else "empty"
+        brief = x1 - x0 < BRIEF_MARK
         rect = (
-            f'<rect class="st st-{esc(interval.stage)}{cls}" x="{num(x0)}" y="{MARKS}" '
-            f'width="{num(max(x1 - x0, MIN_MARK))}" height="{BAND}">'
+            f'<rect class="st st-{esc(interval.stage)}{cls}{" brief" if brief else ""}" '
+            f'x="{num(x0)}" y="{MARKS}" width="{num(max(x1 - x0, BRIEF_MARK))}" '
+            f'height="{BAND}">'
             f"{title(f'{interval.stage} · {who} · {_when(interval)}{note}')}</rect>"
         )
-        (thin if x1 - x0 < MIN_MARK else wide).append(rect)
+        (thin if brief else wide).append(rect)
     return "".join(wide + thin), 0
 
 

@@ -12,8 +12,8 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from kasmina.report.charts import accuracy_names, accuracy_svg, caches, evictions_svg
-from kasmina.report.data import OPTIONAL_VIEWS, RunData, Summary, natural_key
+from kasmina.report.charts import caches, evictions_svg, metric_svg, owners
+from kasmina.report.data import OPTIONAL_VIEWS, RUN, RunData, Summary, natural_key
 from kasmina.report.lanes import lanes_svg
 from kasmina.report.palette import (
     CURVE,
@@ -39,6 +39,7 @@ body{margin:0;background:var(--bg);color:var(--ink);
 font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif}
 main{max-width:1260px;margin:0 auto;padding:24px 20px 32px}
 h1{font-size:22px;margin:0 0 2px}h2{font-size:16px;margin:0 0 6px}
+h3{font-size:13px;margin:12px 0 4px;font-family:ui-monospace,SFMono-Regular,Menlo,monospace}
 .sub,.hint{color:var(--muted)}.hint{font-size:12px;margin:0 0 8px}
 code{font:12px ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;
 background:#f3f4f6;padding:1px 4px;border-radius:4px}
@@ -59,6 +60,7 @@ svg.chart{width:100%;height:auto;display:block;font-size:11px}
 .axis-title{font-style:italic}
 .band{fill:#f9fafb;stroke:#e5e7eb}
 .st{shape-rendering:crispEdges;stroke:#fff;stroke-width:.6}
+.st.brief{stroke:#111827;stroke-width:1}
 .slot{font-weight:600;font-size:12.5px;fill:var(--ink)}
 .seed{font-size:11px;font-weight:600;pointer-events:none;fill:#111827;paint-order:stroke;
 stroke:#ffffffc0;stroke-width:3px;stroke-linejoin:round}
@@ -75,6 +77,11 @@ td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
 .scroll{overflow-x:auto}
 ul.notes{margin:0;padding-left:18px;color:#374151}
 footer{color:var(--muted);font-size:12px;text-align:center}
+.live{background:#ecfdf5;border:1px solid #a7f3d0;border-radius:8px;padding:6px 12px;margin:0}
+.columns{display:grid;grid-template-columns:repeat(auto-fit,minmax(300px,1fr));gap:14px}
+.run-column h3 i,th i,td i{display:inline-block;width:10px;height:10px;border-radius:3px;
+margin-right:5px}
+ul.trends{margin:8px 0;padding-left:18px}
 """
 #: Added to a fork's page only, so any other page stays as it was.
 _FORK_CSS = """
@@ -102,16 +109,12 @@ def _stage_css() -> str:
     return "".join(rules)
 
 
-def render_page(data: RunData, version: str) -> str:
+def render_page(data: RunData, version: str, live: float | None = None) -> str:
     notes: list[str] = []
     s = data.summary
     lanes = lanes_svg(data, notes)
     evictions = (
         evictions_svg(data.evictions, data.span, notes, data.lineage) if data.evictions else ""
-    )
-    inherited = any(a.accuracy for a in data.lineage)
-    accuracy = (
-        accuracy_svg(data.accuracy, data.span, data.lineage) if data.accuracy or inherited else ""
     )
     _thinning_notes(data, notes)
     if data.lineage:
@@ -130,13 +133,7 @@ def render_page(data: RunData, version: str) -> str:
         lanes,
         "</section>",
     ]
-    if accuracy:
-        body += [
-            "<section id=accuracy><h2>Accuracy</h2>",
-            _series_legend(accuracy_names(data.accuracy, data.lineage)),
-            accuracy,
-            "</section>",
-        ]
+    body += [_metric_charts(data)]
     body += ["<section id=evictions><h2>GC evictions</h2>"]
     if evictions:
         body += [_eviction_legend(data), evictions]
@@ -150,18 +147,71 @@ def render_page(data: RunData, version: str) -> str:
     body += ["</section>", _gate_table(data), _outcome_table(data, notes), _metric_table(data)]
     body += ["<section id=notes><h2>What this page leaves out</h2>", _notes(data, notes)]
     body.append("</section>")
+    views = ", ".join(_views_used(data))
+    return document(f"kasmina report · {heading}", body, version, views, data.lineage != [], live)
+
+
+def document(
+    title: str,
+    body: Sequence[str],
+    version: str,
+    views: str,
+    fork: bool = False,
+    live: float | None = None,
+) -> str:
+    """The page around ``body``. ``live`` (seconds) makes a page that reloads itself
+    that often, for `--watch`, and says so at its top."""
+    refresh = ""
+    banner = ""
+    if live is not None:
+        refresh = f'<meta http-equiv="refresh" content="{max(1, round(live))}">'
+        banner = (
+            f"<p class=live>Live: this page reloads every {max(1, round(live))} s while "
+            f"kasmina report --watch runs; written {esc(when(datetime.now(UTC)))}.</p>\n"
+        )
     return (
         "<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
-        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">{refresh}'
         '<meta name=viewport content="width=device-width,initial-scale=1">'
-        f"<title>kasmina report · {esc(heading)}</title>"
-        f"<style>{_CSS}{_stage_css()}{_FORK_CSS if data.lineage else ''}</style></head>\n"
+        f"<title>{esc(title)}</title>"
+        f"<style>{_CSS}{_stage_css()}{_FORK_CSS if fork else ''}</style></head>\n"
         "<body><main>\n"
+        + banner
         + "\n".join(body)
         + f"\n<footer>kasmina {esc(version)} · drawn from the ledger's SQL views "
-        f"({', '.join(_views_used(data))}) · self-contained, no network</footer>\n"
+        f"({esc(views)}) · self-contained, no network</footer>\n"
         "</main></body></html>\n"
     )
+
+
+def _metric_charts(data: RunData) -> str:
+    """A chart per chosen metric, and the names of the metrics left out to choose from."""
+    parts = ["<section id=charts><h2>Metrics per epoch</h2>"]
+    for index, (name, curves) in enumerate(data.charts.items()):
+        inherited = [a for a in data.lineage if a.charts.get(name)]
+        parts.append(f"<h3>{esc(name)}</h3>")
+        if not curves and not inherited:
+            parts.append("<p class=hint>Not recorded in this run.</p>")
+            continue
+        every = owners({name: curves}, inherited)
+        if every != [RUN]:
+            parts.append(series_legend(every))
+        parts.append(metric_svg(f"chart-{index}", name, curves, data.span, data.lineage))
+    if not data.charts:
+        parts.append("<p class=hint>The run recorded no metric per epoch.</p>")
+    left = sorted(n for n in data.recorded if n not in data.charts)
+    if left:
+        parts.append(
+            "<p class=hint>Also recorded: "
+            + ", ".join(f"<code>{esc(n)}</code>{_per_slot(data, n)}" for n in left)
+            + ". Chart any with <code>kasmina report RUN --metric NAME</code>.</p>"
+        )
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _per_slot(data: RunData, name: str) -> str:
+    return " (per slot)" if data.recorded[name] != RUN else ""
 
 
 def _views_used(data: RunData) -> list[str]:
@@ -190,12 +240,12 @@ def _fork_note(data: RunData, notes: list[str]) -> None:
     runs = ", ".join(a.run_id for a in data.lineage)
     notes.append(
         f"Fork: up to epoch {parent.epoch:,} this run's story is its ancestors' ({runs}); "
-        "their stages, gate verdicts, alpha and accuracy are drawn, their evictions, "
+        "their stages, gate verdicts, alpha and charted metrics are drawn, their evictions, "
         "gate table, seed outcomes and metrics are in their own reports."
     )
 
 
-def _when(value: datetime | None) -> str:
+def when(value: datetime | None) -> str:
     if value is None:
         return "—"
     if value.tzinfo is not None:
@@ -203,7 +253,7 @@ def _when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") + (" UTC" if value.tzinfo else "")
 
 
-def _duration(s: Summary) -> str:
+def duration(s: Summary) -> str:
     if s.started_at is None or s.finished_at is None:
         return "—"
     seconds = int((s.finished_at - s.started_at).total_seconds())
@@ -223,8 +273,8 @@ def _cards(s: Summary) -> str:
         ("pruned", f"{s.pruned:,}"),
         ("evicted", f"{s.evicted:,}"),
         ("final val acc.", accuracy),
-        ("started", _when(s.started_at)),
-        ("duration", _duration(s)),
+        ("started", when(s.started_at)),
+        ("duration", duration(s)),
     ]
     cards = "".join(
         f"<div class='card{' wide' if k == 'started' else ''}'><span>{esc(k)}</span>"
@@ -263,14 +313,21 @@ def _stage_legend(data: RunData) -> str:
     return f"<div class=legend>{''.join(items)}</div>"
 
 
-def _series_legend(names: Sequence[str], totals: Sequence[int] | None = None) -> str:
+def series_legend(
+    names: Sequence[str],
+    totals: Sequence[int] | None = None,
+    colours: Sequence[str] | None = None,
+) -> str:
     items = []
     for index, name in enumerate(names):
         extra = f" ({totals[index]:,})" if totals is not None else ""
-        items.append(
-            f"<span><i style='background:{series_colour(index)}'></i>{esc(name)}{extra}</span>"
-        )
+        colour = series_colour(index) if colours is None else colours[index]
+        items.append(f"<span><i style='background:{colour}'></i>{esc(name)}{extra}</span>")
     return f"<div class=legend>{''.join(items)}</div>"
+
+
+def stage_chip(stage: str) -> str:
+    return f"<span class='chip chip-{esc(stage)}'>{esc(stage)}</span>"
 
 
 def _eviction_legend(data: RunData) -> str:
@@ -278,7 +335,7 @@ def _eviction_legend(data: RunData) -> str:
     totals: dict[str, int] = defaultdict(int)
     for e in data.evictions:
         totals[e.cache] += e.evicted
-    return _series_legend(names, [totals[n] for n in names])
+    return series_legend(names, [totals[n] for n in names])
 
 
 def _empty(name: str, heading: str, text: str) -> str:
@@ -311,7 +368,7 @@ def _gate_table(data: RunData) -> str:
     )
 
 
-def _number(value: float | int | None, digits: int = 2) -> str:
+def number(value: float | int | None, digits: int = 2) -> str:
     if value is None:
         return "—"
     if isinstance(value, int):
@@ -369,10 +426,10 @@ def _outcome_table(data: RunData, notes: list[str]) -> str:
             esc(o.seed_id),
             esc(o.slot_id),
             esc(o.blueprint_id or "—"),
-            f"<span class='chip chip-{esc(o.final_stage)}'>{esc(o.final_stage)}</span>",
+            stage_chip(o.final_stage),
         ]
         row = "".join(f"<td>{c}</td>" for c in cells) + "".join(
-            f"<td class=n>{_number(v)}</td>" for v in (o.germinated_epoch, o.ended_epoch, lived)
+            f"<td class=n>{number(v)}</td>" for v in (o.germinated_epoch, o.ended_epoch, lived)
         )
         if data.has_endings:
             e = o.ending
@@ -380,7 +437,7 @@ def _outcome_table(data: RunData, notes: list[str]) -> str:
                 f"<td>{esc(e.reason or '—') if e else '—'}</td>"
                 f"<td>{esc(e.initiator or '—') if e else '—'}</td>"
                 + "".join(
-                    f"<td class=n>{_number(v)}</td>"
+                    f"<td class=n>{number(v)}</td>"
                     for v in (
                         (e.improvement, e.counterfactual, e.params_added) if e else (None,) * 3
                     )
@@ -401,7 +458,8 @@ def _outcome_table(data: RunData, notes: list[str]) -> str:
 
 
 def _thinning_notes(data: RunData, notes: list[str]) -> None:
-    for label, curves in (("Alpha curves", data.alpha), ("Accuracy curves", data.accuracy)):
+    charted = [c for curves in data.charts.values() for c in curves]
+    for label, curves in (("Alpha curves", data.alpha), ("Metric curves", charted)):
         thinned = [c for c in curves if len(c.points) < c.raw]
         if thinned:
             raw = sum(c.raw for c in thinned)
@@ -419,7 +477,7 @@ def _notes(data: RunData, notes: list[str]) -> str:
         items.append(
             "This database predates the views "
             + ", ".join(f"<code>{esc(v)}</code>" for v in data.missing_views)
-            + "; run <code>kasmina db upgrade</code> for prune reasons and accuracy curves."
+            + "; run <code>kasmina db upgrade</code> for prune reasons and metric curves."
         )
     run = esc(data.summary.run_id.replace("'", "''"))
     if not items:

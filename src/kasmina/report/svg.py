@@ -8,6 +8,7 @@ run straight down the page.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from html import escape
 
 WIDTH = 1200
@@ -55,11 +56,26 @@ def nice_step(extent: float, count: int) -> float:
 
 def ticks(top: float, count: int, *, whole: bool = False) -> list[float]:
     """Tick values from 0 to at least ``top``."""
-    step = nice_step(top, count)
+    return span_ticks(0.0, top, count, whole=whole)
+
+
+def span_ticks(low: float, high: float, count: int, *, whole: bool = False) -> list[float]:
+    """Round tick values from at most ``low`` to at least ``high``.
+
+    The axis hugs the data, so a loss between 0.02 and 0.05 fills the plot rather
+    than lying flat at the bottom of an axis from 0. A constant series gets a
+    small band around its value.
+    """
+    if not high > low:
+        pad = abs(high) * 0.1 or 1.0
+        low, high = high - pad, high + pad
+    step = nice_step(high - low, count)
     if whole:
         step = max(1.0, round(step))
-    n = max(1, math.ceil(top / step - 1e-9))
-    return [i * step for i in range(n + 1)]
+    first = math.floor(low / step + 1e-9)
+    n = max(1, math.ceil(high / step - 1e-9) - first)
+    digits = max(0, -math.floor(math.log10(step))) + 1
+    return [round((first + i) * step, digits) for i in range(n + 1)]
 
 
 def label(value: float) -> str:
@@ -68,7 +84,7 @@ def label(value: float) -> str:
     return f"{value:g}"
 
 
-def epoch_axis(scale: EpochScale, top: float, bottom: float) -> str:
+def epoch_axis(scale: EpochScale, top: float, bottom: float, name: str = "epoch") -> str:
     """Vertical grid lines at round epochs and their labels under ``bottom``."""
     parts = ['<g class="axis">']
     for value in ticks(scale.span, 10, whole=True):
@@ -81,29 +97,39 @@ def epoch_axis(scale: EpochScale, top: float, bottom: float) -> str:
         )
     parts.append(
         f'<text class="axis-title" x="{LEFT + PLOT}" y="{num(bottom + 28)}" '
-        'text-anchor="end">epoch</text></g>'
+        f'text-anchor="end">{esc(name)}</text></g>'
     )
     return "".join(parts)
 
 
-def value_axis(top_value: float, y0: float, height: float, count: int = 4) -> tuple[float, str]:
-    """Horizontal grid lines with labels on the left; returns the axis maximum and the markup."""
-    values = ticks(top_value if top_value > 0 else 1.0, count)
-    vmax = values[-1]
+def value_axis(
+    low: float, high: float, y0: float, height: float, count: int = 4
+) -> tuple[Callable[[float], float], str]:
+    """Horizontal grid lines with labels on the left, from round values around
+    ``low`` and ``high``; returns the value-to-y map and the markup."""
+    values = span_ticks(low, high, count)
+    bottom, top = values[0], values[-1]
+
+    def y(value: float) -> float:
+        return y0 + height - (value - bottom) / (top - bottom) * height
+
     parts = ['<g class="axis">']
     for value in values:
-        y = num(y0 + height - value / vmax * height)
+        at = num(y(value))
         parts.append(
-            f'<line class="grid" x1="{LEFT}" x2="{LEFT + PLOT}" y1="{y}" y2="{y}"/>'
-            f'<text x="{LEFT - 8}" y="{y}" dy="0.32em" text-anchor="end">{label(value)}</text>'
+            f'<line class="grid" x1="{LEFT}" x2="{LEFT + PLOT}" y1="{at}" y2="{at}"/>'
+            f'<text x="{LEFT - 8}" y="{at}" dy="0.32em" text-anchor="end">{label(value)}</text>'
         )
     parts.append("</g>")
-    return vmax, "".join(parts)
+    return y, "".join(parts)
 
 
-def svg_open(height: float, name: str, description: str) -> str:
+def svg_open(
+    height: float, name: str, description: str, attrs: dict[str, str] | None = None
+) -> str:
+    extra = "".join(f' {key}="{esc(value)}"' for key, value in (attrs or {}).items())
     return (
-        f'<svg class="chart" id="{esc(name)}" '
+        f'<svg class="chart" id="{esc(name)}"{extra} '
         f'viewBox="0 0 {WIDTH} {num(height)}" role="img" aria-label="{esc(description)}">'
     )
 
