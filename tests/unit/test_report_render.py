@@ -10,9 +10,12 @@ import pytest
 
 from kasmina.ledger import Ledger
 from kasmina.report import read_run, render_report
+from kasmina.report.compare import trend
 from kasmina.report.data import Eviction, Interval, Outcome, RunData, Summary, Verdict
+from kasmina.report.lanes import BRIEF_MARK
 from kasmina.report.page import OUTCOME_ROWS, render_page
 from kasmina.report.palette import STAGE_COLOURS
+from kasmina.report.svg import span_ticks
 from kasmina.report.thinning import Curve, Thinner
 from kasmina.stages import SeedStage
 
@@ -149,3 +152,39 @@ def test_the_views_give_the_same_report_on_sqlite_and_postgres(
             )
         )
     assert seen[0] == seen[1]
+
+
+@pytest.mark.parametrize(
+    ("low", "high"),
+    [(0.021, 0.049), (10.5, 98.9), (-3.0, 2.0), (1e-5, 3e-5), (120.0, 121.0), (0.5, 0.5)],
+)
+def test_a_value_axis_hugs_the_data(low: float, high: float) -> None:
+    values = span_ticks(low, high, 5)
+    assert values[0] <= low and values[-1] >= high and values == sorted(set(values))
+    if high > low:
+        # No flat line against one edge: the data fill at least 40% of the axis.
+        assert (high - low) / (values[-1] - values[0]) >= 0.4
+    else:
+        assert values[0] < low < values[-1]
+
+
+def test_a_trend_reads_the_slope_over_the_series() -> None:
+    assert trend([0.1, 0.2, 0.3, 0.4])[1] == "rising"
+    assert trend([0.4, 0.3, None, 0.1])[1] == "falling"
+    assert trend([0.5, 0.5, 0.5])[1] == "flat"
+    assert trend([0.1, 0.9]) == (None, "too few runs")
+    slope, words = trend([1.0, 3.0, 5.0])
+    assert slope == pytest.approx(2.0) and words == "rising"
+
+
+def test_a_stage_left_within_one_epoch_is_drawn_outlined_and_wide_enough() -> None:
+    data = _huge_run(epochs=300, slots=1, life=100)
+    brief = Interval("r0c0", "seed-0-0", "HOLDING", 17, 17)
+    data = replace(data, intervals=[*data.intervals, brief], alpha=[], bucket_epochs=1)
+    page = render_page(data, "test")
+    (holding,) = re.findall(r'<rect class="st st-HOLDING brief"[^>]*width="([\d.]+)"', page)
+    assert float(holding) >= BRIEF_MARK
+    # A stage long enough to see (5 epochs here) is drawn as it is, with no outline.
+    assert page.count('class="st st-HOLDING"') == sum(
+        i.stage == "HOLDING" for i in data.intervals[:-1]
+    )
