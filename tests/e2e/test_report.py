@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -239,7 +240,9 @@ def _console_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if ":CONSOLE" in line]
 
 
-def test_report_renders_in_headless_chromium(report: Path, chromium: str, tmp_path: Path) -> None:
+def test_report_renders_in_headless_chromium(
+    report: Path, demo_url: str, chromium: str, tmp_path: Path
+) -> None:
     folder = Path(os.environ.get("KASMINA_ARTIFACTS") or tmp_path)
     folder.mkdir(parents=True, exist_ok=True)
     shot = folder / "report-demo.png"
@@ -249,6 +252,19 @@ def test_report_renders_in_headless_chromium(report: Path, chromium: str, tmp_pa
     rendered = marks(dom.stdout)
     assert [a["data-slot"] for a, _ in rendered.having("g", "lane")] == ["r0c0", "r0c1", "r0c2"]
     assert rendered.having("rect", "st") and rendered.having("polyline", "curve")
+    # Every metric the demo records once per epoch has its chart, with its line drawn.
+    charted: dict[str, int] = {}
+    metric = None
+    for tag, attrs, _ in rendered.elements:
+        if tag == "svg":
+            metric = attrs.get("data-metric")
+        elif tag == "path" and metric is not None and "metric" in attrs.get("class", ""):
+            charted[metric] = charted.get(metric, 0) + len(re.findall("[ML]", attrs["d"]))
+    recorded = {r[0] for r in rows(demo_url, f"SELECT name FROM metrics WHERE run_id = '{RUN}'")}
+    assert set(charted) >= {"val_accuracy", "val_loss", "train_loss"} | recorded
+    assert all(points > 1 for points in charted.values()), charted
+    # The one-epoch HOLDING stays are outlined marks, not a hairline.
+    assert rendered.having("rect", "brief")
     snap = _browse(chromium, report, tmp_path / "profile", f"--screenshot={shot}")
     assert snap.returncode == 0, snap.stderr[-2000:]
     assert _console_lines(snap.stderr) == []

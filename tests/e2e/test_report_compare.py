@@ -52,7 +52,7 @@ def _charts(html: str) -> dict[str, list[dict[str, str]]]:
             current = None
         elif tag == "svg" and "data-metric" in attrs:
             current = found.setdefault(attrs["data-metric"], [])
-        elif tag == "polyline" and current is not None and "metric" in attrs.get("class", ""):
+        elif tag == "path" and current is not None and "metric" in attrs.get("class", ""):
             current.append(attrs)
     return found
 
@@ -142,7 +142,7 @@ def test_compare_page_renders_in_headless_chromium(
     assert _console_lines(dom.stderr) == []
     charts = _charts(dom.stdout)
     for metric in CHOSEN:
-        drawn = [line for line in charts[metric] if len(line["points"].split()) > 1]
+        drawn = [line for line in charts[metric] if len(re.findall("[ML]", line["d"])) > 1]
         assert {line["data-series"] for line in drawn} == set(runs), metric
     assert len(marks(dom.stdout).having("div", "run-column")) == len(runs)
     snap = _browse(chromium, page, tmp_path / "profile", f"--screenshot={shot}")

@@ -68,8 +68,8 @@ class Lines:
 def _points(html: str, metric: str) -> int:
     """Points drawn on ``metric``'s chart."""
     chart = html.split(f'data-metric="{metric}"')[1].split("</svg>")[0]
-    found = re.search(r'class="metric"[^>]*points="([^"]*)"', chart)
-    return 0 if found is None else len(found.group(1).split())
+    found = re.search(r'class="metric"[^>]*d="([^"]*)"', chart)
+    return 0 if found is None else len(re.findall("[ML]", found.group(1)))
 
 
 def test_watch_rewrites_the_page_as_another_process_writes_the_run(
@@ -143,7 +143,7 @@ def test_watch_rewrites_the_page_as_another_process_writes_the_run(
         cards = {k: v for k, v in re.findall(r"<span>([^<]+)</span><b title='([^']*)'", html)}
         assert cards["status"] == "completed" and cards["epochs"] == "3"
         assert _points(html, "val_loss") == 3
-        assert marks(html).having("polyline", "metric")
+        assert marks(html).having("path", "metric")
         # Rewritten by rename each time: no partial file is left beside it.
         assert [p.name for p in page.parent.iterdir()] == ["live.html"]
     finally:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from kasmina.report.data import RUN, Ancestor, Eviction, natural_key
+from kasmina.report.data import CURVE_BUCKETS, RUN, Ancestor, Eviction, natural_key
 from kasmina.report.palette import series_colour
 from kasmina.report.svg import (
     PLOT,
@@ -149,17 +149,30 @@ def lines_svg(
         values_axis,
         epoch_axis(scale, TOP, TOP + HEIGHT, axis),
     ]
+    gap = max(1, 2 * math.ceil(span / CURVE_BUCKETS))
     for line in lines:
-        coords = " ".join(
-            f"{num(scale(e + 0.5))},{num(y(v))}" for e, v in line.curve.points if math.isfinite(v)
-        )
         drawn = (
-            f'<polyline class="metric" data-series="{esc(line.curve.key[0])}" '
-            f'stroke="{line.colour}" points="{coords}">'
-            f"{title(f'{line.label}: {line.curve.raw:,} epochs')}</polyline>"
+            f'<path class="metric" data-series="{esc(line.curve.key[0])}" '
+            f'stroke="{line.colour}" d="{_trace(line.curve, scale, y, gap)}">'
+            f"{title(f'{line.label}: {line.curve.raw:,} epochs')}</path>"
         )
         parts.append(f"{line.wrap}{drawn}</g>" if line.wrap else drawn)
     parts += [_markers(lineage, TOP, TOP + HEIGHT, scale), "</svg>"]
+    return "".join(parts)
+
+
+def _trace(curve: Curve, scale: EpochScale, y: Callable[[float], float], gap: int) -> str:
+    """The curve as path data, lifted wherever epochs are missing (a slot between two
+    seeds, a NaN), so no line is drawn across epochs that recorded nothing."""
+    parts = []
+    last: int | None = None
+    for epoch, value in curve.points:
+        if not math.isfinite(value):
+            last = None
+            continue
+        move = "M" if last is None or epoch - last > gap else "L"
+        parts.append(f"{move}{num(scale(epoch + 0.5))},{num(y(value))}")
+        last = epoch
     return "".join(parts)
 
 

@@ -150,7 +150,7 @@ def _side_by_side(runs: Sequence[RunData], colours: Sequence[str], labels: Seque
         for name, values in rows
     )
     return (
-        "<section id=runs><h2>Runs side by side</h2><div class=scroll><table class=legend-table>"
+        "<section id=runs><h2>Runs side by side</h2><div class=scroll><table class=side>"
         f"<thead><tr><th></th>{head}</tr></thead><tbody>{body}</tbody></table></div></section>"
     )
 
@@ -178,14 +178,14 @@ def _rates_section(runs: Sequence[RunData], colours: Sequence[str], labels: Sequ
             f'<li data-rate="{key}" data-trend="{esc(words)}"><b>{RATE_NAMES[key]}</b>: '
             f"{esc(words)}{esc(sign)}</li>"
         )
+    shares = ("prune", "fossilization")
     lines = [
         Line(
-            Curve((key, key), [(i, v) for i, v in enumerate(values) if v is not None], len(runs)),
+            Curve((key, key), [(i, v) for i, v in enumerate(series[key]) if v is not None], 0),
             series_colour(index),
             RATE_NAMES[key],
         )
-        for index, (key, values) in enumerate(series.items())
-        if key != "germination"
+        for index, key in enumerate(shares)
     ]
     chart = lines_svg("rates-chart", "rate", lines, len(runs), axis="run, in the order given")
     return (
@@ -198,7 +198,7 @@ def _rates_section(runs: Sequence[RunData], colours: Sequence[str], labels: Sequ
         "<th class=n>germinations / 100 epochs</th><th class=n>prune rate</th>"
         "<th class=n>fossilization rate</th></tr></thead>"
         f"<tbody>{rows}</tbody></table></div><ul class=trends>{''.join(verdicts)}</ul>"
-        + series_legend([RATE_NAMES["prune"], RATE_NAMES["fossilization"]])
+        + series_legend([RATE_NAMES[key] for key in shares])
         + chart
         + "</section>"
     )

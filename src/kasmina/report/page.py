@@ -82,6 +82,7 @@ footer{color:var(--muted);font-size:12px;text-align:center}
 .run-column h3 i,th i,td i{display:inline-block;width:10px;height:10px;border-radius:3px;
 margin-right:5px}
 ul.trends{margin:8px 0;padding-left:18px}
+table.side th{white-space:normal;overflow-wrap:anywhere;min-width:9em}
 """
 #: Added to a fork's page only, so any other page stays as it was.
 _FORK_CSS = """
