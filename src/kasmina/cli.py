@@ -830,7 +830,20 @@ def report(
             except KeyboardInterrupt:
                 err.print(f"stopped watching; {output} is as last written", markup=False)
             return
-        page = render_runs(ledger, resolved, metric)
+        from kasmina.progress import Progress
+        from kasmina.report import READ_STEPS
+
+        done = 0
+        with Progress(
+            "reading the runs' views", READ_STEPS * len(resolved), err, unit="reads"
+        ) as bar:
+
+            def step() -> None:
+                nonlocal done
+                done += 1
+                bar.update(done)
+
+            page = render_runs(ledger, resolved, metric, step=step)
     with atomic_text(output) as dest:
         dest.write(page)
     kib = max(1, round(output.stat().st_size / 1024))

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
-from test_report import _browse, _console_lines, chromium, kasmina, marks, rows
+from test_report import BIN, _browse, _console_lines, chromium, kasmina, marks, rows
 
 from kasmina.ledger import Ledger
 from kasmina.replay.synthetic import synthetic_run
+from kasmina.report import READ_STEPS
 from kasmina.report.compare import trend
 
 __all__ = ["chromium"]
@@ -150,3 +152,26 @@ def test_compare_page_renders_in_headless_chromium(
     assert _console_lines(snap.stderr) == []
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
     print(f"compare screenshot: {shot}")
+
+
+def test_a_report_off_a_terminal_says_how_far_it_has_read(
+    series: tuple[str, list[str]], tmp_path: Path
+) -> None:
+    url, runs = series
+    target = tmp_path / "two.html"
+    env = {k: v for k, v in os.environ.items() if k != "KASMINA_DB"}
+    env["KASMINA_PROGRESS_S"] = "0"
+    proc = subprocess.run(
+        [BIN, "--db", url, "report", *runs[:2], "-o", str(target)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == ""
+    *lines, last = proc.stderr.splitlines()
+    assert last.startswith(f"wrote {target} (")
+    total = 2 * READ_STEPS
+    assert lines and all(line.startswith("reading the runs' views: ") for line in lines)
+    assert lines[-1].startswith(f"reading the runs' views: {total}/{total} reads (100%)")

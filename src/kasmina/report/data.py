@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
@@ -194,7 +194,16 @@ class RunData:
         return max(self.summary.epochs, forked, 1)
 
 
-def read_run(ledger: Ledger, run_id: str, metrics: Sequence[str] | None = None) -> RunData:
+#: The reads `read_run` reports to its ``step`` callback, one call after each.
+READ_STEPS = 7
+
+
+def read_run(
+    ledger: Ledger,
+    run_id: str,
+    metrics: Sequence[str] | None = None,
+    step: Callable[[], None] = lambda: None,
+) -> RunData:
     """Everything one report needs; `RunNotFound` for an unknown run.
 
     ``metrics`` names the metrics to chart, in order; by default every metric the
@@ -208,8 +217,11 @@ def read_run(ledger: Ledger, run_id: str, metrics: Sequence[str] | None = None) 
     forks = _forks(ledger, run_id) if "run_lineage" in views else []
     span = max(summary.epochs, forks[0][2] + 1 if forks else 0, 1)
     bucket = max(1, math.ceil(span / CURVE_BUCKETS))
+    step()
     intervals = _intervals(ledger, where)
+    step()
     verdicts = _verdicts(ledger, where)
+    step()
     evictions: list[Eviction] = []
     unplaced = 0
     for r in _rows(
@@ -219,11 +231,15 @@ def read_run(ledger: Ledger, run_id: str, metrics: Sequence[str] | None = None) 
             unplaced += 1
             continue
         evictions.append(Eviction(_str(r[0]), _str(r[1]), _int(r[2]), _int(r[3])))
+    step()
     has_endings = "seed_endings" in views
     outcomes = _outcomes(ledger, where, has_endings)
+    step()
     readings = _readings(ledger, where, bucket, metrics, views)
+    step()
     chosen = list(readings.charts)
     lineage, carried = _lineage(ledger, forks, intervals, bucket, chosen, views)
+    step()
     slots = {i.slot_id for i in intervals} | {v.slot_id for v in verdicts}
     slots |= {o.slot_id for o in outcomes} | {c.key[0] for c in readings.alpha}
     for a in lineage:
