@@ -100,7 +100,7 @@ state = _State()
 
 def _print_version(wanted: bool) -> None:
     if wanted:
-        from kasmina.ledger.core import package_version
+        from kasmina.versions import package_version
 
         version = package_version("kasmina") or "unknown"
         out.print(f"kasmina {version}", highlight=False, markup=False)

@@ -11,9 +11,9 @@ gives a small page; the page lists whatever it thinned.
 from __future__ import annotations
 
 from kasmina.ledger import Ledger
-from kasmina.ledger.core import package_version
 from kasmina.report.data import RunData, read_run
 from kasmina.report.page import render_page
+from kasmina.versions import package_version
 
 
 def render_report(ledger: Ledger, run_id: str) -> str:
