@@ -23,8 +23,8 @@ from pathlib import Path
 
 from kasmina.ledger.errors import translate
 from kasmina.ledger.rows import RowReader, StoredRun
-from kasmina.ledger.store import Row, Store, integer
-from kasmina.ledger.verify import ChainChecker, RunChecker, check_sequentially
+from kasmina.ledger.store import Store, integer
+from kasmina.ledger.verify import ChainChecker, RunChecker, SavedArtifact, check_sequentially
 
 #: Events a job must have to pay for starting a process (about half a second).
 EVENTS_PER_JOB = 100_000
@@ -50,7 +50,7 @@ class _Checked:
     run_prev: str | None
     last_position: int | None
     sealed: bool
-    saved: list[Row]
+    saved: list[SavedArtifact]
 
 
 def available_cpus() -> int:
@@ -69,7 +69,11 @@ def in_jobs(jobs: int | None) -> RunChecker:
 
 
 def _check_in_jobs(
-    jobs: int | None, checker: ChainChecker, reader: RowReader, run: StoredRun, saved: list[Row]
+    jobs: int | None,
+    checker: ChainChecker,
+    reader: RowReader,
+    run: StoredRun,
+    saved: list[SavedArtifact],
 ) -> None:
     ends = range_ends(reader.store, run, jobs)
     if not ends:
@@ -257,7 +261,7 @@ def _check_range(
 def _checked(
     checker: ChainChecker, reader: RowReader, run: StoredRun, after: int | None, until: int | None
 ) -> _Checked:
-    saved: list[Row] = []
+    saved: list[SavedArtifact] = []
     pages = reader.stored_pages(run, after=after, until=until)
     checker.check_stored(run, pages, partial(reader.render, run), saved)
     return _Checked(
