@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, astuple, dataclass, field, fields
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, cast
 
@@ -836,31 +836,30 @@ def _signature_problem(
 
 
 def report_json(report: VerifyReport) -> str:
+    """The report as one JSON document: the verdict, each run checked, each fault."""
     return json.dumps(
         {
             "ok": report.ok,
             "events": report.events,
-            "runs": [
-                {
-                    "run_id": r.run_id,
-                    "events": r.events,
-                    "streams": r.streams,
-                    "sealed": r.sealed,
-                    "format": r.format,
-                }
-                for r in report.runs
-            ],
-            "faults": [
-                {
-                    "run_id": f.run_id,
-                    "stream_id": f.stream_id,
-                    "position": f.position,
-                    "version": f.version,
-                    "kind": f.kind,
-                    "detail": f.detail,
-                }
-                for f in report.faults
-            ],
+            "runs": [asdict(r) for r in report.runs],
+            "faults": [asdict(f) for f in report.faults],
         },
         indent=2,
     )
+
+
+def report_lines(report: VerifyReport) -> Iterator[str]:
+    """Each run checked, then each fault, as one JSON object a line, each with the
+    fields `report_json` gives it; ``record`` tells them apart (``kind`` is a fault's)."""
+    for check in report.runs:
+        yield json.dumps({"record": "run", **asdict(check)})
+    for fault in report.faults:
+        yield json.dumps({"record": "fault", **asdict(fault)})
+
+
+#: The columns of `fault_values`: a fault's fields, as `report_json` gives them.
+FAULT_FIELDS = tuple(f.name for f in fields(Fault))
+
+
+def fault_values(fault: Fault) -> tuple[object, ...]:
+    return astuple(fault)
