@@ -85,11 +85,6 @@ out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 
-class TableFormat(StrEnum):
-    table = "table"
-    json = "json"
-
-
 class _State:
     db: str = DEFAULT_DB
     artifacts: str | None = None
@@ -100,7 +95,7 @@ state = _State()
 
 def _print_version(wanted: bool) -> None:
     if wanted:
-        from kasmina.ledger.core import package_version
+        from kasmina.versions import package_version
 
         version = package_version("kasmina") or "unknown"
         out.print(f"kasmina {version}", highlight=False, markup=False)
@@ -537,7 +532,14 @@ def verify(
     run_id: Annotated[
         str | None, typer.Argument(metavar="[RUN]", help=f"{_RUN_HELP} All runs if omitted.")
     ] = None,
-    fmt: Annotated[TableFormat, typer.Option("--format")] = TableFormat.table,
+    fmt: Annotated[
+        DataFormat,
+        typer.Option(
+            "--format",
+            help="json: one document; jsonl: a line per run checked, then per fault; "
+            "csv: a row per fault.",
+        ),
+    ] = DataFormat.table,
     anchor: Annotated[
         Path | None,
         typer.Option(help="Also prove the ledger still holds all this anchor covered."),
@@ -560,7 +562,7 @@ def verify(
 ) -> None:
     """Check hash chains, version gaps, seals and signatures; exit 1 on any fault."""
     from kasmina.ledger import anchors
-    from kasmina.ledger.verify import report_json
+    from kasmina.ledger.verify import FAULT_FIELDS, fault_values, report_json, report_lines
     from kasmina.signing import trusted_public_key
 
     trusted = trusted_public_key(public_key)
@@ -573,8 +575,12 @@ def verify(
         report = ledger.verify(run_id, trusted=trusted, jobs=jobs)
         if anchored is not None:
             report.faults.extend(anchors.check_anchor(ledger, anchored, trusted))
-    if fmt is TableFormat.json:
+    if fmt is DataFormat.json:
         sys.stdout.write(report_json(report) + "\n")
+    elif fmt is DataFormat.jsonl:
+        write_json(report_lines(report), sys.stdout, lines=True)
+    elif fmt is DataFormat.csv:
+        write_csv(FAULT_FIELDS, map(fault_values, report.faults), sys.stdout)
     else:
         for check in report.runs:
             seal = "sealed" if check.sealed else "open (no RunFinished)"

@@ -272,12 +272,13 @@ def test_commands_that_need_no_torch_never_import_it(args: list[str], tmp_path: 
     assert result == "RESULT 0 []", proc.stdout + proc.stderr
 
 
-def test_help_imports_no_database_or_validation_stack() -> None:
+@pytest.mark.parametrize("flag", ["--help", "--version"])
+def test_help_and_version_import_no_database_or_validation_stack(flag: str) -> None:
     code = (
         "import sys; from kasmina.cli import main\n"
-        "rc = main(['--help'])\n"
-        "print('RESULT', sorted(m for m in ('torch', 'sqlalchemy', 'alembic', 'psycopg')"
-        " if m in sys.modules))\n"
+        f"rc = main([{flag!r}])\n"
+        "heavy = ('torch', 'sqlalchemy', 'alembic', 'psycopg', 'pydantic', 'kasmina.ledger.core')\n"
+        "print('RESULT', rc, sorted(m for m in heavy if m in sys.modules))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert proc.stdout.splitlines()[-1] == "RESULT []", proc.stdout + proc.stderr
+    assert proc.stdout.splitlines()[-1] == "RESULT 0 []", proc.stdout + proc.stderr

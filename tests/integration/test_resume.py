@@ -23,6 +23,7 @@ import pytest
 
 from kasmina.events import CheckpointSaved, RunResumed
 from kasmina.ledger import Ledger
+from kasmina.ledger.rows import RowReader
 from kasmina.replay.engine import replay_run
 from kasmina.replay.reexecution import Reexecution, compare, live_events
 
@@ -188,3 +189,34 @@ def test_a_missing_or_corrupt_checkpoint_is_a_verify_fault_naming_its_digest(
         second.unlink()
         faults = {(f.kind, f.detail.split()[1]) for f in ledger.verify("t").faults}
     assert faults == {("bad_artifact", saved[0].digest), ("missing_artifact", saved[1].digest)}
+
+
+def test_verify_names_a_checkpoints_row_without_looking_up_its_previous_hash(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint row that hashes soundly is never rendered as the view shows it:
+    its fault takes the stored columns, with no query for its stream's previous hash."""
+    from kasmina.programs import run_program
+
+    program = tmp_path / "tiny.py"
+    program.write_text(TINY)
+    with Ledger.open(db_url, artifacts=tmp_path / "store") as ledger:
+        run_program(ledger, f"{program}:main", run_id="t")
+        saved = [e for e in ledger.read("t") if isinstance(e.payload, CheckpointSaved)]
+        assert ledger.artifacts is not None and len(saved) == 2
+        for event in saved:
+            assert isinstance(event.payload, CheckpointSaved)
+            (ledger.artifacts.root / event.payload.path).unlink()
+        looked_up: list[object] = []
+        previous_at = RowReader._previous_at
+
+        def recorded(reader: RowReader, position: object) -> object:
+            looked_up.append(position)
+            return previous_at(reader, position)
+
+        monkeypatch.setattr(RowReader, "_previous_at", recorded)
+        faults = ledger.verify("t").faults
+    assert [(f.kind, f.stream_id, f.position, f.version) for f in faults] == [
+        ("missing_artifact", e.stream_id, e.position, e.version) for e in saved
+    ]
+    assert not {e.position for e in saved} & set(looked_up)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
 import rawdb
 
-from kasmina.ledger import Ledger
+from kasmina.ledger import Ledger, verify_jobs
+from kasmina.ledger.store import Param, Row
 from kasmina.ledger.verify import ChainChecker
 from kasmina.ledger.verify_jobs import range_ends, start_state
 from kasmina.replay.synthetic import synthetic_run
@@ -53,6 +56,47 @@ def test_ranges_split_a_run_evenly(ledger: Ledger) -> None:
     ]
     assert ends == [positions[events // 3 - 1], positions[2 * events // 3 - 1]]
     assert range_ends(ledger._store, run, 1) == []
+
+
+def _counted(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The queries `ledger`'s store is asked from now on."""
+    asked: list[str] = []
+    fetch = ledger._store.fetch
+
+    def recorded(sql: str, params: Sequence[Param] = ()) -> list[Row]:
+        asked.append(sql)
+        return fetch(sql, params)
+
+    monkeypatch.setattr(ledger._store, "fetch", recorded)
+    return asked
+
+
+def test_a_run_too_short_to_split_is_not_counted(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_id = _record(ledger)
+    run = ledger._rows.stored_run(run_id)
+    assert run is not None
+    monkeypatch.setattr(verify_jobs, "available_cpus", lambda: 8)
+    asked = _counted(ledger, monkeypatch)
+    assert range_ends(ledger._store, run, None) == []
+    assert range_ends(ledger._store, run, 1) == []
+    assert asked and not [sql for sql in asked if "COUNT" in sql.upper()]
+
+
+def test_a_run_long_enough_to_split_is_counted_and_split_as_before(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_id = _record(ledger)
+    run = ledger._rows.stored_run(run_id)
+    assert run is not None
+    events = ledger.verify(run_id).runs[0].events
+    monkeypatch.setattr(verify_jobs, "available_cpus", lambda: 3)
+    monkeypatch.setattr(verify_jobs, "EVENTS_PER_JOB", events // 3)
+    asked = _counted(ledger, monkeypatch)
+    assert range_ends(ledger._store, run, None) == range_ends(ledger._store, run, 3)
+    assert len(range_ends(ledger._store, run, None)) == 2
+    assert [sql for sql in asked if "COUNT" in sql.upper()]
 
 
 def test_a_sound_run_split_between_processes_verifies_as_in_one(ledger: Ledger) -> None:

@@ -56,6 +56,7 @@ from kasmina.ledger.store import (
     integer,
     optional_integer,
 )
+from kasmina.versions import package_version
 
 if TYPE_CHECKING:
     from kasmina.ledger.verify import VerifyReport
@@ -105,15 +106,6 @@ class RunInfo:
     #: With `Ledger.runs(summary=True)`: epochs recorded, and the last ``val_accuracy``.
     epochs: int | None = None
     final_val_accuracy: float | None = None
-
-
-def package_version(name: str) -> str | None:
-    from importlib import metadata  # not at start: a command that writes no run never asks
-
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def open_store(url: str, synchronous: Literal["NORMAL", "FULL"], *, create: bool) -> Store:

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, astuple, dataclass, field, fields
 from functools import partial
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, cast
 
 import orjson
 
@@ -105,9 +105,27 @@ class VerifyReport:
         return sum(r.events for r in self.runs)
 
 
+class SavedArtifact(NamedTuple):
+    """A ``CheckpointSaved`` row as the artifact check reads it, each column as stored.
+
+    Only these four: the checker keeps them from a row it hashed from its
+    stored columns without rendering it as the view shows it, which would
+    cost a query for the stream's previous hash.
+    """
+
+    position: object
+    stream: object
+    version: object
+    payload: object
+
+    @classmethod
+    def of(cls, row: Row) -> SavedArtifact:
+        return cls(row[0], row[3], row[4], row[9])
+
+
 RowSource = Callable[..., Iterator[Row]]
 #: Checks a run's stored rows with a checker made for it, adding its checkpoint rows to the list.
-RunChecker = Callable[["ChainChecker", RowReader, StoredRun, list[Row]], None]
+RunChecker = Callable[["ChainChecker", RowReader, StoredRun, list[SavedArtifact]], None]
 
 
 def verify_runs(
@@ -149,7 +167,7 @@ def verify_runs(
             link=starts.link(run_id, form),
             trusted=trusted,
         )
-        saved: list[Row] = []
+        saved: list[SavedArtifact] = []
         stored = reader.stored_run(run_id) if reader is not None else None
         if reader is not None and stored is not None:
             checks(checker, reader, stored, saved)
@@ -157,7 +175,7 @@ def verify_runs(
             for row in rows(run_id):
                 checker.check(row)
                 if row[5] == "CheckpointSaved":
-                    saved.append(row)
+                    saved.append(SavedArtifact.of(row))
         report.runs.append(checker.result())
         report.faults.extend(starts.faults(run_id))
         report.faults.extend(checker.faults)
@@ -170,7 +188,7 @@ def verify_runs(
 
 
 def check_sequentially(
-    checker: ChainChecker, reader: RowReader, run: StoredRun, saved: list[Row]
+    checker: ChainChecker, reader: RowReader, run: StoredRun, saved: list[SavedArtifact]
 ) -> None:
     """Check a run's stored rows in this process, in position order."""
     checker.check_stored(run, reader.stored_pages(run), partial(reader.render, run), saved)
@@ -253,16 +271,16 @@ class RunStartChain:
 
 
 def _check_artifacts(
-    store: Store, run_id: str, saved: list[Row], artifacts: ArtifactStore | None
+    store: Store, run_id: str, saved: list[SavedArtifact], artifacts: ArtifactStore | None
 ) -> list[Fault]:
     """A fault for each recorded checkpoint whose file is missing or is not what was recorded."""
     faults = []
     for row in saved:
-        position = row[0] if type(row[0]) is int else None
-        version = row[4] if type(row[4]) is int else None
-        stream = _text(row[3])
+        position = row.position if type(row.position) is int else None
+        version = row.version if type(row.version) is int else None
+        stream = _text(row.stream)
         try:
-            payload = store.payload_value(row[9])
+            payload = store.payload_value(row.payload)
         except (TypeError, ValueError):
             continue  # the chain check has named this row already
         if not isinstance(payload, dict) or not isinstance(payload.get("digest"), str):
@@ -430,7 +448,7 @@ class ChainChecker:
         run: StoredRun,
         pages: Iterable[list[tuple[Any, ...]]],
         render: Callable[[tuple[Any, ...]], Row | None],
-        saved: list[Row],
+        saved: list[SavedArtifact],
     ) -> None:
         """Check a run's rows as stored (`RowReader.stored_pages`), adding its
         ``CheckpointSaved`` rows to `saved`: `check` without rendering every row.
@@ -501,15 +519,13 @@ class ChainChecker:
                 heads[stream] = (version, stored_hash)
                 self.run_prev, self.last_position = stored_hash, position
                 if event_type == "CheckpointSaved":
-                    row = render(stored)
-                    if row is not None:
-                        saved.append(row)
+                    saved.append(SavedArtifact(position, stream, version, payload))
 
-    def _check_rendered(self, row: Row | None, saved: list[Row]) -> None:
+    def _check_rendered(self, row: Row | None, saved: list[SavedArtifact]) -> None:
         if row is not None:  # None: a row the view leaves out, as `verify` of the view does
             self.check(row)
             if row[5] == "CheckpointSaved":
-                saved.append(row)
+                saved.append(SavedArtifact.of(row))
 
     def _origin(self, stream: str, row: Row) -> str:
         """What the first event of `stream` links to: nothing, but for a format-2 run's
@@ -820,31 +836,30 @@ def _signature_problem(
 
 
 def report_json(report: VerifyReport) -> str:
+    """The report as one JSON document: the verdict, each run checked, each fault."""
     return json.dumps(
         {
             "ok": report.ok,
             "events": report.events,
-            "runs": [
-                {
-                    "run_id": r.run_id,
-                    "events": r.events,
-                    "streams": r.streams,
-                    "sealed": r.sealed,
-                    "format": r.format,
-                }
-                for r in report.runs
-            ],
-            "faults": [
-                {
-                    "run_id": f.run_id,
-                    "stream_id": f.stream_id,
-                    "position": f.position,
-                    "version": f.version,
-                    "kind": f.kind,
-                    "detail": f.detail,
-                }
-                for f in report.faults
-            ],
+            "runs": [asdict(r) for r in report.runs],
+            "faults": [asdict(f) for f in report.faults],
         },
         indent=2,
     )
+
+
+def report_lines(report: VerifyReport) -> Iterator[str]:
+    """Each run checked, then each fault, as one JSON object a line, each with the
+    fields `report_json` gives it; ``record`` tells them apart (``kind`` is a fault's)."""
+    for check in report.runs:
+        yield json.dumps({"record": "run", **asdict(check)})
+    for fault in report.faults:
+        yield json.dumps({"record": "fault", **asdict(fault)})
+
+
+#: The columns of `fault_values`: a fault's fields, as `report_json` gives them.
+FAULT_FIELDS = tuple(f.name for f in fields(Fault))
+
+
+def fault_values(fault: Fault) -> tuple[object, ...]:
+    return astuple(fault)

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from kasmina.ledger.errors import translate
 from kasmina.ledger.rows import RowReader, StoredRun
-from kasmina.ledger.store import Row, Store, integer
-from kasmina.ledger.verify import ChainChecker, RunChecker, check_sequentially
+from kasmina.ledger.store import Store, integer
+from kasmina.ledger.verify import ChainChecker, RunChecker, SavedArtifact, check_sequentially
 
 #: Events a job must have to pay for starting a process (about half a second).
 EVENTS_PER_JOB = 100_000
@@ -50,7 +50,7 @@ class _Checked:
     run_prev: str | None
     last_position: int | None
     sealed: bool
-    saved: list[Row]
+    saved: list[SavedArtifact]
 
 
 def available_cpus() -> int:
@@ -69,7 +69,11 @@ def in_jobs(jobs: int | None) -> RunChecker:
 
 
 def _check_in_jobs(
-    jobs: int | None, checker: ChainChecker, reader: RowReader, run: StoredRun, saved: list[Row]
+    jobs: int | None,
+    checker: ChainChecker,
+    reader: RowReader,
+    run: StoredRun,
+    saved: list[SavedArtifact],
 ) -> None:
     ends = range_ends(reader.store, run, jobs)
     if not ends:
@@ -138,12 +142,18 @@ class _Worker:
 
 
 def range_ends(store: Store, run: StoredRun, jobs: int | None) -> list[int]:
-    """The last position of every range but the last; none where one job is best."""
+    """The last position of every range but the last; none where one job is best.
+
+    A run too short to split is told by its first and last positions before
+    its events are counted: the count reads every row of the run, and most
+    runs a verify meets are short.
+    """
     with translate(store.url):
+        if _jobs_for(_position_span(store, run), jobs) <= 1:
+            return []
         count = store.fetch("SELECT COUNT(*) FROM ledger_events WHERE run_key = ?", [run.run_key])
         events = integer(count[0][0], "a count")
-        wanted = min(available_cpus(), events // EVENTS_PER_JOB) if jobs is None else jobs
-        wanted = min(wanted, events)
+        wanted = _jobs_for(events, jobs)
         if wanted <= 1:
             return []
         ends = []
@@ -155,6 +165,22 @@ def range_ends(store: Store, run: StoredRun, jobs: int | None) -> list[int]:
             )
             ends.append(integer(found[0][0], "a position"))
         return ends
+
+
+def _jobs_for(events: int, jobs: int | None) -> int:
+    wanted = min(available_cpus(), events // EVENTS_PER_JOB) if jobs is None else jobs
+    return min(wanted, events)
+
+
+def _position_span(store: Store, run: StoredRun) -> int:
+    """No fewer than the run's events, as positions are unique: two probes of the
+    (run_key, position) index. Runs written side by side make it larger, never smaller."""
+    sql = "SELECT position FROM ledger_events WHERE run_key = ? ORDER BY position {} LIMIT 1"
+    first = store.fetch(sql.format("ASC"), [run.run_key])
+    if not first:
+        return 0
+    last = store.fetch(sql.format("DESC"), [run.run_key])
+    return integer(last[0][0], "a position") - integer(first[0][0], "a position") + 1
 
 
 def start_state(store: Store, run: StoredRun, after: int) -> _Start:
@@ -235,7 +261,7 @@ def _check_range(
 def _checked(
     checker: ChainChecker, reader: RowReader, run: StoredRun, after: int | None, until: int | None
 ) -> _Checked:
-    saved: list[Row] = []
+    saved: list[SavedArtifact] = []
     pages = reader.stored_pages(run, after=after, until=until)
     checker.check_stored(run, pages, partial(reader.render, run), saved)
     return _Checked(

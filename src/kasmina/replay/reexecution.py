@@ -251,7 +251,7 @@ def reexecute(
 
 
 def _environment_notes(started: RunStarted, ledger: Ledger) -> list[str]:
-    from kasmina.ledger.core import package_version
+    from kasmina.versions import package_version
 
     here = {
         "kasmina_version": package_version("kasmina") or "unknown",

@@ -15,9 +15,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from kasmina.ledger import Ledger
-from kasmina.ledger.core import package_version
 from kasmina.report.data import READ_STEPS, RunData, chart_names, read_run
 from kasmina.report.page import render_page
+from kasmina.versions import package_version
 
 
 def render_report(
