@@ -781,7 +781,7 @@ def report(
     run_ids: Annotated[
         list[str],
         typer.Argument(
-            metavar="RUN...",
+            metavar="RUN",
             help=_RUN_HELP + " Two runs or more give one page comparing them.",
             show_default=False,
         ),
@@ -795,6 +795,7 @@ def report(
         typer.Option(
             "--metric",
             "-m",
+            metavar="NAME",
             help="Chart this metric (repeat for more; default: every metric recorded once "
             "per epoch). Any EpochCompleted or per-slot metric, free-named ones included.",
             show_default=False,
