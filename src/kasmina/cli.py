@@ -770,9 +770,11 @@ def export(
 ) -> None:
     """Write a run's events and every SQL view to files, one per table (docs/export.md)."""
     from kasmina.export import export_run
+    from kasmina.progress import Progress
 
-    with _open() as ledger:
-        written = export_run(ledger, ledger.resolve_run(run_id), output, fmt.value)
+    with _open() as ledger, Progress("exporting", None, err, unit="rows") as progress:
+        run_id = ledger.resolve_run(run_id)
+        written = export_run(ledger, run_id, output, fmt.value, progress=progress.update)
     err.print(f"wrote {len(written)} files to {output}", highlight=False, markup=False)
 
 
@@ -1051,7 +1053,12 @@ def run(
         try:
             if resume is not None:
                 rid = resume_program(
-                    ledger, resume, allow_code_change=allow_code_change, device=device, console=err
+                    ledger,
+                    resume,
+                    allow_code_change=allow_code_change,
+                    device=device,
+                    console=err,
+                    progress=err,
                 ).run.run_id
             elif fork is not None:
                 rid = fork_program(
@@ -1065,6 +1072,7 @@ def run(
                     device=device,
                     argv=list(context.args) if context.args else None,
                     deterministic=deterministic,
+                    progress=err,
                 ).run.run_id
             else:
                 assert target is not None
@@ -1078,6 +1086,7 @@ def run(
                     device=device or "cpu",
                     argv=list(context.args),
                     deterministic=deterministic is not False,
+                    progress=err,
                 )
         except ProgramFailed as exc:
             import traceback
@@ -1109,7 +1118,15 @@ def demo(
     if epochs < 1 or slots < 1:
         raise KasminaError("--epochs and --slots must be at least 1")
     with _open(create=True) as ledger:
-        run_demo(ledger, epochs=epochs, slots=slots, seed=seed, console=out, run_id=run_id)
+        run_demo(
+            ledger,
+            epochs=epochs,
+            slots=slots,
+            seed=seed,
+            console=out,
+            run_id=run_id,
+            progress=err,
+        )
 
 
 def _error_line(exc: BaseException) -> str:

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 from rich.console import Console
-from rich.progress import Progress
 from torch import nn
 
 from kasmina.canonical import Json
@@ -29,6 +28,7 @@ from kasmina.events import RunStarted, SeedStageChanged
 from kasmina.gates import QualityGates
 from kasmina.ledger import Ledger, Run
 from kasmina.policy import HeuristicPolicy, Policy
+from kasmina.progress import Progress
 from kasmina.replay.live import LiveStates, check_live, live_state
 from kasmina.runtime.blocks import BlockPool
 from kasmina.runtime.manager import SeedManager
@@ -191,17 +191,26 @@ def run_demo(
     seed: int = 7,
     console: Console | None = None,
     run_id: str | None = None,
+    progress: Console | None = None,
 ) -> DemoResult:
     """Train, grow, record; returns the run id, accuracies and each seed's path.
 
     The demo is a program like any other (`main`), started as `kasmina run`
-    starts one, so its run can be re-executed the same way.
+    starts one, so its run can be re-executed the same way. `console` gets
+    the outcome, `progress` the epochs as they are trained.
     """
     from kasmina.programs import execute_program
 
     config = DemoConfig(epochs=epochs, slots=slots, seed=seed).to_json()
     ctx = execute_program(
-        ledger, ENTRY_POINT, config=config, seed=seed, name="digits", run_id=run_id, console=console
+        ledger,
+        ENTRY_POINT,
+        config=config,
+        seed=seed,
+        name="digits",
+        run_id=run_id,
+        console=console,
+        progress=progress,
     )
     assert isinstance(ctx.result, DemoResult)
     return ctx.result
@@ -220,6 +229,7 @@ def main(ctx: RunContext) -> DemoResult:
         config,
         lambda c: ctx.policy(demo_policy(c)),
         console=ctx.console,
+        progress=ctx.progress,
         start=lambda: ctx.run,
         check_replay=not ctx.replaying,
         summary=not ctx.replaying,
@@ -232,6 +242,7 @@ def train(
     policy: Callable[[DemoConfig], Policy],
     *,
     console: Console | None = None,
+    progress: Console | None = None,
     run_id: str | None = None,
     check_replay: bool = True,
     threads: int = 1,
@@ -243,8 +254,8 @@ def train(
     `policy` makes the decisions: `demo_policy` for a new run, the recorded
     decisions when `kasmina.replay.reexecution` runs a recorded one again.
     With `check_replay`, the live slots at the end of every epoch are
-    compared with the fold of the ledger up to that epoch. `console` shows
-    the progress bar and, with `summary`, the run's outcome.
+    compared with the fold of the ledger up to that epoch. With `summary`,
+    `console` shows the run's outcome; `progress` shows the epochs trained.
     """
     console = console or Console(quiet=True)
     saved_threads = torch.get_num_threads()
@@ -254,7 +265,7 @@ def train(
     try:
         if start is None:
             start = partial(_start, ledger, config, run_id)
-        result = _run(ledger, config, policy(config), console, start, check_replay)
+        result = _run(ledger, config, policy(config), progress, start, check_replay)
     finally:
         torch.set_num_threads(saved_threads)
         torch.use_deterministic_algorithms(deterministic)
@@ -300,7 +311,7 @@ class DemoProgram:
             scratch,
             DemoConfig.from_json(started.config),
             lambda _: policy,
-            console=console,
+            progress=console,
             run_id=run_id,
             check_replay=False,
             threads=started.num_threads or 1,
@@ -329,7 +340,7 @@ def _run(
     ledger: Ledger,
     config: DemoConfig,
     policy: Policy,
-    console: Console,
+    progress: Console | None,
     start: Callable[[], Run[Ledger]],
     check_replay: bool,
 ) -> DemoResult:
@@ -364,8 +375,7 @@ def _run(
     accuracy = before
     live: LiveStates = {}
 
-    with Progress(console=console, disable=not console.is_terminal, transient=True) as bar:
-        task = bar.add_task("training", total=config.epochs)
+    with Progress("training", config.epochs, progress, unit="epochs") as trained:
         for epoch in range(config.epochs):
             train_loss = _train_epoch(model, manager, optimizer, x_train, y_train, shuffle, config)
             result = manager.end_epoch(
@@ -389,7 +399,7 @@ def _run(
             recorder.flush()
             if check_replay:
                 live[epoch] = {s.slot_id: live_state(s) for s in slot_list}
-            bar.advance(task)
+            trained.update(epoch + 1)
     recorder.close()
     run.finish()
     report = ledger.verify(run.run_id)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from itertools import islice
@@ -45,6 +45,8 @@ PARQUET_HINT = (
 )
 #: Rows per Parquet record batch (and row group): bounded memory, large enough to compress well.
 BATCH_ROWS = 50_000
+#: Rows between two reports to `export_run`'s `progress`.
+TALLY_ROWS = 1000
 
 Value: TypeAlias = "int | float | str | bool | datetime | None"
 Row: TypeAlias = tuple[Value, ...]
@@ -309,11 +311,39 @@ def _parquet_writer() -> Callable[[Table, IO[bytes]], None]:
     return write
 
 
-def export_run(ledger: Ledger, run_id: str, directory: Path | str, fmt: str = "csv") -> list[Path]:
+class _Tally:
+    """Rows written over every table, told to `progress` every `TALLY_ROWS` rows and
+    at each table's end (a clock read per row would cost more than the count)."""
+
+    def __init__(self, progress: Callable[[int], None]) -> None:
+        self.done = 0
+        self._progress = progress
+
+    def counted(self, rows: Generator[Row, None, None]) -> Generator[Row, None, None]:
+        try:
+            for row in rows:
+                self.done += 1
+                if self.done % TALLY_ROWS == 0:
+                    self._progress(self.done)
+                yield row
+        finally:
+            rows.close()
+        self._progress(self.done)
+
+
+def export_run(
+    ledger: Ledger,
+    run_id: str,
+    directory: Path | str,
+    fmt: str = "csv",
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> list[Path]:
     """Write the run's tables to `directory` as ``NAME.FMT``; returns the paths written.
 
     The folder is made if missing. Files of the same names are replaced, each
     one whole (written beside it, then renamed); other files are left alone.
+    `progress` is told the rows written so far, all tables together.
     """
     if fmt not in FORMATS:
         raise KasminaError(f"unknown export format {fmt!r}: use {', '.join(FORMATS)}")
@@ -322,17 +352,20 @@ def export_run(ledger: Ledger, run_id: str, directory: Path | str, fmt: str = "c
     ledger.require_run(run_id)
     folder = Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
-    written = []
+    written: list[Path] = []
+    tally = None if progress is None else _Tally(progress)
     for table in run_tables(ledger, run_id):
         path = folder / f"{table.name}.{fmt}"
+        rows = table.rows if tally is None else tally.counted(table.rows)
         try:
             if parquet is not None:
                 with atomic_bytes(path) as binary:
-                    parquet(table, binary)
+                    parquet(replace(table, rows=rows), binary)
             else:
                 with atomic_text(path) as text:
-                    text_writer(table, text)
+                    text_writer(replace(table, rows=rows), text)
         finally:
+            rows.close()
             table.rows.close()
         written.append(path)
     return written

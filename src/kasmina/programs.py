@@ -224,6 +224,9 @@ class RunContext:
     _run: Run[Ledger] | None = None
     #: Where the program may print (a rich Console), or None for silence.
     console: Any = None
+    #: Where a loop that knows its epochs shows them (`kasmina.progress`; the command's
+    #: stderr), apart from `console`, whose output may be the command's result; or None.
+    progress: Any = None
     #: What the program's function returned, once it has.
     result: object = None
     _replaying: Any = None
@@ -427,6 +430,7 @@ def execute_program(
     device: str = "cpu",
     argv: Sequence[str] = (),
     console: Any = None,
+    progress: Any = None,
     deterministic: bool = True,
 ) -> RunContext:
     """Load the program, start its run, call it, and finish the run; its context.
@@ -449,6 +453,7 @@ def execute_program(
         entry=entry,
         run_id=run_id,
         console=console,
+        progress=progress,
         _program=_program_record(entry, function, argv, device),
         deterministic=deterministic,
     )
@@ -480,6 +485,7 @@ def fork_program(
     device: str | None = None,
     argv: Sequence[str] | None = None,
     console: Any = None,
+    progress: Any = None,
     deterministic: bool | None = None,
 ) -> RunContext:
     """Start a new run from another run's checkpoint at an epoch (`fork` is ``RUN@EPOCH``).
@@ -529,6 +535,7 @@ def fork_program(
         entry=entry,
         run_id=run_id,
         console=console,
+        progress=progress,
         _program={
             **_program_record(entry, function, argv, device),
             "parent": parent.model_dump(),
@@ -618,6 +625,7 @@ def resume_program(
     allow_code_change: bool = False,
     device: str | None = None,
     console: Any = None,
+    progress: Any = None,
 ) -> RunContext:
     """Run an unfinished run's program again, to go on from its last checkpoint.
 
@@ -651,6 +659,7 @@ def resume_program(
         entry=entry,
         run_id=run_id,
         console=console,
+        progress=progress,
         _resuming=started,
         deterministic=_recorded_deterministic(started),
     )
@@ -741,6 +750,7 @@ class RecordedProgram:
             entry=entry,
             run_id=run_id,
             console=console,
+            progress=console,
             _program={
                 "entry_point": started.entry_point,
                 "argv": list(started.argv),

@@ -5,6 +5,11 @@ reader guessing whether a long ``replay`` is stuck; so off a terminal the
 progress is one plain line every `KASMINA_PROGRESS_S` seconds (5 by
 default): what is being done, how far, and about how long is left. Work
 that ends before the first line is due prints nothing.
+
+The bar leaves standard output alone (rich would otherwise carry what is
+printed there to the bar's console while it runs), so a command's output
+stays where a pipe expects it; and with no console there is no progress,
+for work done from Python rather than by the `kasmina` command.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ class Progress:
         self,
         what: str,
         total: int | None,
-        console: Console,
+        console: Console | None,
         *,
         unit: str = "events",
         clock: Callable[[], float] = time.monotonic,
@@ -50,8 +55,8 @@ class Progress:
     def __enter__(self) -> Progress:
         self._start = self._clock()
         self._next = self._start + self._every
-        if self._console.is_terminal:
-            self._bar = Bar(console=self._console, transient=True)
+        if self._console is not None and self._console.is_terminal:
+            self._bar = Bar(console=self._console, transient=True, redirect_stdout=False)
             self._bar.start()
             self._task = self._bar.add_task(self.what, total=self.total)
         return self
@@ -59,6 +64,8 @@ class Progress:
     def update(self, done: int) -> None:
         if self._bar is not None:
             self._bar.update(self._task, completed=done)
+            return
+        if self._console is None:
             return
         now = self._clock()
         if now >= self._next:

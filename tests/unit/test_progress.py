@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import sys
 
 import pytest
 from rich.console import Console
@@ -59,3 +60,20 @@ def test_a_bad_interval_falls_back_to_the_default(monkeypatch: pytest.MonkeyPatc
         clock.now += 0.1
         progress.update(6)
     assert text.getvalue() == "folding: 6/10 events (60%), 5 s, about 3 s left\n"
+
+
+def test_no_console_no_progress(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(EVERY_ENV, "0")
+    with Progress("folding", 10, None) as progress:
+        progress.update(5)  # nowhere to go, and no error
+
+
+def test_the_bar_leaves_standard_output_where_it_is() -> None:
+    """Rich would carry what is printed to stdout onto the bar's console (stderr) while
+    the bar runs: a command's output would leave the pipe it was meant for."""
+    terminal = Console(file=io.StringIO(), force_terminal=True)
+    before = sys.stdout
+    with Progress("folding", 10, terminal) as progress:
+        assert sys.stdout is before
+        progress.update(5)
+    assert sys.stdout is before

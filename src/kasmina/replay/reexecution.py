@@ -13,7 +13,7 @@ timestamps, hashes, and so the seal's hashes).
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import zip_longest
 from pathlib import Path
@@ -36,6 +36,7 @@ from kasmina.events import (
 from kasmina.ledger import Ledger
 from kasmina.ledger.attempts import Attempts
 from kasmina.policy import Policy, RecordedPolicy
+from kasmina.progress import Progress
 
 #: RunStarted fields that describe the machine, not the run; differences are reported, not failed.
 ENVIRONMENT_FIELDS = ("kasmina_version", "python_version", "torch_version", "platform")
@@ -129,8 +130,15 @@ def live_events(
             yield e
 
 
-def compare(recorded: Ledger, replayed: Ledger, run_id: str, report: Reexecution) -> None:
-    """Compare every stream of the run in both ledgers; note the first divergence of each."""
+def compare(
+    recorded: Ledger,
+    replayed: Ledger,
+    run_id: str,
+    report: Reexecution,
+    progress: Callable[[int], None] | None = None,
+) -> None:
+    """Compare every stream of the run in both ledgers; note the first divergence of each.
+    `progress` is told the events compared so far."""
     ours, theirs = recorded.attempts(run_id), replayed.attempts(run_id)
     for stream in sorted(_streams(recorded, run_id) | _streams(replayed, run_id)):
         pairs: Iterator[tuple[StoredEvent | None, StoredEvent | None]] = zip_longest(
@@ -148,6 +156,8 @@ def compare(recorded: Ledger, replayed: Ledger, run_id: str, report: Reexecution
             assert a is not None
             report.compared += 1
             report.digests += _digests(a)
+            if progress is not None:
+                progress(report.compared)
 
 
 _CHECKPOINT_FILE = frozenset({"payload.digest", "payload.bytes", "payload.path"})
@@ -218,7 +228,11 @@ def reexecute(
     trust: bool = False,
     console: Console | None = None,
 ) -> Reexecution:
-    """Train the recorded run again on CPU, decisions from the log, and compare the events."""
+    """Train the recorded run again on CPU, decisions from the log, and compare the events.
+
+    `console` (the command's stderr) is the re-run's, for its notes and the
+    epochs it trains, and shows how far the comparison has gone.
+    """
     ledger.require_run(run_id)
     if not trust:
         verdict = ledger.verify(run_id)
@@ -244,7 +258,8 @@ def reexecute(
             program.rerun(scratch, started, policy, run_id=run_id, console=console)
             # The program's notes (a code change, the machine's differences) go first.
             report.notes[:0] = program.notes
-            compare(ledger, scratch, run_id, report)
+            with Progress("comparing", None, console) as compared:
+                compare(ledger, scratch, run_id, report, compared.update)
     if policy.left:
         report.notes.append(f"{policy.left} recorded decisions were never asked for")
     return report
