@@ -872,7 +872,12 @@ def replay(
     ] = None,
     fmt: Annotated[
         DataFormat,
-        typer.Option("--format", help="json: the whole state; jsonl and csv: a slot a row."),
+        typer.Option(
+            "--format",
+            help="json: the whole state; jsonl and csv: a slot a row. With --verify: the "
+            "comparison, jsonl a line for the run then one per divergence, csv a row per "
+            "differing field.",
+        ),
     ] = DataFormat.table,
     reexecute: Annotated[
         bool,
@@ -908,7 +913,7 @@ def replay(
     if reexecute:
         if at_epoch is not None or at_position is not None:
             raise KasminaError("--verify re-executes the whole run; drop --at-epoch/--at-position")
-        _reexecute(run_id, trust, allow_code_change, device)
+        _reexecute(run_id, trust, allow_code_change, device, fmt)
         return
     with _open() as ledger:
         run_id = ledger.resolve_run(run_id)
@@ -932,7 +937,9 @@ def replay(
         print_rows(display.STATE_FIELDS, display.state_values(state), fmt, sys.stdout, out)
 
 
-def _reexecute(run_id: str, trust: bool, allow_code_change: bool, device: str | None) -> None:
+def _reexecute(
+    run_id: str, trust: bool, allow_code_change: bool, device: str | None, fmt: DataFormat
+) -> None:
     try:
         from kasmina.demo import PROGRAM
         from kasmina.replay.reexecution import Program, reexecute, started_of
@@ -950,7 +957,14 @@ def _reexecute(run_id: str, trust: bool, allow_code_change: bool, device: str | 
         if started_of(ledger, run_id).entry_point is not None:  # started by `kasmina run`
             program = RecordedProgram(allow_code_change, source=ledger, device=device)
         report = reexecute(ledger, run_id, program, trust=trust, console=err)
-    display.print_reexecution(out, report)
+    if fmt is DataFormat.json:
+        sys.stdout.write(json.dumps(display.reexecution_dict(report), ensure_ascii=False) + "\n")
+    elif fmt is DataFormat.jsonl:
+        write_json(display.reexecution_lines(report), sys.stdout, lines=True)
+    elif fmt is DataFormat.csv:
+        write_csv(display.DIVERGENCE_FIELDS, display.reexecution_rows(report), sys.stdout)
+    else:
+        display.print_reexecution(out, report)
     if not report.ok:
         raise typer.Exit(1)
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
+import json
 import subprocess
 import sys
 import textwrap
@@ -15,6 +18,7 @@ from kasmina.errors import NotReexecutable
 from kasmina.events import PolicyDecided, RunStarted, load_payload
 from kasmina.ledger import Ledger
 from kasmina.programs import ProgramError, ProgramFailed, RecordedProgram, run_program
+from kasmina.replay.display import DIVERGENCE_FIELDS
 from kasmina.replay.reexecution import Reexecution, reexecute
 
 BIN = str(Path(sys.executable).with_name("kasmina"))
@@ -325,6 +329,66 @@ def test_kasmina_replay_verify_re_executes_a_program_or_names_what_is_missing(
         f"error: run v was made by {program}:main, which cannot be loaded: "
         f"program file '{program}' does not exist"
     )
+
+
+def test_replay_verify_gives_its_comparison_in_every_format(tmp_path: Path) -> None:
+    program = write(tmp_path, "iris_formats.py", IRIS)
+    db = f"sqlite:///{tmp_path / 'f.db'}"
+    assert (
+        kasmina(
+            "--db",
+            db,
+            "run",
+            "iris_formats.py:main",
+            "--run-id",
+            "f",
+            "--config",
+            '{"epochs": 2}',
+            cwd=tmp_path,
+        ).returncode
+        == 0
+    )
+
+    def verify(fmt: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        return kasmina("--db", db, "replay", "f", "--verify", "--format", fmt, *extra, cwd=tmp_path)
+
+    sound = verify("json")
+    assert sound.returncode == 0, sound.stderr
+    tool = subprocess.run(
+        [sys.executable, "-m", "json.tool"], input=sound.stdout, text=True, capture_output=True
+    )
+    assert tool.returncode == 0, tool.stderr
+    whole = json.loads(sound.stdout)
+    assert whole["ok"] is True and whole["divergences"] == [] and whole["compared"] > 0
+    clean = verify("csv")
+    assert clean.returncode == 0 and clean.stdout.splitlines() == [",".join(DIVERGENCE_FIELDS)]
+
+    program.write_text(IRIS.replace('ctx.config.get("lr", 0.01)', 'ctx.config.get("lr", 0.05)'))
+    found = verify("json", "--allow-code-change")
+    assert found.returncode == 1
+    whole = json.loads(found.stdout)
+    assert whole["ok"] is False and whole["run_id"] == "f" and whole["divergences"]
+    run_stream = next(d for d in whole["divergences"] if d["stream_id"] == "run")
+    assert "val_accuracy" in run_stream["fields"]
+    recorded, replayed = run_stream["recorded"], run_stream["replayed"]
+    assert recorded["event_type"] == "EpochCompleted"
+    assert recorded["values"]["val_accuracy"] != replayed["values"]["val_accuracy"]
+
+    lines = verify("jsonl", "--allow-code-change")
+    assert lines.returncode == 1
+    records = [json.loads(line) for line in lines.stdout.splitlines()]
+    assert records[0] == {"record": "run", **{k: v for k, v in whole.items() if k != "divergences"}}
+    assert [r for r in records[1:]] == [
+        {"record": "divergence", "run_id": "f", **d} for d in whole["divergences"]
+    ]
+
+    table = verify("csv", "--allow-code-change")
+    assert table.returncode == 1
+    rows = list(csv.DictReader(io.StringIO(table.stdout)))
+    assert len(rows) == sum(len(d["fields"]) for d in whole["divergences"])
+    accuracy = next(r for r in rows if r["stream_id"] == "run" and r["field"] == "val_accuracy")
+    assert json.loads(accuracy["recorded"]) == recorded["values"]["val_accuracy"]
+    assert int(accuracy["recorded_position"]) == recorded["position"]
 
 
 def first_diverging_position(report: Reexecution) -> int:

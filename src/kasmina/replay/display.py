@@ -7,6 +7,7 @@ through `kasmina.terminal` (controls escaped, never read as markup).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING
 
 from rich.console import Console
@@ -122,18 +123,85 @@ def _side(e: StoredEvent | None, fields: tuple[str, ...]) -> str:
     """The event, and only its fields that differ (a payload field is ``payload.NAME``)."""
     if e is None:
         return "(no event: the stream ends here)"
-    payload = e.payload.model_dump(mode="json")
-    envelope = {"event_type": e.event_type, "epoch": e.epoch, "seed_id": e.seed_id}
     lines = [f"{e.event_type} (position {e.position}, epoch {e.epoch})"]
     for name in fields:
-        value = (
-            payload.get(name.removeprefix("payload."))
-            if name.startswith("payload.")
-            else envelope.get(name, e.schema_version)
-        )
-        text = json.dumps(value, sort_keys=True, ensure_ascii=False)
+        text = json.dumps(_value(e, name), sort_keys=True, ensure_ascii=False)
         lines.append(f"{name.removeprefix('payload.')} = {text}")
     return "\n".join(lines)
+
+
+#: `replay --verify --format csv`: one row per field of a diverging event.
+DIVERGENCE_FIELDS = (
+    "stream_id",
+    "version",
+    "field",
+    "recorded_position",
+    "recorded",
+    "replayed_position",
+    "replayed",
+)
+
+
+def _value(e: StoredEvent | None, name: str) -> object:
+    if e is None:
+        return None
+    if name.startswith("payload."):
+        return e.payload.model_dump(mode="json").get(name.removeprefix("payload."))
+    envelope = {"event_type": e.event_type, "epoch": e.epoch, "seed_id": e.seed_id}
+    return envelope.get(name, e.schema_version)
+
+
+def _event(e: StoredEvent | None, fields: tuple[str, ...]) -> dict[str, object] | None:
+    if e is None:
+        return None
+    values = {name.removeprefix("payload."): _value(e, name) for name in fields}
+    return {"position": e.position, "event_type": e.event_type, "epoch": e.epoch, "values": values}
+
+
+def reexecution_dict(report: Reexecution) -> dict[str, object]:
+    """The report as data: `--format json` prints it whole, jsonl a line per part."""
+    return {
+        "run_id": report.run_id,
+        "ok": report.ok,
+        "compared": report.compared,
+        "digests": report.digests,
+        "notes": list(report.notes),
+        "divergences": [
+            {
+                "stream_id": d.stream_id,
+                "version": d.version,
+                "fields": [f.removeprefix("payload.") for f in d.fields],
+                "recorded": _event(d.recorded, d.fields),
+                "replayed": _event(d.replayed, d.fields),
+            }
+            for d in report.divergences
+        ],
+    }
+
+
+def reexecution_lines(report: Reexecution) -> Iterator[str]:
+    """jsonl: the run's line (``"record": "run"``), then one per divergence."""
+    whole = reexecution_dict(report)
+    divergences = whole.pop("divergences")
+    assert isinstance(divergences, list)
+    yield json.dumps({"record": "run", **whole}, ensure_ascii=False)
+    for d in divergences:
+        yield json.dumps({"record": "divergence", "run_id": report.run_id, **d}, ensure_ascii=False)
+
+
+def reexecution_rows(report: Reexecution) -> Iterator[tuple[object, ...]]:
+    """csv: one row per differing field, values as JSON text; none for a run that reproduces."""
+    for d in report.divergences:
+        for name in d.fields:
+            yield (
+                d.stream_id,
+                d.version,
+                name.removeprefix("payload."),
+                None if d.recorded is None else d.recorded.position,
+                json.dumps(_value(d.recorded, name), sort_keys=True, ensure_ascii=False),
+                None if d.replayed is None else d.replayed.position,
+                json.dumps(_value(d.replayed, name), sort_keys=True, ensure_ascii=False),
+            )
 
 
 def print_reexecution(console: Console, report: Reexecution) -> None:
@@ -170,4 +238,14 @@ def print_reexecution(console: Console, report: Reexecution) -> None:
     )
 
 
-__all__ = ["print_reexecution", "print_state", "state_json", "state_rows", "state_values"]
+__all__ = [
+    "DIVERGENCE_FIELDS",
+    "print_reexecution",
+    "print_state",
+    "reexecution_dict",
+    "reexecution_lines",
+    "reexecution_rows",
+    "state_json",
+    "state_rows",
+    "state_values",
+]
