@@ -87,3 +87,30 @@ def test_an_unrecorded_metric_is_named_with_what_was_recorded(db_url: str) -> No
     message = str(caught.value)
     assert message.startswith("no metric named 'nope', '<b>' was recorded (recorded: ")
     assert "val_accuracy" in message
+
+
+def test_a_samples_gradient_metrics_are_charted_from_its_payload(db_url: str) -> None:
+    with Ledger.open(db_url) as led:
+        run = led.start_run("grads", seed=1)
+        for epoch in range(4):
+            for slot in ("a", "b"):
+                run.recorder.emit(
+                    SeedTelemetrySampled(
+                        slot_id=slot,
+                        stage="TRAINING",
+                        alpha=0.0,
+                        grad_norm=float("inf") if (slot, epoch) == ("b", 2) else 0.5 * epoch,
+                        grad_health=0.9,
+                    ),
+                    stream_id=f"slot/{slot}",
+                    epoch=epoch,
+                )
+        run.finish()
+        data = read_run(led, run.run_id, ["grad_norm", "grad_health"])
+        plain = read_run(led, run.run_id)
+    curves = {c.key: c.points for c in data.charts["grad_norm"]}
+    assert curves[("a", "grad_norm")] == [(e, 0.5 * e) for e in range(4)]
+    # An infinity is stored as text; it reads back as itself, not as SQLite's cast of it.
+    assert curves[("b", "grad_norm")][2] == (2, float("inf"))
+    assert [c.key[0] for c in data.charts["grad_health"]] == ["a", "b"]
+    assert "grad_norm" not in plain.charts and data.recorded["grad_norm"] == "slot"

@@ -24,7 +24,7 @@ from decimal import Decimal
 
 from kasmina.errors import LedgerError, ReportError
 from kasmina.ledger import Ledger
-from kasmina.ledger.sqljson import sql_literal
+from kasmina.ledger.sqljson import PayloadSql, sql_literal
 from kasmina.ledger.store import Row
 from kasmina.report.thinning import Curve, Thinner
 
@@ -36,6 +36,8 @@ OPTIONAL_VIEWS = ("seed_endings", "epoch_metrics", "metrics")
 RUN_COLUMNS = ("val_accuracy", "train_accuracy", "val_loss", "train_loss", "host_grad_norm")
 #: Each sample's own metrics, as `seed_timeline` names them: one value per slot and epoch.
 SLOT_COLUMNS = ("accuracy", "accuracy_delta", "counterfactual")
+#: A sample's metrics no view has a column for, read from its payload when charted.
+SAMPLE_FIELDS = ("grad_norm", "grad_health")
 RUN = "run"
 
 
@@ -335,6 +337,9 @@ def _readings(
                 recorded.setdefault(name, "slot")
                 if wanted is not None and name in wanted:
                     curves.add((slot, name), epoch, _float(value))
+    fields = [n for n in SAMPLE_FIELDS if wanted is not None and n in wanted]
+    if fields:
+        _sample_fields(ledger, where, fields, views, curves, recorded)
     found: dict[tuple[str | None, str], MetricSummary] = {}
     if "metrics" in views:
         for r in _rows(
@@ -366,6 +371,33 @@ def _readings(
         key=lambda m: (m.slot_id is not None, natural_key(m.slot_id or ""), m.name),
     )
     return Readings(alpha.curves(), charts, recorded, listed)
+
+
+def _sample_fields(
+    ledger: Ledger,
+    where: str,
+    fields: Sequence[str],
+    views: Collection[str],
+    curves: Thinner,
+    recorded: dict[str, str],
+) -> None:
+    """Per-slot metrics from the samples' payloads, over the live events as every view reads.
+
+    The raw JSON value is taken, not a SQL cast, so a NaN or infinity stored as
+    text reads as itself rather than as SQLite's 0.
+    """
+    j = PayloadSql(ledger.dialect)
+    source = "live_events" if "live_events" in views else "events"
+    picked = ", ".join(j.field(name) for name in fields)
+    for r in _rows(
+        ledger,
+        f"SELECT {j.field('slot_id')}, epoch, {picked} FROM {source} {where} "
+        "AND event_type = 'SeedTelemetrySampled' AND epoch IS NOT NULL",
+    ):
+        for name, value in zip(fields, r[2:], strict=True):
+            if value is not None:
+                recorded.setdefault(name, "slot")
+                curves.add((_str(r[0]), name), _int(r[1]), _float(value))
 
 
 def chart_names(recorded: dict[str, str], chosen: Sequence[str]) -> list[str]:
@@ -554,8 +586,14 @@ def _opt_int(value: object) -> int | None:
 
 
 def _float(value: object) -> float:
-    if isinstance(value, int | float | Decimal | str):
+    """A number from the views; NaN for anything that is not one (a hand-edited row)."""
+    if isinstance(value, int | float | Decimal):
         return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return math.nan
     return math.nan
 
 
@@ -580,6 +618,7 @@ __all__ = [
     "RUN_COLUMNS",
     "Readings",
     "RunData",
+    "SAMPLE_FIELDS",
     "SLOT_COLUMNS",
     "Summary",
     "Verdict",
