@@ -240,53 +240,68 @@ def _console_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if ":CONSOLE" in line]
 
 
+def rendered(chromium: str, page: Path, tmp_path: Path) -> str:
+    """The page's DOM as Chromium drew it; the page wrote nothing to the console."""
+    dom = _browse(chromium, page, tmp_path / "profile", "--dump-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert _console_lines(dom.stderr) == []
+    return dom.stdout
+
+
+def screenshot(chromium: str, page: Path, tmp_path: Path, name: str) -> Path:
+    """A PNG of the page, kept under $KASMINA_ARTIFACTS when set; no console line."""
+    folder = Path(os.environ.get("KASMINA_ARTIFACTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    shot = folder / name
+    snap = _browse(chromium, page, tmp_path / "profile", f"--screenshot={shot}")
+    assert snap.returncode == 0, snap.stderr[-2000:]
+    assert _console_lines(snap.stderr) == []
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+    return shot
+
+
+def metric_lines(html: str) -> dict[str, list[dict[str, str]]]:
+    """Each metric chart's metric and the attributes of the lines drawn on it (a
+    comparison's seed-rates chart aside)."""
+    found: dict[str, list[dict[str, str]]] = {}
+    current = None
+    for tag, attrs, _ in marks(html).elements:
+        if tag == "svg" and attrs.get("id") == "rates-chart":
+            current = None
+        elif tag == "svg" and "data-metric" in attrs:
+            current = found.setdefault(attrs["data-metric"], [])
+        elif tag == "path" and current is not None and "metric" in attrs.get("class", ""):
+            current.append(attrs)
+    return found
+
+
+def drawn_points(line: dict[str, str]) -> int:
+    return len(re.findall("[ML]", line["d"]))
+
+
 def test_report_renders_in_headless_chromium(
     report: Path, demo_url: str, chromium: str, tmp_path: Path
 ) -> None:
-    folder = Path(os.environ.get("KASMINA_ARTIFACTS") or tmp_path)
-    folder.mkdir(parents=True, exist_ok=True)
-    shot = folder / "report-demo.png"
-    dom = _browse(chromium, report, tmp_path / "profile", "--dump-dom")
-    assert dom.returncode == 0, dom.stderr[-2000:]
-    assert _console_lines(dom.stderr) == []
-    rendered = marks(dom.stdout)
-    assert [a["data-slot"] for a, _ in rendered.having("g", "lane")] == ["r0c0", "r0c1", "r0c2"]
-    assert rendered.having("rect", "st") and rendered.having("polyline", "curve")
+    dom = rendered(chromium, report, tmp_path)
+    page = marks(dom)
+    assert [a["data-slot"] for a, _ in page.having("g", "lane")] == ["r0c0", "r0c1", "r0c2"]
+    assert page.having("rect", "st") and page.having("polyline", "curve")
     # Every metric the demo records once per epoch has its chart, with its line drawn.
-    charted: dict[str, int] = {}
-    metric = None
-    for tag, attrs, _ in rendered.elements:
-        if tag == "svg":
-            metric = attrs.get("data-metric")
-        elif tag == "path" and metric is not None and "metric" in attrs.get("class", ""):
-            charted[metric] = charted.get(metric, 0) + len(re.findall("[ML]", attrs["d"]))
+    charted = {m: sum(map(drawn_points, lines)) for m, lines in metric_lines(dom).items()}
     recorded = {r[0] for r in rows(demo_url, f"SELECT name FROM metrics WHERE run_id = '{RUN}'")}
     assert set(charted) >= {"val_accuracy", "val_loss", "train_loss"} | recorded
     assert all(points > 1 for points in charted.values()), charted
     # The one-epoch HOLDING stays are outlined marks, not a hairline.
-    assert rendered.having("rect", "brief")
-    snap = _browse(chromium, report, tmp_path / "profile", f"--screenshot={shot}")
-    assert snap.returncode == 0, snap.stderr[-2000:]
-    assert _console_lines(snap.stderr) == []
-    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
-    print(f"report screenshot: {shot}")
+    assert page.having("rect", "brief")
+    print(f"report screenshot: {screenshot(chromium, report, tmp_path, 'report-demo.png')}")
 
 
 def test_fork_report_renders_in_headless_chromium(
     fork_report: Path, chromium: str, tmp_path: Path
 ) -> None:
-    folder = Path(os.environ.get("KASMINA_ARTIFACTS") or tmp_path)
-    folder.mkdir(parents=True, exist_ok=True)
-    shot = folder / "report-fork.png"
-    dom = _browse(chromium, fork_report, tmp_path / "profile", "--dump-dom")
-    assert dom.returncode == 0, dom.stderr[-2000:]
-    assert _console_lines(dom.stderr) == []
-    rendered = marks(dom.stdout)
-    assert [a["data-slot"] for a, _ in rendered.having("g", "lane")] == ["early", "late"]
-    assert rendered.having("g", "parent-segment") and rendered.having("g", "fork-marker")
-    assert rendered.having("rect", "parent-zone")
-    snap = _browse(chromium, fork_report, tmp_path / "profile", f"--screenshot={shot}")
-    assert snap.returncode == 0, snap.stderr[-2000:]
-    assert _console_lines(snap.stderr) == []
-    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+    page = marks(rendered(chromium, fork_report, tmp_path))
+    assert [a["data-slot"] for a, _ in page.having("g", "lane")] == ["early", "late"]
+    assert page.having("g", "parent-segment") and page.having("g", "fork-marker")
+    assert page.having("rect", "parent-zone")
+    shot = screenshot(chromium, fork_report, tmp_path, "report-fork.png")
     print(f"fork report screenshot: {shot}")

@@ -13,7 +13,17 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_report import BIN, _browse, _console_lines, chromium, kasmina, marks, rows
+from test_report import (
+    BIN,
+    chromium,
+    drawn_points,
+    kasmina,
+    marks,
+    metric_lines,
+    rendered,
+    rows,
+    screenshot,
+)
 
 from kasmina.ledger import Ledger
 from kasmina.replay.synthetic import synthetic_run
@@ -44,26 +54,11 @@ def page(series: tuple[str, list[str]], tmp_path_factory: pytest.TempPathFactory
     return target
 
 
-def _charts(html: str) -> dict[str, list[dict[str, str]]]:
-    """Each metric chart's metric and the attributes of the lines drawn on it (the seed
-    rates' chart aside)."""
-    found: dict[str, list[dict[str, str]]] = {}
-    current = None
-    for tag, attrs, _ in marks(html).elements:
-        if tag == "svg" and attrs.get("id") == "rates-chart":
-            current = None
-        elif tag == "svg" and "data-metric" in attrs:
-            current = found.setdefault(attrs["data-metric"], [])
-        elif tag == "path" and current is not None and "metric" in attrs.get("class", ""):
-            current.append(attrs)
-    return found
-
-
 def test_compare_overlays_every_chosen_metric_one_colour_per_run(
     page: Path, series: tuple[str, list[str]]
 ) -> None:
     url, runs = series
-    charts = _charts(page.read_text(encoding="utf-8"))
+    charts = metric_lines(page.read_text(encoding="utf-8"))
     assert list(charts) == list(CHOSEN)
     for metric in CHOSEN:
         assert {line["data-series"] for line in charts[metric]} == set(runs), metric
@@ -136,22 +131,13 @@ def test_compare_page_renders_in_headless_chromium(
     page: Path, series: tuple[str, list[str]], chromium: str, tmp_path: Path
 ) -> None:
     _, runs = series
-    folder = Path(os.environ.get("KASMINA_ARTIFACTS") or tmp_path)
-    folder.mkdir(parents=True, exist_ok=True)
-    shot = folder / "report-compare.png"
-    dom = _browse(chromium, page, tmp_path / "profile", "--dump-dom")
-    assert dom.returncode == 0, dom.stderr[-2000:]
-    assert _console_lines(dom.stderr) == []
-    charts = _charts(dom.stdout)
+    dom = rendered(chromium, page, tmp_path)
+    charts = metric_lines(dom)
     for metric in CHOSEN:
-        drawn = [line for line in charts[metric] if len(re.findall("[ML]", line["d"])) > 1]
+        drawn = [line for line in charts[metric] if drawn_points(line) > 1]
         assert {line["data-series"] for line in drawn} == set(runs), metric
-    assert len(marks(dom.stdout).having("div", "run-column")) == len(runs)
-    snap = _browse(chromium, page, tmp_path / "profile", f"--screenshot={shot}")
-    assert snap.returncode == 0, snap.stderr[-2000:]
-    assert _console_lines(snap.stderr) == []
-    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
-    print(f"compare screenshot: {shot}")
+    assert len(marks(dom).having("div", "run-column")) == len(runs)
+    print(f"compare screenshot: {screenshot(chromium, page, tmp_path, 'report-compare.png')}")
 
 
 def test_a_report_off_a_terminal_says_how_far_it_has_read(

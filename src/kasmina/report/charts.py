@@ -108,10 +108,15 @@ def evictions_svg(
 
 
 def metric_svg(
-    chart_id: str, name: str, curves: Sequence[Curve], span: int, lineage: Sequence[Ancestor] = ()
+    chart_id: str,
+    name: str,
+    curves: Sequence[Curve],
+    span: int,
+    every: Sequence[str],
+    lineage: Sequence[Ancestor] = (),
 ) -> str:
-    """One metric of one run, a line per owner; a fork's ancestors' lines dashed."""
-    every = owners({name: list(curves)}, [a for a in lineage if name in a.charts])
+    """One metric of one run, a line per owner coloured by its place in ``every`` (the
+    legend's order, from `owners`); a fork's ancestors' lines dashed."""
     colour = {owner: series_colour(i) for i, owner in enumerate(every)}
 
     def label(curve: Curve, where: str = "") -> str:

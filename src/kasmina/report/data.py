@@ -324,6 +324,8 @@ def _readings(
                     recorded.setdefault(name, RUN)
                     curves.add((RUN, name), _int(r[0]), _float(value))
     columns = ", ".join(SLOT_COLUMNS)
+    charted = {n for n in SLOT_COLUMNS if wanted is not None and n in wanted}
+    unseen = set(SLOT_COLUMNS)  # once each is seen and none is charted, a row is only alpha
     for r in _rows(
         ledger,
         f"SELECT slot_id, seed_id, epoch, alpha, {columns} FROM seed_timeline {where} "
@@ -332,10 +334,14 @@ def _readings(
         slot, epoch = _str(r[0]), _int(r[2])
         if r[3] is not None:
             alpha.add((slot, _str(r[1])), epoch, _float(r[3]))
+        if not (unseen or charted):
+            continue
         for name, value in zip(SLOT_COLUMNS, r[4:], strict=True):
             if value is not None:
-                recorded.setdefault(name, "slot")
-                if wanted is not None and name in wanted:
+                if name in unseen:
+                    unseen.discard(name)
+                    recorded.setdefault(name, "slot")
+                if name in charted:
                     curves.add((slot, name), epoch, _float(value))
     fields = [n for n in SAMPLE_FIELDS if wanted is not None and n in wanted]
     if fields:

@@ -165,9 +165,10 @@ def document(
     refresh = ""
     banner = ""
     if live is not None:
-        refresh = f'<meta http-equiv="refresh" content="{max(1, round(live))}">'
+        seconds = max(1, round(live))
+        refresh = f'<meta http-equiv="refresh" content="{seconds}">'
         banner = (
-            f"<p class=live>Live: this page reloads every {max(1, round(live))} s while "
+            f"<p class=live>Live: this page reloads every {seconds} s while "
             f"kasmina report --watch runs; written {esc(when(datetime.now(UTC)))}.</p>\n"
         )
     return (
@@ -197,7 +198,7 @@ def _metric_charts(data: RunData) -> str:
         every = owners({name: curves}, inherited)
         if every != [RUN]:
             parts.append(series_legend(every))
-        parts.append(metric_svg(f"chart-{index}", name, curves, data.span, data.lineage))
+        parts.append(metric_svg(f"chart-{index}", name, curves, data.span, every, data.lineage))
     if not data.charts:
         parts.append("<p class=hint>The run recorded no metric per epoch.</p>")
     left = sorted(n for n in data.recorded if n not in data.charts)
