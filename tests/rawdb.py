@@ -67,18 +67,22 @@ def payload_text(form: int, payload: object) -> str:
     return jcs.jcs_text(payload) if form >= 2 else canonical_json(payload)
 
 
-#: The physical tables and their immutability triggers (revisions 0013 and 0014).
-PHYSICAL = ("ledger_events", "ledger_streams", "ledger_runs", "run_tips")
+#: The physical tables and their immutability triggers (revisions 0013 to 0015).
+PHYSICAL = ("ledger_events", "ledger_streams", "ledger_runs", "ledger_types", "run_tips")
 
 _SQLITE_WRITABLE_EVENTS = """
 CREATE TRIGGER events_tamper_delete INSTEAD OF DELETE ON events BEGIN
   DELETE FROM ledger_events WHERE position = OLD.position;
 END;
 CREATE TRIGGER events_tamper_update INSTEAD OF UPDATE ON events BEGIN
+  INSERT INTO ledger_types (event_type) SELECT NEW.event_type
+  WHERE NOT EXISTS (SELECT 1 FROM ledger_types WHERE event_type IS NEW.event_type);
   UPDATE ledger_events SET
     position = NEW.position,
     event_id = CASE WHEN NEW.event_id IS OLD.event_id THEN event_id ELSE NEW.event_id END,
-    version = NEW.version, event_type = NEW.event_type, schema_version = NEW.schema_version,
+    version = NEW.version,
+    type_key = (SELECT type_key FROM ledger_types WHERE event_type IS NEW.event_type),
+    schema_version = NEW.schema_version,
     epoch = NEW.epoch, seed_id = NEW.seed_id, payload = NEW.payload,
     recorded_at = CASE WHEN NEW.recorded_at IS OLD.recorded_at THEN recorded_at
                        ELSE NEW.recorded_at END,
@@ -92,11 +96,14 @@ CREATE TRIGGER events_tamper_insert INSTEAD OF INSERT ON events BEGIN
   INSERT INTO ledger_streams (run_key, stream_id) SELECT r.run_key, NEW.stream_id
   FROM ledger_runs r WHERE r.run_id = NEW.run_id AND NOT EXISTS
     (SELECT 1 FROM ledger_streams s WHERE s.run_key = r.run_key AND s.stream_id = NEW.stream_id);
-  INSERT INTO ledger_events (position, event_id, run_key, stream_key, version, event_type,
+  INSERT INTO ledger_types (event_type) SELECT NEW.event_type
+  WHERE NOT EXISTS (SELECT 1 FROM ledger_types WHERE event_type IS NEW.event_type);
+  INSERT INTO ledger_events (position, event_id, run_key, stream_key, version, type_key,
     schema_version, epoch, seed_id, payload, recorded_at, hash, rank)
-  SELECT NEW.position, NEW.event_id, r.run_key, s.stream_key, NEW.version, NEW.event_type,
+  SELECT NEW.position, NEW.event_id, r.run_key, s.stream_key, NEW.version, t.type_key,
     NEW.schema_version, NEW.epoch, NEW.seed_id, NEW.payload, NEW.recorded_at, NEW.hash, NEW.rank
   FROM ledger_runs r JOIN ledger_streams s ON s.run_key = r.run_key AND s.stream_id = NEW.stream_id
+  JOIN ledger_types t ON t.event_type IS NEW.event_type
   WHERE r.run_id = NEW.run_id;
 END;
 """
@@ -121,9 +128,14 @@ BEGIN
   IF TG_OP = 'DELETE' THEN
     DELETE FROM ledger_events WHERE position = OLD.position;
     RETURN OLD;
-  ELSIF TG_OP = 'UPDATE' THEN
+  END IF;
+  INSERT INTO ledger_types (event_type) SELECT NEW.event_type
+  WHERE NOT EXISTS (SELECT 1 FROM ledger_types WHERE event_type = NEW.event_type);
+  IF TG_OP = 'UPDATE' THEN
     UPDATE ledger_events SET position = NEW.position, event_id = kasmina_test_id(NEW.event_id),
-      version = NEW.version, event_type = NEW.event_type, schema_version = NEW.schema_version,
+      version = NEW.version,
+      type_key = (SELECT type_key FROM ledger_types WHERE event_type = NEW.event_type),
+      schema_version = NEW.schema_version,
       epoch = NEW.epoch, seed_id = NEW.seed_id, payload = NEW.payload,
       recorded_at = NEW.recorded_at, hash = kasmina_test_hash(NEW.hash), rank = NEW.rank
     WHERE position = OLD.position;
@@ -134,13 +146,14 @@ BEGIN
   INSERT INTO ledger_streams (run_key, stream_id) SELECT r.run_key, NEW.stream_id
   FROM ledger_runs r WHERE r.run_id = NEW.run_id AND NOT EXISTS
     (SELECT 1 FROM ledger_streams s WHERE s.run_key = r.run_key AND s.stream_id = NEW.stream_id);
-  INSERT INTO ledger_events (position, event_id, run_key, stream_key, version, event_type,
+  INSERT INTO ledger_events (position, event_id, run_key, stream_key, version, type_key,
     schema_version, epoch, seed_id, payload, recorded_at, hash, rank)
   SELECT COALESCE(NEW.position, nextval(pg_get_serial_sequence('ledger_events', 'position'))),
-    kasmina_test_id(NEW.event_id), r.run_key, s.stream_key, NEW.version, NEW.event_type,
+    kasmina_test_id(NEW.event_id), r.run_key, s.stream_key, NEW.version, t.type_key,
     NEW.schema_version, NEW.epoch, NEW.seed_id, NEW.payload, NEW.recorded_at,
     kasmina_test_hash(NEW.hash), NEW.rank
   FROM ledger_runs r JOIN ledger_streams s ON s.run_key = r.run_key AND s.stream_id = NEW.stream_id
+  JOIN ledger_types t ON t.event_type = NEW.event_type
   WHERE r.run_id = NEW.run_id;
   RETURN NEW;
 END $$;

@@ -144,20 +144,29 @@ def _odd_rows(url: str, run_id: str) -> None:
             (b"\x05" * 16, 7, 1.5),
         ]
     )
+    rawdb.run(url, "INSERT INTO ledger_types (event_type) VALUES ('Note')")
+    note = "(SELECT type_key FROM ledger_types WHERE event_type = 'Note')"
     for number, (event_id, digest, at) in enumerate(odd):
         rawdb.run(
             url,
-            "INSERT INTO ledger_events (event_id, run_key, stream_key, version, event_type, "
+            "INSERT INTO ledger_events (event_id, run_key, stream_key, version, type_key, "
             "schema_version, epoch, seed_id, payload, recorded_at, hash, rank) "
-            "VALUES (?, ?, ?, ?, 'Note', 1, NULL, NULL, ?, ?, ?, NULL)",
+            f"VALUES (?, ?, ?, ?, {note}, 1, NULL, NULL, ?, ?, ?, NULL)",
             (event_id, run_key, stream_key, 40 + 2 * number, '{"text": "x"}', at, digest),
         )
+    # A type key naming no type: the view's join leaves the row out, as the ledger must.
+    rawdb.run(
+        url,
+        "INSERT INTO ledger_events (event_id, run_key, stream_key, version, type_key, "
+        "schema_version, payload, recorded_at, hash) VALUES (?, ?, ?, 60, 9999, 1, '{}', ?, ?)",
+        (b"\x08" * 16, run_key, stream_key, *odd[0][2:], b"\x09" * 32),
+    )
     if not pg:  # SQLite keeps a blob in an integer column, above any number, yet subtracts from it
         rawdb.run(
             url,
-            "INSERT INTO ledger_events (event_id, run_key, stream_key, version, event_type, "
-            "schema_version, payload, recorded_at, hash) "
-            "VALUES (X'06', ?, ?, CAST('41' AS BLOB), 'Note', 1, '{}', 0, X'07')",
+            "INSERT INTO ledger_events (event_id, run_key, stream_key, version, type_key, "
+            f"schema_version, payload, recorded_at, hash) "
+            f"VALUES (X'06', ?, ?, CAST('41' AS BLOB), {note}, 1, '{{}}', 0, X'07')",
             (run_key, stream_key),
         )
 

@@ -40,6 +40,7 @@ EXPECTED = {
     "ledger_runs",
     "ledger_streams",
     "ledger_events",
+    "ledger_types",
     "run_tips",
     *VIEWS,
 }

@@ -1,7 +1,8 @@
 """No back door around immutability: replace, upsert, replication role, hand-placed positions.
 
 ``events`` is a view over the physical tables ``ledger_events``,
-``ledger_streams`` and ``ledger_runs`` (revision 0014), beside ``run_tips``:
+``ledger_streams``, ``ledger_runs`` (revision 0014) and ``ledger_types``
+(0015), beside ``run_tips``:
 a write to the view fails by itself, so every attack here goes at the
 tables beneath it. Each runs on a raw driver connection, as a user holding
 the database would, and must be refused by the database itself with nothing
@@ -23,7 +24,7 @@ from kasmina.canonical import GENESIS_HASH
 from kasmina.ledger import Ledger, migrate
 from security.attacks import fingerprint, record_small_run
 
-#: The columns of each physical table of revision 0014, its integer key first.
+#: The columns of each physical table of revision 0015, its integer key first.
 _COLUMNS = {
     "ledger_events": (
         "position",
@@ -31,7 +32,7 @@ _COLUMNS = {
         "run_key",
         "stream_key",
         "version",
-        "event_type",
+        "type_key",
         "schema_version",
         "epoch",
         "seed_id",
@@ -42,6 +43,7 @@ _COLUMNS = {
     ),
     "ledger_streams": ("stream_key", "run_key", "stream_id"),
     "ledger_runs": ("run_key", "run_id", "format", "start_prev"),
+    "ledger_types": ("type_key", "event_type"),
 }
 
 
@@ -115,6 +117,8 @@ REPLACEMENTS = {
     ("ledger_streams", ("run_key", "stream_id")): {"stream_key": "NULL"},
     ("ledger_runs", ("run_key",)): {"run_id": "run_id || '-forged'"},
     ("ledger_runs", ("run_id",)): {"run_key": "NULL", "format": "1", "start_prev": "NULL"},
+    ("ledger_types", ("type_key",)): {"event_type": "event_type || '-forged'"},
+    ("ledger_types", ("event_type",)): {"type_key": "NULL"},
 }
 
 
@@ -327,6 +331,7 @@ _UPDATES = {
     "ledger_events": "UPDATE ledger_events SET epoch = 99",
     "ledger_streams": "UPDATE ledger_streams SET stream_id = 'x'",
     "ledger_runs": "UPDATE ledger_runs SET format = 1",
+    "ledger_types": "UPDATE ledger_types SET event_type = 'x'",
     "run_tips": "UPDATE run_tips SET run_id = 'x'",
 }
 

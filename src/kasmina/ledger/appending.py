@@ -48,13 +48,20 @@ if TYPE_CHECKING:
     from kasmina.signing import SigningKey
 
 _HEAD = (
-    "SELECT version, hash, event_type FROM ledger_events WHERE stream_key = ? "
-    "ORDER BY version DESC LIMIT 1"
+    "SELECT e.version, e.hash, t.event_type FROM ledger_events e "
+    "JOIN ledger_types t ON t.type_key = e.type_key WHERE e.stream_key = ? "
+    "ORDER BY e.version DESC LIMIT 1"
 )
 _TIP = "SELECT position, hash FROM ledger_events WHERE run_key = ? ORDER BY position DESC LIMIT 1"
 _RUN = "SELECT run_key, format FROM ledger_runs WHERE run_id = ?"
 _STREAM = "SELECT stream_key FROM ledger_streams WHERE run_key = ? AND stream_id = ?"
 _NEW_STREAM = "INSERT INTO ledger_streams (run_key, stream_id) VALUES (?, ?) RETURNING stream_key"
+_TYPE = "SELECT type_key FROM ledger_types WHERE event_type = ?"
+#: A writer beside this one may be adding the same type: its key is then read after.
+_NEW_TYPE = (
+    "INSERT INTO ledger_types (event_type) VALUES (?) "
+    "ON CONFLICT (event_type) DO NOTHING RETURNING type_key"
+)
 #: The ledger's last run start, which a new run's first event links to (format 2).
 _LAST_START = (
     "SELECT hash FROM events WHERE event_type = 'RunStarted' ORDER BY position DESC LIMIT 1"
@@ -111,6 +118,8 @@ class Staged:
 
     known: Known | None = None
     keys: RunKeys | None = None
+    #: Event types' keys this attempt read or made.
+    types: dict[str, int] = field(default_factory=dict)
 
 
 def payload_text(item: Prepared, form: int) -> str:
@@ -138,6 +147,10 @@ class Appending:
         self._run_sql = store.sql(_RUN)
         self._stream_sql = store.sql(_STREAM)
         self._new_stream_sql = store.sql(_NEW_STREAM)
+        self._type_sql = store.sql(_TYPE)
+        self._new_type_sql = store.sql(_NEW_TYPE)
+        #: event type -> its key, as committed (a key never changes).
+        self._types: dict[str, int] = {}
         self._last_start_sql = store.sql(_LAST_START)
         self._new_run_sql = store.sql(_NEW_RUN)
         self._known = KnownHeads()
@@ -249,6 +262,9 @@ class Appending:
             if len(self._keys) >= _MAX_KEYS:
                 self._keys.clear()
             self._keys[run_id] = staged.keys
+        if len(self._types) + len(staged.types) > _MAX_KEYS:
+            self._types.clear()
+        self._types.update(staged.types)
 
     def _append_locked(
         self,
@@ -271,6 +287,7 @@ class Appending:
         (`kasmina.ledger.heads`): a key made by a transaction that rolls back
         names no row.
         """
+        staged.types.clear()  # what a rolled-back attempt made names no row
         ids = [p.event.event_id for p in prepared]
         uuids = [p.uuid for p in prepared]
         if len(set(ids)) != len(ids):
@@ -310,8 +327,9 @@ class Appending:
                 heads[stream] = (found[0], found[1]) if found else (0, GENESIS_HASH)
             if stream not in keys.streams:
                 self._stream_key(cur, keys, stream, make=True)
+        types = self._type_keys(cur, fresh, staged.types)
         if fresh:  # the store takes every row or raises, so all of `fresh` is written
-            rows = self._chained_rows(run_id, keys, fresh, heads, known, run_prev)
+            rows = self._chained_rows(run_id, keys, fresh, heads, known, run_prev, types)
             self._store.insert_events(cur, rows)
         before, tip = tip, self._tip(cur, keys.run_key)
         if fresh and keys.form >= 2 and tip is not None:
@@ -391,6 +409,27 @@ class Appending:
             key = keys.streams[stream] = integer(row[0] if row else None, "a stream key")
         return key
 
+    def _type_keys(
+        self, cur: Cursor, fresh: Sequence[Prepared], staged: dict[str, int]
+    ) -> Mapping[str, int]:
+        """Every event type of the batch by key, read or made; those not known yet
+        go to `staged`, remembered once the transaction commits."""
+        known = self._types
+        for item in fresh:
+            name = item.event.payload.__class__.__name__
+            if name in known or name in staged:
+                continue
+            cur.execute(self._type_sql, (name,))
+            row = cur.fetchone()
+            if row is None:
+                cur.execute(self._new_type_sql, (name,))
+                row = cur.fetchone()
+                if row is None:  # another writer's, committed while this one waited
+                    cur.execute(self._type_sql, (name,))
+                    row = cur.fetchone()
+            staged[name] = integer(row[0] if row else None, "a type key")
+        return {**known, **staged} if staged else known
+
     def _start_run(self, cur: Cursor, run_id: str, form: int) -> tuple[RunKeys, str]:
         """Record a new run and its format; its keys, and the hash its first event links to.
 
@@ -417,6 +456,7 @@ class Appending:
         heads: dict[str, tuple[int, str]],
         known: Mapping[str, tuple[int, str]],
         run_prev: str,
+        types: Mapping[str, int],
     ) -> Iterator[tuple[Param, ...]]:
         """The batch's rows, each chained to the one before it in its stream, made as consumed.
 
@@ -459,7 +499,7 @@ class Appending:
                 run_key,
                 stream_keys[stream],
                 version,
-                event_type,
+                types[event_type],
                 kind.schema_version,
                 epoch,
                 event.seed_id,

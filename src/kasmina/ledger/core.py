@@ -76,7 +76,7 @@ def use_fold(fold: Callable[..., ReplayState]) -> None:
 
 
 RANK_REVISION = "0005"
-LEAN_REVISION = "0014"
+LEAN_REVISION = "0015"
 #: The runs that hold events, from the runs' table: one probe per run, not a scan.
 _RUN_IDS = (
     "SELECT r.run_id FROM ledger_runs r WHERE EXISTS "
@@ -160,8 +160,8 @@ class Ledger(Appending):
         self.revision = store.schema_revision()
         self._init_appending(store)
         ranked = self.revision is not None and self.revision >= RANK_REVISION
-        #: Whether events are stored in the lean tables of revision 0014 (else in the
-        #: table ``events`` of an older ledger, which kasmina still reads).
+        #: Whether events are stored in the lean tables of revision 0015 (else read
+        #: through ``events``, a table or, at revision 0014, a view, as it is).
         self.lean = self.revision is not None and self.revision >= LEAN_REVISION
         self._rows = RowReader(store, lean=self.lean, ranked=ranked)
 

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 #: The revision this code reads and writes. A test holds it equal to Alembic's
 #: head, so it cannot drift; it is a constant so that opening a ledger does not
 #: have to import Alembic.
-HEAD_REVISION = "0014"
+HEAD_REVISION = "0015"
 
 
 def migrations_dir() -> Path:
@@ -82,6 +82,7 @@ DOWNGRADE_LOSSES: dict[str, tuple[str, str] | None] = {
         "JOIN ledger_runs r ON r.run_id = e.run_id WHERE r.format >= 2",
     ),
     "0014": None,
+    "0015": None,
 }
 
 #: The revision that makes the events table: undoing it drops every event.
@@ -96,6 +97,7 @@ _KASMINA_TABLES = frozenset(
         "ledger_runs",
         "ledger_streams",
         "ledger_events",
+        "ledger_types",
         "run_tips",
     }
 )

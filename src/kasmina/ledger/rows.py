@@ -1,14 +1,15 @@
 """Reading events' rows in position order, a page at a time, as the ``events`` view shows them.
 
 Since revision 0014 ``events`` is a view over lean tables (``ledger_runs``,
-``ledger_streams``, ``ledger_events``). The view renders the stored ids,
-hashes and times as the texts of revision 0013 in SQL, which costs more than
-the rest of a read. The ledger's own reads, which carry every row through
-`verify`, `export` and the fold, take the stored values from the tables
-instead and render them in Python (`Store.view_id`, `Store.view_hash`,
-`Store.view_time`): the same rows, which a test holds the view to.
+``ledger_streams``, ``ledger_events``, and since 0015 ``ledger_types``). The
+view renders the stored ids, hashes and times as the texts of revision 0013
+in SQL, which costs more than the rest of a read. The ledger's own reads,
+which carry every row through `verify`, `export` and the fold, take the
+stored values from the tables instead and render them in Python
+(`Store.view_id`, `Store.view_hash`, `Store.view_time`): the same rows,
+which a test holds the view to.
 
-A ledger older than 0014 has a table ``events``, read as it is.
+A ledger older than 0015 is read through ``events`` (a table before 0014) as it is.
 """
 
 from __future__ import annotations
@@ -36,22 +37,25 @@ _FROM = """
     FROM ledger_events e
     JOIN ledger_streams s ON s.stream_key = e.stream_key
     JOIN ledger_runs r ON r.run_key = e.run_key
+    JOIN ledger_types t ON t.type_key = e.type_key
 """
 #: The columns of `EventRow` as stored (the id, time and hashes untouched), then
 #: what `_rendered` needs to find ``prev_hash`` without a look-up per row.
 _LEAN_SELECT = f"""
-    SELECT e.position, e.event_id, r.run_id, s.stream_id, e.version, e.event_type,
+    SELECT e.position, e.event_id, r.run_id, s.stream_id, e.version, t.event_type,
            e.schema_version, e.epoch, e.seed_id, e.payload, e.recorded_at, e.hash, e.rank,
            e.stream_key, r.format, r.start_prev
     {_FROM}
 """
 _PREVIOUS_AT = f"SELECT {_PREVIOUS} {_FROM} WHERE e.position = ?"
 
-#: A run's rows as stored, for a reader that renders only what it needs (`verify`).
+#: A run's rows as stored, for a reader that renders only what it needs (`verify`);
+#: a type key naming no type reads as NULL, which `verify` names.
 _STORED_SELECT = """
-    SELECT position, event_id, stream_key, version, event_type, schema_version, epoch,
-           seed_id, payload, recorded_at, hash, rank
-    FROM ledger_events WHERE run_key = ?
+    SELECT e.position, e.event_id, e.stream_key, e.version, t.event_type, e.schema_version,
+           e.epoch, e.seed_id, e.payload, e.recorded_at, e.hash, e.rank
+    FROM ledger_events e LEFT JOIN ledger_types t ON t.type_key = e.type_key
+    WHERE e.run_key = ?
 """
 
 
@@ -119,7 +123,11 @@ class RowReader:
             params.append(seed_id)
         for names, test in ((types, "IN"), (skip_types, "NOT IN")):
             if names:
-                where.append(f"event_type {test} ({', '.join('?' * len(names))})")
+                listed = f"({', '.join('?' * len(names))})"
+                keys = f"(SELECT type_key FROM ledger_types WHERE event_type IN {listed})"
+                where.append(
+                    f"type_key {test} {keys}" if self.lean else f"event_type {test} {listed}"
+                )
                 params += names
         tail = f"{''.join(f' AND {w}' for w in where)} ORDER BY position LIMIT ?"
         if self.lean:
@@ -222,9 +230,9 @@ class RowReader:
     ) -> Iterator[list[tuple[Any, ...]]]:
         """The run's rows as stored (`_STORED_SELECT`'s columns), in position order,
         after < position <= until; `render` turns one into the row the view shows."""
-        tail = ("" if until is None else " AND position <= ?") + " ORDER BY position LIMIT ?"
+        tail = ("" if until is None else " AND e.position <= ?") + " ORDER BY e.position LIMIT ?"
         bound: list[Param] = [] if until is None else [until]
-        more = f"{_STORED_SELECT} AND position > ?{tail}"
+        more = f"{_STORED_SELECT} AND e.position > ?{tail}"
         sql, args = (
             (f"{_STORED_SELECT}{tail}", [run.run_key, *bound, page_size])
             if after is None

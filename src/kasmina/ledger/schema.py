@@ -77,13 +77,25 @@ class LedgerStreamRow(Base):
     __table_args__ = (UniqueConstraint("run_key", "stream_id"), {"sqlite_autoincrement": True})
 
 
+class LedgerTypeRow(Base):
+    """An event type, by key: rows and the index views read by type hold the key."""
+
+    __tablename__ = "ledger_types"
+
+    type_key: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_type: Mapped[str] = mapped_column(String(64))
+
+    __table_args__ = (UniqueConstraint("event_type"), {"sqlite_autoincrement": True})
+
+
 class LedgerEventRow(Base):
     """An event as stored; the `events` view reads it with the columns of DESIGN §2.
 
     The id is 16 bytes (a UUID), the hash 32 bytes, the time integer
-    microseconds on SQLite; there is no ``prev_hash``: it is the stream's
-    previous hash. An id or hash of another form, from an older ledger, is
-    kept as text (SQLite) or as NUL-led UTF-8 (PostgreSQL; see revision 0014).
+    microseconds on SQLite, the type a key of `LedgerTypeRow`; there is no
+    ``prev_hash``: it is the stream's previous hash. An id or hash of another
+    form, from an older ledger, is kept as text (SQLite) or as NUL-led UTF-8
+    (PostgreSQL; see revision 0014).
     """
 
     __tablename__ = "ledger_events"
@@ -93,7 +105,7 @@ class LedgerEventRow(Base):
     run_key: Mapped[int] = mapped_column(BigInteger)
     stream_key: Mapped[int] = mapped_column(BigInteger)
     version: Mapped[int] = mapped_column(Integer)
-    event_type: Mapped[str] = mapped_column(String(64))
+    type_key: Mapped[int] = mapped_column(Integer)
     schema_version: Mapped[int] = mapped_column(Integer)
     epoch: Mapped[int | None] = mapped_column(Integer)
     seed_id: Mapped[str | None] = mapped_column(String(200))
@@ -109,7 +121,7 @@ class LedgerEventRow(Base):
         UniqueConstraint("event_id"),
         UniqueConstraint("stream_key", "version"),
         Index(None, "run_key", "position"),
-        Index(None, "event_type", "run_key", "seed_id"),
+        Index(None, "type_key", "run_key", "seed_id"),
         {"sqlite_autoincrement": True},
     )
 

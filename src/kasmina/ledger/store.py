@@ -99,13 +99,13 @@ class EventRow(NamedTuple):
 #: Columns of the `events` view in the order the ledger reads them.
 COLUMNS: tuple[str, ...] = EventRow._fields
 #: The columns of ``ledger_events`` an append writes, in the order of its rows
-#: (revision 0014): the run and stream by key, and no ``prev_hash``.
+#: (revision 0015): the run, stream and type by key, and no ``prev_hash``.
 INSERT_COLUMNS: tuple[str, ...] = (
     "event_id",
     "run_key",
     "stream_key",
     "version",
-    "event_type",
+    "type_key",
     "schema_version",
     "epoch",
     "seed_id",

@@ -199,7 +199,8 @@ def start_state(store: Store, run: StoredRun, after: int) -> _Start:
         )
         sealed = store.fetch(
             "SELECT 1 FROM ledger_events WHERE run_key = ? AND position <= ? "
-            "AND event_type = 'RunFinished' LIMIT 1",
+            "AND type_key IN (SELECT type_key FROM ledger_types WHERE event_type = 'RunFinished') "
+            "LIMIT 1",
             [run.run_key, after],
         )
     return _Start(after, heads, str(store.view_hash(last[0][0])) if last else None, bool(sealed))
