@@ -5,13 +5,14 @@ transactions into the same tables (created by kasmina's migration, so shape,
 indexes and triggers are identical), with the same WAL / synchronous=NORMAL
 settings on SQLite and a default-durability PostgreSQL server. Since revision
 0014 those are the tables under the `events` view: a row goes into
-`ledger_events` and names its run and stream by the integer keys of
-`ledger_runs` and `ledger_streams`, with the event id as a uuid's 16 bytes, the
+`ledger_events` and names its run, stream and (since 0015) event type by the
+integer keys of `ledger_runs`, `ledger_streams` and `ledger_types`, with the
+event id as a uuid's 16 bytes, the
 hash as 32 bytes and `recorded_at` as integer microseconds on
 SQLite (a timestamptz on PostgreSQL). The floors do what a careful
 hand-written logger of that schema does: a uuid and a stdlib JSON encoding
-per row, the run's row written before the clock starts (as kasmina's
-`start_run` is), a stream's row when the stream is first seen, one
+per row, the run's and the type's rows written before the clock starts (as
+kasmina's `start_run` is), a stream's row when the stream is first seen, one
 `executemany` per transaction. kasmina also validates every payload against
 its model, computes the canonical text and the hash chain, checks for
 already-stored event ids and reads the stream heads.
@@ -55,6 +56,9 @@ INSERT = (
 )
 NEW_RUN = "INSERT INTO ledger_runs (run_id, format) VALUES (?, ?) RETURNING run_key"
 NEW_STREAM = "INSERT INTO ledger_streams (run_key, stream_id) VALUES (?, ?) RETURNING stream_key"
+#: The one event type the floors write.
+SAMPLED = "SeedTelemetrySampled"
+NEW_TYPE = "INSERT INTO ledger_types (event_type) VALUES (?) RETURNING type_key"
 
 
 def payload(i: int) -> dict[str, object]:
@@ -94,6 +98,7 @@ def stream_keys(new_stream: Callable[[str], int]) -> Callable[[str], int]:
 
 def floor_rows(
     run_key: int,
+    type_key: int,
     stream_key: Callable[[str], int],
     start: int,
     batch: list[tuple[int, dict[str, object]]],
@@ -112,7 +117,7 @@ def floor_rows(
                 run_key,
                 stream_key(f"slot/r0c{i % 3}"),
                 start + k + 1,
-                "SeedTelemetrySampled",
+                type_key,
                 1,
                 i // 100,
                 f"s{i % 3}",
@@ -131,12 +136,15 @@ def plain_sqlite(path: str, data: list[tuple[int, dict[str, object]]]) -> float:
     sql = INSERT.format(payload="?")
     conn.execute("BEGIN IMMEDIATE")
     (run_key,) = conn.execute(NEW_RUN, (uuid.uuid4().hex, LEDGER_FORMAT)).fetchone()
+    (type_key,) = conn.execute(NEW_TYPE, (SAMPLED,)).fetchone()
     conn.execute("COMMIT")
     key = stream_keys(lambda stream: conn.execute(NEW_STREAM, (run_key, stream)).fetchone()[0])
     t0 = time.perf_counter()
     for start in range(0, len(data), BATCH):
         conn.execute("BEGIN IMMEDIATE")
-        rows = floor_rows(run_key, key, start, data[start : start + BATCH], postgres=False)
+        rows = floor_rows(
+            run_key, type_key, key, start, data[start : start + BATCH], postgres=False
+        )
         conn.executemany(sql, rows)
         conn.execute("COMMIT")
     elapsed = time.perf_counter() - t0
@@ -146,10 +154,12 @@ def plain_sqlite(path: str, data: list[tuple[int, dict[str, object]]]) -> float:
 
 def plain_psycopg(conninfo: str, data: list[tuple[int, dict[str, object]]]) -> float:
     sql = INSERT.format(payload="CAST(? AS jsonb)").replace("?", "%s")
-    new_run, new_stream = (q.replace("?", "%s") for q in (NEW_RUN, NEW_STREAM))
+    new_run, new_stream, new_type = (q.replace("?", "%s") for q in (NEW_RUN, NEW_STREAM, NEW_TYPE))
     with psycopg.connect(conninfo, autocommit=True) as conn:
         row = conn.execute(new_run, (uuid.uuid4().hex, LEDGER_FORMAT)).fetchone()
         run_key = int(row[0]) if row else 0
+        row = conn.execute(new_type, (SAMPLED,)).fetchone()
+        type_key = int(row[0]) if row else 0
 
         def made(stream: str) -> int:  # in the transaction `conn` has open
             found = conn.execute(new_stream, (run_key, stream)).fetchone()
@@ -159,7 +169,9 @@ def plain_psycopg(conninfo: str, data: list[tuple[int, dict[str, object]]]) -> f
         t0 = time.perf_counter()
         for start in range(0, len(data), BATCH):
             with conn.transaction(), conn.cursor() as cur:
-                rows = floor_rows(run_key, key, start, data[start : start + BATCH], postgres=True)
+                rows = floor_rows(
+                    run_key, type_key, key, start, data[start : start + BATCH], postgres=True
+                )
                 cur.executemany(sql, rows)
         elapsed = time.perf_counter() - t0
     return len(data) / elapsed

@@ -12,7 +12,7 @@ Every system (bench/peers.py) records exactly those records:
   one metric row per event);
 - JSON lines appended to a file, with and without fsync (esper-style telemetry);
 - floors: plain `sqlite3.executemany`, and psycopg `executemany`, into kasmina's tables
-  (`ledger_events`, keyed by `ledger_runs` and `ledger_streams` rows).
+  (`ledger_events`, keyed by `ledger_runs`, `ledger_streams` and `ledger_types` rows).
 
 Append throughput is measured with 1,000 events per transaction and with one
 event per transaction (on the first --single-events events), every
@@ -862,8 +862,9 @@ def doc_section(
         "- Floors: rows of kasmina's shape, each with a uuid and `json.dumps` but no "
         "hashing, by `executemany` or `COPY` (one-row `INSERT` per transaction in the "
         "one-event mode), into the tables made by kasmina's migrations: `ledger_events` "
-        "rows naming the run and stream by key, the run's `ledger_runs` row written before "
-        "the clock starts, a stream's `ledger_streams` row when the stream is first seen.",
+        "rows naming the run, stream and event type by key, the run's `ledger_runs` row and "
+        "the types' `ledger_types` rows written before the clock starts, a stream's "
+        "`ledger_streams` row when the stream is first seen.",
         "- Stage at an epoch: kasmina folds the log (`ledger.replay(run, until_epoch=N, "
         "snapshots=False)`, checking the hash chain; also with `trust=True`), starts from "
         "stored snapshots (`snapshot_run` beforehand), or queries the `stage_intervals` "
@@ -899,8 +900,7 @@ def doc_section(
             "transaction, WAL + synchronous=NORMAL, with the checkpoints on a thread of "
             "their own as kasmina runs them (the row in brackets: with SQLite's inside "
             "the commit instead, for comparison, not part of the whole); the index row is "
-            "that insert's difference without the (`run_key`, `position`) index, the one "
-            "index of `ledger_events` that is not unique.",
+            "that insert's difference without the (`run_key`, `position`) index.",
             "",
             *costs.render(res.costs),
             "",

@@ -9,25 +9,24 @@ records (bench/workload.py) and in the same run:
 - canonical text: the payload's RFC 8785 text (ledger format 2), what is
   stored and hashed;
 - hash chain: the envelope's RFC 8785 text, with both links, and its SHA-256,
-  and the row as revision 0014 stores it (`Appending._chained_rows`): the run
-  and stream by their integer keys, the event id as its 16 bytes, the hash as
-  its 32 bytes, ``recorded_at`` as integer microseconds;
+  and the row as revision 0015 stores it (`Appending._chained_rows`): the
+  run, stream and event type by their integer keys, the event id as its 16
+  bytes, the hash as its 32 bytes, ``recorded_at`` as integer microseconds;
 - storage: the finished rows inserted into ``ledger_events`` (the table
   under the ``events`` view since revision 0014), 1,000 per transaction,
   WAL + synchronous=NORMAL, all indexes and triggers in place, with the
   checkpoints on a thread as kasmina runs them; then the same with SQLite's
   checkpoints inside the commit, and without the (``run_key``,
-  ``position``) index, the one index of ``ledger_events`` that is not
-  unique (it reads a run in order and finds an append's tip), to price it.
-  Until revision 0014 this row priced the (``event_type``, ``run_id``,
-  ``seed_id``) index of the old ``events`` table, which 0014 dropped;
+  ``position``) index (it reads a run in order and finds an append's tip),
+  to price it;
 - the whole `Recorder.emit` + flush path, as compare.py times it; what the
   steps do not account for is the ledger's bookkeeping (versions, heads,
   the run check, the run's and streams' keys).
 
-The storage rows go under a run and streams recorded in ``ledger_runs`` and
-``ledger_streams`` beforehand, untimed (`add_run`); in a real append the run
-row comes with `start_run` and a stream's row with the first append to it,
+The storage rows go under a run, streams and types recorded in
+``ledger_runs``, ``ledger_streams`` and ``ledger_types`` beforehand, untimed
+(`add_run`); in a real append the run row comes with `start_run` and a
+stream's or type's row with the first append to it,
 which the whole append pays and the bookkeeping row shows.
 
 Each figure is the median of ``--repeat`` interleaved repetitions.
@@ -44,7 +43,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import NamedTuple
@@ -75,15 +74,17 @@ INSERT = (
 
 
 class Keys(NamedTuple):
-    """The run's key and its streams' keys: what a row stores instead of their names."""
+    """The run's key and its streams' and event types' keys: what a row stores instead of
+    their names."""
 
     run_key: int
     streams: dict[str, int]
+    types: dict[str, int]
 
 
-def add_run(path: Path, streams: Iterable[str], run_id: str = RUN_ID) -> Keys:
-    """Record a run (ledger format 2, the first run start) and its streams in the ledger at
-    `path`, as an append does before its rows, and give their keys."""
+def add_run(path: Path, records: Sequence[Record], run_id: str = RUN_ID) -> Keys:
+    """Record a run (ledger format 2, the first run start), its streams and its event types
+    in the ledger at `path`, as an append does before its rows, and give their keys."""
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         conn.execute("BEGIN IMMEDIATE")
@@ -92,14 +93,19 @@ def add_run(path: Path, streams: Iterable[str], run_id: str = RUN_ID) -> Keys:
             "RETURNING run_key",
             (run_id, LEDGER_FORMAT, bytes.fromhex(GENESIS_HASH)),
         ).fetchone()
-        keys = Keys(int(run_key), {})
-        for stream in dict.fromkeys(streams):
+        keys = Keys(int(run_key), {}, {})
+        for stream in dict.fromkeys(r.stream_id for r in records):
             (key,) = conn.execute(
                 "INSERT INTO ledger_streams (run_key, stream_id) VALUES (?, ?) "
                 "RETURNING stream_key",
                 (run_key, stream),
             ).fetchone()
             keys.streams[stream] = int(key)
+        for name in dict.fromkeys(r.event_type for r in records):
+            (key,) = conn.execute(
+                "INSERT INTO ledger_types (event_type) VALUES (?) RETURNING type_key", (name,)
+            ).fetchone()
+            keys.types[name] = int(key)
         conn.execute("COMMIT")
     finally:
         conn.close()
@@ -152,7 +158,7 @@ def chained_rows(
                 keys.run_key,
                 keys.streams[event.stream_id],
                 version + 1,
-                event.event_type,
+                keys.types[event.event_type],
                 event.schema_version,
                 event.epoch,
                 event.seed_id,
@@ -237,7 +243,7 @@ def measure(records: Sequence[Record], repeat: int = 5) -> list[tuple[str, float
     migrate.upgrade(f"sqlite:///{template}")
     keyed = folder / "keyed.db"  # with the rows' run and streams, for storage
     shutil.copyfile(template, keyed)
-    keys = add_run(keyed, (r.stream_id for r in records))
+    keys = add_run(keyed, records)
     models = payload_models(records)
     events = new_events(records, models)
     texts = [payload_text(m, LEDGER_FORMAT) for m in models]

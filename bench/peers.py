@@ -57,6 +57,7 @@ FLOOR_COLUMNS = tuple(column for column in INSERT_COLUMNS if column != "rank")
 EVENT_COLUMNS = ", ".join(FLOOR_COLUMNS)
 NEW_RUN = "INSERT INTO ledger_runs (run_id, format) VALUES (?, ?) RETURNING run_key"
 NEW_STREAM = "INSERT INTO ledger_streams (run_key, stream_id) VALUES (?, ?) RETURNING stream_key"
+NEW_TYPE = "INSERT INTO ledger_types (event_type) VALUES (?) RETURNING type_key"
 #: A floor's read: its own rows, as stored (``payload`` is column 9, as in ``events``).
 FLOOR_READ = "SELECT * FROM ledger_events WHERE run_key = ? ORDER BY position"
 SQLITE_SYNC = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
@@ -848,8 +849,14 @@ class StreamKeys:
         return key
 
 
+def floor_types(records: Sequence[Record], new: Callable[[str], int]) -> dict[str, int]:
+    """A floor's event types by key, each made by `new` before the clock starts."""
+    return {name: new(name) for name in dict.fromkeys(r.event_type for r in records)}
+
+
 def floor_rows(
     run_key: int,
+    types: dict[str, int],
     stream_key: Callable[[str], int],
     records: Sequence[Record],
     versions: dict[str, int],
@@ -871,7 +878,7 @@ def floor_rows(
                 run_key,
                 stream_key(r.stream_id),
                 v,
-                r.event_type,
+                types[r.event_type],
                 SCHEMA_VERSION[r.event_type],
                 r.epoch,
                 r.seed_id,
@@ -899,6 +906,7 @@ class SqliteFloor(System):
         self.path: Path | None = None
         self.conn: sqlite3.Connection | None = None
         self.run_key = 0
+        self.types: dict[str, int] = {}
         self.stream_key: StreamKeys | None = None
 
     def setup(self) -> None:
@@ -916,6 +924,10 @@ class SqliteFloor(System):
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         (self.run_key,) = conn.execute(NEW_RUN, (uuid.uuid4().hex, LEDGER_FORMAT)).fetchone()
+        self.types = floor_types(
+            self.ctx.workload.records,
+            lambda name: int(conn.execute(NEW_TYPE, (name,)).fetchone()[0]),
+        )
         conn.execute("COMMIT")
         self.stream_key = StreamKeys(
             lambda stream: int(conn.execute(NEW_STREAM, (self.run_key, stream)).fetchone()[0])
@@ -930,7 +942,7 @@ class SqliteFloor(System):
         t0 = time.perf_counter()
         for group in groups:
             conn.execute("BEGIN IMMEDIATE")
-            rows = floor_rows(self.run_key, stream_key, group, versions, postgres=False)
+            rows = floor_rows(self.run_key, self.types, stream_key, group, versions, postgres=False)
             conn.executemany(sql, rows)
             conn.execute("COMMIT")
         return time.perf_counter() - t0
@@ -963,6 +975,7 @@ class PgFloor(System):
         super().__init__(ctx)
         self.conn: psycopg.Connection[Any] | None = None
         self.run_key = 0
+        self.types: dict[str, int] = {}
         self.stream_key: StreamKeys | None = None
 
     def setup(self) -> None:
@@ -975,6 +988,12 @@ class PgFloor(System):
         conn = self.conn = psycopg.connect(self.ctx.pg.conninfo(self.key), autocommit=True)
         row = conn.execute(pg_sql(NEW_RUN), (uuid.uuid4().hex, LEDGER_FORMAT)).fetchone()
         self.run_key = int(row[0]) if row else 0
+
+        def new_type(name: str) -> int:
+            found = conn.execute(pg_sql(NEW_TYPE), (name,)).fetchone()
+            return int(found[0]) if found else 0
+
+        self.types = floor_types(self.ctx.workload.records, new_type)
 
         def new_stream(stream: str) -> int:  # in the transaction `conn` has open
             found = conn.execute(pg_sql(NEW_STREAM), (self.run_key, stream)).fetchone()
@@ -994,7 +1013,9 @@ class PgFloor(System):
         t0 = time.perf_counter()
         for group in groups:
             with conn.transaction(), conn.cursor() as cur:
-                rows = floor_rows(self.run_key, stream_key, group, versions, postgres=True)
+                rows = floor_rows(
+                    self.run_key, self.types, stream_key, group, versions, postgres=True
+                )
                 if batch == 1:
                     cur.execute(insert_sql, rows[0])
                 else:

@@ -17,9 +17,9 @@ reading every payload (``SELECT SUM(LENGTH(payload)) FROM events``), what a
 query with no usable index would cost at least. Target: < 1 s per recipe.
 The last column names the indexes SQLite's plan uses, by table and columns
 (since revision 0014 `events` is a view over ``ledger_events``,
-``ledger_streams`` and ``ledger_runs``, and the index names of the old
-``events`` table are gone), and says so when the statement's program reads
-``ledger_events`` whole: a loop from the first row of the table, or of one
+``ledger_streams`` and ``ledger_runs``, since 0015 also ``ledger_types``, and
+the index names of the old ``events`` table are gone), and says so when the
+statement's program reads ``ledger_events`` whole: a loop from the first row of the table, or of one
 of its indexes.
 """
 

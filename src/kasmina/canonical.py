@@ -28,6 +28,8 @@ from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-
 from json.scanner import make_scanner
 from typing import TypeAlias, cast
 
+import orjson
+
 from kasmina.errors import PayloadInvalid
 
 #: A JSON value as kasmina stores it.
@@ -205,13 +207,31 @@ _NEGATIVE_ZERO = re.compile(r"-0\.0(?=[,\]}])")
 _scan = make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
 
 
-def loads(text: str) -> Json:
-    """Parse stored JSON: `json.loads` without its per-call Python layers.
+#: Every digit as ``0`` and every other byte as a space, to find a long run of digits in C.
+_DIGITS = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x20 for byte in range(256))
+#: orjson reads an integer beyond 64 bits as a float; the shortest that can be one.
+_LONG_NUMBER = b"0" * 19
 
-    A read decodes one payload per event, and `json.loads` spends as long
-    in its wrappers (two regex matches, three calls) as in the C scanner
-    itself. Stored payloads are canonical: one value, no surrounding space.
+
+def loads(text: str | bytes) -> Json:
+    """Parse stored JSON: orjson, else `json.loads` without its per-call Python layers.
+
+    A read decodes one payload per event. orjson parses one in about half
+    the time of the standard library's C scanner, which itself spends as long
+    again in its wrappers (two regex matches, three calls). What orjson
+    would not read exactly (a run of 19 digits: it makes an integer beyond
+    64 bits a float) or refuses (a lone surrogate, a NaN literal) goes to
+    the standard library, which reads it as it always did, or says what is
+    wrong.
     """
+    try:
+        raw = text if isinstance(text, bytes) else text.encode()
+        if _LONG_NUMBER not in raw.translate(_DIGITS):
+            return cast(Json, orjson.loads(raw))
+    except (orjson.JSONDecodeError, UnicodeEncodeError):
+        pass
+    if isinstance(text, bytes):
+        text = text.decode()
     try:
         value, end = _scan(text, 0)
     except StopIteration as exc:

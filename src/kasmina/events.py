@@ -706,10 +706,21 @@ def upcast(event_type: str, schema_version: int, data: Mapping[str, Json]) -> Js
 
 
 def read_payload(event_type: str, schema_version: int, data: Mapping[str, Json]) -> Payload:
-    """A stored payload as a model: its class if this process knows the type, else raw."""
-    if event_type not in _REGISTRY:
+    """A stored payload as a model: its class if this process knows the type, else raw.
+
+    A payload stored in its type's current schema version, as nearly every
+    one is, goes straight to the compiled validator: the upcast and
+    `model_validate`'s own layers cost a read a tenth of the validation.
+    """
+    cls = _REGISTRY.get(event_type)
+    if cls is None:
         return RawPayload.model_validate(data, context=_READ)
-    return load_payload(event_type, schema_version, data, stored=True)
+    if schema_version != cls.schema_version or type(data) is not dict:
+        return load_payload(event_type, schema_version, data, stored=True)
+    try:
+        return cast(Payload, cls.__pydantic_validator__.validate_python(data, context=_READ))
+    except ValidationError as exc:
+        raise PayloadInvalid(_validation_line(event_type, exc)) from None
 
 
 def load_payload(

@@ -127,6 +127,25 @@ def test_loads_reads_what_json_reads(value: object) -> None:
     assert loads(text) == json.loads(text)
 
 
+def test_loads_reads_exactly_what_orjson_would_not() -> None:
+    """Integers beyond 64 bits stay integers (orjson would make them floats); a lone
+    surrogate and a NaN literal read as `json.loads` reads them."""
+    from kasmina.canonical import loads
+
+    odd = [
+        "[123456789012345678901234567890]",
+        '{"n":-9999999999999999999,"m":18446744073709551616}',
+        "[9223372036854775807, -9223372036854775808, 0.1234567890123456789]",
+        '{"x":"\\ud800"}',
+        "[NaN, Infinity]",
+        '{"a":1,"a":2}',
+    ]
+    for text in odd:
+        got, want = loads(text), json.loads(text)
+        assert repr(got) == repr(want)
+        assert repr(loads(text.encode())) == repr(want)
+
+
 def test_loads_refuses_what_json_refuses() -> None:
     from kasmina.canonical import loads
 

@@ -25,12 +25,6 @@ from kasmina.ledger.readonly import DEFAULT_TIMEOUT_S
 from kasmina.ledger.readonly_postgres import grant_reader, open_query
 from kasmina.ledger.store import INSERT_COLUMNS, Cursor, Param, Row, Store
 
-
-def _loads_bytes(data: bytes | str) -> Json:
-    """jsonb arrives as bytes; the fast path of `kasmina.canonical.loads` takes text."""
-    return loads(data.decode() if isinstance(data, bytes) else data)
-
-
 #: Held while a run starts (`Store.lock_run_starts`): "kasm", 1.
 _RUN_STARTS_LOCK = (0x6B61736D, 1)
 
@@ -61,7 +55,7 @@ class PostgresStore(Store):
         self._conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=connect_timeout)
         #: The runs whose writer hold this session shares (`kasmina.ledger.writers`).
         self._held: set[str] = set()
-        set_json_loads(_loads_bytes, self._conn)
+        set_json_loads(loads, self._conn)
 
     def sql(self, text: str) -> str:
         return text.replace("?", "%s")
