@@ -7,10 +7,13 @@ import json
 import math
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import rawdb
 
 from kasmina.errors import EventError, UnknownEventType
 from kasmina.events import (
@@ -21,6 +24,7 @@ from kasmina.events import (
     Real,
     SeedStageChanged,
     json_schemas,
+    make_event,
     register,
 )
 from kasmina.ledger import Ledger
@@ -169,3 +173,64 @@ def test_an_unregistered_class_is_refused_at_emit(ledger: Ledger) -> None:
     with pytest.raises(UnknownEventType):
         run.recorder.emit(Other(x=1), stream_id="run")
     assert [e.event_type for e in ledger.read(run.run_id)] == ["RunStarted"]
+
+
+def _waiting_on_a_lock(url: str) -> bool:
+    rows = rawdb.run(
+        url,
+        "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+        "AND datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    return bool(rows)
+
+
+@pytest.mark.parametrize("other_commits", [True, False], ids=["commits", "rolls-back"])
+def test_a_type_another_writer_is_adding_gets_one_key(pg_url: str, other_commits: bool) -> None:
+    """Two writers adding the same new event type at once: the second waits for the
+    first, then takes its key (or, if it rolled back, makes the key itself)."""
+    ledger = Ledger.open(pg_url)
+    run = ledger.start_run(name="types", seed=1)
+    other = rawdb.connect(pg_url)
+    try:
+        other.execute("BEGIN")
+        row = other.execute(
+            "INSERT INTO ledger_types (event_type) VALUES ('LearningRateChanged') "
+            "RETURNING type_key"
+        ).fetchone()
+        assert row is not None
+        failed: list[BaseException] = []
+
+        def append() -> None:
+            try:
+                event = make_event(
+                    LearningRateChanged(group=0, lr=0.5),
+                    run_id=run.run_id,
+                    stream_id="run",
+                    epoch=0,
+                )
+                ledger.append([event])
+            except BaseException as exc:  # reported by the test thread
+                failed.append(exc)
+
+        writer = threading.Thread(target=append)
+        writer.start()
+        deadline = time.monotonic() + 30
+        while not _waiting_on_a_lock(pg_url):
+            assert time.monotonic() < deadline, "the append never waited for the other writer"
+            time.sleep(0.05)
+        other.execute("COMMIT" if other_commits else "ROLLBACK")
+        writer.join(30)
+        assert not writer.is_alive() and not failed, failed
+    finally:
+        other.close()
+    keys = rawdb.run(
+        pg_url, "SELECT type_key FROM ledger_types WHERE event_type = 'LearningRateChanged'"
+    )
+    assert len(keys) == 1
+    if other_commits:
+        assert keys[0][0] == row[0]
+    [stored] = [e for e in ledger.read(run.run_id) if e.event_type == "LearningRateChanged"]
+    assert stored.payload == LearningRateChanged(group=0, lr=0.5)
+    run.finish()
+    assert ledger.verify(run.run_id).ok
+    ledger.close()

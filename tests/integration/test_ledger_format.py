@@ -186,3 +186,31 @@ def test_the_ledger_reads_the_rows_the_events_view_shows(old_url: str) -> None:
         picked = [tuple(r) for r in ledger.raw_rows(OLD_RUN, seed_id=str(seed), after=3)]
     assert picked == [r for r in view if r[2] == OLD_RUN and r[8] == seed and r[0] > 3]
     assert picked
+
+
+def test_type_keys_round_trip_through_revision_0014(old_url: str) -> None:
+    """Revision 0015 stores types by key: out of it and back loses nothing, a ledger left
+    at 0014 is read through its view, and positions go on from where they were."""
+    migrate.upgrade(old_url)
+    with Ledger.open(old_url) as ledger:
+        ledger.start_run("new", seed=1, run_id="new-run").finish()
+    before = rawdb.run(old_url, "SELECT * FROM events ORDER BY position")
+    first_seen = list(dict.fromkeys(str(row[5]) for row in before))
+    assert [
+        name
+        for (name,) in rawdb.run(old_url, "SELECT event_type FROM ledger_types ORDER BY type_key")
+    ] == first_seen
+    migrate.downgrade(old_url, "0014")
+    assert rawdb.run(old_url, "SELECT * FROM events ORDER BY position") == before
+    with Ledger.open(old_url) as ledger:
+        assert not ledger.lean  # read through the view, as it is
+        assert _formats(ledger) == {OLD_RUN: 1, "new-run": 2}
+        assert [tuple(row) for row in ledger.raw_rows()] == before
+    migrate.upgrade(old_url)
+    assert rawdb.run(old_url, "SELECT * FROM events ORDER BY position") == before
+    with Ledger.open(old_url) as ledger:
+        assert ledger.lean
+        ledger.start_run("third", seed=1, run_id="third").finish()
+        assert _formats(ledger) == {OLD_RUN: 1, "new-run": 2, "third": 2}
+    [(first_new,)] = rawdb.run(old_url, "SELECT MIN(position) FROM events WHERE run_id = 'third'")
+    assert first_new == max(int(row[0]) for row in before) + 1

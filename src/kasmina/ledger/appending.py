@@ -328,10 +328,15 @@ class Appending:
             if stream not in keys.streams:
                 self._stream_key(cur, keys, stream, make=True)
         types = self._type_keys(cur, fresh, staged.types)
+        last = None
         if fresh:  # the store takes every row or raises, so all of `fresh` is written
             rows = self._chained_rows(run_id, keys, fresh, heads, known, run_prev, types)
-            self._store.insert_events(cur, rows)
-        before, tip = tip, self._tip(cur, keys.run_key)
+            last = self._store.insert_events(cur, rows)
+        before = tip
+        if last is None:
+            tip = self._tip(cur, keys.run_key)
+        else:  # the batch's last row: where the store put it, and the hash it was given
+            tip = (last, heads[fresh[-1].event.stream_id][1])
         if fresh and keys.form >= 2 and tip is not None:
             self._sign_tip(cur, run_id, before, tip)
         closed = any(isinstance(item.event.payload, RunFinished) for item in fresh)

@@ -33,7 +33,7 @@ import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
-from functools import cached_property, partial
+from functools import partial
 from typing import Literal, cast
 
 from kasmina.canonical import Json, loads
@@ -56,6 +56,10 @@ _AT_TEXT = (
 )
 _EPOCH = datetime(1970, 1, 1)
 _YEAR_10000 = 253_402_300_800
+
+
+def _flat(rows: list[Sequence[Param]]) -> list[Param]:
+    return [value for row in rows for value in row]
 
 
 def sqlite_uri(path: str, *, mode: str = "ro", immutable: bool = False) -> str:
@@ -145,6 +149,8 @@ class SQLiteStore(Store):
         self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         self.wal_copier = WalCopier(path)
         self._rows_in_transaction = 0
+        #: An INSERT of N rows, by N (`insert_events`).
+        self._insert_sql_by_rows: dict[int, str] = {}
         self._holds = FileHolds(path)
 
     def sql(self, text: str) -> str:
@@ -185,28 +191,34 @@ class SQLiteStore(Store):
                 raise
             self.wal_copier.committed(self._rows_in_transaction)
 
-    def insert_events(self, cur: Cursor, rows: Iterable[Sequence[Param]]) -> None:
-        """Rows go `ROWS_PER_STATEMENT` to an INSERT, the last few by `executemany`.
+    def insert_events(self, cur: Cursor, rows: Iterable[Sequence[Param]]) -> int | None:
+        """Rows go `ROWS_PER_STATEMENT` to an INSERT, the rest in one more.
 
         Each run of a statement sets up the triggers of revision 0006 anew, so
         one run per row (`executemany`) pays that for every row: with them,
         250-row statements store in about 0.8 of its time (bench/storage.py).
+        A statement run by ``execute`` also leaves the last row's position in
+        ``lastrowid``, which saves the append a query for its run's tip.
         """
         part: list[Sequence[Param]] = []
         for row in rows:
             part.append(row)
             if len(part) == ROWS_PER_STATEMENT:
-                cur.execute(self._insert_part_sql, [value for one in part for value in one])
+                cur.execute(self._insert_rows_sql(ROWS_PER_STATEMENT), _flat(part))
                 self._rows_in_transaction += ROWS_PER_STATEMENT
                 part.clear()
         if part:
-            super().insert_events(cur, part)
+            cur.execute(self._insert_rows_sql(len(part)), _flat(part))
             self._rows_in_transaction += len(part)
+        last = cast(sqlite3.Cursor, cur).lastrowid
+        return last if type(last) is int and last > 0 else None
 
-    @cached_property
-    def _insert_part_sql(self) -> str:
-        head, one = self._insert_sql.split(" VALUES ")
-        return f"{head} VALUES {', '.join([one] * ROWS_PER_STATEMENT)}"
+    def _insert_rows_sql(self, rows: int) -> str:
+        sql = self._insert_sql_by_rows.get(rows)
+        if sql is None:
+            head, one = self._insert_sql.split(" VALUES ")
+            sql = self._insert_sql_by_rows[rows] = f"{head} VALUES {', '.join([one] * rows)}"
+        return sql
 
     def first_open(self) -> AbstractContextManager[None]:
         """Hold the folder lock while an existing file without a schema is migrated."""

@@ -181,9 +181,11 @@ class Store(ABC):
             f"INSERT INTO ledger_events ({', '.join(INSERT_COLUMNS)}) VALUES ({values})"
         )
 
-    def insert_events(self, cur: Cursor, rows: Iterable[Sequence[Param]]) -> None:
-        """Insert chained rows (`INSERT_COLUMNS` order) inside the write transaction."""
+    def insert_events(self, cur: Cursor, rows: Iterable[Sequence[Param]]) -> int | None:
+        """Insert chained rows (`INSERT_COLUMNS` order) inside the write transaction; the
+        last one's position where the driver tells it without a query, else None."""
         cur.executemany(self._insert_sql, rows)
+        return None
 
     def lock_run_starts(self, cur: Cursor) -> None:
         """Hold run starts, ledger-wide, until this write transaction ends.
