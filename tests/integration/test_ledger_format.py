@@ -22,6 +22,8 @@ import rawdb
 from kasmina.cli import main
 from kasmina.errors import WouldLoseData
 from kasmina.ledger import Ledger, migrate
+from kasmina.ledger.schema import VIEWS
+from kasmina.recipes import recipes
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "ledger_0005_124ed2c.db"
 OLD_RUN = "old-demo"
@@ -188,13 +190,26 @@ def test_the_ledger_reads_the_rows_the_events_view_shows(old_url: str) -> None:
     assert picked
 
 
+def _everything(url: str) -> dict[str, list[str]]:
+    """Every view's rows and every cookbook recipe's answer for the old run."""
+    out = {view: sorted(map(repr, rawdb.run(url, f"SELECT * FROM {view}"))) for view in VIEWS}
+    with Ledger.open(url, create=False) as ledger:
+        for name, sql in recipes().items():
+            params = {"run": OLD_RUN} if ":run" in sql else None
+            out[name] = [repr(tuple(row)) for row in ledger.sql(sql, params=params)[1]]
+    return out
+
+
 def test_type_keys_round_trip_through_revision_0014(old_url: str) -> None:
-    """Revision 0015 stores types by key: out of it and back loses nothing, a ledger left
-    at 0014 is read through its view, and positions go on from where they were."""
+    """Revision 0015 stores types by key: out of it and back loses nothing (events, every
+    view, every recipe), a ledger left at 0014 is read through its view, and positions go
+    on from where they were."""
     migrate.upgrade(old_url)
     with Ledger.open(old_url) as ledger:
         ledger.start_run("new", seed=1, run_id="new-run").finish()
     before = rawdb.run(old_url, "SELECT * FROM events ORDER BY position")
+    answers = _everything(old_url)
+    assert all(answers[view] for view in ("stage_changes", "seed_timeline", "runs"))
     first_seen = list(dict.fromkeys(str(row[5]) for row in before))
     assert [
         name
@@ -202,12 +217,14 @@ def test_type_keys_round_trip_through_revision_0014(old_url: str) -> None:
     ] == first_seen
     migrate.downgrade(old_url, "0014")
     assert rawdb.run(old_url, "SELECT * FROM events ORDER BY position") == before
+    assert _everything(old_url) == answers
     with Ledger.open(old_url) as ledger:
         assert not ledger.lean  # read through the view, as it is
         assert _formats(ledger) == {OLD_RUN: 1, "new-run": 2}
         assert [tuple(row) for row in ledger.raw_rows()] == before
     migrate.upgrade(old_url)
     assert rawdb.run(old_url, "SELECT * FROM events ORDER BY position") == before
+    assert _everything(old_url) == answers
     with Ledger.open(old_url) as ledger:
         assert ledger.lean
         ledger.start_run("third", seed=1, run_id="third").finish()
