@@ -190,5 +190,18 @@ class PostgresStore(Store):
             grant_reader(self._conn, role, redact(self.url))
 
     def close(self) -> None:
+        """Let go of every run this session holds, then disconnect.
+
+        The server would drop the holds with the session, but only once its
+        backend has wound down, after ``close`` has returned: another
+        session asking at once could still find the run held.
+        """
+        if self._held:
+            self._held.clear()
+            try:
+                with self.lock:
+                    self._conn.execute("SELECT pg_advisory_unlock_all()")
+            except psycopg.Error:
+                pass  # the server lets go with the session
         with self.lock:
             self._conn.close()
