@@ -256,7 +256,9 @@ class SQLiteStore(Store):
         return partial(SQLiteStore, self.url, self.path)
 
     def payload_value(self, raw: object) -> Json:
-        return loads(cast(str, raw))
+        if type(raw) is not str:  # stored as the hashed text: anything else came by hand
+            raise TypeError(f"a payload is stored as text, not {type(raw).__name__}")
+        return loads(raw)
 
     def payload_text(self, raw: object, form: int = 1) -> str:
         return cast(str, raw)  # stored as the hashed text itself, in any format
