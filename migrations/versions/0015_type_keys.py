@@ -102,7 +102,7 @@ def _rebuild_sqlite(typed: bool) -> None:
     """SQLite: the events table again, its type column as `typed` says, every row and
     every position handed out kept."""
     for trigger in _SQLITE_TRIGGERS:
-        op.execute(f"DROP TRIGGER ledger_events_{trigger}")
+        op.execute(f"DROP TRIGGER IF EXISTS ledger_events_{trigger}")
     op.drop_index(_POSITION_INDEX, table_name="ledger_events")
     op.drop_index(_NAME_INDEX if typed else _TYPE_INDEX, table_name="ledger_events")
     op.rename_table("ledger_events", "ledger_events_old")
@@ -112,13 +112,15 @@ def _rebuild_sqlite(typed: bool) -> None:
         "payload, recorded_at, hash, rank"
     )
     picked = ", ".join(f"e.{column.strip()}" for column in shared.split(","))
+    # Every row is carried: a key naming no type (only a hand can leave one) stays as it is.
     if typed:
         join, kind, value = "t.event_type = e.event_type", "type_key", "t.type_key"
     else:
         join, kind, value = "t.type_key = e.type_key", "event_type", "t.event_type"
     op.execute(
-        f"INSERT INTO ledger_events ({shared}, {kind}) SELECT {picked}, {value} "
-        f"FROM ledger_events_old e JOIN ledger_types t ON {join} ORDER BY e.position"
+        f"INSERT INTO ledger_events ({shared}, {kind}) SELECT {picked}, "
+        f"COALESCE({value}, e.{'event_type' if typed else 'type_key'}) "
+        f"FROM ledger_events_old e LEFT JOIN ledger_types t ON {join} ORDER BY e.position"
     )
     op.execute(
         "UPDATE sqlite_sequence SET seq = MAX(seq, (SELECT seq FROM sqlite_sequence "

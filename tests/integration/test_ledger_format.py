@@ -231,3 +231,26 @@ def test_type_keys_round_trip_through_revision_0014(old_url: str) -> None:
         assert _formats(ledger) == {OLD_RUN: 1, "new-run": 2, "third": 2}
     [(first_new,)] = rawdb.run(old_url, "SELECT MIN(position) FROM events WHERE run_id = 'third'")
     assert first_new == max(int(row[0]) for row in before) + 1
+
+
+def test_downgrading_type_keys_never_drops_a_row(old_url: str) -> None:
+    """A row whose type key names no type (left by a hand): SQLite's downgrade keeps it,
+    with the key as its type; PostgreSQL's stops on it, changing nothing."""
+    migrate.upgrade(old_url)
+    rawdb.drop_triggers(old_url)
+    rawdb.run(old_url, "UPDATE ledger_events SET type_key = 999 WHERE position = 3")
+    stored = rawdb.run(old_url, "SELECT COUNT(*) FROM ledger_events")
+    if old_url.startswith("postgresql"):
+        with pytest.raises(Exception, match="type_key|event_type|null"):
+            migrate.downgrade(old_url, "0014")
+        assert rawdb.run(old_url, "SELECT version_num FROM alembic_version") == [("0015",)]
+        assert rawdb.run(old_url, "SELECT COUNT(*) FROM ledger_events") == stored
+        return
+    migrate.downgrade(old_url, "0014")
+    assert rawdb.run(old_url, "SELECT COUNT(*) FROM ledger_events") == stored
+    assert rawdb.run(old_url, "SELECT event_type FROM ledger_events WHERE position = 3") == [
+        ("999",)
+    ]
+    with Ledger.open(old_url) as ledger:
+        kinds = {fault.kind for fault in ledger.verify().faults if fault.position == 3}
+    assert kinds
