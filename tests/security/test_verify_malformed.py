@@ -250,3 +250,17 @@ def test_reading_a_malformed_integer_is_one_line(
     _insert_copy(exposed_sqlite, **{column: "'abc'"})
     line = cli_error(capsys, ["--db", exposed_sqlite, "history", "victim"])
     assert "'abc'" in line and "not an integer" in line, line
+
+
+def test_a_type_key_naming_no_type_is_reported(exposed: str) -> None:
+    """A row's type key changed by hand to one ``ledger_types`` does not hold: the view
+    leaves the row out, and `verify` names it rather than passing over it."""
+    [(position,)] = rawdb.run(
+        exposed,
+        "SELECT MAX(e.position) FROM ledger_events e JOIN ledger_types t "
+        "ON t.type_key = e.type_key WHERE t.event_type = 'SeedTelemetrySampled'",
+    )
+    rawdb.run(exposed, f"UPDATE ledger_events SET type_key = 999 WHERE position = {position}")
+    assert rawdb.run(exposed, f"SELECT 1 FROM events WHERE position = {position}") == []
+    faults = _faults_at(_verified(exposed), int(str(position)))
+    assert "event_type holds None" in faults["malformed_row"]

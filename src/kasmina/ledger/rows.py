@@ -15,7 +15,7 @@ A ledger older than 0015 is read through ``events`` (a table before 0014) as it 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kasmina.canonical import GENESIS_HASH
@@ -49,13 +49,12 @@ _LEAN_SELECT = f"""
 """
 _PREVIOUS_AT = f"SELECT {_PREVIOUS} {_FROM} WHERE e.position = ?"
 
-#: A run's rows as stored, for a reader that renders only what it needs (`verify`);
-#: a type key naming no type reads as NULL, which `verify` names.
+#: A run's rows as stored, for a reader that renders only what it needs (`verify`):
+#: the type by its key, which `StoredRun.types` names.
 _STORED_SELECT = """
-    SELECT e.position, e.event_id, e.stream_key, e.version, t.event_type, e.schema_version,
-           e.epoch, e.seed_id, e.payload, e.recorded_at, e.hash, e.rank
-    FROM ledger_events e LEFT JOIN ledger_types t ON t.type_key = e.type_key
-    WHERE e.run_key = ?
+    SELECT position, event_id, stream_key, version, type_key, schema_version, epoch,
+           seed_id, payload, recorded_at, hash, rank
+    FROM ledger_events WHERE run_key = ?
 """
 
 
@@ -70,6 +69,8 @@ class StoredRun:
     form: int
     #: What a format-2 run's first event links to (the ledger's run start before it).
     start_prev: object = None
+    #: Every event type by its key; a key naming none reads as None, which `verify` names.
+    types: dict[object, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -216,8 +217,14 @@ class RowReader:
             streams = self.store.fetch(
                 "SELECT stream_key, stream_id FROM ledger_streams WHERE run_key = ?", [run_key]
             )
+            types = self.store.fetch("SELECT type_key, event_type FROM ledger_types")
         return StoredRun(
-            run_id, run_key, {key: stream for key, stream in streams}, form, start_prev
+            run_id,
+            run_key,
+            {key: stream for key, stream in streams},
+            form,
+            start_prev,
+            {key: name for key, name in types},
         )
 
     def stored_pages(
@@ -230,9 +237,9 @@ class RowReader:
     ) -> Iterator[list[tuple[Any, ...]]]:
         """The run's rows as stored (`_STORED_SELECT`'s columns), in position order,
         after < position <= until; `render` turns one into the row the view shows."""
-        tail = ("" if until is None else " AND e.position <= ?") + " ORDER BY e.position LIMIT ?"
+        tail = ("" if until is None else " AND position <= ?") + " ORDER BY position LIMIT ?"
         bound: list[Param] = [] if until is None else [until]
-        more = f"{_STORED_SELECT} AND e.position > ?{tail}"
+        more = f"{_STORED_SELECT} AND position > ?{tail}"
         sql, args = (
             (f"{_STORED_SELECT}{tail}", [run.run_key, *bound, page_size])
             if after is None
@@ -249,12 +256,13 @@ class RowReader:
     def render(self, run: StoredRun, stored: tuple[Any, ...]) -> EventRow | None:
         """One stored row as the view shows it; None for a row of a stream the run
         does not hold, which the view's join leaves out too."""
-        (position, event_id, stream_key, version, event_type, schema_version, epoch,
+        (position, event_id, stream_key, version, type_key, schema_version, epoch,
          seed_id, payload, recorded_at, digest, rank) = stored  # fmt: skip
         if stream_key not in run.streams:
             return None
         lean = (
-            position, event_id, run.run_id, run.streams[stream_key], version, event_type,
+            position, event_id, run.run_id, run.streams[stream_key], version,
+            run.types.get(type_key),
             schema_version, epoch, seed_id, payload, recorded_at, digest, rank, stream_key,
             run.form, run.start_prev,
         )  # fmt: skip

@@ -463,15 +463,16 @@ class ChainChecker:
         payload_text, time_text = store.payload_text, store.recorded_at_text
         readable = self._readable
         q_run = quote(run.run_id)
-        streams = run.streams
+        streams, types = run.streams, run.types
         last_time: object = object()
         shown_time: object = None
         q_time = ""
         for page in pages:
             for stored in page:
-                (position, event_id, stream_key, version, event_type, schema_version, epoch,
+                (position, event_id, stream_key, version, type_key, schema_version, epoch,
                  seed_id, payload, recorded_at, digest, rank) = stored  # fmt: skip
                 stream: Any = streams.get(stream_key)
+                event_type: Any = types.get(type_key)
                 head = heads.get(stream) if type(stream) is str else None
                 if head is not None:
                     last_version, last_hash = head
