@@ -717,10 +717,7 @@ def read_payload(event_type: str, schema_version: int, data: Mapping[str, Json])
         return RawPayload.model_validate(data, context=_READ)
     if schema_version != cls.schema_version or type(data) is not dict:
         return load_payload(event_type, schema_version, data, stored=True)
-    try:
-        return cast(Payload, cls.__pydantic_validator__.validate_python(data, context=_READ))
-    except ValidationError as exc:
-        raise PayloadInvalid(_validation_line(event_type, exc)) from None
+    return _validated(cls, event_type, data, _READ)
 
 
 def load_payload(
@@ -732,8 +729,15 @@ def load_payload(
     """
     cls = payload_class(event_type)
     current = upcast(event_type, schema_version, data)
+    return _validated(cls, event_type, current, _READ if stored else None)
+
+
+def _validated(
+    cls: type[Payload], event_type: str, data: object, context: dict[str, bool] | None
+) -> Payload:
+    """`data` as a `cls` through its compiled validator, or one `PayloadInvalid` line."""
     try:
-        return cls.model_validate(current, context=_READ if stored else None)
+        return cast(Payload, cls.__pydantic_validator__.validate_python(data, context=context))
     except ValidationError as exc:
         raise PayloadInvalid(_validation_line(event_type, exc)) from None
 

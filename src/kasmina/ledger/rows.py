@@ -33,11 +33,13 @@ _PREVIOUS = """
               WHERE p.stream_key = e.stream_key AND p.version = e.version - 1)
          WHEN r.format >= 2 AND s.stream_id = 'run' THEN r.start_prev END
 """
-_FROM = """
+#: What `_PREVIOUS` reads from; the rows' own reads also name the type.
+_KEYED_FROM = """
     FROM ledger_events e
     JOIN ledger_streams s ON s.stream_key = e.stream_key
     JOIN ledger_runs r ON r.run_key = e.run_key
-    JOIN ledger_types t ON t.type_key = e.type_key
+"""
+_FROM = f"""{_KEYED_FROM}    JOIN ledger_types t ON t.type_key = e.type_key
 """
 #: The columns of `EventRow` as stored (the id, time and hashes untouched), then
 #: what `_rendered` needs to find ``prev_hash`` without a look-up per row.
@@ -47,7 +49,7 @@ _LEAN_SELECT = f"""
            e.stream_key, r.format, r.start_prev
     {_FROM}
 """
-_PREVIOUS_AT = f"SELECT {_PREVIOUS} {_FROM} WHERE e.position = ?"
+_PREVIOUS_AT = f"SELECT {_PREVIOUS} {_KEYED_FROM} WHERE e.position = ?"
 
 #: A run's rows as stored, for a reader that renders only what it needs (`verify`):
 #: the type by its key, which `StoredRun.types` names.
