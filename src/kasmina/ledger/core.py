@@ -12,7 +12,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
-from kasmina.canonical import Json
+from kasmina.canonical import GENESIS_HASH, Json
 from kasmina.errors import (
     BadDatabaseURL,
     ConcurrencyError,
@@ -443,26 +443,29 @@ class Ledger(Appending):
             page_size=page_size,
         )
 
-    def _to_event(self, row: EventRow) -> StoredEvent:
-        data = self._store.payload_value(row.payload)
-        if not isinstance(data, dict):
-            raise PayloadInvalid(f"event at position {row.position} has a non-object payload")
-        schema_version = integer(row.schema_version, "a schema version")
+    def _to_event(self, row: tuple[Any, ...]) -> StoredEvent:
+        """A row of `RowReader.stored` as an event: only what an event holds is rendered."""
+        (position, event_id, run_id, stream_id, version, event_type, schema_version, epoch,
+         seed_id, payload, recorded_at, previous, digest, rank) = row  # fmt: skip
+        store = self._store
+        data = store.payload_value(payload)
+        if type(data) is not dict:
+            raise PayloadInvalid(f"event at position {position} has a non-object payload")
         return StoredEvent(
-            position=row.position,
-            event_id=str(row.event_id),
-            run_id=str(row.run_id),
-            stream_id=str(row.stream_id),
-            version=integer(row.version, "a version"),
-            event_type=str(row.event_type),
-            schema_version=schema_version,
-            epoch=optional_integer(row.epoch, "an epoch"),
-            seed_id=None if row.seed_id is None else str(row.seed_id),
-            data=data,
-            recorded_at=self._store.recorded_at_value(row.recorded_at),
-            prev_hash=str(row.prev_hash),
-            hash=str(row.hash),
-            rank=optional_integer(row.rank, "a rank"),
+            position,
+            str(store.view_id(event_id)),
+            str(run_id),
+            str(stream_id),
+            integer(version, "a version"),
+            str(event_type),
+            integer(schema_version, "a schema version"),
+            optional_integer(epoch, "an epoch"),
+            None if seed_id is None else str(seed_id),
+            store.recorded_at_value(recorded_at),
+            GENESIS_HASH if previous is None else str(store.view_hash(previous)),
+            str(store.view_hash(digest)),
+            optional_integer(rank, "a rank"),
+            data,
         )
 
     def read(
@@ -479,7 +482,7 @@ class Ledger(Appending):
 
         `types` keeps only events of those types, `skip_types` leaves those out.
         """
-        rows = self._rows.pages(
+        rows = self._rows.stored(
             run_id,
             after=after,
             stream_id=stream_id,
@@ -487,8 +490,7 @@ class Ledger(Appending):
             types=types,
             skip_types=skip_types,
         )
-        for row in rows:
-            yield self._to_event(row)
+        return map(self._to_event, rows)
 
     def follow(
         self,
@@ -518,7 +520,7 @@ class Ledger(Appending):
     def of_type(self, run_id: str, event_type: str) -> list[StoredEvent]:
         """The run's events of one type, in position order (one indexed query)."""
         with translate(self.url):
-            rows = self._rows.pages(run_id, types=(event_type,))
+            rows = self._rows.stored(run_id, types=(event_type,))
             return [self._to_event(row) for row in rows]
 
     def attempts(self, run_id: str) -> Attempts:

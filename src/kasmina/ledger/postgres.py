@@ -158,8 +158,9 @@ class PostgresStore(Store):
         return dumps_canonical(cast(Json, raw))
 
     def view_id(self, raw: object) -> object:
-        data = cast(bytes, raw)
-        return uuid_text(data) if len(data) == 16 else data.lstrip(b"\0").decode(errors="replace")
+        if type(raw) is not bytes:  # an older ledger's text
+            return raw
+        return uuid_text(raw) if len(raw) == 16 else raw.lstrip(b"\0").decode(errors="replace")
 
     def lock_run_starts(self, cur: Cursor) -> None:
         # The two-key form: a key space apart from the runs' one-key locks.

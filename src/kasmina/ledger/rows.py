@@ -33,23 +33,20 @@ _PREVIOUS = """
               WHERE p.stream_key = e.stream_key AND p.version = e.version - 1)
          WHEN r.format >= 2 AND s.stream_id = 'run' THEN r.start_prev END
 """
-#: What `_PREVIOUS` reads from; the rows' own reads also name the type.
+#: What `_PREVIOUS` reads from.
 _KEYED_FROM = """
     FROM ledger_events e
     JOIN ledger_streams s ON s.stream_key = e.stream_key
     JOIN ledger_runs r ON r.run_key = e.run_key
 """
-_FROM = f"""{_KEYED_FROM}    JOIN ledger_types t ON t.type_key = e.type_key
-"""
-#: The columns of `EventRow` as stored (the id, time and hashes untouched), then
-#: what `_rendered` needs to find ``prev_hash`` without a look-up per row.
-_LEAN_SELECT = f"""
-    SELECT e.position, e.event_id, r.run_id, s.stream_id, e.version, t.event_type,
-           e.schema_version, e.epoch, e.seed_id, e.payload, e.recorded_at, e.hash, e.rank,
-           e.stream_key, r.format, r.start_prev
-    {_FROM}
-"""
 _PREVIOUS_AT = f"SELECT {_PREVIOUS} {_KEYED_FROM} WHERE e.position = ?"
+
+#: Rows as stored with their keys, which `_Names` names (`RowReader.stored`).
+_KEYED_SELECT = """
+    SELECT position, event_id, run_key, stream_key, version, type_key, schema_version, epoch,
+           seed_id, payload, recorded_at, hash, rank
+    FROM ledger_events
+"""
 
 #: A run's rows as stored, for a reader that renders only what it needs (`verify`):
 #: the type by its key, which `StoredRun.types` names.
@@ -75,6 +72,55 @@ class StoredRun:
     types: dict[object, object] = field(default_factory=dict)
 
 
+#: Not yet looked up (None is looked up and naming nothing).
+_UNSEEN = object()
+
+
+class _Names:
+    """What one read's run, stream and type keys name, each looked up once.
+
+    The names never change once written (the tables are immutable), so a
+    read asks for each key once rather than joining three tables per row:
+    a stream's key brings every stream of its run, a type's every type.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.runs: dict[object, tuple[object, object, object] | None] = {}
+        self.streams: dict[object, object] = {}
+        self.types: dict[object, object] = {}
+
+    def _fetch(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+        with translate(self.store.url):
+            return self.store.fetch(sql, params)
+
+    def run(self, key: object) -> tuple[object, object, object] | None:
+        """(run_id, format, start_prev) of the run `key`, None if there is none."""
+        for run_key, run_id, form, start_prev in self._fetch(
+            "SELECT run_key, run_id, format, start_prev FROM ledger_runs WHERE run_key = ?", [key]
+        ):
+            self.runs[run_key] = (run_id, form, start_prev)
+        return self.runs.setdefault(key, None)
+
+    def stream(self, key: object) -> object:
+        """The stream id of `key`, None if there is none."""
+        for stream_key, stream_id in self._fetch(
+            "SELECT stream_key, stream_id FROM ledger_streams WHERE run_key IN "
+            "(SELECT run_key FROM ledger_streams WHERE stream_key = ?)",
+            [key],
+        ):
+            self.streams[stream_key] = stream_id
+        return self.streams.setdefault(key, None)
+
+    def type(self, key: object) -> object:
+        """The event type of `key`, None if there is none."""
+        for type_key, event_type in self._fetch(
+            "SELECT type_key, event_type FROM ledger_types", []
+        ):
+            self.types[type_key] = event_type
+        return self.types.setdefault(key, None)
+
+
 @dataclass(frozen=True)
 class RowReader:
     """Pages of rows from one store; `lean` and `ranked` say what its schema holds."""
@@ -95,10 +141,66 @@ class RowReader:
         skip_types: Sequence[str] = (),
         page_size: int = PAGE_SIZE,
     ) -> Iterator[EventRow]:
-        """Rows after < position <= until, filtered by what is given (keyset paging).
+        """Rows as the view shows them, after < position <= until, filtered by what
+        is given (see `stored`)."""
+        rows = self.stored(
+            run_id,
+            after=after,
+            until=until,
+            stream_id=stream_id,
+            seed_id=seed_id,
+            types=types,
+            skip_types=skip_types,
+            page_size=page_size,
+        )
+        return map(self._view_row, rows)
+
+    def _view_row(self, stored: tuple[Any, ...]) -> EventRow:
+        """A row of `stored` as the view shows it: its id, time and hashes rendered."""
+        store = self.store
+        (position, event_id, run_id, stream_id, version, event_type, schema_version, epoch,
+         seed_id, payload, recorded_at, previous, digest, rank) = stored  # fmt: skip
+        return EventRow._make(
+            (
+                position,
+                store.view_id(event_id),
+                run_id,
+                stream_id,
+                version,
+                event_type,
+                schema_version,
+                epoch,
+                seed_id,
+                payload,
+                store.view_time(recorded_at),
+                GENESIS_HASH if previous is None else store.view_hash(previous),
+                store.view_hash(digest),
+                rank,
+            )
+        )
+
+    def stored(
+        self,
+        run_id: str | None,
+        *,
+        after: int | None = None,
+        until: int | None = None,
+        stream_id: str | None = None,
+        seed_id: str | None = None,
+        types: Sequence[str] = (),
+        skip_types: Sequence[str] = (),
+        page_size: int = PAGE_SIZE,
+    ) -> Iterator[tuple[Any, ...]]:
+        """`EventRow`'s fields in position order, the id, time and hashes as stored
+        (``prev_hash`` None at a chain's start), for a reader that renders only what
+        it needs (`Ledger.read`); after < position <= until, filtered by what is given
+        (keyset paging).
 
         Without `after` every row is read, also one below position 1, which
-        only a hand-made row can hold and `verify` must see.
+        only a hand-made row can hold and `verify` must see. A lean row's keys
+        are named from `_Names`, looked up once per read rather than joined per
+        row, and a row whose key names nothing is left out, as the view's joins
+        leave it out.
         """
         where: list[str] = []
         params: list[Param] = []
@@ -134,13 +236,8 @@ class RowReader:
                 params += names
         tail = f"{''.join(f' AND {w}' for w in where)} ORDER BY position LIMIT ?"
         if self.lean:
-            # The page's positions from the tables' indexes first: PostgreSQL
-            # otherwise sorts the whole run for every page.
-            pick = f"SELECT position FROM ledger_events WHERE {{}}{tail}"
-            first_sql = f"{_LEAN_SELECT} WHERE e.position IN ({pick.format('TRUE')}) ORDER BY 1"
-            after_sql = (
-                f"{_LEAN_SELECT} WHERE e.position IN ({pick.format('position > ?')}) ORDER BY 1"
-            )
+            first_sql = f"{_KEYED_SELECT} WHERE TRUE{tail}"
+            after_sql = f"{_KEYED_SELECT} WHERE position > ?{tail}"
         else:
             columns = ", ".join(COLUMNS if self.ranked else (*COLUMNS[:-1], "NULL AS rank"))
             first_sql = f"SELECT {columns} FROM events WHERE TRUE{tail}"
@@ -149,59 +246,73 @@ class RowReader:
             sql, args = first_sql, [*params, page_size]
         else:
             sql, args = after_sql, [after, *params, page_size]
+        named = _Names(self.store)
         seen: dict[object, tuple[int, object]] = {}
         while True:
             with translate(self.store.url):
                 page = self.store.fetch(sql, args)
             if self.lean:
-                yield from self._rendered(page, seen)
+                yield from self._named(page, named, seen)
             else:
-                yield from map(EventRow._make, page)
+                yield from page
             if len(page) < page_size:
                 return
             sql, args = after_sql, [integer(page[-1][0], "a position"), *params, page_size]
 
-    def _rendered(
-        self, page: list[tuple[object, ...]], seen: dict[object, tuple[int, object]]
-    ) -> Iterator[EventRow]:
-        """Rows as the view shows them. `seen`: each stream's last row read, by its key
-        (version, stored hash), so that a stream's previous hash is mostly at hand."""
-        store = self.store
-        view_id, view_time, view_hash = store.view_id, store.view_time, store.view_hash
+    def _named(
+        self, page: list[tuple[Any, ...]], named: _Names, seen: dict[object, tuple[int, object]]
+    ) -> Iterator[tuple[Any, ...]]:
+        """A page of `_KEYED_SELECT` as `stored` gives it: keys named, previous hash found."""
+        runs, streams, types = named.runs, named.streams, named.types
         for (
-            position, event_id, run_id, stream_id, version, event_type, schema_version, epoch,
-            seed_id, payload, recorded_at, digest, rank, stream_key, form, start_prev,
+            position, event_id, run_key, stream_key, version, type_key, schema_version, epoch,
+            seed_id, payload, recorded_at, digest, rank,
         ) in page:  # fmt: skip
-            if type(version) is not int or type(form) is not int:
-                previous = self._previous_at(position)
-            elif version > 1:
-                last = seen.get(stream_key)
-                if last is not None and last[0] == version - 1:
-                    previous = last[1]
-                else:
-                    previous = self._previous_at(position)
-            else:
-                previous = start_prev if form >= 2 and stream_id == "run" else None
-            if type(version) is int:
-                seen[stream_key] = (version, digest)
-            yield EventRow._make(
-                (
-                    position,
-                    view_id(event_id),
-                    run_id,
-                    stream_id,
-                    version,
-                    event_type,
-                    schema_version,
-                    epoch,
-                    seed_id,
-                    payload,
-                    view_time(recorded_at),
-                    GENESIS_HASH if previous is None else view_hash(previous),
-                    view_hash(digest),
-                    rank,
-                )
-            )
+            run: Any = runs.get(run_key, _UNSEEN)
+            if run is _UNSEEN:
+                run = named.run(run_key)
+            stream_id = streams.get(stream_key, _UNSEEN)
+            if stream_id is _UNSEEN:
+                stream_id = named.stream(stream_key)
+            event_type = types.get(type_key, _UNSEEN)
+            if event_type is _UNSEEN:
+                event_type = named.type(type_key)
+            if run is None or stream_id is None or event_type is None:
+                continue
+            run_id, form, start_prev = run
+            yield (
+                position, event_id, run_id, stream_id, version, event_type, schema_version,
+                epoch, seed_id, payload, recorded_at,
+                self._previous(
+                    seen, position, stream_key, stream_id, version, form, start_prev, digest
+                ),
+                digest, rank,
+            )  # fmt: skip
+
+    def _previous(
+        self,
+        seen: dict[object, tuple[int, object]],
+        position: object,
+        stream_key: object,
+        stream_id: object,
+        version: object,
+        form: object,
+        start_prev: object,
+        digest: object,
+    ) -> object:
+        """What the row's ``prev_hash`` is as stored (`_PREVIOUS`), None at a chain's
+        start. `seen` holds each stream's last row read (version, stored hash), by
+        its key, so that the stream's previous hash is mostly at hand; this row
+        (its `digest`) becomes its stream's last."""
+        if type(version) is not int or type(form) is not int:
+            return self._previous_at(position)
+        last = seen.get(stream_key)
+        seen[stream_key] = (version, digest)
+        if version > 1:
+            if last is not None and last[0] == version - 1:
+                return last[1]
+            return self._previous_at(position)
+        return start_prev if form >= 2 and stream_id == "run" else None
 
     def stored_run(self, run_id: str) -> StoredRun | None:
         """The run's keys, for `stored_pages`; None where rows are not stored lean."""
@@ -260,15 +371,18 @@ class RowReader:
         does not hold, which the view's join leaves out too."""
         (position, event_id, stream_key, version, type_key, schema_version, epoch,
          seed_id, payload, recorded_at, digest, rank) = stored  # fmt: skip
-        if stream_key not in run.streams:
+        stream_id = run.streams.get(stream_key)
+        if stream_id is None:
             return None
-        lean = (
-            position, event_id, run.run_id, run.streams[stream_key], version,
-            run.types.get(type_key),
-            schema_version, epoch, seed_id, payload, recorded_at, digest, rank, stream_key,
-            run.form, run.start_prev,
+        previous = self._previous(
+            {}, position, stream_key, stream_id, version, run.form, run.start_prev, digest
+        )
+        return self._view_row(
+            (
+                position, event_id, run.run_id, stream_id, version, run.types.get(type_key),
+                schema_version, epoch, seed_id, payload, recorded_at, previous, digest, rank,
+            )
         )  # fmt: skip
-        return next(self._rendered([lean], {}))
 
     def _previous_at(self, position: object) -> object:
         with translate(self.store.url):

@@ -55,6 +55,7 @@ _AT_TEXT = (
     "|| printf('.%06d+00:00', ?1 % 1000000)"
 )
 _EPOCH = datetime(1970, 1, 1)
+_EPOCH_UTC = _EPOCH.replace(tzinfo=UTC)
 _YEAR_10000 = 253_402_300_800
 
 
@@ -288,7 +289,9 @@ class SQLiteStore(Store):
         return f"{text}.{micro:06d}+00:00"
 
     def recorded_at_value(self, raw: object) -> datetime:
-        return datetime.fromisoformat(cast(str, raw)).astimezone(UTC)
+        if type(raw) is int and 0 <= raw < _YEAR_10000 * 1_000_000:  # as stored: `view_time`'s
+            return _EPOCH_UTC + timedelta(microseconds=raw)
+        return datetime.fromisoformat(cast(str, self.view_time(raw))).astimezone(UTC)
 
     def readonly_query(
         self, sql: str, timeout_s: float = DEFAULT_TIMEOUT_S
