@@ -211,9 +211,12 @@ class Payload(BaseModel):
         decoded = data
         for name in cls._real_fields:
             value = data.get(name)
-            if type(value) is str:
+            kind = type(value)
+            if kind is float or value is None:  # nearly every value: nothing to do
+                continue
+            if kind is str:
                 new: object = _special(name, value)
-            elif type(value) is dict:  # free-named metrics: their values are reals
+            elif kind is dict and value:  # free-named metrics: their values are reals
                 new = _decoded_values(name, value)
                 if new is value:
                     continue

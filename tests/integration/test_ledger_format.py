@@ -163,6 +163,15 @@ def _odd_rows(url: str, run_id: str) -> None:
         "schema_version, payload, recorded_at, hash) VALUES (?, ?, ?, 60, 9999, 1, '{}', ?, ?)",
         (b"\x08" * 16, run_key, stream_key, *odd[0][2:], b"\x09" * 32),
     )
+    # A run key and a stream key naming nothing: the view's joins leave these out too.
+    for run, stream in ((run_key, 99_999), (99_998, stream_key)):
+        rawdb.run(
+            url,
+            "INSERT INTO ledger_events (event_id, run_key, stream_key, version, type_key, "
+            f"schema_version, payload, recorded_at, hash) VALUES (?, ?, ?, 70, {note}, 1, '{{}}', "
+            "?, ?)",
+            (bytes([run % 256]) * 16, run, stream, odd[0][2], b"\x0a" * 32),
+        )
     if not pg:  # SQLite keeps a blob in an integer column, above any number, yet subtracts from it
         rawdb.run(
             url,
@@ -186,8 +195,15 @@ def test_the_ledger_reads_the_rows_the_events_view_shows(old_url: str) -> None:
         assert [tuple(row) for row in ledger.raw_rows(page_size=7)] == view
         seed = next(row[8] for row in view if row[2] == OLD_RUN and row[8] is not None)
         picked = [tuple(r) for r in ledger.raw_rows(OLD_RUN, seed_id=str(seed), after=3)]
-    assert picked == [r for r in view if r[2] == OLD_RUN and r[8] == seed and r[0] > 3]
-    assert picked
+        assert picked == [r for r in view if r[2] == OLD_RUN and r[8] == seed and r[0] > 3]
+        assert picked
+        # `read` renders only what an event holds, from the same rows: the same envelopes.
+        events = [*ledger.read(OLD_RUN), *ledger.read("new-run", skip_types=["Note"])]
+    fields = ("position", "event_id", "run_id", "stream_id", "version", "event_type")
+    more = ("schema_version", "epoch", "seed_id")
+    shown = [(*(getattr(e, f) for f in fields + more), e.prev_hash, e.hash, e.rank) for e in events]
+    assert shown == [(*r[:9], *r[11:]) for r in view if r[5] != "Note"]
+    assert len(shown) > 20
 
 
 def _everything(url: str) -> dict[str, list[str]]:
