@@ -848,7 +848,7 @@ class _EventFields:
     rank: int | None = None
     #: The payload as stored (a JSON object), in its schema version.
     data: Mapping[str, Json] = field(default_factory=dict, compare=False)
-    _decoded: list[Payload] = field(default_factory=list, init=False, repr=False, compare=False)
+    _decoded: Payload | None = field(default=None, init=False, repr=False, compare=False)
 
 
 class StoredEvent(_EventFields):
@@ -887,9 +887,10 @@ class StoredEvent(_EventFields):
     def payload(self) -> Payload:
         """The payload as its model (`read_payload`); `PayloadInvalid` if it does not fit."""
         decoded = self._decoded
-        if not decoded:
-            decoded.append(read_payload(self.event_type, self.schema_version, self.data))
-        return decoded[0]
+        if decoded is None:
+            decoded = read_payload(self.event_type, self.schema_version, self.data)
+            object.__setattr__(self, "_decoded", decoded)  # a cache, not a field
+        return decoded
 
     @property
     def slot_id(self) -> str | None:
