@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -202,8 +202,15 @@ def test_the_ledger_reads_the_rows_the_events_view_shows(old_url: str) -> None:
     fields = ("position", "event_id", "run_id", "stream_id", "version", "event_type")
     more = ("schema_version", "epoch", "seed_id")
     shown = [(*(getattr(e, f) for f in fields + more), e.prev_hash, e.hash, e.rank) for e in events]
-    assert shown == [(*r[:9], *r[11:]) for r in view if r[5] != "Note"]
+    kept = [r for r in view if r[5] != "Note"]
+    assert shown == [(*r[:9], *r[11:]) for r in kept]
     assert len(shown) > 20
+    # The time too: SQLite's read goes from stored microseconds to a datetime directly.
+    times = [
+        r[10] if isinstance(r[10], datetime) else datetime.fromisoformat(str(r[10])) for r in kept
+    ]
+    assert [e.recorded_at for e in events] == times
+    assert all(e.recorded_at.utcoffset() == timedelta(0) for e in events)
 
 
 def _everything(url: str) -> dict[str, list[str]]:
