@@ -433,8 +433,9 @@ class Ledger(Appending):
         seed_id: str | None = None,
         page_size: int = PAGE_SIZE,
     ) -> Iterator[EventRow]:
-        """Rows in position order, a page at a time (see `RowReader.pages`)."""
-        return self._rows.pages(
+        """Rows as the `events` view shows them, in position order, a page at a time
+        (see `RowReader.stored`)."""
+        rows = self._rows.stored(
             run_id,
             after=after,
             until=until,
@@ -442,6 +443,7 @@ class Ledger(Appending):
             seed_id=seed_id,
             page_size=page_size,
         )
+        return map(self._rows.view_row, rows)
 
     def _to_event(self, row: tuple[Any, ...]) -> StoredEvent:
         """A row of `RowReader.stored` as an event: only what an event holds is rendered."""

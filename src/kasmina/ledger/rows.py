@@ -129,33 +129,7 @@ class RowReader:
     lean: bool
     ranked: bool
 
-    def pages(
-        self,
-        run_id: str | None,
-        *,
-        after: int | None = None,
-        until: int | None = None,
-        stream_id: str | None = None,
-        seed_id: str | None = None,
-        types: Sequence[str] = (),
-        skip_types: Sequence[str] = (),
-        page_size: int = PAGE_SIZE,
-    ) -> Iterator[EventRow]:
-        """Rows as the view shows them, after < position <= until, filtered by what
-        is given (see `stored`)."""
-        rows = self.stored(
-            run_id,
-            after=after,
-            until=until,
-            stream_id=stream_id,
-            seed_id=seed_id,
-            types=types,
-            skip_types=skip_types,
-            page_size=page_size,
-        )
-        return map(self._view_row, rows)
-
-    def _view_row(self, stored: tuple[Any, ...]) -> EventRow:
+    def view_row(self, stored: tuple[Any, ...]) -> EventRow:
         """A row of `stored` as the view shows it: its id, time and hashes rendered."""
         store = self.store
         (position, event_id, run_id, stream_id, version, event_type, schema_version, epoch,
@@ -377,7 +351,7 @@ class RowReader:
         previous = self._previous(
             {}, position, stream_key, stream_id, version, run.form, run.start_prev, digest
         )
-        return self._view_row(
+        return self.view_row(
             (
                 position, event_id, run.run_id, stream_id, version, run.types.get(type_key),
                 schema_version, epoch, seed_id, payload, recorded_at, previous, digest, rank,
