@@ -79,5 +79,11 @@ def uuid_bytes(event_id: str) -> bytes | None:
 
 def uuid_text(data: bytes) -> str:
     """`uuid_bytes` undone: 16 bytes as the lowercase 8-4-4-4-12 text that was hashed."""
+    return quoted_uuid(data)[1:-1]
+
+
+def quoted_uuid(data: bytes) -> str:
+    """`uuid_text` as a JSON string, as a hashed envelope holds it: hex digits and
+    dashes need no escaping, so no encoder is asked (it runs once per verified event)."""
     h = data.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    return f'"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"'

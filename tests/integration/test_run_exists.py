@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import rawdb
 
 from kasmina.errors import ConcurrencyError, RunExists
 from kasmina.events import EpochCompleted, make_event
@@ -27,3 +28,48 @@ def test_a_concurrency_error_says_what_happened(db_url: str) -> None:
         stale = make_event(EpochCompleted(), run_id=run.run_id, stream_id="run", version=1)
         with pytest.raises(ConcurrencyError, match=r"is at version 1, so an event written as"):
             ledger.append([stale])
+
+
+def _view_says(url: str, run_id: str) -> bool:
+    return bool(
+        rawdb.run(
+            url,
+            "SELECT 1 FROM events WHERE run_id = ? AND stream_id = 'run' AND version = 1",
+            (run_id,),
+        )
+    )
+
+
+def test_run_exists_answers_as_the_events_view(db_url: str) -> None:
+    """`run_exists` asks the keys first and the view where they find nothing; its
+    answer is the view's, a hand-made row filed under another run's stream included."""
+    with Ledger.open(db_url) as ledger:
+        ledger.start_run("a", seed=0, run_id="a")
+        assert ledger.run_exists("a") and _view_says(db_url, "a")
+        assert not ledger.run_exists("c") and not _view_says(db_url, "c")
+    (a_key,) = rawdb.run(db_url, "SELECT run_key FROM ledger_runs WHERE run_id = 'a'")[0]
+    (a_row,) = rawdb.run(
+        db_url,
+        "SELECT e.type_key, e.recorded_at FROM ledger_events e JOIN ledger_streams s "
+        "ON s.stream_key = e.stream_key WHERE e.run_key = ? AND s.stream_id = 'run'",
+        (a_key,),
+    )
+    # Run "d" has a run stream with no event; run "c"'s one row is filed under it.
+    rawdb.run(db_url, "INSERT INTO ledger_runs (run_id, format) VALUES ('c', 2), ('d', 2)")
+    keys = dict(rawdb.run(db_url, "SELECT run_id, run_key FROM ledger_runs"))  # type: ignore[arg-type]
+    rawdb.run(
+        db_url, "INSERT INTO ledger_streams (run_key, stream_id) VALUES (?, 'run')", (keys["d"],)
+    )
+    (d_stream,) = rawdb.run(
+        db_url, "SELECT stream_key FROM ledger_streams WHERE run_key = ?", (keys["d"],)
+    )[0]
+    rawdb.run(
+        db_url,
+        "INSERT INTO ledger_events (event_id, run_key, stream_key, version, type_key, "
+        "schema_version, payload, recorded_at, hash) VALUES (?, ?, ?, 1, ?, 1, '{}', ?, ?)",
+        (bytes(16), keys["c"], d_stream, a_row[0], a_row[1], bytes(32)),
+    )
+    assert _view_says(db_url, "c") and not _view_says(db_url, "d")
+    with Ledger.open(db_url) as ledger:
+        assert ledger.run_exists("c")
+        assert not ledger.run_exists("d")

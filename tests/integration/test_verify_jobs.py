@@ -142,3 +142,29 @@ def test_a_script_without_a_main_guard_is_not_run_again_by_verify_jobs(tmp_path:
     )
     assert done.stdout == "True\n"
     assert runs.read_text() == "ran\n"
+
+
+def test_workers_started_before_a_failure_are_stopped(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker interpreters start while the ranges' states are read; when that
+    fails, they are ended and the error is the caller's, not left running."""
+    run_id = _record(ledger)
+    started: list[verify_jobs._Worker] = []
+    real_worker = verify_jobs._Worker
+
+    def worker() -> verify_jobs._Worker:
+        started.append(real_worker())
+        return started[-1]
+
+    def failing(*args: object) -> object:
+        raise RuntimeError("the state could not be read")
+
+    monkeypatch.setattr(verify_jobs, "_Worker", worker)
+    monkeypatch.setattr(verify_jobs, "start_state", failing)
+    with pytest.raises(RuntimeError, match="the state could not be read"):
+        ledger.verify(run_id, jobs=3)
+    assert len(started) == 2
+    for item in started:
+        process = item._process
+        assert process is not None and process.returncode is not None

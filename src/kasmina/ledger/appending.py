@@ -475,7 +475,8 @@ class Appending:
         store = self._store
         recorded_param = store.recorded_at_param(now, recorded_at)
         form, run_key, stream_keys = keys.form, keys.run_key, keys.streams
-        # Names are JSON-quoted once per batch rather than once per event.
+        # Names are JSON-quoted once per batch rather than once per event; an event id
+        # needs no escaping, as `append` held it to the 8-4-4-4-12 hex form.
         quoted: dict[str, str] = {}
         quoted_run, quoted_at = quote(run_id), quote(recorded_at)
         for item in fresh:
@@ -494,7 +495,7 @@ class Appending:
             epoch_text = "null" if epoch is None else str(int(epoch))
             seed_text = "null" if seed is None else quoted[seed]
             digest = run_prev = row_hash(
-                form, quote(event.event_id), quoted_run, quoted[stream], version,
+                form, f'"{event.event_id}"', quoted_run, quoted[stream], version,
                 quoted[event_type], kind.schema_version, epoch_text, seed_text, text,
                 quoted_at, head[1], run_prev, event.rank,
             )  # fmt: skip

@@ -83,6 +83,17 @@ _RUN_IDS = (
     "(SELECT 1 FROM ledger_events e WHERE e.run_key = r.run_key) ORDER BY r.run_id"
 )
 _RUN_IDS_0013 = "SELECT DISTINCT run_id FROM events ORDER BY run_id"
+#: A run's first ``run`` event found by keys: the run's, its ``run`` stream's, then the
+#: (stream, version) index. The same question put to the ``events`` view reads every
+#: event of the run, as SQLite's planner takes the (run, position) index there.
+_RUN_STARTED = (
+    "SELECT 1 FROM ledger_runs r "
+    "JOIN ledger_streams s ON s.run_key = r.run_key AND s.stream_id = ? "
+    "JOIN ledger_events e ON e.stream_key = s.stream_key AND e.version = 1 "
+    "AND e.run_key = r.run_key "
+    "JOIN ledger_types t ON t.type_key = e.type_key WHERE r.run_id = ?"
+)
+_RUN_STARTED_VIEW = "SELECT 1 FROM events WHERE run_id = ? AND stream_id = ? AND version = 1"
 
 
 def _optional_float(value: object, what: str) -> float | None:
@@ -393,12 +404,15 @@ class Ledger(Appending):
         ]
 
     def run_exists(self, run_id: str) -> bool:
+        """Whether the ``events`` view holds the run's first ``run`` event.
+
+        Asked of the keys first; only where they find none (no such run, or
+        a hand-made row whose stream is another run's) is the view asked.
+        """
         with translate(self.url):
-            rows = self._store.fetch(
-                "SELECT 1 FROM events WHERE run_id = ? AND stream_id = ? AND version = 1",
-                (run_id, RUN_STREAM),
-            )
-        return bool(rows)
+            if self.lean and self._store.fetch(_RUN_STARTED, (RUN_STREAM, run_id)):
+                return True
+            return bool(self._store.fetch(_RUN_STARTED_VIEW, (run_id, RUN_STREAM)))
 
     def views(self) -> set[str]:
         """The views this database has: an older revision lacks the newer ones."""

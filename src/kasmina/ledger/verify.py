@@ -27,6 +27,7 @@ from kasmina.canonical import (
 )
 from kasmina.errors import PayloadInvalid
 from kasmina.events import RUN_STREAM
+from kasmina.ids import quoted_uuid
 from kasmina.ledger.artifacts import ARTIFACTS_ENV, ArtifactStore, Problem
 from kasmina.ledger.formats import row_hash
 from kasmina.ledger.rows import RowReader, StoredRun
@@ -499,8 +500,13 @@ class ChainChecker:
                         q_time = quote(time_text(shown_time))
                         last_time = recorded_at
                     stored_hash: Any = view_hash(digest)
+                    q_id = (
+                        quoted_uuid(event_id)
+                        if type(event_id) is bytes and len(event_id) == 16
+                        else quote(view_id(event_id))
+                    )
                     digest_text = row_hash(
-                        form, quote(view_id(event_id)), q_run,
+                        form, q_id, q_run,
                         quoted.get(stream) or self._quote(stream), version,
                         quoted.get(event_type) or self._quote(event_type), schema_version,
                         "null" if epoch is None else str(epoch),
@@ -817,9 +823,11 @@ def _signature_problem(
     run_id: str, payload: dict[str, Json], seal: dict[str, Json], trusted: str | None
 ) -> tuple[FaultKind, str] | None:
     """What is wrong with the seal's signature, given the key the verifier pins (if any)."""
+    signature = payload.get("signature")
+    if signature is None and trusted is None:
+        return None  # nothing to check, and no need to load cryptography to say so
     from kasmina.signing import seal_message, signature_problem
 
-    signature = payload.get("signature")
     signed = None
     if signature is not None:
         public = signature.get("public_key") if isinstance(signature, dict) else None

@@ -79,15 +79,19 @@ def _check_in_jobs(
     if not ends:
         check_sequentially(checker, reader, run, saved)
         return
-    starts = [start_state(reader.store, run, after) for after in ends]
-    jobs_args = (reader.store.opener(), run, checker.form, checker.link, checker.trusted)
-    workers = [
-        _Worker((*jobs_args, start, until))
-        for start, until in zip(starts, [*ends[1:], None], strict=True)
-    ]
-    first = ChainChecker(reader.store, run.run_id, readable=True, form=checker.form,
-                         link=checker.link, trusted=checker.trusted)  # fmt: skip
-    found = [_checked(first, reader, run, None, ends[0]), *(w.result() for w in workers)]
+    workers = [_Worker() for _ in ends]  # each interpreter starts while the states are read
+    try:
+        starts = [start_state(reader.store, run, after) for after in ends]
+        jobs_args = (reader.store.opener(), run, checker.form, checker.link, checker.trusted)
+        for worker, start, until in zip(workers, starts, [*ends[1:], None], strict=True):
+            worker.send((*jobs_args, start, until))
+        first = ChainChecker(reader.store, run.run_id, readable=True, form=checker.form,
+                             link=checker.link, trusted=checker.trusted)  # fmt: skip
+        found = [_checked(first, reader, run, None, ends[0]), *(w.result() for w in workers)]
+    except BaseException:
+        for worker in workers:
+            worker.stop()
+        raise
     results = [r for r in found if r is not None and r.clean]
     if len(results) < len(found):
         check_sequentially(checker, reader, run, saved)
@@ -106,7 +110,7 @@ class _Worker:
     a ``__main__`` guard is not run again (as multiprocessing's spawn would), and no
     open connection is inherited (as fork would)."""
 
-    def __init__(self, job: tuple[object, ...]) -> None:
+    def __init__(self) -> None:
         package_root = str(Path(__file__).resolve().parents[2])
         path = os.environ.get("PYTHONPATH")
         env = {**os.environ, "PYTHONPATH": package_root + (os.pathsep + path if path else "")}
@@ -118,11 +122,29 @@ class _Worker:
                 stdout=subprocess.PIPE,
                 env=env,
             )
-            assert self._process.stdin is not None
-            with self._process.stdin as job_pipe:
-                job_pipe.write(pickle.dumps(job))
-        except OSError:  # no interpreter to start, or it died at once: `result` says None
+        except OSError:  # no interpreter to start: `result` says None
             pass
+
+    def send(self, job: tuple[object, ...]) -> None:
+        """The range to check; the process waits for it, and ends at once without one."""
+        process = self._process
+        if process is None or process.stdin is None:
+            return
+        try:
+            with process.stdin as job_pipe:
+                job_pipe.write(pickle.dumps(job))
+        except OSError:  # it died at once: `result` says None
+            pass
+
+    def stop(self) -> None:
+        """End the process, its range no longer wanted."""
+        process = self._process
+        if process is not None:
+            process.kill()
+            process.wait()
+            for pipe in (process.stdin, process.stdout):
+                if pipe is not None:
+                    pipe.close()
 
     def result(self) -> _Checked | None:
         """What the range's checker found; None if its process failed (the caller then
@@ -278,5 +300,7 @@ def _checked(
 
 def main() -> None:
     """A worker process (`_Worker`): a range's job from stdin, what its checker found to stdout."""
-    job = pickle.loads(sys.stdin.buffer.read())
-    sys.stdout.buffer.write(pickle.dumps(_check_range(*job)))
+    job = sys.stdin.buffer.read()
+    if not job:  # the parent stopped before sending one
+        return
+    sys.stdout.buffer.write(pickle.dumps(_check_range(*pickle.loads(job))))
