@@ -9,8 +9,12 @@ verifying both call `row_hash`, so the two can never disagree on the rule.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from kasmina import canonical, jcs
-from kasmina.events import Payload
+
+if TYPE_CHECKING:
+    from kasmina.events import Payload
 
 #: The format new runs are written in.
 LEDGER_FORMAT = 2

@@ -26,12 +26,12 @@ from kasmina.canonical import (
     quote,
 )
 from kasmina.errors import PayloadInvalid
-from kasmina.events import RUN_STREAM
 from kasmina.ids import quoted_uuid
 from kasmina.ledger.artifacts import ARTIFACTS_ENV, ArtifactStore, Problem
 from kasmina.ledger.formats import row_hash
 from kasmina.ledger.rows import RowReader, StoredRun
 from kasmina.ledger.store import Row
+from kasmina.streams import RUN_STREAM
 
 if TYPE_CHECKING:
     from kasmina.ledger.store import Store
