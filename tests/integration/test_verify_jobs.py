@@ -168,3 +168,18 @@ def test_workers_started_before_a_failure_are_stopped(
     for item in started:
         process = item._process
         assert process is not None and process.returncode is not None
+
+
+def test_a_worker_loads_no_event_models() -> None:
+    """A worker starts in a tenth of a second because its modules leave pydantic and
+    the event models unloaded; an import that brings them back costs every job that."""
+    probe = (
+        "import sys\n"
+        "from kasmina.ledger.verify_jobs import main\n"
+        "import kasmina.ledger.sqlite, kasmina.ledger.postgres\n"
+        "print(sorted(m for m in ('kasmina.events', 'pydantic') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "[]"

@@ -462,71 +462,84 @@ class ChainChecker:
         view_id: Callable[[object], Any] = store.view_id
         view_hash, view_time = store.view_hash, store.view_time
         payload_text, time_text = store.payload_text, store.recorded_at_text
+        raw_text = store.payload_stored_as_text
         readable = self._readable
         q_run = quote(run.run_id)
         streams, types = run.streams, run.types
         last_time: object = object()
         shown_time: object = None
         q_time = ""
-        for page in pages:
-            for stored in page:
-                (position, event_id, stream_key, version, type_key, schema_version, epoch,
-                 seed_id, payload, recorded_at, digest, rank) = stored  # fmt: skip
-                stream: Any = streams.get(stream_key)
-                event_type: Any = types.get(type_key)
-                head = heads.get(stream) if type(stream) is str else None
-                if head is not None:
-                    last_version, last_hash = head
-                elif form < 2 or stream != RUN_STREAM:
-                    last_version, last_hash = 0, GENESIS_HASH
-                else:
-                    last_version, last_hash = -1, ""  # the run's start link: rendered
-                if (
-                    type(stream) is not str
-                    or self.sealed
-                    or position < 1
-                    or type(version) is not int
-                    or version != last_version + 1
-                    or event_type == "RunFinished"
-                    or type(schema_version) is not int
-                    or not (epoch is None or type(epoch) is int)
-                    or not (rank is None or type(rank) is int)
-                ):
+        # The checker's state in locals, written back before a row goes the long way.
+        count, run_prev, last_position, sealed = 0, self.run_prev, self.last_position, self.sealed
+        try:
+            for page in pages:
+                for stored in page:
+                    (position, event_id, stream_key, version, type_key, schema_version, epoch,
+                     seed_id, payload, recorded_at, digest, rank) = stored  # fmt: skip
+                    stream: Any = streams.get(stream_key)
+                    event_type: Any = types.get(type_key)
+                    head = heads.get(stream) if type(stream) is str else None
+                    if head is not None:
+                        last_version, last_hash = head
+                    elif form < 2 or stream != RUN_STREAM:
+                        last_version, last_hash = 0, GENESIS_HASH
+                    else:
+                        last_version, last_hash = -1, ""  # the run's start link: rendered
+                    if not (
+                        type(stream) is not str
+                        or sealed
+                        or position < 1
+                        or type(version) is not int
+                        or version != last_version + 1
+                        or event_type == "RunFinished"
+                        or type(schema_version) is not int
+                        or not (epoch is None or type(epoch) is int)
+                        or not (rank is None or type(rank) is int)
+                    ):
+                        try:
+                            if recorded_at != last_time:
+                                shown_time = view_time(recorded_at)
+                                q_time = quote(time_text(shown_time))
+                                last_time = recorded_at
+                            stored_hash: Any = (
+                                digest.hex()
+                                if type(digest) is bytes and len(digest) == 32
+                                else view_hash(digest)
+                            )
+                            q_id = (
+                                quoted_uuid(event_id)
+                                if type(event_id) is bytes and len(event_id) == 16
+                                else quote(view_id(event_id))
+                            )
+                            digest_text: str | None = row_hash(
+                                form, q_id, q_run,
+                                quoted.get(stream) or self._quote(stream), version,
+                                quoted.get(event_type) or self._quote(event_type), schema_version,
+                                "null" if epoch is None else str(epoch),
+                                quoted.get(seed_id) or self._quote(seed_id),
+                                payload if raw_text else payload_text(payload, form),
+                                q_time, last_hash, last_hash if run_prev is None else run_prev,
+                                rank,
+                            )  # fmt: skip
+                        except (TypeError, ValueError):
+                            digest_text = None
+                        if digest_text == stored_hash and (
+                            readable is None or readable(payload, shown_time)
+                        ):
+                            count += 1
+                            heads[stream] = (version, stored_hash)
+                            run_prev = stored_hash
+                            last_position = position
+                            if event_type == "CheckpointSaved":
+                                saved.append(SavedArtifact(position, stream, version, payload))
+                            continue
+                    self.count += count
+                    self.run_prev, self.last_position, count = run_prev, last_position, 0
                     self._check_rendered(render(stored), saved)
-                    continue
-                try:
-                    if recorded_at != last_time:
-                        shown_time = view_time(recorded_at)
-                        q_time = quote(time_text(shown_time))
-                        last_time = recorded_at
-                    stored_hash: Any = view_hash(digest)
-                    q_id = (
-                        quoted_uuid(event_id)
-                        if type(event_id) is bytes and len(event_id) == 16
-                        else quote(view_id(event_id))
-                    )
-                    digest_text = row_hash(
-                        form, q_id, q_run,
-                        quoted.get(stream) or self._quote(stream), version,
-                        quoted.get(event_type) or self._quote(event_type), schema_version,
-                        "null" if epoch is None else str(epoch),
-                        quoted.get(seed_id) or self._quote(seed_id), payload_text(payload, form),
-                        q_time, last_hash, last_hash if self.run_prev is None else self.run_prev,
-                        rank,
-                    )  # fmt: skip
-                except (TypeError, ValueError):
-                    self._check_rendered(render(stored), saved)
-                    continue
-                if digest_text != stored_hash or (
-                    readable is not None and not readable(payload, shown_time)
-                ):
-                    self._check_rendered(render(stored), saved)
-                    continue
-                self.count += 1
-                heads[stream] = (version, stored_hash)
-                self.run_prev, self.last_position = stored_hash, position
-                if event_type == "CheckpointSaved":
-                    saved.append(SavedArtifact(position, stream, version, payload))
+                    run_prev, last_position, sealed = self.run_prev, self.last_position, self.sealed
+        finally:
+            self.count += count
+            self.run_prev, self.last_position = run_prev, last_position
 
     def _check_rendered(self, row: Row | None, saved: list[SavedArtifact]) -> None:
         if row is not None:  # None: a row the view leaves out, as `verify` of the view does

@@ -26,7 +26,8 @@ from kasmina.ledger.rows import RowReader, StoredRun
 from kasmina.ledger.store import Store, integer
 from kasmina.ledger.verify import ChainChecker, RunChecker, SavedArtifact, check_sequentially
 
-#: Events a job must have to pay for starting a process (about half a second).
+#: Events a job must have to pay for its process: about 0.1 s to start (it loads no
+#: event models), the state before its range read, and the answer sent back.
 EVENTS_PER_JOB = 100_000
 
 
