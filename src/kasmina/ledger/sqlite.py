@@ -119,7 +119,6 @@ def _probed(uri: str, timeout: float) -> sqlite3.Connection:
 
 class SQLiteStore(Store):
     dialect = "sqlite"
-    payload_stored_as_text = True
     busy_hint = "; SQLite suits a few writers on one machine, use PostgreSQL for more"
 
     def __init__(

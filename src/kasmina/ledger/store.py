@@ -124,9 +124,6 @@ class Store(ABC):
     #: the payloads' canonical texts are best made then, overlapping the
     #: server's work, rather than before the transaction.
     streams_rows: ClassVar[bool] = False
-    #: Whether a payload is stored as its hashed text, so that `payload_text` gives it
-    #: back unchanged (`verify` then skips the call).
-    payload_stored_as_text: ClassVar[bool] = False
     #: Where the payload's canonical text goes in an INSERT.
     payload_placeholder: ClassVar[str] = "?"
     #: How long `transact` keeps retrying a busy database, in seconds, all attempts together.

@@ -462,7 +462,6 @@ class ChainChecker:
         view_id: Callable[[object], Any] = store.view_id
         view_hash, view_time = store.view_hash, store.view_time
         payload_text, time_text = store.payload_text, store.recorded_at_text
-        raw_text = store.payload_stored_as_text
         readable = self._readable
         q_run = quote(run.run_id)
         streams, types = run.streams, run.types
@@ -501,11 +500,7 @@ class ChainChecker:
                                 shown_time = view_time(recorded_at)
                                 q_time = quote(time_text(shown_time))
                                 last_time = recorded_at
-                            stored_hash: Any = (
-                                digest.hex()
-                                if type(digest) is bytes and len(digest) == 32
-                                else view_hash(digest)
-                            )
+                            stored_hash: Any = view_hash(digest)
                             q_id = (
                                 quoted_uuid(event_id)
                                 if type(event_id) is bytes and len(event_id) == 16
@@ -517,7 +512,7 @@ class ChainChecker:
                                 quoted.get(event_type) or self._quote(event_type), schema_version,
                                 "null" if epoch is None else str(epoch),
                                 quoted.get(seed_id) or self._quote(seed_id),
-                                payload if raw_text else payload_text(payload, form),
+                                payload_text(payload, form),
                                 q_time, last_hash, last_hash if run_prev is None else run_prev,
                                 rank,
                             )  # fmt: skip
