@@ -195,7 +195,9 @@ def print_table(
     it = iter(rows)
     first = list(islice(it, TABLE_ROWS + 1))
     if len(first) <= TABLE_ROWS:
-        widths = [max(cell_len(c), *(cell_len(r[i]) for r in first)) for i, c in enumerate(columns)]
+        widths = [
+            max([cell_len(c), *(cell_len(r[i]) for r in first)]) for i, c in enumerate(columns)
+        ]
         kept = list(range(len(columns)))
 
         def width() -> int:  # a foldable column gives way down to FOLD_WIDTH

@@ -75,3 +75,15 @@ def test_no_table_cuts_an_id_a_stage_or_a_seed(url: str, terminal: bool) -> None
         if terminal:  # a table fits; a record's line is as long as its value needs
             drawn = [line for line in shown.splitlines() if line[:1] in "┏┃┡│└"]
             assert all(len(line) <= 80 for line in drawn), command
+
+
+@pytest.mark.parametrize("terminal", [False, True], ids=["pipe", "terminal-80"])
+def test_a_table_with_no_rows_prints_its_header(url: str, terminal: bool) -> None:
+    empty = {
+        ("runs", "--name", "no-such-run"): "run",
+        ("sql", "SELECT run_id, to_stage FROM stage_changes WHERE 0"): "to_stage",
+        ("history", "latest", "--slot", "no-such-slot"): "detail",
+    }
+    for command, header in empty.items():
+        shown = _kasmina(url, *command, terminal=terminal)
+        assert _whole(shown, header), f"kasmina {' '.join(command)}:\n{shown}"
