@@ -8,6 +8,8 @@ import rawdb
 from kasmina.errors import ConcurrencyError, RunExists
 from kasmina.events import EpochCompleted, make_event
 from kasmina.ledger import Ledger
+from kasmina.ledger.heads import event_at
+from kasmina.ledger.store import hash_text
 
 
 @pytest.mark.parametrize("finished", [True, False])
@@ -30,23 +32,31 @@ def test_a_concurrency_error_says_what_happened(db_url: str) -> None:
             ledger.append([stale])
 
 
-def _view_says(url: str, run_id: str) -> bool:
-    return bool(
-        rawdb.run(
-            url,
-            "SELECT 1 FROM events WHERE run_id = ? AND stream_id = 'run' AND version = 1",
-            (run_id,),
-        )
+def _view_says(url: str, run_id: str) -> str | None:
+    """The hash the view shows for the run's first ``run`` event, if any."""
+    rows = rawdb.run(
+        url,
+        "SELECT hash FROM events WHERE run_id = ? AND stream_id = 'run' AND version = 1",
+        (run_id,),
     )
+    return str(rows[0][0]) if rows else None
 
 
-def test_run_exists_answers_as_the_events_view(db_url: str) -> None:
-    """`run_exists` asks the keys first and the view where they find nothing; its
-    answer is the view's, a hand-made row filed under another run's stream included."""
+def _answers(ledger: Ledger, run_id: str) -> str | None:
+    """`run_exists`, and the hash `event_at` finds for the same event."""
+    row = event_at(ledger.store, run_id, "run", 1, lean=ledger.lean)
+    assert ledger.run_exists(run_id) is (row is not None)
+    return None if row is None else hash_text(row[0])
+
+
+def test_run_exists_and_event_at_answer_as_the_events_view(db_url: str) -> None:
+    """`event_at` (and `run_exists` through it) asks the keys first and the view where
+    they find nothing; its answer is the view's, a hand-made row filed under another
+    run's stream included."""
     with Ledger.open(db_url) as ledger:
         ledger.start_run("a", seed=0, run_id="a")
-        assert ledger.run_exists("a") and _view_says(db_url, "a")
-        assert not ledger.run_exists("c") and not _view_says(db_url, "c")
+        assert _answers(ledger, "a") == _view_says(db_url, "a") is not None
+        assert _answers(ledger, "c") is _view_says(db_url, "c") is None
     (a_key,) = rawdb.run(db_url, "SELECT run_key FROM ledger_runs WHERE run_id = 'a'")[0]
     (a_row,) = rawdb.run(
         db_url,
@@ -69,7 +79,7 @@ def test_run_exists_answers_as_the_events_view(db_url: str) -> None:
         "schema_version, payload, recorded_at, hash) VALUES (?, ?, ?, 1, ?, 1, '{}', ?, ?)",
         (bytes(16), keys["c"], d_stream, a_row[0], a_row[1], bytes(32)),
     )
-    assert _view_says(db_url, "c") and not _view_says(db_url, "d")
+    assert _view_says(db_url, "c") == "0" * 64 and _view_says(db_url, "d") is None
     with Ledger.open(db_url) as ledger:
-        assert ledger.run_exists("c")
-        assert not ledger.run_exists("d")
+        assert _answers(ledger, "c") == "0" * 64
+        assert _answers(ledger, "d") is None

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from kasmina.errors import SigningError
 from kasmina.events import RUN_STREAM
 from kasmina.jcs import jcs_text
-from kasmina.ledger.heads import STREAM_HEADS, STREAM_HEADS_0013
+from kasmina.ledger.heads import STREAM_HEADS, STREAM_HEADS_0013, event_at
 from kasmina.ledger.store import hash_text
 from kasmina.ledger.verify import Fault, FaultKind, RunStartChain, run_formats
 
@@ -39,7 +39,6 @@ ANCHOR_VERSION = 1
 LEDGER = "*"
 
 _ANY = "SELECT 1 FROM events WHERE run_id = ? LIMIT 1"
-_AT = "SELECT hash FROM events WHERE run_id = ? AND stream_id = ? AND version = ?"
 
 
 class AnchoredRun(BaseModel):
@@ -172,8 +171,8 @@ def check_anchor(ledger: Ledger, anchor: Anchor, trusted: str | None) -> list[Fa
                 )  # fmt: skip
             )
         for stream, (version, digest) in sorted(anchored.heads.items()):
-            rows = store.fetch(_AT, (run_id, stream, version))
-            if not rows:
+            row = event_at(store, run_id, stream, version, lean=ledger.lean)
+            if row is None:
                 faults.append(
                     Fault(
                         run_id,
@@ -186,7 +185,7 @@ def check_anchor(ledger: Ledger, anchor: Anchor, trusted: str | None) -> list[Fa
                         "its tail was cut",
                     )  # fmt: skip
                 )
-            elif rows[0][0] != digest:
+            elif (stored := hash_text(row[0])) != digest:
                 faults.append(
                     Fault(
                         run_id,
@@ -194,7 +193,7 @@ def check_anchor(ledger: Ledger, anchor: Anchor, trusted: str | None) -> list[Fa
                         None,
                         version,
                         "anchor_mismatch",
-                        f"version {version} has hash {str(rows[0][0])[:12]}…, the anchor "
+                        f"version {version} has hash {stored[:12]}…, the anchor "
                         f"recorded {digest[:12]}…: rewritten after the anchor",
                     )  # fmt: skip
                 )

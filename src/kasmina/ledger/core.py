@@ -41,7 +41,7 @@ from kasmina.ledger.appending import Appending, AppendResult, Prepared, Staged
 from kasmina.ledger.artifacts import ARTIFACTS_ENV, ArtifactError, ArtifactStore, artifact_store
 from kasmina.ledger.attempts import Attempts
 from kasmina.ledger.errors import UPGRADE_HINT, redact, translate
-from kasmina.ledger.heads import STREAM_HEADS
+from kasmina.ledger.heads import STREAM_HEADS, event_at
 from kasmina.ledger.readonly import DEFAULT_TIMEOUT_S, check_timeout
 from kasmina.ledger.refs import resolve_run
 from kasmina.ledger.rows import PAGE_SIZE, RowReader
@@ -86,14 +86,6 @@ _RUN_IDS_0013 = "SELECT DISTINCT run_id FROM events ORDER BY run_id"
 #: A run's first ``run`` event found by keys: the run's, its ``run`` stream's, then the
 #: (stream, version) index. The same question put to the ``events`` view reads every
 #: event of the run, as SQLite's planner takes the (run, position) index there.
-_RUN_STARTED = (
-    "SELECT 1 FROM ledger_runs r "
-    "JOIN ledger_streams s ON s.run_key = r.run_key AND s.stream_id = ? "
-    "JOIN ledger_events e ON e.stream_key = s.stream_key AND e.version = 1 "
-    "AND e.run_key = r.run_key "
-    "JOIN ledger_types t ON t.type_key = e.type_key WHERE r.run_id = ?"
-)
-_RUN_STARTED_VIEW = "SELECT 1 FROM events WHERE run_id = ? AND stream_id = ? AND version = 1"
 
 
 def _optional_float(value: object, what: str) -> float | None:
@@ -318,15 +310,14 @@ class Ledger(Appending):
         def seal_and_append(cur: Cursor) -> str:
             keys = self._run_keys(cur, run_id)
             head = None if keys is None else self._read_head(cur, keys, RUN_STREAM)
-            if head is None:
+            if keys is None or head is None:
                 raise RunNotFound(run_id)
             if head[2] == "RunFinished":
-                cur.execute(
+                cur.execute(  # where `_read_head` found it: the view would read the run
                     self._store.sql(
-                        "SELECT payload FROM events WHERE run_id = ? AND stream_id = ? "
-                        "AND version = ?"
+                        "SELECT payload FROM ledger_events WHERE stream_key = ? AND version = ?"
                     ),
-                    (run_id, RUN_STREAM, head[0]),
+                    (keys.streams[RUN_STREAM], head[0]),
                 )
                 row = cur.fetchone()
                 stored = None if row is None else self._store.payload_value(row[0])
@@ -404,15 +395,9 @@ class Ledger(Appending):
         ]
 
     def run_exists(self, run_id: str) -> bool:
-        """Whether the ``events`` view holds the run's first ``run`` event.
-
-        Asked of the keys first; only where they find none (no such run, or
-        a hand-made row whose stream is another run's) is the view asked.
-        """
+        """Whether the ``events`` view holds the run's first ``run`` event (`event_at`)."""
         with translate(self.url):
-            if self.lean and self._store.fetch(_RUN_STARTED, (RUN_STREAM, run_id)):
-                return True
-            return bool(self._store.fetch(_RUN_STARTED_VIEW, (run_id, RUN_STREAM)))
+            return event_at(self._store, run_id, RUN_STREAM, 1, lean=self.lean) is not None
 
     def views(self) -> set[str]:
         """The views this database has: an older revision lacks the newer ones."""

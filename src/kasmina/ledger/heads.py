@@ -23,6 +23,10 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kasmina.ledger.store import Row, Store
 
 #: Each stream of a run (one ``?``) with its last version and hash as stored
 #: (`kasmina.ledger.store.hash_text` reads it): what a seal and an anchor record.
@@ -41,6 +45,36 @@ STREAM_HEADS_0013 = (
     "(SELECT MAX(m.version) FROM events m WHERE m.run_id = e.run_id "
     "AND m.stream_id = e.stream_id) ORDER BY e.stream_id"
 )
+
+#: One event of a stream (stream id, version, run id: three ``?``): its hash as stored,
+#: payload and event type. By keys, as `STREAM_HEADS`: through the `events` view SQLite
+#: reaches the run's events by its (run, position) index and reads them all.
+EVENT_AT = (
+    "SELECT e.hash, e.payload, t.event_type FROM ledger_runs r "
+    "JOIN ledger_streams s ON s.run_key = r.run_key AND s.stream_id = ? "
+    "JOIN ledger_events e ON e.stream_key = s.stream_key AND e.version = ? "
+    "AND e.run_key = r.run_key "
+    "JOIN ledger_types t ON t.type_key = e.type_key WHERE r.run_id = ?"
+)
+EVENT_AT_VIEW = (
+    "SELECT hash, payload, event_type FROM events WHERE stream_id = ? AND version = ? "
+    "AND run_id = ?"
+)
+
+
+def event_at(store: Store, run_id: str, stream: str, version: int, *, lean: bool) -> Row | None:
+    """The `EVENT_AT` row of that event, or None: what the `events` view holds.
+
+    The keys are asked first; only where they find nothing (no such event,
+    a ledger before revision 0014, or a hand-made row filed under another
+    run's stream) is the view asked, so the answer is always the view's.
+    """
+    params = (stream, version, run_id)
+    rows = store.fetch(EVENT_AT, params) if lean else []
+    if not rows:
+        rows = store.fetch(EVENT_AT_VIEW, params)
+    return rows[0] if rows else None
+
 
 #: Runs remembered per ledger: a process writes few runs at once.
 MAX_RUNS = 16

@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from kasmina.ledger.store import Cursor, Row, Store, integer, optional_integer
+from kasmina.ledger.heads import event_at
+from kasmina.ledger.store import Cursor, Row, Store, hash_text, integer, optional_integer
 
 #: The first schema revision with the table; older databases replay without snapshots.
 SNAPSHOTS_REVISION = "0002"
@@ -115,12 +116,13 @@ def candidates(
         yield snap
 
 
-def heads_match(store: Store, run_id: str, heads: dict[str, tuple[int, str]]) -> bool:
+def heads_match(
+    store: Store, run_id: str, heads: dict[str, tuple[int, str]], *, lean: bool
+) -> bool:
     """Whether each stream's recorded (version, hash) is still in the log."""
-    sql = store.sql("SELECT hash FROM events WHERE run_id = ? AND stream_id = ? AND version = ?")
     for stream, (version, digest) in heads.items():
-        rows = store.fetch(sql, (run_id, stream, version))
-        if not rows or str(rows[0][0]) != digest:
+        row = event_at(store, run_id, stream, version, lean=lean)
+        if row is None or hash_text(row[0]) != digest:
             return False
     return True
 

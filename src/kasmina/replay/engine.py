@@ -68,7 +68,7 @@ def _decode(ledger: Ledger, snap: Snapshot, trust: bool) -> Fold | None:
             stacklevel=4,
         )
         return None
-    if not snapshots.heads_match(store, snap.run_id, heads):
+    if not snapshots.heads_match(store, snap.run_id, heads, lean=ledger.lean):
         warnings.warn(
             f"snapshot of run {snap.run_id} at position {snap.position} no longer matches "
             "the log's hash chain; ignored",
