@@ -6,6 +6,7 @@ import math
 import multiprocessing
 import tracemalloc
 from collections import Counter
+from datetime import UTC
 
 import pytest
 import rawdb
@@ -469,3 +470,24 @@ def test_an_id_repeated_inside_one_batch_is_refused(ledger: Ledger, db_url: str)
         ledger.append([event, sample(run.run_id, n=2), event])
     assert _count(db_url) == 1
     assert ledger.verify(run.run_id).ok
+
+
+def test_times_read_back_in_utc_whatever_the_servers_zone(pg_url: str) -> None:
+    """The store's session takes times in UTC; a database set to another zone
+    changes neither the instants read back nor what verifies."""
+    database = rawdb.run(pg_url, "SELECT current_database()")[0][0]
+    rawdb.run(pg_url, f"ALTER DATABASE \"{database}\" SET TimeZone TO 'Asia/Kathmandu'")
+    with Ledger.open(pg_url) as ledger:
+        run = ledger.start_run("zone", seed=0)
+        run.recorder.emit(EpochCompleted(), stream_id="run", epoch=0)
+        run.finish()
+        events = list(ledger.read(run.run_id))
+        assert ledger.verify(run.run_id).ok
+    stored = rawdb.run(
+        pg_url,
+        "SELECT extract(epoch FROM recorded_at) * 1000000 FROM ledger_events ORDER BY position",
+    )
+    assert [e.recorded_at.tzinfo for e in events] == [UTC] * len(events)
+    assert [round(e.recorded_at.timestamp() * 1_000_000) for e in events] == [
+        round(float(str(r[0]))) for r in stored
+    ]

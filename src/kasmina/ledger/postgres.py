@@ -53,6 +53,9 @@ class PostgresStore(Store):
         self._conninfo = conninfo
         self._timeout = connect_timeout
         self._conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=connect_timeout)
+        # Times then load as UTC, which `recorded_at_value` keeps as they are; in the
+        # server's zone, psycopg converted each row's time to it and we back again.
+        self._conn.execute("SET TIME ZONE 'UTC'")
         #: The runs whose writer hold this session shares (`kasmina.ledger.writers`).
         self._held: set[str] = set()
         set_json_loads(loads, self._conn)
