@@ -20,8 +20,11 @@ def _tables(url: str) -> set[str]:
         if rawdb.is_pg(conn):
             sql = "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
         else:
-            sql = "SELECT name FROM sqlite_master WHERE type IN ('table', 'view')"
-        return {str(r[0]) for r in conn.execute(sql).fetchall()} - {"sqlite_sequence"}
+            sql = (
+                "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
+                "AND name NOT LIKE 'sqlite%'"
+            )
+        return {str(r[0]) for r in conn.execute(sql).fetchall()}
     finally:
         conn.close()
 
@@ -124,3 +127,36 @@ def test_sqlite_pragmas(tmp_path: Path) -> None:
         assert int(store.fetch("PRAGMA busy_timeout")[0][0]) > 0  # type: ignore[call-overload]
     with Ledger.open(url, synchronous="FULL") as led:
         assert led._store.fetch("PRAGMA synchronous")[0][0] == 2
+
+
+def _stats(url: str) -> dict[str, str]:
+    return {str(i): str(s) for i, s in rawdb.run(url, "SELECT idx, stat FROM sqlite_stat1")}
+
+
+def _plan(url: str, sql: str) -> str:
+    return " | ".join(str(r[3]) for r in rawdb.run(url, f"EXPLAIN QUERY PLAN {sql}"))
+
+
+def test_0016_sqlite_plans_for_long_runs_and_keeps_a_ledgers_own_statistics(
+    tmp_path: Path,
+) -> None:
+    """A stream's version is found by its own index, not by reading the run; statistics
+    someone measured are kept; downgrade takes back only what 0016 wrote."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    one_version = "SELECT hash FROM events WHERE run_id = 'r' AND stream_id = 'run' AND version = 3"
+    migrate.upgrade(url, "0015")
+    assert "(run_key=?)" in _plan(url, one_version)
+    rawdb.run(url, "ANALYZE sqlite_schema")
+    rawdb.run(
+        url,
+        "INSERT INTO sqlite_stat1 VALUES ('ledger_runs', 'sqlite_autoindex_ledger_runs_1', '7 1')",
+    )
+    migrate.upgrade(url, "0016")
+    stats = _stats(url)
+    assert stats["ix_ledger_events_run_key_position"] == "1000000 100000 1"
+    assert stats["sqlite_autoindex_ledger_runs_1"] == "7 1"
+    assert "(stream_key=? AND version=?)" in _plan(url, one_version)
+    migrate.downgrade(url, "0015")
+    assert _stats(url) == {"sqlite_autoindex_ledger_runs_1": "7 1"}
+    migrate.upgrade(url)
+    assert _stats(url) == stats
