@@ -10,6 +10,7 @@ import rawdb
 from kasmina.errors import SchemaMismatch
 from kasmina.ledger import Ledger, migrate
 from kasmina.ledger.schema import VIEWS
+from kasmina.replay.synthetic import synthetic_run
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -134,6 +135,8 @@ def _stats(url: str) -> dict[str, str]:
 
 
 def _plan(url: str, sql: str) -> str:
+    if url.startswith("postgresql"):
+        return " | ".join(str(r[0]) for r in rawdb.run(url, f"EXPLAIN {sql}"))
     return " | ".join(str(r[3]) for r in rawdb.run(url, f"EXPLAIN QUERY PLAN {sql}"))
 
 
@@ -160,3 +163,19 @@ def test_0016_sqlite_plans_for_long_runs_and_keeps_a_ledgers_own_statistics(
     assert _stats(url) == {"sqlite_autoindex_ledger_runs_1": "7 1"}
     migrate.upgrade(url)
     assert _stats(url) == stats
+
+
+def test_0016_postgres_finds_a_seeds_last_move_by_its_own_index(pg_url: str) -> None:
+    """``seed_outcomes.final_stage`` no longer walks the whole ledger back from its newest
+    event for each seed (0015), and gives the same rows."""
+    with Ledger.open(pg_url) as ledger:
+        synthetic_run(ledger, epochs=1500, slots=4, seed=0, gc_period=1000)
+    outcomes = "SELECT * FROM seed_outcomes ORDER BY run_id, seed_id"
+    backward = "Index Scan Backward using pk_ledger_events"
+    rawdb.run(pg_url, "ANALYZE")
+    rows = rawdb.run(pg_url, outcomes)
+    assert rows and backward not in _plan(pg_url, outcomes)
+    migrate.downgrade(pg_url, "0015")
+    rawdb.run(pg_url, "ANALYZE")
+    assert rawdb.run(pg_url, outcomes) == rows
+    assert backward in _plan(pg_url, outcomes)
