@@ -17,17 +17,19 @@ analysed keeps its own, and a later ``ANALYZE`` replaces these. Statistics
 steer plans only: no query answers differently.
 
 PostgreSQL keeps statistics of its own (autovacuum's ``ANALYZE``), but it
-took "the last of a seed's moves" (``seed_outcomes.final_stage``, an
-``ORDER BY position DESC LIMIT 1``) by walking the primary key back from the
-newest event until one matched: for every seed, the ledger was read back to
-that seed's last move. On a ledger of 300,000 events the cookbook's
-fossilization rate per blueprint took 31 s. The view now orders by
-``position + 0``, the same order, which no index gives, so the database
-finds the seed's few moves by the (type, run, seed) index and sorts them.
-The view is taken as revision 0010 made it and changed only there
-(checked); its columns and rows stay as they were.
+took "the last of a seed's moves" (``seed_outcomes.final_stage``) and "a
+run's last epoch" (``run_summary.final_val_accuracy``), each an ``ORDER BY
+position DESC LIMIT 1``, by walking the primary key back from the newest
+event until one matched: for every seed, the ledger was read back to that
+seed's last move, and for every run, back through the runs after it. On a
+ledger of 300,000 events the cookbook's fossilization rate per blueprint
+took 31 s. Both now order by ``position + 0``, the same order, which no
+index gives, so the database finds the seed's or the run's rows of that
+type by the (type, run, seed) index and sorts them. The views are taken as
+revision 0010 made them and changed only there (checked); their columns and
+rows stay as they were.
 
-Downgrade removes the statistics it wrote and puts the view back.
+Downgrade removes the statistics it wrote and puts the views back.
 
 Revision ID: 0016
 Revises: 0015
@@ -65,6 +67,7 @@ _SHAPE: dict[str, dict[tuple[str, ...], str]] = {
 #: View -> what orders its "last" row, and the same order that no index gives.
 _LAST_ROW = {
     "seed_outcomes": ("ORDER BY sc.position DESC LIMIT 1", "ORDER BY sc.position + 0 DESC LIMIT 1"),
+    "run_summary": ("ORDER BY e.position DESC LIMIT 1", "ORDER BY e.position + 0 DESC LIMIT 1"),
 }
 
 

@@ -165,17 +165,25 @@ def test_0016_sqlite_plans_for_long_runs_and_keeps_a_ledgers_own_statistics(
     assert _stats(url) == stats
 
 
-def test_0016_postgres_finds_a_seeds_last_move_by_its_own_index(pg_url: str) -> None:
-    """``seed_outcomes.final_stage`` no longer walks the whole ledger back from its newest
-    event for each seed (0015), and gives the same rows."""
+@pytest.mark.parametrize(
+    "query",
+    [
+        "SELECT * FROM seed_outcomes ORDER BY run_id, seed_id",
+        "SELECT run_id, final_val_accuracy FROM run_summary ORDER BY run_id",
+    ],
+    ids=["seed_outcomes", "run_summary"],
+)
+def test_0016_postgres_finds_a_last_row_by_its_own_index(pg_url: str, query: str) -> None:
+    """A seed's last move and a run's last epoch are no longer found by walking the
+    whole ledger back from its newest event (0015), and the rows are the same."""
     with Ledger.open(pg_url) as ledger:
-        synthetic_run(ledger, epochs=1500, slots=4, seed=0, gc_period=1000)
-    outcomes = "SELECT * FROM seed_outcomes ORDER BY run_id, seed_id"
+        for seed in (0, 1):
+            synthetic_run(ledger, epochs=750, slots=4, seed=seed, gc_period=1000)
     backward = "Index Scan Backward using pk_ledger_events"
     rawdb.run(pg_url, "ANALYZE")
-    rows = rawdb.run(pg_url, outcomes)
-    assert rows and backward not in _plan(pg_url, outcomes)
+    rows = rawdb.run(pg_url, query)
+    assert rows and backward not in _plan(pg_url, query)
     migrate.downgrade(pg_url, "0015")
     rawdb.run(pg_url, "ANALYZE")
-    assert rawdb.run(pg_url, outcomes) == rows
-    assert backward in _plan(pg_url, outcomes)
+    assert rawdb.run(pg_url, query) == rows
+    assert backward in _plan(pg_url, query)
