@@ -83,9 +83,6 @@ _RUN_IDS = (
     "(SELECT 1 FROM ledger_events e WHERE e.run_key = r.run_key) ORDER BY r.run_id"
 )
 _RUN_IDS_0013 = "SELECT DISTINCT run_id FROM events ORDER BY run_id"
-#: A run's first ``run`` event found by keys: the run's, its ``run`` stream's, then the
-#: (stream, version) index. The same question put to the ``events`` view reads every
-#: event of the run, as SQLite's planner takes the (run, position) index there.
 
 
 def _optional_float(value: object, what: str) -> float | None:
