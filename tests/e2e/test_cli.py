@@ -157,6 +157,16 @@ class TestBadInput:
         assert _snapshot(url) == before
         assert not (tmp_path / "other.db").exists()
 
+    def test_a_misspelt_view_in_sql_is_named_with_the_views_there_are(
+        self, demo_db: tuple[str, str]
+    ) -> None:
+        """Not "no kasmina schema; run `kasmina db upgrade`": the ledger was opened."""
+        url, _ = demo_db
+        line = _one_error_line(kasmina("sql", "SELECT * FROM seed_timelin", db=url))
+        assert "seed_timelin" in line and "this ledger's views: " in line, line
+        assert "seed_timeline" in line.split("this ledger's views: ")[1]
+        assert "schema" not in line and "upgrade" not in line
+
 
 class TestCommands:
     def test_runs_history_verify_sql_schema(self, demo_db: tuple[str, str]) -> None:

@@ -13,7 +13,7 @@ import pytest
 import rawdb
 
 from kasmina.cli import main
-from kasmina.errors import LedgerNotFound
+from kasmina.errors import LedgerNotFound, SchemaMismatch
 from kasmina.ledger import Ledger, migrate
 from security.attacks import cli_error, fingerprint
 
@@ -71,16 +71,62 @@ def test_opening_for_reading_from_python_raises_and_creates_nothing(tmp_path: Pa
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_read_of_a_file_without_a_schema_does_not_migrate_it(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def _bytes(path: Path) -> list[tuple[str, bytes]]:
+    """Every file in `path`'s folder with its bytes: what a refusal must leave as it was."""
+    return sorted((p.name, p.read_bytes()) for p in path.parent.iterdir())
+
+
+@pytest.mark.parametrize("args", READS, ids=lambda a: "-".join(a[:2]))
+def test_a_read_of_another_programs_database_leaves_its_bytes_alone(
+    args: list[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    """An existing file that is not a ledger is reported, never turned into one."""
+    """Not migrated, and not switched to WAL either (which a ledger's open did, for good)."""
     path = tmp_path / "other.db"
     rawdb.run(f"sqlite:///{path}", "CREATE TABLE notes (body TEXT)")
-    line = cli_error(capsys, ["--db", f"sqlite:///{path}", "runs"])
-    assert "has no kasmina schema" in line and "kasmina db upgrade" in line
-    tables = rawdb.run(f"sqlite:///{path}", "SELECT name FROM sqlite_master")
-    assert tables == [("notes",)]
+    before = _bytes(path)
+    out = tmp_path_factory.mktemp("out")
+    argv = ["--db", f"sqlite:///{path}", *[a.replace("{out}", str(out)) for a in args]]
+    line = cli_error(capsys, argv)
+    assert "kasmina" in line and "schema" in line, line
+    assert _bytes(path) == before
+    assert rawdb.run(f"sqlite:///{path}", "PRAGMA journal_mode") == [("delete",)]
+    assert list(out.iterdir()) == []
+
+
+def test_a_read_of_an_empty_file_is_refused_and_leaves_it_empty(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "empty.db"
+    path.touch()
+    for args in (["runs"], ["sql", "SELECT 1"], ["verify"]):
+        line = cli_error(capsys, ["--db", f"sqlite:///{path}", *args])
+        assert line == f"error: sqlite:///{path} is empty: it holds no kasmina ledger"
+    assert [p.name for p in tmp_path.iterdir()] == ["empty.db"]
+    assert path.stat().st_size == 0
+
+
+def test_python_writes_no_schema_into_another_programs_database(tmp_path: Path) -> None:
+    """`Ledger.open` makes a ledger of a new or empty file only; `db upgrade` is the way
+    to put one into a database that holds other tables, on purpose."""
+    path = tmp_path / "other.db"
+    rawdb.run(f"sqlite:///{path}", "CREATE TABLE notes (body TEXT)")
+    before = _bytes(path)
+    with pytest.raises(SchemaMismatch, match="is not a kasmina ledger: it holds other tables"):
+        Ledger.open(f"sqlite:///{path}")
+    assert _bytes(path) == before
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    with Ledger.open(f"sqlite:///{empty}") as ledger:
+        ledger.start_run("in an empty file", seed=0).finish()
+        assert ledger.verify().ok
+    migrate.upgrade(f"sqlite:///{path}")
+    with Ledger.open(f"sqlite:///{path}") as ledger:
+        ledger.start_run("beside the notes", seed=0).finish()
+        assert ledger.verify().ok
+    assert rawdb.run(f"sqlite:///{path}", "SELECT COUNT(*) FROM notes") == [(0,)]
 
 
 def test_a_read_of_a_postgres_database_without_a_schema_creates_nothing(

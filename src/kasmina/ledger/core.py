@@ -21,6 +21,7 @@ from kasmina.errors import (
     LedgerError,
     LedgerNotFound,
     PayloadInvalid,
+    QueryError,
     RunClosed,
     RunExists,
     RunNotFound,
@@ -116,7 +117,7 @@ def open_store(url: str, synchronous: Literal["NORMAL", "FULL"], *, create: bool
     parsed = parse_url(url) if path is None else None
     backend = "sqlite" if parsed is None else parsed.get_backend_name()
     if backend == "sqlite":
-        from kasmina.ledger.sqlite import SQLiteStore
+        from kasmina.ledger.sqlite import SQLiteStore, file_holds
 
         path = path if parsed is None else parsed.database
         if not path or path == ":memory:":
@@ -131,6 +132,14 @@ def open_store(url: str, synchronous: Literal["NORMAL", "FULL"], *, create: bool
                 raise LedgerNotFound(path)
             migrate.upgrade(url)  # built aside and linked into place: whole, or not at all
         with translate(url):
+            holds = file_holds(path)
+            if holds == "other":
+                raise SchemaMismatch(
+                    f"{redact(url)} is not a kasmina ledger: it holds other tables, and kasmina "
+                    "writes its schema only into a new or empty file (or by `kasmina db upgrade`)"
+                )
+            if holds == "empty" and not create:
+                raise SchemaMismatch(f"{redact(url)} is empty: it holds no kasmina ledger")
             return SQLiteStore(url, path, synchronous=synchronous)
     if parsed is not None and backend == "postgresql":
         if parsed.get_driver_name() not in ("psycopg", "psycopg2", "postgresql", ""):
@@ -670,14 +679,18 @@ class Ledger(Appending):
         check_timeout(timeout_s)
         if params:
             query = bind(query, {k: str(v) for k, v in params.items()}, self.dialect)
-        with translate(self.url):
+        with translate(self.url, self._unknown_table):
             columns, rows = self._store.readonly_query(query, timeout_s)
 
         def translated() -> Iterator[Row]:
-            with translate(self.url):
+            with translate(self.url, self._unknown_table):
                 yield from rows
 
         return columns, translated()
+
+    def _unknown_table(self, line: str) -> QueryError:
+        """A user's query named a table or view this ledger lacks: say which it has."""
+        return QueryError(f"{line}; this ledger's views: {', '.join(sorted(self.views()))}")
 
 
 __all__ = ["DEFAULT_URL", "AppendResult", "Ledger", "Run", "RunInfo", "use_fold"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from urllib.parse import quote, unquote
 
@@ -78,12 +78,19 @@ def redact(url: str) -> str:
     return scrub(url, url)
 
 
-def translate_exception(exc: BaseException, url: str) -> KasminaError | None:
-    """The kasmina error for a driver error, or None if it is not a driver error."""
+def translate_exception(
+    exc: BaseException, url: str, unknown_table: Callable[[str], KasminaError] | None = None
+) -> KasminaError | None:
+    """The kasmina error for a driver error, or None if it is not a driver error.
+
+    A table the database lacks means a ledger without kasmina's schema,
+    unless `unknown_table` says otherwise: in a user's own query, whose
+    ledger was opened already, it is a name the user got wrong.
+    """
     where = redact(url)
     orig = getattr(exc, "orig", None)
     if orig is not None and isinstance(orig, BaseException) and orig is not exc:
-        found = translate_exception(orig, url)
+        found = translate_exception(orig, url, unknown_table)
         if found is not None:
             return found
     line = scrub(_first_line(exc), url)
@@ -92,6 +99,8 @@ def translate_exception(exc: BaseException, url: str) -> KasminaError | None:
         if "readonly" in lowered or "read-only" in lowered or "not authorized" in lowered:
             return ReadOnlyViolation(f"refused: the SQL path is read-only ({line})")
         if "no such table" in lowered:
+            if unknown_table is not None:
+                return unknown_table(f"SQLite: {line}")
             return SchemaMismatch(f"{where} has no kasmina schema ({line}); {UPGRADE_HINT}")
         if "unable to open" in lowered:
             return DatabaseUnavailable(f"cannot open {where}: {line}")
@@ -106,6 +115,8 @@ def translate_exception(exc: BaseException, url: str) -> KasminaError | None:
         if isinstance(exc, errors.ReadOnlySqlTransaction | errors.InsufficientPrivilege):
             return ReadOnlyViolation(f"refused: the SQL path is read-only ({line})")
         if isinstance(exc, errors.UndefinedTable):
+            if unknown_table is not None:
+                return unknown_table(f"PostgreSQL: {line}")
             return SchemaMismatch(f"{where} has no kasmina schema ({line}); {UPGRADE_HINT}")
         if isinstance(exc, psycopg.OperationalError) and not isinstance(exc, errors.QueryCanceled):
             return DatabaseUnavailable(f"cannot reach {where}: {line}")
@@ -125,14 +136,16 @@ def translate_exception(exc: BaseException, url: str) -> KasminaError | None:
 
 
 @contextmanager
-def translate(url: str) -> Iterator[None]:
+def translate(
+    url: str, unknown_table: Callable[[str], KasminaError] | None = None
+) -> Iterator[None]:
     """Re-raise driver errors as kasmina errors; kasmina errors pass through."""
     try:
         yield
     except KasminaError:
         raise
     except Exception as exc:
-        found = translate_exception(exc, url)
+        found = translate_exception(exc, url, unknown_table)
         if found is None:
             raise
         raise found from exc

@@ -117,6 +117,27 @@ def _probed(uri: str, timeout: float) -> sqlite3.Connection:
     return conn
 
 
+#: Tables or views only a kasmina ledger holds (any revision, or one part-way upgraded).
+_LEDGER_NAMES = ("events", "ledger_events", "alembic_version")
+
+
+def file_holds(path: str, timeout: float = 10.0) -> Literal["ledger", "empty", "other"]:
+    """What an existing SQLite file holds, read without changing it.
+
+    Opening it as a ledger would switch it to WAL for good, and creating
+    would write kasmina's schema into it; neither may happen to a database
+    that belongs to something else, or to a read that finds no ledger.
+    """
+    conn = _connect_read_only(path, timeout)
+    try:
+        names = {str(row[0]) for row in conn.execute("SELECT name FROM sqlite_master")}
+    finally:
+        conn.close()
+    if names.intersection(_LEDGER_NAMES):
+        return "ledger"
+    return "other" if names else "empty"
+
+
 class SQLiteStore(Store):
     dialect = "sqlite"
     busy_hint = "; SQLite suits a few writers on one machine, use PostgreSQL for more"
