@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from kasmina import determinism
 from kasmina.canonical import Json
-from kasmina.errors import KasminaError
+from kasmina.errors import KasminaError, RunExists
 from kasmina.events import RUN_STREAM, CheckpointSaved, RunParent, RunResumed, RunStarted
 from kasmina.ledger import Ledger, Run
 from kasmina.replay.lineage import checkpoint_at, live_checkpoints, parent_checkpoint, parse_fork
@@ -441,6 +441,7 @@ def execute_program(
     under PyTorch's determinism rules unless `deterministic` is False
     (`kasmina.determinism`); what was in force is recorded either way.
     """
+    _unused(ledger, run_id)
     entry = parse_target(target)
     function = load_program(entry)
     ctx = RunContext(
@@ -459,6 +460,13 @@ def execute_program(
     )
     _execute(function, ctx)
     return ctx
+
+
+def _unused(ledger: Ledger, run_id: str | None) -> None:
+    """Refuse a run id that is taken before the program is loaded and called: `start_run`
+    would refuse it too, but only once the program had loaded its data."""
+    if run_id is not None and ledger.run_exists(run_id):
+        raise RunExists(run_id)
 
 
 def _program_record(
@@ -499,6 +507,7 @@ def fork_program(
     """
     from kasmina.replay.reexecution import started_of
 
+    _unused(ledger, run_id)
     parent_id, epoch = parse_fork(fork)
     parent_id = ledger.resolve_run(parent_id)
     started = started_of(ledger, parent_id)

@@ -264,6 +264,25 @@ def test_kasmina_run_shows_the_programs_traceback_and_one_error_line(tmp_path: P
     assert "boom" in proc.stdout
 
 
+def test_a_run_id_that_is_taken_is_refused_before_the_program_runs(tmp_path: Path) -> None:
+    """One line and exit 2, as any bad input; the program (here: it would write a file)
+    is never called, so a long data load is not spent on a run that cannot start."""
+    write(tmp_path, "touch.py", "def main(ctx):\n    open('called', 'w').close()\n")
+    db = f"sqlite:///{tmp_path / 'k.db'}"
+    with Ledger.open(db) as ledger:
+        ledger.start_run("first", seed=0, run_id="taken").finish()
+    for args in (["touch.py:main"], ["--fork", "taken@0"]):
+        proc = kasmina("--db", db, "run", *args, "--run-id", "taken", cwd=tmp_path)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.strip() == (
+            "error: a run with id 'taken' already exists in this ledger: start the new run "
+            "under another run_id, or none for a fresh one"
+        )
+        assert not (tmp_path / "called").exists()
+    with Ledger.open(db) as ledger:
+        assert ledger.run_ids() == ["taken"]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
