@@ -312,6 +312,29 @@ def test_a_programs_run_re_executes_with_no_divergence(ledger: Ledger, tmp_path:
     assert report.digests > 0 and report.notes == []
 
 
+def test_a_run_its_program_did_not_finish_is_not_re_executed(
+    ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash left open, then closed by hand: refused in one line, as an open run is,
+    rather than a divergence table for the epochs the crash cut off."""
+    crash = IRIS.replace("    for epoch in", "    import os\n    for epoch in").replace(
+        "        manager.end_epoch(epoch, evaluate=evaluate)\n",
+        "        manager.end_epoch(epoch, evaluate=evaluate)\n"
+        "        if epoch == 1 and os.environ.get('CRASH'):\n"
+        "            raise RuntimeError('crash')\n",
+    )
+    program = write(tmp_path, "iris_crash.py", crash)
+    monkeypatch.setenv("CRASH", "1")
+    with pytest.raises(ProgramFailed):
+        run_program(ledger, f"{program}:main", config={"epochs": 4}, run_id="crashed")
+    monkeypatch.delenv("CRASH")
+    with pytest.raises(NotReexecutable, match="has no RunFinished: it is unfinished"):
+        reexecute(ledger, "crashed", RecordedProgram())
+    ledger.close_run("crashed", "failed")
+    with pytest.raises(NotReexecutable, match="sealed as failed, not completed"):
+        reexecute(ledger, "crashed", RecordedProgram())
+
+
 def test_changed_code_is_refused_or_shown_at_its_first_diverging_event(
     sqlite_url: str, tmp_path: Path
 ) -> None:

@@ -247,8 +247,23 @@ def reexecute(
     refusal = program.refusal(run_id, started)
     if refusal is not None:
         raise NotReexecutable(refusal)
-    if not any(isinstance(e.payload, RunFinished) for e in ledger.read(run_id, stream_id="run")):
+    seal = next(
+        (
+            e.payload
+            for e in ledger.read(run_id, stream_id="run")
+            if isinstance(e.payload, RunFinished)
+        ),
+        None,
+    )
+    if seal is None:
         raise NotReexecutable(f"run {run_id} has no RunFinished: it is unfinished or truncated")
+    if seal.status != "completed":
+        # A program's own end is "completed"; any other seal closed a run its program never
+        # finished (`kasmina runs close`), so a second run would have no end to match.
+        raise NotReexecutable(
+            f"run {run_id} was sealed as {seal.status}, not completed: its program never "
+            "finished it, so a re-execution has nothing to reproduce"
+        )
     policy = recorded_decisions(ledger, run_id)
     report = Reexecution(run_id)
     report.notes.extend(_environment_notes(started, ledger))
