@@ -12,7 +12,7 @@ import pytest
 import rawdb
 
 from kasmina.cli import main
-from kasmina.errors import WouldLoseData
+from kasmina.errors import LedgerError, WouldLoseData
 from kasmina.ledger import Ledger, migrate
 from security.attacks import cli_error, fingerprint
 
@@ -110,4 +110,30 @@ def test_a_relative_target_is_checked_like_any_other(url: str) -> None:
     # One step less keeps the ranks but still undoes 0013: the formats of the runs.
     with pytest.raises(WouldLoseData, match=rf"-{above_rank - 1} would drop the ledger format of"):
         migrate.downgrade(url, f"-{above_rank - 1}")
+    assert fingerprint(url) == before
+
+
+@pytest.mark.parametrize("target", ["0001-1", "head-16", "base+1", "0013-1", "001", ""])
+def test_a_target_alembic_would_read_another_way_is_refused_and_changes_nothing(
+    url: str, target: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`0001-1` or `head-16` went straight to base, dropping every event without a word:
+    the losses were counted for nothing while Alembic resolved the words itself."""
+    before = fingerprint(url)
+    line = cli_error(capsys, ["--db", url, "db", "downgrade", target])
+    assert line.startswith(f"error: downgrade target {target!r} is not a revision: give one of ")
+    assert line.endswith(", base, or -N (N revisions down)")
+    assert fingerprint(url) == before
+    assert _revision(url) == migrate.HEAD_REVISION
+
+
+def test_going_down_past_base_is_refused(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    before = fingerprint(url)
+    steps = int(migrate.HEAD_REVISION) + 1
+    line = cli_error(capsys, ["--db", url, "db", "downgrade", "--", f"-{steps}"])
+    assert line == (
+        f"error: cannot go down {steps} revisions from {migrate.HEAD_REVISION}: base comes first"
+    )
+    with pytest.raises(LedgerError, match="'-0' is not a revision"):
+        migrate.downgrade(url, "-0")  # the command line reads it as an option
     assert fingerprint(url) == before

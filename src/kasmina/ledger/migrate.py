@@ -144,16 +144,20 @@ def downgrade(url: str, revision: str, *, discard_data: bool = False) -> list[st
         raise LedgerNotFound(path)
     _refuse_read_only(path)
     lost: list[str] = []
+    targets: list[str] = []
 
     def prepare(conn: Connection) -> None:
-        lost.extend(_losses(conn, revision))
+        target, found = _losses(conn, revision)
+        targets.append(target)
+        lost.extend(found)
         if lost and not discard_data:
             raise WouldLoseData(
                 f"downgrade to {revision} would drop {' and '.join(lost)}; "
                 "pass --discard-data to drop them"
             )
 
-    _run(lambda cfg: command.downgrade(cfg, revision), url, prepare=prepare)
+    # Alembic is handed the revision whose losses were counted, never the words that named it.
+    _run(lambda cfg: command.downgrade(cfg, targets[0]), url, prepare=prepare)
     return lost
 
 
@@ -164,14 +168,20 @@ def _refuse_read_only(path: str | None) -> None:
         raise ReadOnlyLedger(f"cannot migrate {path}: the file or its folder is read-only")
 
 
-def _losses(conn: Connection, target: str) -> list[str]:
+def _losses(conn: Connection, target: str) -> tuple[str, list[str]]:
+    """The revision `target` names, and what going down to it would drop."""
     from alembic.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
     current = MigrationContext.configure(conn).get_current_revision()
     if current is None:
         raise SchemaMismatch(f"{redact(str(conn.engine.url))} has no kasmina schema to downgrade")
-    undone = _undone(ScriptDirectory.from_config(alembic_config("sqlite://")), current, target)
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    resolved = _downgrade_target(script, current, target)
+    return resolved, _dropped(conn, _undone(script, current, resolved))
+
+
+def _dropped(conn: Connection, undone: list[str]) -> list[str]:
     if conn.dialect.name == "postgresql" and any(DOWNGRADE_LOSSES.get(r, ()) for r in undone):
         conn.exec_driver_sql("LOCK TABLE events IN SHARE MODE")  # appends wait for the commit
     found = []
@@ -191,21 +201,42 @@ def _losses(conn: Connection, target: str) -> list[str]:
     return found
 
 
+def _downgrade_target(script: ScriptDirectory, current: str, target: str) -> str:
+    """`target` as one revision id (or ``base``): a revision's own id, ``base``, or ``-N``
+    (N revisions below `current`).
+
+    Alembic reads more (``0013-1``, ``head-2``, ``base+1``, id prefixes), and
+    the losses must be counted for exactly the revision it goes to, so every
+    other spelling is refused rather than resolved a second way.
+    """
+    known = [r.revision for r in script.walk_revisions()]
+    if target == "base" or target in known:
+        return target
+    steps = target[1:]
+    if target.startswith("-") and steps.isascii() and steps.isdigit() and int(steps) > 0:
+        down: Any = current
+        for _ in range(int(steps)):
+            if not isinstance(down, str):
+                raise LedgerError(
+                    f"cannot go down {steps} revisions from {current}: base comes first"
+                )
+            down = script.get_revision(down).down_revision
+        return down if isinstance(down, str) else "base"
+    raise LedgerError(
+        f"downgrade target {target!r} is not a revision: give one of {', '.join(reversed(known))}"
+        ", base, or -N (N revisions down)"
+    )
+
+
 def _undone(script: ScriptDirectory, current: str, target: str) -> list[str]:
-    """The revisions a downgrade from `current` to `target` undoes, newest first."""
+    """The revisions a downgrade from `current` to `target` (a `_downgrade_target`) undoes,
+    newest first; none where it is no downgrade (Alembic's own error says so next)."""
     from alembic.script.revision import RevisionError
 
-    if target.startswith("-") and target[1:].isdigit():
-        undone: list[str] = []
-        down: Any = current
-        while isinstance(down, str) and len(undone) < int(target[1:]):
-            undone.append(down)
-            down = script.get_revision(down).down_revision
-        return undone
     try:
         return [r.revision for r in script.iterate_revisions(current, target)]
     except RevisionError:
-        return []  # not a downgrade target: Alembic's own error says so next
+        return []
 
 
 def _counted(n: int, noun: str) -> str:
