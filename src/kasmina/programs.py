@@ -141,7 +141,37 @@ def code_digest(entry: EntryPoint, function: Callable[..., object]) -> dict[str,
     """What identifies the program's code: its git commit and a digest of what is uncommitted
     (tracked changes and untracked files), or, outside a repository, the SHA-256 of its source.
     """
-    source = entry.path or _source_of(sys.modules.get(getattr(function, "__module__", "") or ""))
+    module = sys.modules.get(getattr(function, "__module__", "") or "")
+    return _digest_of(entry.path or _source_of(module))
+
+
+def _digest_before_loading(entry: EntryPoint) -> dict[str, str]:
+    """`code_digest` as far as it can be known without running any of the program: its file,
+    or the file its module would be imported from (found, not imported: importing runs it).
+
+    It differs from `code_digest` only for a module outside git whose function is
+    defined in another module, which the recorded digest names.
+    """
+    return _digest_of(entry.path or _module_file(entry.module))
+
+
+def _module_file(name: str) -> Path | None:
+    """The ``.py`` file `_import` would run for module `name`, found without importing
+    its packages (whose ``__init__`` would run)."""
+    from importlib.machinery import PathFinder
+
+    search: list[str] | None = [*([] if "" in sys.path else [os.getcwd()]), *sys.path]
+    spec = None
+    for part in name.split("."):
+        spec = PathFinder.find_spec(part, search)
+        if spec is None:
+            return None
+        search = list(spec.submodule_search_locations or [])
+    origin = spec.origin if spec is not None else None
+    return Path(origin).resolve() if origin and origin.endswith(".py") else None
+
+
+def _digest_of(source: Path | None) -> dict[str, str]:
     if source is None:
         return {}
     repo = _git(source.parent, "rev-parse", "--show-toplevel")
@@ -612,19 +642,35 @@ def load_recorded(
         )
     try:
         entry = parse_target(started.entry_point)
+    except ProgramError as exc:
+        raise ProgramError(
+            f"run {run_id} was made by {started.entry_point}, which cannot be loaded: {exc}"
+        ) from None
+    # Checked before loading too: loading runs the module, and the entry point is the
+    # ledger's word, so nothing it names runs unless it is the recorded code.
+    changed = _changed_code(run_id, started, _digest_before_loading(entry), allow_code_change)
+    try:
         function = load_program(entry)
     except ProgramError as exc:
         raise ProgramError(
             f"run {run_id} was made by {started.entry_point}, which cannot be loaded: {exc}"
         ) from None
-    now = code_digest(entry, function)
-    if now != started.code:
-        change = f"the code of {started.entry_point} is not the code of run {run_id}"
-        detail = f" (recorded {_code_text(started.code)}; now {_code_text(now)})"
-        if not allow_code_change:
-            raise ProgramError(f"{change}{detail}; pass --allow-code-change to run it anyway")
-        notes.append(f"{change}{detail}: run anyway")
+    loaded = code_digest(entry, function)
+    changed = changed or _changed_code(run_id, started, loaded, allow_code_change)
+    if changed is not None:
+        notes.append(f"{changed}: run anyway")
     return entry, function
+
+
+def _changed_code(run_id: str, started: RunStarted, now: dict[str, str], allow: bool) -> str | None:
+    """What differs between the code `now` and the recorded code; refused unless `allow`."""
+    if now == started.code:
+        return None
+    change = f"the code of {started.entry_point} is not the code of run {run_id}"
+    detail = f"{change} (recorded {_code_text(started.code)}; now {_code_text(now)})"
+    if not allow:
+        raise ProgramError(f"{detail}; pass --allow-code-change to run it anyway")
+    return detail
 
 
 def resume_program(

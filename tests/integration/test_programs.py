@@ -335,6 +335,32 @@ def test_a_run_its_program_did_not_finish_is_not_re_executed(
         reexecute(ledger, "crashed", RecordedProgram())
 
 
+@pytest.mark.parametrize("kind", ["file", "module", "package module"])
+def test_code_the_ledger_names_is_not_run_unless_it_is_the_recorded_code(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """Importing a program runs it, and the entry point is the ledger's word: anyone who
+    can write runs could name any file or module. Its digest is checked before it loads."""
+    planted = "open(__file__ + '.ran', 'w').close()\ndef main(ctx):\n    pass\n"
+    folder = tmp_path / "code"
+    (folder / "pkg").mkdir(parents=True)
+    write(folder, "planted.py", planted)
+    write(folder / "pkg", "__init__.py", planted)
+    write(folder / "pkg", "inner.py", planted)
+    monkeypatch.chdir(folder)
+    entry = {
+        "file": f"{folder / 'planted.py'}:main",
+        "module": "planted:main",
+        "package module": "pkg.inner:main",
+    }[kind]
+    program = {"entry_point": entry, "argv": [], "code": {"source": "0" * 64}, "environment": {}}
+    with Ledger.open(sqlite_url) as ledger:
+        ledger.start_run("planted", seed=1, run_id="planted", program=program).finish()
+        with pytest.raises(NotReexecutable, match="is not the code of run planted"):
+            reexecute(ledger, "planted", RecordedProgram())
+    assert sorted(p.name for p in folder.rglob("*.ran")) == []
+
+
 def test_changed_code_is_refused_or_shown_at_its_first_diverging_event(
     sqlite_url: str, tmp_path: Path
 ) -> None:
