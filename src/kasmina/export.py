@@ -351,6 +351,8 @@ def export_run(
     text_writer = _write_jsonl if fmt == "jsonl" else _write_csv
     ledger.require_run(run_id)
     folder = Path(directory)
+    if folder.exists() and not folder.is_dir():
+        raise KasminaError(f"cannot export into {folder}: it is a file, not a folder")
     folder.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     tally = None if progress is None else _Tally(progress)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,6 +47,27 @@ def _create_exclusive(path: Path) -> tuple[int, Path]:
     raise KasminaError(f"cannot create a temporary file beside {path}: every name was taken")
 
 
+def _checked(path: Path) -> None:
+    """Refuse what a file cannot replace: no name (``-o ''``, ``.``, ``/``), a missing
+    folder, a folder, and what is not a regular file where it leads (a device such as
+    ``/dev/null``, a pipe, a socket), which the rename would replace by a plain file."""
+    if path.name in ("", ".", ".."):
+        raise KasminaError(f"an output needs a file name, got {str(path)!r}")
+    if not path.parent.is_dir():
+        raise KasminaError(f"cannot write {path}: folder {path.parent} does not exist")
+    try:
+        mode = path.stat().st_mode  # through a link: what the user means by the name
+    except FileNotFoundError:
+        return  # a new name, or a link to nothing, which the file replaces
+    if stat.S_ISDIR(mode):
+        raise KasminaError(f"cannot write {path}: it is a folder")
+    if not stat.S_ISREG(mode):
+        raise KasminaError(
+            f"cannot write {path}: it is not a regular file (a device, pipe or socket), which "
+            "kasmina would replace; leave -o out to write to standard output"
+        )
+
+
 @contextmanager
 def _replacing(path: Path) -> Iterator[int]:
     """The descriptor of a new file beside `path`; if the block succeeds, it replaces `path`.
@@ -55,6 +77,7 @@ def _replacing(path: Path) -> Iterator[int]:
     one file system and is atomic; it gets the usual mode just before the
     rename. On any error it is removed and an older `path` is left as it was.
     """
+    _checked(path)
     fd, partial = _create_exclusive(path)
     try:
         yield fd

@@ -124,3 +124,69 @@ def test_two_writers_get_different_temporary_names(tmp_path: Path) -> None:
         assert len([p for p in tmp_path.iterdir() if p.name.endswith(".partial")]) == 2
     assert target.read_bytes() == b"1"  # the last one to finish replaced the other whole
     assert [p.name for p in tmp_path.iterdir()] == ["t.parquet"]
+
+
+def _one_line(proc: object) -> str:
+    import subprocess
+
+    assert isinstance(proc, subprocess.CompletedProcess)
+    assert proc.returncode == 2, proc.stderr
+    [line] = proc.stderr.splitlines()
+    return str(line)
+
+
+@pytest.mark.parametrize("command", ["report", "sql"])
+def test_an_output_that_is_a_pipe_or_leads_to_one_is_refused_and_kept(
+    attacked_url: str, tmp_path: Path, command: str
+) -> None:
+    """As root, ``-o /dev/null`` replaced the device with a plain file: a rename cannot
+    write into a device, a pipe or a socket, so kasmina does not pretend to."""
+    out = tmp_path / "out"
+    out.mkdir()
+    fifo = out / WRITES[command]
+    os.mkfifo(fifo)
+    line = _one_line(kasmina(attacked_url, *COMMANDS[command](out)))
+    assert line == (
+        f"error: cannot write {fifo}: it is not a regular file (a device, pipe or socket), "
+        "which kasmina would replace; leave -o out to write to standard output"
+    )
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    fifo.rename(out / "fifo")
+    fifo.symlink_to(out / "fifo")  # as /dev/stdout is a link to a descriptor
+    assert "is not a regular file" in _one_line(kasmina(attacked_url, *COMMANDS[command](out)))
+    assert fifo.is_symlink() and stat.S_ISFIFO((out / "fifo").lstat().st_mode)
+    assert sorted(p.name for p in out.iterdir()) == sorted(["fifo", WRITES[command]])
+
+
+@pytest.mark.parametrize("target", ["", ".", "/"])
+@pytest.mark.parametrize("command", ["report", "sql"])
+def test_an_output_without_a_file_name_is_one_line(
+    attacked_url: str, tmp_path: Path, command: str, target: str
+) -> None:
+    args = [
+        a if a != str(tmp_path / WRITES[command]) else target for a in COMMANDS[command](tmp_path)
+    ]
+    line = _one_line(kasmina(attacked_url, *args))
+    assert line.startswith("error: an output needs a file name, got "), line
+    assert not [p for p in tmp_path.iterdir() if not p.name.startswith("ledger.db")]
+
+
+@pytest.mark.parametrize("command", ["report", "sql"])
+def test_an_output_in_a_missing_folder_names_the_folder(
+    attacked_url: str, tmp_path: Path, command: str
+) -> None:
+    """Not the temporary file's name, which the user never gave."""
+    missing = tmp_path / "no" / "such"
+    line = _one_line(kasmina(attacked_url, *COMMANDS[command](missing)))
+    assert line == (
+        f"error: cannot write {missing / WRITES[command]}: folder {missing} does not exist"
+    )
+    assert not (tmp_path / "no").exists()
+
+
+def test_an_export_onto_a_file_says_it_needs_a_folder(attacked_url: str, tmp_path: Path) -> None:
+    target = tmp_path / "run.html"
+    target.write_text(SECRET)
+    line = _one_line(kasmina(attacked_url, "export", "victim", "-o", str(target)))
+    assert line == f"error: cannot export into {target}: it is a file, not a folder"
+    assert target.read_text() == SECRET
