@@ -236,6 +236,8 @@ def loads(text: str | bytes) -> Json:
         value, end = _scan(text, 0)
     except StopIteration as exc:
         raise json.JSONDecodeError("Expecting value", text, exc.value) from None
+    except RecursionError:  # orjson refused it too: nested past 1,024 levels
+        raise json.JSONDecodeError("nested too deep to read", text, 0) from None
     if end != len(text):
         return cast(Json, json.loads(text))  # trailing text: let json say what is wrong
     return cast(Json, value)

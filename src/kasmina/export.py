@@ -112,6 +112,13 @@ def _to_int(value: object) -> int | None:
     return None if value is None else int(value)  # type: ignore[call-overload]
 
 
+def _text(value: object) -> str:
+    """A stored payload's text: what was hashed, so never anything but text."""
+    if not isinstance(value, str):
+        raise TypeError(f"a payload is stored as {type(value).__name__}, not text")
+    return value
+
+
 def _to_float(value: object) -> float | None:
     return None if value is None else float(value)  # type: ignore[arg-type]
 
@@ -145,7 +152,13 @@ def _converted(
 ) -> Generator[Row, None, None]:
     try:
         for row in rows:
-            yield tuple([f(v) for f, v in zip(convert, row, strict=True)])
+            try:
+                yield tuple([f(v) for f, v in zip(convert, row, strict=True)])
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise KasminaError(
+                    f"a row holds a value of the wrong kind ({exc}): only a row made by hand "
+                    "does; `kasmina verify` names it"
+                ) from None
     finally:
         close = getattr(rows, "close", None)
         if close is not None:
@@ -188,7 +201,7 @@ def _events(ledger: Ledger, run_id: str, last: int) -> Table:
     kinds = tuple(COLUMN_KINDS[c] for c in COLUMNS)
     convert = [_CONVERTERS[k] for k in kinds]
     form = run_format(store, run_id)
-    convert[COLUMNS.index("payload")] = lambda raw: store.payload_text(raw, form)
+    convert[COLUMNS.index("payload")] = lambda raw: _text(store.payload_text(raw, form))
     convert[COLUMNS.index("recorded_at")] = store.recorded_at_value
     rows = _converted(ledger.raw_rows(run_id, until=last), convert)
     return Table("events", tuple(COLUMNS), kinds, rows)

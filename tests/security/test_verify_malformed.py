@@ -264,3 +264,71 @@ def test_a_type_key_naming_no_type_is_reported(exposed: str) -> None:
     assert rawdb.run(exposed, f"SELECT 1 FROM events WHERE position = {position}") == []
     faults = _faults_at(_verified(exposed), int(str(position)))
     assert "event_type holds None" in faults["malformed_row"]
+
+
+# -- every other reader: one line, never a traceback -------------------------------------------
+
+_DEEP = '\'{"m":' + "[" * 5000 + "]" * 5000 + "}'"
+
+
+def _stored_copy(url: str, **columns: str) -> None:
+    """A copy of the run's last sample inserted into `ledger_events` as stored, with some
+    columns replaced by SQL expressions (the guards allow an insert of a new row)."""
+    names = (
+        "event_id, run_key, stream_key, version, type_key, schema_version, epoch, seed_id, "
+        "payload, recorded_at, hash, rank"
+    )
+    exprs = {"event_id": "randomblob(16)", "version": "version + 1000", **columns}
+    select = ", ".join(exprs.get(c, c) for c in names.split(", "))
+    rawdb.run(
+        url,
+        f"INSERT INTO ledger_events ({names}) SELECT {select} FROM ledger_events WHERE type_key = "
+        "(SELECT type_key FROM ledger_types WHERE event_type = 'SeedTelemetrySampled') "
+        "ORDER BY position DESC LIMIT 1",
+    )
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("payload", _DEEP),
+        ("payload", "'not json {'"),
+        ("payload", "x'00ff00'"),
+        ("recorded_at", "'yesterday'"),
+        ("recorded_at", "9223372036854775807"),
+        ("epoch", "'x'"),
+        ("version", "'six'"),
+    ],
+    ids=[
+        "deep-json",
+        "not-json",
+        "blob-payload",
+        "text-time",
+        "huge-time",
+        "text-epoch",
+        "text-version",
+    ],
+)
+def test_sqlite_a_malformed_row_is_one_line_for_every_reader(
+    sqlite_url: str, tmp_path: Path, column: str, value: str
+) -> None:
+    """`verify` names it as a fault; `history`, `export`, `report` and `replay --trust`
+    each refuse in one line (they crashed with RecursionError, TypeError, ValueError)."""
+    record_small_run(sqlite_url)
+    _stored_copy(sqlite_url, **{column: value})
+    proc = kasmina(sqlite_url, "verify")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    commands = [
+        ["history", "victim"],
+        ["export", "victim", "-o", str(tmp_path / "csv")],
+        ["export", "victim", "--format", "jsonl", "-o", str(tmp_path / "jsonl")],
+        ["report", "victim", "-o", str(tmp_path / "run.html")],
+        ["replay", "victim", "--trust"],
+    ]
+    for args in commands:
+        proc = kasmina(sqlite_url, *args)
+        assert "Traceback" not in proc.stderr, (args, proc.stderr)
+        assert proc.returncode in (0, 2), (args, proc.stderr)
+        if proc.returncode == 2:
+            [line] = proc.stderr.splitlines()
+            assert line.startswith("error: "), (args, line)

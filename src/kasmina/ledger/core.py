@@ -452,6 +452,17 @@ class Ledger(Appending):
 
     def _to_event(self, row: tuple[Any, ...]) -> StoredEvent:
         """A row of `RowReader.stored` as an event: only what an event holds is rendered."""
+        try:
+            return self._decoded(row)
+        except (TypeError, ValueError, RecursionError) as exc:
+            # Only a row made by hand gets here (appends store nothing else); `verify`
+            # names it as a fault, every other reader in one line.
+            raise LedgerError(
+                f"the event at position {row[0]!r} is malformed ({exc}); "
+                "`kasmina verify` names what is wrong"
+            ) from None
+
+    def _decoded(self, row: tuple[Any, ...]) -> StoredEvent:
         (position, event_id, run_id, stream_id, version, event_type, schema_version, epoch,
          seed_id, payload, recorded_at, previous, digest, rank) = row  # fmt: skip
         store = self._store

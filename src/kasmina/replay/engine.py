@@ -170,9 +170,12 @@ def _fold_rows(
             fold.pass_over(row)
             continue
         epoch = row.epoch
-        if until_epoch is not None and epoch is not None and epoch > until_epoch:
-            return True, saved
-        feed(row)
+        try:
+            if until_epoch is not None and epoch is not None and epoch > until_epoch:
+                return True, saved
+            feed(row)
+        except (TypeError, ValueError) as exc:  # a row made by hand, folded with --trust
+            raise ReplayError(f"a malformed event ({exc})", row.position) from None
         if progress is not None and fold.events % 4096 == 0:
             progress(fold.events)
         if next_save is not None and fold.events >= next_save:

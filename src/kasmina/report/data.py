@@ -213,6 +213,18 @@ def read_run(
     the run never recorded is simply not charted: `chart_names` checks names.
     """
     ledger.require_run(run_id)
+    try:
+        return _read_run(ledger, run_id, metrics, step)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ReportError(
+            f"run {run_id} holds a value of the wrong kind ({exc}): only a row made by hand "
+            "does; `kasmina verify` names it"
+        ) from None
+
+
+def _read_run(
+    ledger: Ledger, run_id: str, metrics: Sequence[str] | None, step: Callable[[], None]
+) -> RunData:
     where = f"WHERE run_id = {sql_literal(run_id)}"
     views = ledger.views()
     summary = _summary(ledger, run_id, where)
