@@ -191,7 +191,7 @@ def db_current() -> None:
 
     current = _current(state.db)
     mark = "(head)" if current == HEAD_REVISION else f"(code expects {HEAD_REVISION})"
-    out.print(f"{current or 'none'} {mark}")
+    out.print(f"{visible(current or 'none')} {mark}", markup=False, highlight=False)
 
 
 @db_app.command("grant-reader")
@@ -727,7 +727,7 @@ def sql(
 
         with atomic_text(output) as dest:
             print_rows(columns, rows, fmt, dest, Console(file=dest, width=200))
-    err.print(f"wrote {output}", highlight=False, markup=False)
+    err.print(f"wrote {visible(str(output))}", highlight=False, markup=False)
 
 
 def _query_text(query: str | None, file: Path | None, recipe: str | None) -> str:
@@ -746,7 +746,12 @@ def _query_text(query: str | None, file: Path | None, recipe: str | None) -> str
     if file is not None:
         return _read_text(file, "query file")
     assert query is not None
-    return sys.stdin.read() if query == "-" else query
+    if query != "-":
+        return query
+    try:
+        return sys.stdin.buffer.read().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise KasminaError(f"the query on standard input is not UTF-8: {exc.reason}") from None
 
 
 class ExportFormat(StrEnum):
@@ -775,7 +780,9 @@ def export(
     with _open() as ledger, Progress("exporting", None, err, unit="rows") as progress:
         run_id = ledger.resolve_run(run_id)
         written = export_run(ledger, run_id, output, fmt.value, progress=progress.update)
-    err.print(f"wrote {len(written)} files to {output}", highlight=False, markup=False)
+    err.print(
+        f"wrote {len(written)} files to {visible(str(output))}", highlight=False, markup=False
+    )
 
 
 @app.command()
@@ -829,7 +836,7 @@ def report(
             def wrote(mark: Mark) -> None:
                 state = "sealed" if mark.sealed else "open"
                 err.print(
-                    f"wrote {output} ({sum(mark.events):,} events, {state})",
+                    f"wrote {visible(str(output))} ({sum(mark.events):,} events, {state})",
                     highlight=False,
                     markup=False,
                 )
@@ -856,7 +863,7 @@ def report(
     with atomic_text(output) as dest:
         dest.write(page)
     kib = max(1, round(output.stat().st_size / 1024))
-    err.print(f"wrote {output} ({kib:,} KiB)", highlight=False, markup=False)
+    err.print(f"wrote {visible(str(output))} ({kib:,} KiB)", highlight=False, markup=False)
 
 
 @app.command()

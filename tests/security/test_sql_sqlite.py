@@ -198,3 +198,24 @@ def test_a_path_with_uri_characters_opens_the_right_file(
     assert main(["--db", url, "sql", "--format", "csv", "SELECT count(*) AS n FROM events"]) == 0
     assert capsys.readouterr().out.split() == ["n", "7"]
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+@pytest.mark.parametrize("statement", [";", " ; ; ", "-- nothing", "/* c */", "/* open"])
+def test_a_query_of_comments_and_semicolons_is_empty(
+    capsys: pytest.CaptureFixture[str], ledger_url: str, statement: str
+) -> None:
+    assert refused(capsys, ledger_url, statement) == "error: empty SQL query"
+
+
+def test_a_query_on_stdin_that_is_not_utf8_is_one_line(ledger_url: str) -> None:
+    proc = subprocess.run(
+        [str(Path(sys.executable).with_name("kasmina")), "--db", ledger_url, "sql", "-"],
+        input=b"SELECT '\xff'",
+        capture_output=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert (
+        proc.stderr.decode()
+        == "error: the query on standard input is not UTF-8: invalid start byte\n"
+    )

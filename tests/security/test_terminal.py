@@ -11,6 +11,7 @@ escaped (``\\x1b``) and never read as markup; JSON output keeps the exact data.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -118,3 +119,32 @@ def test_sql_json_keeps_the_exact_strings(hostile_url: str) -> None:
     proc = kasmina(hostile_url, "sql", query, "--format", "json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == [{"run_id": RUN, "seed_id": SEED}]
+
+
+def test_a_stored_revision_reaches_the_terminal_escaped(tmp_path: Path) -> None:
+    """`db current` printed `alembic_version` raw, and as markup: `[/red]` crashed it."""
+    import rawdb
+
+    from security.attacks import record_small_run
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    record_small_run(url)
+    rawdb.run(url, "UPDATE alembic_version SET version_num = '\x1b[2J[/red]'")
+    proc = kasmina(url, "db", "current")
+    assert proc.returncode == 0, proc.stderr
+    _assert_safe(proc.stdout + proc.stderr)
+    assert proc.stdout.startswith(r"\x1b[2J[/red] (code expects ")
+
+
+@pytest.mark.parametrize("command", ["sql", "report", "export"])
+def test_an_output_path_is_echoed_escaped(attacked_url: str, tmp_path: Path, command: str) -> None:
+    target = tmp_path / "x\x1b[2J\x1b[31my"
+    args = {
+        "sql": ["sql", "SELECT 1", "-o", str(target)],
+        "report": ["report", "victim", "-o", str(target)],
+        "export": ["export", "victim", "-o", str(target)],
+    }[command]
+    proc = kasmina(attacked_url, *args)
+    assert proc.returncode == 0, proc.stderr
+    _assert_safe(proc.stdout + proc.stderr)
+    assert r"x\x1b[2J\x1b[31my" in proc.stderr

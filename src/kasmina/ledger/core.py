@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 import platform
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -107,6 +108,15 @@ class RunInfo:
     #: With `Ledger.runs(summary=True)`: epochs recorded, and the last ``val_accuracy``.
     epochs: int | None = None
     final_val_accuracy: float | None = None
+
+
+_COMMENTS = re.compile(r"--[^\n]*|/\*.*?(\*/|$)", re.DOTALL)
+
+
+def _statement_text(query: str) -> str:
+    """What is left of `query` without comments, semicolons and blanks: nothing for a
+    query that holds no statement (a comment inside a string only makes it shorter)."""
+    return _COMMENTS.sub("", query).replace(";", "").strip()
 
 
 def open_store(url: str, synchronous: Literal["NORMAL", "FULL"], *, create: bool) -> Store:
@@ -685,7 +695,7 @@ class Ledger(Appending):
         query's ``:name`` placeholders, as ``kasmina sql --param`` does
         (`kasmina.ledger.sqlparams`): a whole number as a number, else as text.
         """
-        if not query.strip():
+        if not _statement_text(query):
             raise LedgerError("empty SQL query")
         check_timeout(timeout_s)
         if params:
