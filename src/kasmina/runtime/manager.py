@@ -301,6 +301,11 @@ class SeedManager:
         contributions: dict[str, float] = {}
         if evaluate is not None:
             scored = dict(evaluate(self.model))
+            if self.score not in scored:  # else every gate waits on a score that never comes
+                raise SlotError(
+                    f"evaluate returned no {self.score!r} (the score named by "
+                    f"SeedManager(score=...)); it returned {sorted(scored)}"
+                )
             clash = sorted(set(scored) & set(values))
             if clash:
                 raise SlotError(f"metrics {clash} were given and also returned by evaluate")
@@ -365,12 +370,7 @@ class SeedManager:
         live = [s for s in self.slots.values() if s.seed is not None and s.stage in _SCORED]
         if not live:
             return {}
-        full = scored.get(self.score)
-        if full is None:
-            raise SlotError(
-                f"evaluate returned no {self.score!r} (the score named by SeedManager(score=...)); "
-                f"it returned {sorted(scored)}"
-            )
+        full = scored[self.score]  # `end_epoch` refused an evaluate without it
         out: dict[str, float] = {}
         for slot in live:
             with slot.silenced():
