@@ -223,6 +223,15 @@ class ClosedStatus(StrEnum):
     aborted = "aborted"
 
 
+class RunStatusChoice(StrEnum):
+    """What `runs --status` can match: a run's seal (`RunStatus`), or none yet."""
+
+    open = "open"
+    completed = "completed"
+    failed = "failed"
+    aborted = "aborted"
+
+
 @runs_app.callback()
 def runs(
     ctx: typer.Context,
@@ -231,7 +240,7 @@ def runs(
         str | None, typer.Option(help="Only runs whose name matches this shell pattern (wide*).")
     ] = None,
     status: Annotated[
-        str | None, typer.Option(help="Only runs of this status (open, completed, failed...).")
+        RunStatusChoice | None, typer.Option(help="Only runs of this status.")
     ] = None,
     since: Annotated[
         str | None,
@@ -250,7 +259,14 @@ def runs(
     start = None if since is None else since_time(since, datetime.now(UTC))
     with _open() as ledger:
         infos = ledger.runs(summary=True)
-    chosen = selected(infos, name=name, status=status, since=start, sort=sort, reverse=reverse)
+    chosen = selected(
+        infos,
+        name=name,
+        status=None if status is None else status.value,
+        since=start,
+        sort=sort,
+        reverse=reverse,
+    )
     if fmt is not DataFormat.table:
         print_rows(RUN_FIELDS, (run_values(info) for info in chosen), fmt, sys.stdout, out)
         return
@@ -592,7 +608,10 @@ def verify(
         for fault in report.faults:
             out.print(f"FAULT {visible(str(fault))}", markup=False)
         verdict = "OK" if report.ok else f"{len(report.faults)} fault(s)"
-        out.print(f"verify: {verdict} ({report.events} events, {len(report.runs)} runs)")
+        runs = len(report.runs)
+        out.print(
+            f"verify: {verdict} ({report.events} events, {runs} run{'' if runs == 1 else 's'})"
+        )
     if not report.ok:
         raise typer.Exit(1)
 
@@ -693,7 +712,7 @@ def sql(
         typer.Option(
             "--param",
             metavar="NAME=VALUE",
-            help="A value for :NAME in the query (repeatable; a whole number is a number).",
+            help="A value for :NAME in the query (repeatable; a number is a number).",
         ),
     ] = None,
     run: Annotated[
@@ -748,8 +767,9 @@ def _query_text(query: str | None, file: Path | None, recipe: str | None) -> str
     assert query is not None
     if query != "-":
         return query
+    raw = getattr(sys.stdin, "buffer", None)  # a text stream without bytes is text already
     try:
-        return sys.stdin.buffer.read().decode("utf-8")
+        return sys.stdin.read() if raw is None else raw.read().decode("utf-8")
     except UnicodeDecodeError as exc:
         raise KasminaError(f"the query on standard input is not UTF-8: {exc.reason}") from None
 

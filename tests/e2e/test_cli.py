@@ -157,6 +157,19 @@ class TestBadInput:
         assert _snapshot(url) == before
         assert not (tmp_path / "other.db").exists()
 
+    def test_a_placeholder_without_a_value_and_an_unknown_status_are_named(
+        self, demo_db: tuple[str, str]
+    ) -> None:
+        """The placeholder reached the driver unbound ("Incorrect number of bindings"), and
+        `runs --status` took any word and listed nothing."""
+        url, _ = demo_db
+        line = _one_error_line(kasmina("sql", "SELECT :s", db=url))
+        assert line == "error: the query uses :s but no --param s=VALUE is given"
+        line = _one_error_line(kasmina("runs", "--status", "weird", db=url))
+        assert "'weird' is not one of 'open', 'completed', 'failed', 'aborted'" in line
+        listed = kasmina("runs", "--status", "open", "--format", "csv", db=url)
+        assert listed.returncode == 0 and len(listed.stdout.splitlines()) == 2
+
     def test_a_misspelt_view_in_sql_is_named_with_the_views_there_are(
         self, demo_db: tuple[str, str]
     ) -> None:

@@ -35,20 +35,36 @@ def test_a_value_cannot_end_its_literal() -> None:
     assert literal("a\\'b", "postgresql") == "E'a\\\\''b'"
 
 
-def test_whole_numbers_are_numbers_and_the_rest_text() -> None:
-    assert [literal(v, "sqlite") for v in ("12", "-3", "007", "1.5", "1e3")] == [
+def test_numbers_are_numbers_and_the_rest_text() -> None:
+    given = ("12", "-3", "1.5", "-0.02", "1e3", "2.5E-4", "007", ".5", "1.", "1_000", "nan")
+    assert [literal(v, "sqlite") for v in given] == [
         "12",
         "-3",
+        "1.5",
+        "-0.02",
+        "1e3",
+        "2.5E-4",
         "'007'",
-        "'1.5'",
-        "'1e3'",
+        "'.5'",
+        "'1.'",
+        "'1_000'",
+        "'nan'",
     ]
+
+
+def test_a_decimal_filters_as_a_number() -> None:
+    """As text, 0.02 compared greater than every number on SQLite: the filter matched none."""
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE m (value REAL)")
+    conn.executemany("INSERT INTO m VALUES (?)", [(0.01,), (0.05,), (1.0,)])
+    query = bind("SELECT COUNT(*) FROM m WHERE value > :t", {"t": "0.02"}, "sqlite")
+    assert conn.execute(query).fetchall() == [(2,)]
 
 
 def test_missing_unused_and_malformed_parameters_are_one_line_each() -> None:
     with pytest.raises(QueryError, match=r"uses :a but no --param a=VALUE"):
         bind("SELECT :a", {}, "sqlite")
-    with pytest.raises(QueryError, match=r"--param b is given but the query has no :b"):
+    with pytest.raises(QueryError, match=r"a value for :b is given but the query has no :b"):
         bind("SELECT :a", {"a": "1", "b": "2"}, "sqlite")
     with pytest.raises(QueryError, match=r"'1x=2' is not NAME=VALUE"):
         parse_params(["1x=2"])

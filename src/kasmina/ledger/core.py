@@ -693,13 +693,13 @@ class Ledger(Appending):
         Whoever connects, nothing can be written through it (DESIGN §3.9;
         docs/security.md says how each backend makes sure). `params` fill the
         query's ``:name`` placeholders, as ``kasmina sql --param`` does
-        (`kasmina.ledger.sqlparams`): a whole number as a number, else as text.
+        (`kasmina.ledger.sqlparams`): a number as a number, else as text.
         """
         if not _statement_text(query):
             raise LedgerError("empty SQL query")
         check_timeout(timeout_s)
-        if params:
-            query = bind(query, {k: str(v) for k, v in params.items()}, self.dialect)
+        # Bound even without values, so that a :name left unfilled is named.
+        query = bind(query, {k: str(v) for k, v in (params or {}).items()}, self.dialect)
         with translate(self.url, self._unknown_table):
             columns, rows = self._store.readonly_query(query, timeout_s)
 

@@ -8,8 +8,10 @@ only has to be exact: a ``:name`` inside a string, a quoted name or a
 comment, and PostgreSQL's ``::`` casts, are left alone, and a value is
 quoted so that no character of it can end the literal.
 
-A value that is a whole number is written as a number (``epoch >= :from``
-compares numbers on both databases); anything else as text.
+A value written as a number is a number (``epoch >= :from``, ``value > :t``
+compare numbers on both databases: as text, ``0.02`` was greater than every
+number on SQLite, and the filter silently matched nothing); anything else is
+text, also a number spelt another way (``007``, ``.5``, ``1_000``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from kasmina.errors import QueryError
 
 #: A parameter's name, and a view's (`kasmina.frames`): a plain SQL identifier.
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_WHOLE = re.compile(r"-?(?:0|[1-9][0-9]{0,17})")  # "007" stays text
+_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]{0,17})(?:\.[0-9]{1,17})?(?:[eE][+-]?[0-9]{1,3})?")
 _DOLLAR = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
 
 
@@ -42,8 +44,8 @@ def parse_params(pairs: list[str]) -> dict[str, str]:
 
 
 def literal(value: str, dialect: str) -> str:
-    """`value` as a SQL literal: a whole number bare, else a quoted string."""
-    if _WHOLE.fullmatch(value):
+    """`value` as a SQL literal: a number bare, else a quoted string."""
+    if _NUMBER.fullmatch(value):
         return value
     if "\0" in value:
         raise QueryError("a --param value cannot hold a NUL character")
@@ -84,7 +86,7 @@ def bind(query: str, params: Mapping[str, str], dialect: str) -> str:
             i += 1
     unused = sorted(set(params) - used)
     if unused:
-        raise QueryError(f"--param {unused[0]} is given but the query has no :{unused[0]}")
+        raise QueryError(f"a value for :{unused[0]} is given but the query has no :{unused[0]}")
     return "".join(out)
 
 
