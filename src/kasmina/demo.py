@@ -41,6 +41,11 @@ if TYPE_CHECKING:
 
 BLUEPRINTS = ("conv_small", "conv_light", "depthwise", "norm")
 HOST = "DigitsHost"
+#: What a run needs to be re-executed, said where one cannot be.
+_REEXECUTED = (
+    "only runs written by `kasmina run PROGRAM` (which records the program) or by "
+    f"`kasmina demo` (host {HOST}) can be re-executed"
+)
 DATASET = "sklearn.load_digits"
 
 
@@ -281,15 +286,11 @@ class DemoProgram:
 
     def refusal(self, run_id: str, started: RunStarted) -> str | None:
         if started.host is None:
-            return (
-                f"run {run_id} records no host network, so it cannot be rebuilt; only "
-                f"runs written by `kasmina demo` (host {HOST}) can be re-executed"
-            )
+            return f"run {run_id} records no host network, so it cannot be rebuilt; {_REEXECUTED}"
         if started.host != HOST:
             return (
                 f"run {run_id} was recorded with host {started.host!r}, which kasmina "
-                f"cannot rebuild; only runs written by `kasmina demo` (host {HOST}) can be "
-                "re-executed"
+                f"cannot rebuild; {_REEXECUTED}"
             )
         if started.dataset != DATASET or started.dataset_digest != dataset_digest():
             return (
