@@ -8,6 +8,7 @@ computes from the events, the replay fold, or the code's transition table.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import uuid
@@ -147,10 +148,21 @@ def epochs_in_stage(run: Run) -> list[Row]:
     return [(DEMO_RUN, seed, stage, n) for (seed, stage), n in total.items()]
 
 
+def _blends_in(run: Run) -> set[tuple[str | None, int]]:
+    """(seed, epoch) of each move into BLENDING from TRAINING; a fade-out comes from HOLDING."""
+    return {
+        (m.seed_id, _epoch(m))
+        for m in run.moves
+        if m.payload.from_stage.name == "TRAINING" and m.payload.to_stage.name == "BLENDING"
+    }
+
+
 def blending_per_blueprint(run: Run) -> list[Row]:
     spans: dict[str, list[int]] = defaultdict(list)
+    blends_in = _blends_in(run)
     for _, seed, _, a, b in run.closed("BLENDING"):
-        spans[run.blueprint[seed]].append(b - a)
+        if (seed, a) in blends_in:
+            spans[run.blueprint[seed]].append(b - a)
     return [(bp, len(s), mean(s), min(s), max(s)) for bp, s in spans.items()]
 
 
@@ -183,7 +195,7 @@ def pruned_soon_after_blending(run: Run) -> list[Row]:
     return [
         (DEMO_RUN, b.seed_id, b.epoch, p.epoch)
         for b in run.moves
-        if b.payload.to_stage.name == "BLENDING"
+        if (b.seed_id, _epoch(b)) in _blends_in(run)
         for p in run.moves
         if p.seed_id == b.seed_id
         and p.payload.to_stage.name == "PRUNED"
@@ -440,3 +452,34 @@ def test_illegal_moves_counts_the_moves_written_around_kasmina(
         assert expected == [(sum(not is_legal(a, b) for a, b in FORGED),)] != [(0,)]
         _, rows = ledger.sql(RECIPES["illegal-moves"])
         assert _normal(rows) == _normal(expected)
+
+
+def test_a_fade_out_is_not_counted_as_blending_in(db_url: str) -> None:
+    """`Prune(slot, steps=N)` takes a held seed back through BLENDING: recipes 4 and 6 counted
+    that second BLENDING as a blend (two "seeds" for one, and a prune "soon after blending")."""
+    from kasmina.events import SeedGerminated, SeedPruned, SeedStageChanged, slot_stream
+
+    with Ledger.open(db_url) as ledger:
+        run = ledger.start_run("fade", seed=0, run_id="fade")
+        stream = slot_stream("a")
+        path = ["DORMANT", "GERMINATED", "TRAINING", "BLENDING", "HOLDING", "BLENDING", "PRUNED"]
+        epochs = [0, 1, 3, 6, 8, 10]
+        run.recorder.emit(
+            SeedGerminated(slot_id="a", blueprint_id="mlp", params=10), stream_id=stream,
+            epoch=0, seed_id="s",
+        )  # fmt: skip
+        for (a, b), epoch in zip(itertools.pairwise(path), epochs, strict=True):
+            move = SeedStageChanged(
+                slot_id="a", from_stage=SeedStage[a], to_stage=SeedStage[b], trigger="command",
+                alpha=0.5,
+            )  # fmt: skip
+            run.recorder.emit(move, stream_id=stream, epoch=epoch, seed_id="s")
+        run.recorder.emit(
+            SeedPruned(slot_id="a", reason="faded", scheduled=True), stream_id=stream,
+            epoch=10, seed_id="s",
+        )  # fmt: skip
+        run.finish()
+        _, blends = ledger.sql(RECIPES["blending-per-blueprint"])
+        assert _normal(blends) == [("mlp", 1, 3.0, 3, 3)]  # BLENDING from epoch 3 to 6
+        _, soon = ledger.sql(RECIPES["pruned-soon-after-blending"])
+        assert list(soon) == []
