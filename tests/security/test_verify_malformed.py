@@ -332,3 +332,21 @@ def test_sqlite_a_malformed_row_is_one_line_for_every_reader(
         if proc.returncode == 2:
             [line] = proc.stderr.splitlines()
             assert line.startswith("error: "), (args, line)
+
+
+def test_sqlite_text_that_is_not_utf8_is_a_fault_and_every_run_is_still_checked(
+    sqlite_url: str,
+) -> None:
+    """SQLite stores any bytes as text; reading them stopped `verify` of the whole ledger
+    ("Could not decode to UTF-8") and `runs`. The bad bytes are now shown escaped."""
+    record_small_run(sqlite_url)
+    record_small_run(sqlite_url, "second")
+    _stored_copy(sqlite_url, seed_id="CAST(X'73ff' AS TEXT)")
+    (position,) = rawdb.run(sqlite_url, "SELECT MAX(position) FROM ledger_events")[0]
+    report = _verified(sqlite_url)
+    assert sorted(r.run_id for r in report.runs) == ["second", "victim"]
+    assert all(r.events > 0 for r in report.runs)
+    assert "hash_mismatch" in _faults_at(report, int(position))  # type: ignore[call-overload]
+    proc = kasmina(sqlite_url, "history", "second", "--format", "jsonl")
+    assert proc.returncode == 0, proc.stderr
+    assert '"seed_id": "s\\\\xff"' in proc.stdout

@@ -59,6 +59,10 @@ _EPOCH_UTC = _EPOCH.replace(tzinfo=UTC)
 _YEAR_10000 = 253_402_300_800
 
 
+def _escaped_text(raw: bytes) -> str:
+    return raw.decode("utf-8", "backslashreplace")
+
+
 def _flat(rows: list[Sequence[Param]]) -> list[Param]:
     return [value for row in rows for value in row]
 
@@ -248,7 +252,18 @@ class SQLiteStore(Store):
 
     def fetch(self, sql: str, params: Sequence[Param] = ()) -> list[Row]:
         with self.lock:
-            return self._conn.execute(sql, params).fetchall()
+            try:
+                return self._conn.execute(sql, params).fetchall()
+            except sqlite3.OperationalError as exc:
+                if not str(exc).startswith("Could not decode to UTF-8"):
+                    raise
+            # Text that is not UTF-8, which kasmina never writes: read with its bad bytes
+            # escaped (\xff), so `verify` names the row and goes on, and others show it.
+            self._conn.text_factory = _escaped_text
+            try:
+                return self._conn.execute(sql, params).fetchall()
+            finally:
+                self._conn.text_factory = str
 
     def has_table(self, name: str) -> bool:
         rows = self.fetch(
