@@ -127,7 +127,7 @@ def open_store(url: str, synchronous: Literal["NORMAL", "FULL"], *, create: bool
     parsed = parse_url(url) if path is None else None
     backend = "sqlite" if parsed is None else parsed.get_backend_name()
     if backend == "sqlite":
-        from kasmina.ledger.sqlite import SQLiteStore, file_holds
+        from kasmina.ledger.sqlite import SQLiteStore
 
         path = path if parsed is None else parsed.database
         if not path or path == ":memory:":
@@ -142,7 +142,7 @@ def open_store(url: str, synchronous: Literal["NORMAL", "FULL"], *, create: bool
                 raise LedgerNotFound(path)
             migrate.upgrade(url)  # built aside and linked into place: whole, or not at all
         with translate(url):
-            holds = file_holds(path)
+            holds = migrate.sqlite_holds(path)
             if holds == "other":
                 raise SchemaMismatch(
                     f"{redact(url)} is not a kasmina ledger: it holds other tables, and kasmina "

@@ -6,7 +6,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from kasmina.errors import (
     DatabaseUnavailable,
@@ -16,7 +16,7 @@ from kasmina.errors import (
     SchemaMismatch,
     WouldLoseData,
 )
-from kasmina.ledger.errors import redact
+from kasmina.ledger.errors import redact, translate
 from kasmina.ledger.urls import sqlite_path, with_sqlite_path
 
 if TYPE_CHECKING:
@@ -142,6 +142,11 @@ def downgrade(url: str, revision: str, *, discard_data: bool = False) -> list[st
     path = sqlite_path(url)
     if path is not None and not os.path.lexists(path):
         raise LedgerNotFound(path)
+    if path is not None:
+        with translate(url):
+            holds = sqlite_holds(path)
+        if holds != "ledger":
+            raise SchemaMismatch(f"{redact(url)} holds no kasmina schema to downgrade")
     _refuse_read_only(path)
     lost: list[str] = []
     targets: list[str] = []
@@ -243,6 +248,53 @@ def _counted(n: int, noun: str) -> str:
     return f"{n:,} {noun}" + ("" if n == 1 else "s")
 
 
+def _ours(kinds: dict[str, str]) -> set[str]:
+    """The tables and views (name: kind) that kasmina's migrations make."""
+    from kasmina.ledger.schema import VIEWS
+
+    return {
+        name
+        for name, kind in kinds.items()
+        if (kind == "view" and (name in VIEWS or name == "events"))
+        or (kind == "table" and (name in _KASMINA_TABLES or name.startswith("_alembic_tmp_")))
+    }
+
+
+def sqlite_holds(path: str) -> Literal["ledger", "empty", "other"]:
+    """What an existing SQLite file holds, read without changing it or its folder.
+
+    Opening it as a ledger switches it to WAL for good, and creating writes
+    kasmina's schema into it; neither may happen to another program's
+    database, nor on a read that finds no ledger. A table named ``events``
+    or ``alembic_version`` is common elsewhere, so a ledger is known by its
+    own table, by a kasmina revision, or as a first migration cut short.
+    """
+    from kasmina.ledger.sqlite import peek
+
+    conn = peek(path)
+    try:
+        kinds = {
+            str(name): str(kind)
+            for kind, name in conn.execute(
+                "SELECT type, name FROM sqlite_master "
+                "WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%'"
+            )
+        }
+        if not kinds:
+            return "empty"
+        if kinds.get("ledger_events") == "table":
+            return "ledger"
+        if kinds.get("alembic_version") == "table":
+            revisions = [str(r[0]) for r in conn.execute("SELECT version_num FROM alembic_version")]
+            if any(r in DOWNGRADE_LOSSES for r in revisions):
+                return "ledger"
+            if not revisions and _ours(kinds) == set(kinds):
+                return "ledger"  # half made: `upgrade` repairs it
+        return "other"
+    finally:
+        conn.close()
+
+
 def _repair_half_made(conn: Connection, url: str) -> None:
     """Drop the schema an interrupted first migration of an older kasmina left.
 
@@ -253,8 +305,6 @@ def _repair_half_made(conn: Connection, url: str) -> None:
     holding anything that is not kasmina's is left to Alembic as it is.
     """
     from alembic.migration import MigrationContext
-
-    from kasmina.ledger.schema import VIEWS
 
     if conn.dialect.name != "sqlite" or MigrationContext.configure(conn).get_current_revision():
         return
@@ -273,12 +323,7 @@ def _repair_half_made(conn: Connection, url: str) -> None:
                     f"{redact(url)} holds {_counted(events, 'event')} but no schema "
                     "revision; kasmina will not rebuild it, which would drop them"
                 )
-    ours = {
-        name
-        for name, kind in kinds.items()
-        if (kind == "view" and (name in VIEWS or name == "events"))
-        or (kind == "table" and (name in _KASMINA_TABLES or name.startswith("_alembic_tmp_")))
-    }
+    ours = _ours(kinds)
     if "alembic_version" not in kinds or ours != set(kinds):
         return
     for name in sorted(ours, key=lambda n: kinds[n] != "view"):  # views before their tables
@@ -305,8 +350,6 @@ def _run(
 ) -> None:
     """Run `step` (after `prepare`) in one transaction: all of it commits, or none."""
     from sqlalchemy import create_engine, pool
-
-    from kasmina.ledger.errors import translate
 
     with translate(url):
         engine = create_engine(_engine_url(url), poolclass=pool.NullPool)

@@ -121,25 +121,16 @@ def _probed(uri: str, timeout: float) -> sqlite3.Connection:
     return conn
 
 
-#: Tables or views only a kasmina ledger holds (any revision, or one part-way upgraded).
-_LEDGER_NAMES = ("events", "ledger_events", "alembic_version")
+def peek(path: str, timeout: float = 10.0) -> sqlite3.Connection:
+    """A connection that reads `path` and leaves its folder as it was.
 
-
-def file_holds(path: str, timeout: float = 10.0) -> Literal["ledger", "empty", "other"]:
-    """What an existing SQLite file holds, read without changing it.
-
-    Opening it as a ledger would switch it to WAL for good, and creating
-    would write kasmina's schema into it; neither may happen to a database
-    that belongs to something else, or to a read that finds no ledger.
+    A read-only open of a WAL database makes its ``-wal`` and ``-shm`` files
+    where they are missing; while no log lies beside the file, the file is
+    whole, and reading it as immutable makes nothing.
     """
-    conn = _connect_read_only(path, timeout)
-    try:
-        names = {str(row[0]) for row in conn.execute("SELECT name FROM sqlite_master")}
-    finally:
-        conn.close()
-    if names.intersection(_LEDGER_NAMES):
-        return "ledger"
-    return "other" if names else "empty"
+    if os.path.exists(path + "-wal"):
+        return _connect_read_only(path, timeout)
+    return _probed(sqlite_uri(path, mode="ro", immutable=True), timeout)
 
 
 class SQLiteStore(Store):
