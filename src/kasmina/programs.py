@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.machinery
 import importlib.util
 import json
 import os
@@ -24,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from kasmina import determinism
 from kasmina.canonical import Json
@@ -128,9 +129,14 @@ def _load_file(path: Path) -> ModuleType:
     return module
 
 
-def _import(name: str) -> ModuleType:
+def _cwd_on_path() -> None:
+    """Like ``python -m``: a module is looked for in the working directory first."""
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
+
+
+def _import(name: str) -> ModuleType:
+    _cwd_on_path()
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as exc:
@@ -150,25 +156,38 @@ def _digest_before_loading(entry: EntryPoint) -> dict[str, str]:
     or the file its module would be imported from (found, not imported: importing runs it).
 
     It differs from `code_digest` only for a module outside git whose function is
-    defined in another module, which the recorded digest names.
+    defined in another module, which the recorded digest names: such a run is
+    refused unless ``--allow-code-change``, and then checked once loaded.
     """
     return _digest_of(entry.path or _module_file(entry.module))
 
 
 def _module_file(name: str) -> Path | None:
-    """The ``.py`` file `_import` would run for module `name`, found without importing
-    its packages (whose ``__init__`` would run)."""
-    from importlib.machinery import PathFinder
-
-    search: list[str] | None = [*([] if "" in sys.path else [os.getcwd()]), *sys.path]
+    """The ``.py`` file importing module `name` would run, found as import finds it (every
+    finder on ``sys.meta_path``, editable installs' too) but without importing its
+    packages, whose ``__init__`` would run; None for a module with no such file."""
+    _cwd_on_path()
     spec = None
-    for part in name.split("."):
-        spec = PathFinder.find_spec(part, search)
+    search: list[str] | None = None
+    parts = name.split(".")
+    for depth in range(1, len(parts) + 1):
+        full = ".".join(parts[:depth])
+        loaded = sys.modules.get(full)
+        spec = loaded.__spec__ if loaded is not None else _found(full, search)
         if spec is None:
-            return None
+            raise ProgramError(f"cannot import program module {name!r}: no module {full!r}")
         search = list(spec.submodule_search_locations or [])
     origin = spec.origin if spec is not None else None
     return Path(origin).resolve() if origin and origin.endswith(".py") else None
+
+
+def _found(name: str, search: list[str] | None) -> importlib.machinery.ModuleSpec | None:
+    for finder in sys.meta_path:
+        find = getattr(finder, "find_spec", None)
+        spec = None if find is None else find(name, search, None)
+        if spec is not None:
+            return cast(importlib.machinery.ModuleSpec, spec)
+    return None
 
 
 def _digest_of(source: Path | None) -> dict[str, str]:
@@ -640,37 +659,46 @@ def load_recorded(
         raise ProgramError(
             f"run {run_id} was not started by `kasmina run`, so no program is recorded"
         )
-    try:
-        entry = parse_target(started.entry_point)
-    except ProgramError as exc:
-        raise ProgramError(
-            f"run {run_id} was made by {started.entry_point}, which cannot be loaded: {exc}"
-        ) from None
-    # Checked before loading too: loading runs the module, and the entry point is the
-    # ledger's word, so nothing it names runs unless it is the recorded code.
-    changed = _changed_code(run_id, started, _digest_before_loading(entry), allow_code_change)
-    try:
-        function = load_program(entry)
-    except ProgramError as exc:
-        raise ProgramError(
-            f"run {run_id} was made by {started.entry_point}, which cannot be loaded: {exc}"
-        ) from None
-    loaded = code_digest(entry, function)
-    changed = changed or _changed_code(run_id, started, loaded, allow_code_change)
-    if changed is not None:
-        notes.append(f"{changed}: run anyway")
+    entry_point = started.entry_point
+    entry = _loadable(run_id, entry_point, lambda: parse_target(entry_point))
+    # Loading runs the module, and the entry point is the ledger's word: nothing it
+    # names runs unless it is the recorded code, known before it loads.
+    if not allow_code_change:
+        before = _loadable(run_id, entry_point, lambda: _digest_before_loading(entry))
+        if not before or before != started.code:
+            raise ProgramError(f"{_code_change(run_id, started, before)}; {_ANYWAY}")
+    function = _loadable(run_id, entry_point, lambda: load_program(entry))
+    now = code_digest(entry, function)
+    if now != started.code:
+        if not allow_code_change:
+            raise ProgramError(f"{_code_change(run_id, started, now)}; {_ANYWAY}")
+        notes.append(f"{_code_change(run_id, started, now)}: run anyway")
     return entry, function
 
 
-def _changed_code(run_id: str, started: RunStarted, now: dict[str, str], allow: bool) -> str | None:
-    """What differs between the code `now` and the recorded code; refused unless `allow`."""
-    if now == started.code:
-        return None
-    change = f"the code of {started.entry_point} is not the code of run {run_id}"
-    detail = f"{change} (recorded {_code_text(started.code)}; now {_code_text(now)})"
-    if not allow:
-        raise ProgramError(f"{detail}; pass --allow-code-change to run it anyway")
-    return detail
+_ANYWAY = "pass --allow-code-change to run it anyway"
+
+
+def _loadable(run_id: str, entry_point: str, step: Callable[[], P]) -> P:
+    """`step` of loading a recorded program, a failure named as the run's."""
+    try:
+        return step()
+    except ProgramError as exc:
+        raise ProgramError(
+            f"run {run_id} was made by {entry_point}, which cannot be loaded: {exc}"
+        ) from None
+
+
+def _code_change(run_id: str, started: RunStarted, now: dict[str, str]) -> str:
+    if not now:
+        return (
+            f"the code of {started.entry_point} cannot be checked against run {run_id} before "
+            f"it runs (recorded {_code_text(started.code)}; no source file found for it now)"
+        )
+    return (
+        f"the code of {started.entry_point} is not the code of run {run_id} "
+        f"(recorded {_code_text(started.code)}; now {_code_text(now)})"
+    )
 
 
 def resume_program(

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import io
 import json
+import py_compile
 import subprocess
 import sys
 import textwrap
@@ -335,7 +339,46 @@ def test_a_run_its_program_did_not_finish_is_not_re_executed(
         reexecute(ledger, "crashed", RecordedProgram())
 
 
-@pytest.mark.parametrize("kind", ["file", "module", "package module"])
+class _EditableFinder(importlib.abc.MetaPathFinder):
+    """What an editable install puts on ``sys.meta_path``: a module found outside sys.path."""
+
+    def __init__(self, name: str, path: Path) -> None:
+        self.name, self.path = name, path
+
+    def find_spec(
+        self, fullname: str, path: object = None, target: object = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname != self.name:
+            return None
+        return importlib.util.spec_from_file_location(fullname, self.path)
+
+
+def test_a_module_entry_re_executes_wherever_import_finds_it(
+    ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From the working directory, and through a finder of its own (an editable install):
+    the code is checked before loading by the file import would run."""
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, "iris_module.py", IRIS)
+    rid = run_program(ledger, "iris_module:main", config={"epochs": 2}, seed=1, run_id="module")
+    assert reexecute(ledger, rid, RecordedProgram()).ok
+    elsewhere = tmp_path / "src" / "pkg_code.py"
+    elsewhere.parent.mkdir()
+    elsewhere.write_text(IRIS)
+    finder = _EditableFinder("iris_editable", elsewhere)
+    monkeypatch.setattr(sys, "meta_path", [finder, *sys.meta_path])
+    rid = run_program(ledger, "iris_editable:main", config={"epochs": 2}, seed=1, run_id="ed")
+    report = reexecute(ledger, rid, RecordedProgram())
+    assert report.ok and report.notes == [], report.notes
+    with pytest.raises(NotReexecutable, match="cannot be loaded: cannot import program module"):
+        gone = {"entry_point": "no_such_module:main", "argv": [], "code": {}, "environment": {}}
+        ledger.start_run("gone", seed=0, run_id="gone", program=gone).finish()
+        reexecute(ledger, "gone", RecordedProgram())
+
+
+@pytest.mark.parametrize(
+    "kind", ["file", "module", "package module", "empty digest", "sourceless module"]
+)
 def test_code_the_ledger_names_is_not_run_unless_it_is_the_recorded_code(
     sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
@@ -347,16 +390,21 @@ def test_code_the_ledger_names_is_not_run_unless_it_is_the_recorded_code(
     write(folder, "planted.py", planted)
     write(folder / "pkg", "__init__.py", planted)
     write(folder / "pkg", "inner.py", planted)
+    py_compile.compile(str(folder / "planted.py"), cfile=str(folder / "compiled.pyc"))
     monkeypatch.chdir(folder)
     entry = {
         "file": f"{folder / 'planted.py'}:main",
         "module": "planted:main",
         "package module": "pkg.inner:main",
+        "empty digest": "planted:main",
+        "sourceless module": "compiled:main",  # no source to digest: {} matched {}
     }[kind]
-    program = {"entry_point": entry, "argv": [], "code": {"source": "0" * 64}, "environment": {}}
+    code = {} if kind in ("empty digest", "sourceless module") else {"source": "0" * 64}
+    program = {"entry_point": entry, "argv": [], "code": code, "environment": {}}
+    refused = "cannot be checked" if kind == "sourceless module" else "is not the code"
     with Ledger.open(sqlite_url) as ledger:
         ledger.start_run("planted", seed=1, run_id="planted", program=program).finish()
-        with pytest.raises(NotReexecutable, match="is not the code of run planted"):
+        with pytest.raises(NotReexecutable, match=f"{refused} of run planted|{refused} against"):
             reexecute(ledger, "planted", RecordedProgram())
     assert sorted(p.name for p in folder.rglob("*.ran")) == []
 

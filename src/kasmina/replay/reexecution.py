@@ -243,10 +243,6 @@ def reexecute(
                 "chain does not verify (pass --trust to re-execute it anyway)",
                 fault.position,
             )
-    started = started_of(ledger, run_id)
-    refusal = program.refusal(run_id, started)
-    if refusal is not None:
-        raise NotReexecutable(refusal)
     seal = next(
         (
             e.payload
@@ -258,12 +254,17 @@ def reexecute(
     if seal is None:
         raise NotReexecutable(f"run {run_id} has no RunFinished: it is unfinished or truncated")
     if seal.status != "completed":
-        # A program's own end is "completed"; any other seal closed a run its program never
-        # finished (`kasmina runs close`), so a second run would have no end to match.
+        # Checked before the program loads (its module runs as it is imported). Another
+        # status is a crash closed by `kasmina runs close`, a `with run:` an exception left,
+        # or the program's own word that it failed: no whole run for a second one to match.
         raise NotReexecutable(
-            f"run {run_id} was sealed as {seal.status}, not completed: its program never "
-            "finished it, so a re-execution has nothing to reproduce"
+            f"run {run_id} was sealed as {seal.status}, not completed: only a completed "
+            "run is re-executed"
         )
+    started = started_of(ledger, run_id)
+    refusal = program.refusal(run_id, started)
+    if refusal is not None:
+        raise NotReexecutable(refusal)
     policy = recorded_decisions(ledger, run_id)
     report = Reexecution(run_id)
     report.notes.extend(_environment_notes(started, ledger))
