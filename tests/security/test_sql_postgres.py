@@ -494,3 +494,42 @@ def test_a_killed_client_s_query_is_cancelled_by_the_server(victim: Victim) -> N
     proc.kill()
     proc.communicate(timeout=60)
     _wait_for(lambda: not _running(victim), "the server to notice the client is gone")
+
+
+#: Functions the owner plants under pg_catalog's names; each records who called it.
+_TROJANS = (
+    "CREATE TABLE public.trojan_calls (who text)",
+    "GRANT INSERT ON public.trojan_calls TO PUBLIC",
+    *(
+        f"""CREATE FUNCTION public.{name}({args}) RETURNS {returns} LANGUAGE plpgsql AS $f$
+        BEGIN
+          INSERT INTO public.trojan_calls VALUES (current_user);
+          RETURN pg_catalog.{name}({call});
+        END $f$"""
+        for name, args, returns, call in (
+            ("set_config", "text, text, boolean", "text", "$1, $2, $3"),
+            ("to_regclass", "text", "regclass", "$1"),
+            ("to_regprocedure", "text", "regprocedure", "$1"),
+        )
+    ),
+)
+
+
+def test_an_owners_search_path_cannot_run_its_functions_in_another_login(
+    pg_server: PgServer, owner_pg_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The owner named public before pg_catalog for the whole database and shadowed the
+    functions kasmina calls by bare name: a superuser's `kasmina sql "SELECT 1"` or `runs`
+    ran the owner's code as the superuser (a COPY TO PROGRAM away from a shell)."""
+    record_small_run(owner_pg_url)
+    database = owner_pg_url.split("@/", 1)[1].split("?", 1)[0]
+    for statement in _TROJANS:
+        rawdb.run(owner_pg_url, statement)
+    rawdb.run(owner_pg_url, f"ALTER DATABASE {database} SET search_path = public, pg_catalog")
+    superuser = pg_server.url(database)
+    for args in (["sql", "SELECT 1"], ["runs"], ["verify"], ["db", "upgrade"]):
+        capsys.readouterr()
+        assert main(["--db", superuser, *args]) == 0, capsys.readouterr().err
+    assert rawdb.run(superuser, "SELECT who FROM public.trojan_calls") == []
+    rawdb.run(owner_pg_url, "SELECT set_config('application_name', 'control', false)")
+    assert rawdb.run(superuser, "SELECT who FROM public.trojan_calls") == [(OWNER_ROLE,)]

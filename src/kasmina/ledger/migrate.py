@@ -356,6 +356,12 @@ def _run(
     try:
         if engine.dialect.name == "sqlite":
             _one_transaction(engine)
+        else:  # a migration binds the functions its views call: PostgreSQL's own
+            from sqlalchemy import event
+
+            from kasmina.ledger.postgres import catalog_first
+
+            event.listen(engine, "connect", lambda dbapi, _record: catalog_first(dbapi))
         with translate(url), engine.begin() as conn:
             if prepare is not None:
                 prepare(conn)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import partial
-from typing import cast
+from typing import Any, cast
 
 import psycopg
 from psycopg.types.json import set_json_loads
@@ -39,6 +39,30 @@ _HOLD_ALONE = "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))"
 _RELEASE_ALONE = "SELECT pg_advisory_unlock(hashtextextended(%s, 0))"
 
 
+def catalog_first(conn: Any) -> None:
+    """Leave ``pg_catalog`` out of the session's ``search_path``, which puts it first.
+
+    A database's owner may set its ``search_path`` to name a schema of theirs
+    before ``pg_catalog`` and put functions there named like PostgreSQL's
+    (``set_config``, ``to_regclass``): any session that then calls the bare
+    name, a superuser's included, runs the owner's code as itself. Named
+    nowhere, ``pg_catalog`` is searched before every schema, while
+    ``current_schema()`` stays the ledger's. `conn` is a DB-API connection
+    (psycopg's own, or the one beneath SQLAlchemy); the change is committed.
+    """
+    with conn.cursor() as cur:
+        cur.execute("SHOW search_path")
+        (path,) = cur.fetchone()
+        kept = [
+            name
+            for name in (part.strip() for part in str(path).split(","))
+            if name and name not in ("pg_catalog", '"pg_catalog"')
+        ]
+        cur.execute("SELECT pg_catalog.set_config('search_path', %s, false)", (", ".join(kept),))
+    if not getattr(conn, "autocommit", False):
+        conn.commit()
+
+
 def _hold_key(run_id: str) -> str:
     return f"kasmina writer {run_id}"
 
@@ -53,6 +77,7 @@ class PostgresStore(Store):
         self._conninfo = conninfo
         self._timeout = connect_timeout
         self._conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=connect_timeout)
+        catalog_first(self._conn)
         # Times then load as UTC, which `recorded_at_value` keeps as they are; in the
         # server's zone, psycopg converted each row's time to it and we back again.
         self._conn.execute("SET TIME ZONE 'UTC'")
@@ -181,8 +206,9 @@ class PostgresStore(Store):
         conn = psycopg.connect(
             self._conninfo, connect_timeout=self._timeout, application_name="kasmina sql"
         )
-        conn.read_only = True
         try:
+            catalog_first(conn)
+            conn.read_only = True
             return open_query(conn, sql, timeout_s, redact(self.url))
         except BaseException:
             conn.close()
