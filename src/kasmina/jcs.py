@@ -79,7 +79,10 @@ def _int(value: int, stored: bool, fast: bool = True) -> Json:
     if -EXACT_INT <= value <= EXACT_INT:
         return value
     if stored:
-        return _float(float(value), fast)
+        try:
+            return _float(float(value), fast)
+        except OverflowError:  # beyond any double: no event kasmina hashed held it
+            raise ValueError(f"a stored number of {len(str(abs(value)))} digits") from None
     raise PayloadInvalid(
         f"integer {value} is beyond ±(2^53 - 1), which canonical JSON (RFC 8785) cannot hold "
         "exactly; record it as a string"

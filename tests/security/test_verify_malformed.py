@@ -350,3 +350,36 @@ def test_sqlite_text_that_is_not_utf8_is_a_fault_and_every_run_is_still_checked(
     proc = kasmina(sqlite_url, "history", "second", "--format", "jsonl")
     assert proc.returncode == 0, proc.stderr
     assert '"seed_id": "s\\\\xff"' in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        '{"val_accuracy": ' + "[" * 5000 + "]" * 5000 + "}",  # past every parser's depth
+        '{"val_accuracy": 1' + "0" * 5000 + "}",  # past Python's digits for an int
+        '{"val_accuracy": 1e400, "val_loss": -1e400}',  # JSONB keeps it: past any double
+    ],
+    ids=["deep", "digits", "overflow"],
+)
+def test_postgres_jsonb_no_reader_can_take_is_a_fault_and_one_line(
+    pg_url: str, tmp_path: Path, payload: str
+) -> None:
+    """psycopg decoded JSONB inside `fetchall`, before kasmina saw the row: every reader,
+    `verify` and `kasmina sql` included, stopped with a traceback."""
+    record_small_run(pg_url)
+    rawdb.run(
+        pg_url,
+        "INSERT INTO ledger_events (event_id, run_key, stream_key, version, type_key, "
+        "schema_version, epoch, seed_id, payload, recorded_at, hash, rank) "
+        "SELECT decode(md5(random()::text), 'hex'), run_key, stream_key, version + 1000, "
+        "type_key, schema_version, epoch, seed_id, CAST(%s AS jsonb), recorded_at, hash, rank "
+        "FROM ledger_events ORDER BY position DESC LIMIT 1",
+        (payload,),
+    )
+    proc = kasmina(pg_url, "verify")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "FAULT malformed_row" in proc.stdout
+    for args in (["history", "victim"], ["sql", "SELECT payload FROM events"]):
+        proc = kasmina(pg_url, *args)
+        assert "Traceback" not in proc.stderr, (args, proc.stderr)
+        assert proc.returncode in (0, 2) and len(proc.stderr.splitlines()) <= 1, proc.stderr

@@ -39,6 +39,16 @@ _HOLD_ALONE = "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))"
 _RELEASE_ALONE = "SELECT pg_advisory_unlock(hashtextextended(%s, 0))"
 
 
+def _stored_json(text: str | bytes) -> Json:
+    """A JSONB value as read; text no parser takes (nested past 1,024 levels, an
+    integer of thousands of digits) as that text, for `verify` to name as a payload
+    that is not an object, rather than stopping every reader inside the driver."""
+    try:
+        return loads(text)
+    except (ValueError, RecursionError):
+        return text if isinstance(text, str) else text.decode("utf-8", "backslashreplace")
+
+
 def catalog_first(conn: Any) -> None:
     """Leave ``pg_catalog`` out of the session's ``search_path``, which puts it first.
 
@@ -83,7 +93,7 @@ class PostgresStore(Store):
         self._conn.execute("SET TIME ZONE 'UTC'")
         #: The runs whose writer hold this session shares (`kasmina.ledger.writers`).
         self._held: set[str] = set()
-        set_json_loads(loads, self._conn)
+        set_json_loads(_stored_json, self._conn)
 
     def sql(self, text: str) -> str:
         return text.replace("?", "%s")
@@ -208,6 +218,7 @@ class PostgresStore(Store):
         )
         try:
             catalog_first(conn)
+            set_json_loads(_stored_json, conn)
             conn.read_only = True
             return open_query(conn, sql, timeout_s, redact(self.url))
         except BaseException:
