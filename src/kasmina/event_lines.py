@@ -63,6 +63,8 @@ def json_object(text: str, where: str) -> dict[str, Json]:
         raise PayloadInvalid(f"{where} nests JSON deeper than {MAX_DEPTH} levels") from None
     except PayloadInvalid as exc:
         raise PayloadInvalid(f"{where}: {exc}") from None
+    except ValueError as exc:  # an integer of thousands of digits: Python's limit on reading one
+        raise PayloadInvalid(f"{where} is not valid JSON here: {exc}".split(";")[0]) from None
     if not isinstance(value, dict):
         raise PayloadInvalid(f"{where} must be a JSON object")
     if _depth(value) > MAX_DEPTH:

@@ -139,6 +139,16 @@ def test_json_nested_too_deep_is_refused(
     one_error(capsys, url, append_file(str(path)), "line 1", "deeper than 64 levels")
 
 
+def test_an_integer_of_thousands_of_digits_is_refused(
+    capsys: pytest.CaptureFixture[str], url: str, lines_dir: Path
+) -> None:
+    """Past Python's limit on reading an integer (4,300 digits) json raised ValueError."""
+    line = json.dumps(GERMINATED)[:-1] + f', "params": 1{"0" * 4400}}}\n'
+    path = lines_dir / "digits.jsonl"
+    path.write_text(line, encoding="utf-8")
+    one_error(capsys, url, append_file(str(path)), "line 1", "not valid JSON here")
+
+
 def test_a_payload_option_nested_too_deep_is_refused(
     capsys: pytest.CaptureFixture[str], url: str
 ) -> None:

@@ -309,11 +309,12 @@ def _stored_copy(url: str, **columns: str) -> None:
         "text-version",
     ],
 )
-def test_sqlite_a_malformed_row_is_one_line_for_every_reader(
+def test_sqlite_a_malformed_row_is_never_a_traceback_for_any_reader(
     sqlite_url: str, tmp_path: Path, column: str, value: str
 ) -> None:
     """`verify` names it as a fault; `history`, `export`, `report` and `replay --trust`
-    each refuse in one line (they crashed with RecursionError, TypeError, ValueError)."""
+    each read on or refuse in one line (they crashed with RecursionError, TypeError,
+    ValueError)."""
     record_small_run(sqlite_url)
     _stored_copy(sqlite_url, **{column: value})
     proc = kasmina(sqlite_url, "verify")

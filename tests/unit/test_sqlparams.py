@@ -39,9 +39,9 @@ def test_numbers_are_numbers_and_the_rest_text() -> None:
     given = ("12", "-3", "1.5", "-0.02", "1e3", "2.5E-4", "007", ".5", "1.", "1_000", "nan")
     assert [literal(v, "sqlite") for v in given] == [
         "12",
-        "-3",
+        "(-3)",
         "1.5",
-        "-0.02",
+        "(-0.02)",
         "1e3",
         "2.5E-4",
         "'007'",
@@ -50,6 +50,12 @@ def test_numbers_are_numbers_and_the_rest_text() -> None:
         "'1_000'",
         "'nan'",
     ]
+
+
+def test_a_negative_value_after_a_minus_is_not_a_comment() -> None:
+    conn = sqlite3.connect(":memory:")
+    query = bind("SELECT 10-:n, :s", {"n": "-3", "s": "kept"}, "sqlite")
+    assert conn.execute(query).fetchall() == [(13, "kept")]
 
 
 def test_a_decimal_filters_as_a_number() -> None:

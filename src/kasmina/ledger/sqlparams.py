@@ -44,9 +44,10 @@ def parse_params(pairs: list[str]) -> dict[str, str]:
 
 
 def literal(value: str, dialect: str) -> str:
-    """`value` as a SQL literal: a number bare, else a quoted string."""
+    """`value` as a SQL literal: a number bare (a negative one in brackets, so that
+    ``10-:n`` never reads as a comment), else a quoted string."""
     if _NUMBER.fullmatch(value):
-        return value
+        return f"({value})" if value.startswith("-") else value
     if "\0" in value:
         raise QueryError("a --param value cannot hold a NUL character")
     quoted = "'" + value.replace("'", "''") + "'"
