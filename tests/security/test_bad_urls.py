@@ -56,3 +56,29 @@ def test_python_callers_get_the_same_error(url: str, shown: str, reason: str) ->
         with pytest.raises(BadDatabaseURL) as caught:
             attempt()
         assert str(caught.value).startswith(f"bad database URL {shown!r}: {reason}")
+
+
+@pytest.mark.parametrize("args", COMMANDS, ids=lambda a: "-".join(a))
+def test_a_backend_kasmina_does_not_drive_is_one_line_for_every_command(
+    args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`db upgrade` and `downgrade` imported the driver the URL named (MySQLdb): a
+    ModuleNotFoundError traceback where every other command said which backends there are."""
+    url = "mysql://u:hunter2@127.0.0.1:1/db"
+    line = cli_error(capsys, ["--db", url, *args])
+    assert line == (
+        "error: bad database URL 'mysql://u:***@127.0.0.1:1/db': unsupported backend 'mysql' "
+        "(use sqlite or postgresql)"
+    )
+
+
+def test_migrations_reach_postgresql_through_psycopg_whatever_driver_the_url_names(
+    pg_url: str,
+) -> None:
+    """Every other command connects with psycopg for a ``postgresql+psycopg2://`` URL;
+    migrations asked SQLAlchemy for psycopg2, which is not installed."""
+    other = pg_url.replace("postgresql+psycopg://", "postgresql+psycopg2://", 1)
+    assert other != pg_url
+    migrate.upgrade(other)
+    with Ledger.open(other) as ledger:
+        assert ledger.revision == migrate.HEAD_REVISION

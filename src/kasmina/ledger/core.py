@@ -121,11 +121,11 @@ def _statement_text(query: str) -> str:
 
 def open_store(url: str, synchronous: Literal["NORMAL", "FULL"], *, create: bool) -> Store:
     """The store behind `url`; a SQLite file that does not exist is made only if `create`."""
-    from kasmina.ledger.urls import parse_url, plain_sqlite_path
+    from kasmina.ledger.urls import checked_backend, parse_url, plain_sqlite_path
 
     path = plain_sqlite_path(url)
     parsed = parse_url(url) if path is None else None
-    backend = "sqlite" if parsed is None else parsed.get_backend_name()
+    backend = "sqlite" if parsed is None else checked_backend(parsed, url)
     if backend == "sqlite":
         from kasmina.ledger.sqlite import SQLiteStore
 
@@ -151,21 +151,12 @@ def open_store(url: str, synchronous: Literal["NORMAL", "FULL"], *, create: bool
             if holds == "empty" and not create:
                 raise SchemaMismatch(f"{redact(url)} is empty: it holds no kasmina ledger")
             return SQLiteStore(url, path, synchronous=synchronous)
-    if parsed is not None and backend == "postgresql":
-        if parsed.get_driver_name() not in ("psycopg", "psycopg2", "postgresql", ""):
-            raise BadDatabaseURL(
-                f"bad database URL {redact(url)!r}: use the psycopg driver "
-                "(postgresql+psycopg://...)"
-            )
-        from kasmina.ledger.postgres import PostgresStore
+    assert parsed is not None  # `checked_backend` let only SQLite and PostgreSQL by
+    from kasmina.ledger.postgres import PostgresStore
 
-        conninfo = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
-        with translate(url):
-            return PostgresStore(url, conninfo)
-    raise BadDatabaseURL(
-        f"bad database URL {redact(url)!r}: unsupported backend {backend!r} "
-        "(use sqlite or postgresql)"
-    )
+    conninfo = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+    with translate(url):
+        return PostgresStore(url, conninfo)
 
 
 class Ledger(Appending):

@@ -49,9 +49,15 @@ def alembic_config(url: str) -> Config:
 
 
 def _engine_url(url: str) -> str:
-    """SQLAlchemy needs the driver spelled out for PostgreSQL."""
-    if url.startswith("postgresql://") or url.startswith("postgres://"):
-        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    """`url` for SQLAlchemy: a backend kasmina drives (else one line), PostgreSQL always
+    through psycopg, the driver kasmina's own sessions use whatever the URL names."""
+    from kasmina.ledger.urls import checked_backend, parse_url
+
+    if url.startswith("postgres://"):  # a spelling SQLAlchemy no longer reads
+        url = "postgresql://" + url.split("://", 1)[1]
+    parsed = parse_url(url)
+    if checked_backend(parsed, url) == "postgresql":
+        return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
     return url
 
 

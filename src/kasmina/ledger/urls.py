@@ -33,6 +33,28 @@ def parse_url(url: str) -> URL:
     return parsed
 
 
+def checked_backend(parsed: URL, url: str) -> str:
+    """``sqlite`` or ``postgresql`` (through psycopg): the only backends kasmina drives.
+
+    Any other is one line here, rather than SQLAlchemy's import of a driver that is
+    not installed (``psycopg2``, ``MySQLdb``) raising from deep inside.
+    """
+    backend = parsed.get_backend_name()
+    if backend == "postgresql":
+        if parsed.get_driver_name() not in ("psycopg", "psycopg2", "postgresql", ""):
+            raise BadDatabaseURL(
+                f"bad database URL {redact(url)!r}: use the psycopg driver "
+                "(postgresql+psycopg://...)"
+            )
+        return backend
+    if backend != "sqlite":
+        raise BadDatabaseURL(
+            f"bad database URL {redact(url)!r}: unsupported backend {backend!r} "
+            "(use sqlite or postgresql)"
+        )
+    return backend
+
+
 def plain_sqlite_path(url: str) -> str | None:
     """The file of a plain ``sqlite:///PATH`` (no query, no %-escape), read without
     SQLAlchemy, whose import alone costs a third of a second at every start; None
