@@ -533,3 +533,15 @@ def test_an_owners_search_path_cannot_run_its_functions_in_another_login(
     assert rawdb.run(superuser, "SELECT who FROM public.trojan_calls") == []
     rawdb.run(owner_pg_url, "SELECT set_config('application_name', 'control', false)")
     assert rawdb.run(superuser, "SELECT who FROM public.trojan_calls") == [(OWNER_ROLE,)]
+
+
+def test_a_write_inside_a_query_string_is_refused_not_called_unreachable(
+    capsys: pytest.CaptureFixture[str], victim: Victim
+) -> None:
+    """The server refused it (a view takes no DELETE), and the line said the server could
+    not be reached: an error with a state other than a connection's is the query's."""
+    line = refused(
+        capsys, victim, "SELECT query_to_xml('DELETE FROM events RETURNING 1', true, false, '')"
+    )
+    assert "cannot reach" not in line
+    assert line.startswith("error: PostgreSQL: ") or "read-only" in line, line

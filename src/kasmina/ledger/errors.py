@@ -118,7 +118,12 @@ def translate_exception(
             if unknown_table is not None:
                 return unknown_table(f"PostgreSQL: {line}")
             return SchemaMismatch(f"{where} has no kasmina schema ({line}); {UPGRADE_HINT}")
-        if isinstance(exc, psycopg.OperationalError) and not isinstance(exc, errors.QueryCanceled):
+        state = getattr(exc, "sqlstate", None)
+        if (
+            isinstance(exc, psycopg.OperationalError)
+            and not isinstance(exc, errors.QueryCanceled)
+            and (state is None or state.startswith(("08", "57P", "53")))
+        ):  # no answer, a lost connection, a server shut down or out of resources
             return DatabaseUnavailable(f"cannot reach {where}: {line}")
         if isinstance(exc, psycopg.ProgrammingError | psycopg.DataError):
             return QueryError(f"PostgreSQL: {line}")
