@@ -259,14 +259,7 @@ def runs(
     start = None if since is None else since_time(since, datetime.now(UTC))
     with _open() as ledger:
         infos = ledger.runs(summary=True)
-    chosen = selected(
-        infos,
-        name=name,
-        status=None if status is None else status.value,
-        since=start,
-        sort=sort,
-        reverse=reverse,
-    )
+    chosen = selected(infos, name=name, status=status, since=start, sort=sort, reverse=reverse)
     if fmt is not DataFormat.table:
         print_rows(RUN_FIELDS, (run_values(info) for info in chosen), fmt, sys.stdout, out)
         return

@@ -7,7 +7,7 @@ import sqlite3
 import pytest
 
 from kasmina.errors import QueryError
-from kasmina.ledger.sqlparams import bind, literal, parse_params
+from kasmina.ledger.sqlparams import bind, has_statement, literal, parse_params
 
 
 @pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
@@ -78,3 +78,10 @@ def test_missing_unused_and_malformed_parameters_are_one_line_each() -> None:
         parse_params(["a=1", "a=2"])
     with pytest.raises(QueryError, match="NUL"):
         literal("a\0b", "sqlite")
+
+
+def test_a_statement_is_what_is_left_beside_comments_and_semicolons() -> None:
+    for empty in ("", " ; ; ", "-- nothing", "/* c */ ;", "/* open"):
+        assert not has_statement(empty, "sqlite"), empty
+    for query in ("SELECT 1", "'--'", "/* c */ SELECT 1 -- x", "$$;$$"):
+        assert has_statement(query, "postgresql"), query

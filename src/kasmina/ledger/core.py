@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import os
 import platform
-import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -48,7 +47,7 @@ from kasmina.ledger.readonly import DEFAULT_TIMEOUT_S, check_timeout
 from kasmina.ledger.refs import resolve_run
 from kasmina.ledger.rows import PAGE_SIZE, RowReader
 from kasmina.ledger.run import Run, new_run_id
-from kasmina.ledger.sqlparams import bind
+from kasmina.ledger.sqlparams import bind, has_statement
 from kasmina.ledger.store import (
     Cursor,
     EventRow,
@@ -108,15 +107,6 @@ class RunInfo:
     #: With `Ledger.runs(summary=True)`: epochs recorded, and the last ``val_accuracy``.
     epochs: int | None = None
     final_val_accuracy: float | None = None
-
-
-_COMMENTS = re.compile(r"--[^\n]*|/\*.*?(\*/|$)", re.DOTALL)
-
-
-def _statement_text(query: str) -> str:
-    """What is left of `query` without comments, semicolons and blanks: nothing for a
-    query that holds no statement (a comment inside a string only makes it shorter)."""
-    return _COMMENTS.sub("", query).replace(";", "").strip()
 
 
 def open_store(url: str, synchronous: Literal["NORMAL", "FULL"], *, create: bool) -> Store:
@@ -686,7 +676,7 @@ class Ledger(Appending):
         query's ``:name`` placeholders, as ``kasmina sql --param`` does
         (`kasmina.ledger.sqlparams`): a number as a number, else as text.
         """
-        if not _statement_text(query):
+        if not has_statement(query, self.dialect):
             raise LedgerError("empty SQL query")
         check_timeout(timeout_s)
         # Bound even without values, so that a :name left unfilled is named.

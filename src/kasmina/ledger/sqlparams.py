@@ -91,6 +91,23 @@ def bind(query: str, params: Mapping[str, str], dialect: str) -> str:
     return "".join(out)
 
 
+def has_statement(query: str, dialect: str) -> bool:
+    """Whether `query` holds more than comments, semicolons and blanks, read as `bind`
+    reads it: a comment's marker inside a string belongs to the string."""
+    i, n = 0, len(query)
+    while i < n:
+        end = _skipped(query, i, dialect)
+        if end > i and not query.startswith(("--", "/*"), i):
+            return True  # a string or a quoted name
+        if end > i:
+            i = end
+        elif query[i].isspace() or query[i] == ";":
+            i += 1
+        else:
+            return True
+    return False
+
+
 def _skipped(query: str, i: int, dialect: str) -> int:
     """Where a string, quoted name, comment or dollar quote starting at `i` ends (else `i`);
     an unclosed one runs to the end, as the database will say."""
