@@ -183,6 +183,24 @@ def agree_rank(rank: int, world_size: int, init: str, out: str) -> None:
         dist.destroy_process_group()
 
 
+def exit_rank(rank: int, world_size: int, init: str, out: str) -> None:
+    """Agree on a value, gather every rank's, then return at once: the process exits.
+
+    The main thread keeps the GIL from the last collective until the
+    interpreter shuts down (no switch interval to give it away), which is how
+    a rank that exits straight after `DistributedRun.finish` can race the gloo
+    worker thread still letting go of that collective.
+    """
+    from kasmina.runtime.distributed import broadcast, gather
+
+    sys.setswitchinterval(1000.0)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world_size)
+    chosen = broadcast(f"rank {rank}'s value")
+    everyone = gather({"rank": rank, "chosen": chosen})
+    Path(out, f"exit{rank}.json").write_text(json.dumps(everyone))
+    broadcast(everyone)
+
+
 def spawn(url: str, out: str, *, world_size: int = 2, backend: str = "gloo") -> None:
     """Run every rank and wait; a rank's failure raises here."""
     init = f"file://{os.path.join(out, 'rendezvous')}"

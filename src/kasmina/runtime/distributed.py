@@ -21,9 +21,11 @@ Everything here is a collective: every rank must call it, in the same order.
 from __future__ import annotations
 
 import dataclasses
+import pickle
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
+import torch
 import torch.distributed as dist
 
 from kasmina.errors import KasminaError
@@ -52,10 +54,60 @@ def round_robin(slot_ids: Sequence[str], world_size: int) -> dict[str, int]:
 
 
 def broadcast(value: object) -> object:
-    """Rank 0's `value` on every rank (a collective)."""
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
+    """Rank 0's `value` on every rank (a collective); the other ranks' values are not sent."""
+    rank, _ = world()
+    sent = _exchange(pickle.dumps(value) if rank == 0 else b"")
+    return value if rank == 0 else pickle.loads(sent[0])
+
+
+def gather(value: object) -> list[object]:
+    """Every rank's `value`, in rank order, on every rank (a collective)."""
+    return [pickle.loads(b) for b in _exchange(pickle.dumps(value))]
+
+
+# The handles of kasmina's last collectives, kept on purpose (see `_exchange`).
+_finished: list[dist.Work] = []
+
+
+def _exchange(payload: bytes) -> list[bytes]:
+    """Every rank's bytes on every rank, through two `all_gather`s whose handles outlive them.
+
+    Not `dist.broadcast_object_list` or `all_gather_object`: the gloo worker
+    thread that ran a collective drops its hold on it a moment after the
+    caller's wait returns. If that hold were the last, the thread would free
+    the collective's tensors, which needs the GIL; a rank that is already
+    shutting its interpreter down by then (one that exits right after
+    `DistributedRun.finish`) kills the thread inside C++ and aborts with
+    SIGABRT. Holding every handle until kasmina's next collective means the
+    main thread frees them, with the GIL, and the worker never needs it.
+    """
+    _, size = world()
+    _finished.clear()
+    device = _object_device()
+    length = torch.tensor([len(payload)], dtype=torch.int64, device=device)
+    lengths = [torch.empty_like(length) for _ in range(size)]
+    _settle(dist.all_gather(lengths, length, async_op=True))
+    counts = [int(n.item()) for n in lengths]
+    mine = torch.zeros(max(*counts, 1), dtype=torch.uint8, device=device)
+    if payload:
+        mine[: len(payload)] = torch.frombuffer(bytearray(payload), dtype=torch.uint8)
+    everyone = [torch.empty_like(mine) for _ in range(size)]
+    _settle(dist.all_gather(everyone, mine, async_op=True))
+    return [bytes(t[:n].cpu().tolist()) for t, n in zip(everyone, counts, strict=True)]
+
+
+def _settle(work: dist.Work | None) -> None:
+    if work is None:
+        raise DistributedError("torch.distributed returned no handle for an async collective")
+    work.wait()
+    _finished.append(work)
+
+
+def _object_device() -> torch.device:
+    """Where the default group carries bytes: the CPU unless its backend is GPU-only."""
+    if str(dist.get_backend()).lower() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def agree(result: GateResult) -> GateResult:
@@ -153,8 +205,7 @@ class DistributedRun:
             self.recorder.flush()
         except KasminaError as exc:
             failure = f"rank {self.rank}: {exc}"
-        reports: list[object] = [None] * self.world_size
-        dist.all_gather_object(reports, (self.rank, failure, dict(self.recorder.heads)))
+        reports = gather((self.rank, failure, dict(self.recorder.heads)))
         outcome: object = None
         if self.rank == 0:
             try:
@@ -196,6 +247,7 @@ __all__ = [
     "DistributedRun",
     "agree",
     "broadcast",
+    "gather",
     "round_robin",
     "world",
 ]
