@@ -350,6 +350,7 @@ def history(
         raise KasminaError("--follow prints events until the run ends: drop --limit")
     with _open() as ledger:
         run_id = ledger.resolve_run(run_id)
+        _known_types(ledger, chosen.types)
         if follow:
             _follow(ledger, run_id, seed_id, slot, fmt, live, chosen)
             return
@@ -377,6 +378,26 @@ def history(
             cells = (history_cells(e, a) for e, a in events)
             with paged(out, wanted=not no_pager) as (console, dest):
                 print_table(HISTORY_COLUMNS, cells, console, dest, follow_line, foldable=(6,))
+
+
+def _known_types(ledger: Ledger, types: Sequence[str]) -> None:
+    """Refuse a `--type` neither kasmina's nor recorded here: a typo must not print nothing."""
+    from kasmina.events import EVENT_TYPES
+
+    unknown = [t for t in types if t not in EVENT_TYPES]
+    if not unknown:
+        return
+    import difflib
+
+    recorded = ledger.event_types()
+    for name in unknown:
+        if name not in recorded:
+            close = difflib.get_close_matches(name, [*EVENT_TYPES, *recorded], n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise KasminaError(
+                f"no event type {name!r}: not one of kasmina's, and this ledger has recorded "
+                f"none{hint}"
+            )
 
 
 def _marked(

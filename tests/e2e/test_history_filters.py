@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from kasmina.cli import main
+from kasmina.events import Payload, register
 from kasmina.ledger import Ledger
 from kasmina.replay.synthetic import synthetic_run
+
+BIN = str(Path(sys.executable).with_name("kasmina"))
+
+
+@register
+class HistoryFilterSpike(Payload):
+    """A user's own event type: this test process knows it, the CLI's does not."""
+
+    value: float
 
 
 @pytest.fixture
@@ -59,3 +73,35 @@ def test_follow_applies_the_same_filters(run_url: str, capsys: pytest.CaptureFix
     assert _history(run_url, capsys, "--follow", *filters) == _history(run_url, capsys, *filters)
     assert main(["--db", run_url, "history", "latest", "--follow", "--limit", "2"]) != 0
     assert "drop --limit" in capsys.readouterr().err
+
+
+def test_a_type_nobody_recorded_is_refused_with_the_nearest_name(
+    run_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for extra in ((), ("--follow",)):
+        args = ["--db", run_url, "history", "latest", "--type", "SeedStageChange", *extra]
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [
+            "error: no event type 'SeedStageChange': not one of kasmina's, and this ledger "
+            "has recorded none; did you mean SeedStageChanged?"
+        ]
+
+
+def test_a_users_own_type_recorded_here_is_taken_without_its_class(run_url: str) -> None:
+    """The CLI has not imported the user's module, yet their type is in the ledger."""
+    with Ledger.open(run_url) as ledger:
+        run = ledger.start_run(name="own", seed=0)
+        run.recorder.emit(HistoryFilterSpike(value=3.5), stream_id="run", epoch=0)
+        run.finish()
+        assert "HistoryFilterSpike" in ledger.event_types()
+    env = {k: v for k, v in os.environ.items() if k != "KASMINA_DB"}
+    args = ["--db", run_url, "history", run.run_id, "--format", "jsonl", "--type"]
+    found = subprocess.run(
+        [BIN, *args, "HistoryFilterSpike"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert found.returncode == 0, found.stderr
+    printed = [json.loads(line) for line in found.stdout.splitlines()]
+    assert [(e["event_type"], e["payload"]) for e in printed] == [
+        ("HistoryFilterSpike", {"value": 3.5})
+    ]

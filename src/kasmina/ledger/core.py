@@ -84,6 +84,8 @@ _RUN_IDS = (
     "(SELECT 1 FROM ledger_events e WHERE e.run_key = r.run_key) ORDER BY r.run_id"
 )
 _RUN_IDS_0013 = "SELECT DISTINCT run_id FROM events ORDER BY run_id"
+_TYPES = "SELECT event_type FROM ledger_types ORDER BY event_type"
+_TYPES_0013 = "SELECT DISTINCT event_type FROM events ORDER BY event_type"
 
 
 def _optional_float(value: object, what: str) -> float | None:
@@ -580,6 +582,16 @@ class Ledger(Appending):
     def run_ids(self) -> list[str]:
         with translate(self.url):
             rows = self._store.fetch(_RUN_IDS if self.lean else _RUN_IDS_0013)
+        return [str(r[0]) for r in rows]
+
+    def event_types(self) -> list[str]:
+        """Every event type this ledger has recorded, sorted, a user's own types included.
+
+        What this process has registered but never recorded is not here;
+        `kasmina.events.EVENT_TYPES` has those.
+        """
+        with translate(self.url):
+            rows = self._store.fetch(_TYPES if self.lean else _TYPES_0013)
         return [str(r[0]) for r in rows]
 
     # -- checking and querying ---------------------------------------------
