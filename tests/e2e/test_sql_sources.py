@@ -68,6 +68,27 @@ def test_a_recipe_runs_by_name(url: str, capsys: pytest.CaptureFixture[str]) -> 
     )
 
 
+def test_a_recipe_asks_for_the_seed_it_is_about(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Your seeds are not the demo's: the recipe names the parameter it needs."""
+    with Ledger.open(url) as ledger:
+        seeds = sorted({e.seed_id for e in ledger.read(ledger.run_ids()[0]) if e.seed_id})
+    assert main(["--db", url, "sql", "--recipe", "seed-moves"]) == 2
+    assert capsys.readouterr().err == (
+        "error: the query uses :seed but no --param seed=VALUE is given\n"
+    )
+    for seed in seeds[:2]:
+        moves = _rows(url, capsys, "--recipe", "seed-moves", "--param", f"seed={seed}")
+        by_hand = _rows(
+            url,
+            capsys,
+            "SELECT run_id, epoch, from_stage, to_stage FROM stage_changes "
+            f"WHERE seed_id = '{seed}' ORDER BY position",
+        )
+        assert moves and [{k: m[k] for k in by_hand[0]} for m in moves] == by_hand
+
+
 def test_the_query_comes_from_one_place(url: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--db", url, "sql", "SELECT 1", "--recipe", "run-overview"]) != 0
     assert "give the query once" in capsys.readouterr().err

@@ -31,6 +31,13 @@ from kasmina.stages import SeedStage, is_legal
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "sql.md"
 RECIPE = re.compile(r"```sql\n-- recipe: ([a-z-]+)\n(.*?)```", re.S)
 RECIPES = dict(RECIPE.findall(PAGE.read_text()))
+#: What the recipes that take parameters are asked about the demo run.
+PARAMS = {
+    "seed-moves": {"seed": "seed-1"},
+    "alpha-curve": {"seed": "seed-2"},
+    "slots-at-epoch": {"epoch": "12"},
+    "own-metric": {"metric": "live_seeds"},
+}
 Row = tuple[Any, ...]
 
 
@@ -136,7 +143,7 @@ def seed_moves(run: Run) -> list[Row]:
             m.payload.accuracy_delta,
         )
         for m in run.moves
-        if m.seed_id == "seed-1"
+        if m.seed_id == PARAMS["seed-moves"]["seed"]
     ]
 
 
@@ -254,7 +261,8 @@ def alpha_curve(run: Run) -> list[Row]:
     return [
         (DEMO_RUN, e.epoch, e.payload.stage, e.payload.alpha, e.payload.alpha_target)
         for e in run.of("SeedTelemetrySampled")
-        if e.seed_id == "seed-2" and e.payload.stage.name in ("BLENDING", "HOLDING")
+        if e.seed_id == PARAMS["alpha-curve"]["seed"]
+        and e.payload.stage.name in ("BLENDING", "HOLDING")
     ]
 
 
@@ -276,10 +284,11 @@ def weak_gradients(run: Run) -> list[Row]:
 
 
 def slots_at_epoch(run: Run) -> list[Row]:
+    at = int(PARAMS["slots-at-epoch"]["epoch"])
     return [
         (DEMO_RUN, slot, stage, None if stage == "DORMANT" else seed, a)
         for slot, seed, stage, a, b in run.intervals
-        if a <= 12 and (b is None or b > 12)
+        if a <= at and (b is None or b > at)
     ]
 
 
@@ -324,10 +333,11 @@ def accuracy_around_fossilization(run: Run) -> list[Row]:
 
 def own_metric(run: Run) -> list[Row]:
     """The live seeds of each epoch, read from the EpochCompleted payloads, not the view."""
+    name = PARAMS["own-metric"]["metric"]
     return [
-        (DEMO_RUN, e.epoch, e.payload.metrics["live_seeds"])
+        (DEMO_RUN, e.epoch, e.payload.metrics[name])
         for e in run.of("EpochCompleted")
-        if "live_seeds" in e.payload.metrics
+        if name in e.payload.metrics
     ]
 
 
@@ -371,14 +381,15 @@ def test_recipe_gives_the_oracle_rows_on_both_databases(
     expected = _normal(ORACLES[name](run))
     assert expected, f"{name} answers nothing for the demo run"
     for backend, ledger in demo_ledgers.items():
-        _, rows = ledger.sql(RECIPES[name])
+        _, rows = ledger.sql(RECIPES[name], params=PARAMS.get(name))
         assert _normal(rows) == expected, backend
 
 
 def test_slots_at_epoch_agrees_with_the_replay_fold(demo_ledgers: dict[str, Ledger]) -> None:
     ledger = demo_ledgers["postgres"]
-    state = ledger.replay(DEMO_RUN, until_epoch=12)
-    _, rows = ledger.sql(RECIPES["slots-at-epoch"])
+    at = PARAMS["slots-at-epoch"]
+    state = ledger.replay(DEMO_RUN, until_epoch=int(at["epoch"]))
+    _, rows = ledger.sql(RECIPES["slots-at-epoch"], params=at)
     assert [(slot, stage, seed) for _, slot, stage, seed, _ in rows] == [
         (slot.slot_id, slot.stage.name, slot.seed_id) for slot in state.values()
     ]

@@ -11,6 +11,7 @@ database migrated to 0005, as that version would have stored them.
 
 from __future__ import annotations
 
+import re
 import shutil
 import sqlite3
 from datetime import datetime, timedelta
@@ -218,7 +219,8 @@ def _everything(url: str) -> dict[str, list[str]]:
     out = {view: sorted(map(repr, rawdb.run(url, f"SELECT * FROM {view}"))) for view in VIEWS}
     with Ledger.open(url, create=False) as ledger:
         for name, sql in recipes().items():
-            params = {"run": OLD_RUN} if ":run" in sql else None
+            given = {"run": OLD_RUN, "seed": "seed-1", "epoch": "1", "metric": "live_seeds"}
+            params = {k: v for k, v in given.items() if re.search(rf":{k}\b", sql)}
             out[name] = [repr(tuple(row)) for row in ledger.sql(sql, params=params)[1]]
     return out
 
