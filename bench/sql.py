@@ -38,6 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from kasmina.ledger import Ledger  # noqa: E402
+from kasmina.ledger.sqlparams import bind  # noqa: E402
+from kasmina.recipes import example  # noqa: E402
 from kasmina.replay.synthetic import synthetic_run  # noqa: E402
 
 RECIPE = re.compile(r"```sql\n-- recipe: ([a-z-]+)\n(.*?)```", re.S)
@@ -78,10 +80,12 @@ def generate(path: Path, events: int, epochs: int) -> None:
     print(f"generated in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
 
 
-def timed(ledger: Ledger, query: str, repeat: int) -> tuple[int, list[float]]:
+def timed(
+    ledger: Ledger, query: str, repeat: int, params: dict[str, str] | None = None
+) -> tuple[int, list[float]]:
     def once() -> tuple[int, float]:
         t0 = time.perf_counter()
-        _, rows = ledger.sql(query)
+        _, rows = ledger.sql(query, params=params)
         n = sum(1 for _ in rows)
         return n, time.perf_counter() - t0
 
@@ -151,8 +155,10 @@ def main() -> None:
         floor = statistics.median(base)
         results = []
         for name, query in recipes().items():
-            count, times = timed(ledger, query, args.repeat)
-            results.append((name, count, statistics.median(times), max(times), plan(path, query)))
+            given = example(name)
+            count, times = timed(ledger, query, args.repeat, given)
+            bound = bind(query, given, "sqlite")
+            results.append((name, count, statistics.median(times), max(times), plan(path, bound)))
 
     print(
         f"{event_count(path):,} events in {runs} runs, {path.stat().st_size / 2**20:.0f} MiB; "

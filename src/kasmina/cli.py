@@ -350,7 +350,7 @@ def history(
         raise KasminaError("--follow prints events until the run ends: drop --limit")
     with _open() as ledger:
         run_id = ledger.resolve_run(run_id)
-        _known_types(ledger, chosen.types)
+        _known_types(ledger, chosen.types, follow=follow)
         if follow:
             _follow(ledger, run_id, seed_id, slot, fmt, live, chosen)
             return
@@ -380,8 +380,12 @@ def history(
                 print_table(HISTORY_COLUMNS, cells, console, dest, follow_line, foldable=(6,))
 
 
-def _known_types(ledger: Ledger, types: Sequence[str]) -> None:
-    """Refuse a `--type` neither kasmina's nor recorded here: a typo must not print nothing."""
+def _known_types(ledger: Ledger, types: Sequence[str], *, follow: bool) -> None:
+    """Refuse a `--type` neither kasmina's nor recorded here: a typo must not print nothing.
+
+    Following, the type may be a user's own that the run has yet to record:
+    a warning then, and the run is followed.
+    """
     from kasmina.events import EVENT_TYPES
 
     unknown = [t for t in types if t not in EVENT_TYPES]
@@ -391,13 +395,15 @@ def _known_types(ledger: Ledger, types: Sequence[str]) -> None:
 
     recorded = ledger.event_types()
     for name in unknown:
-        if name not in recorded:
-            close = difflib.get_close_matches(name, [*EVENT_TYPES, *recorded], n=1)
-            hint = f"; did you mean {close[0]}?" if close else ""
-            raise KasminaError(
-                f"no event type {name!r}: not one of kasmina's, and this ledger has recorded "
-                f"none{hint}"
-            )
+        if name in recorded:
+            continue
+        close = difflib.get_close_matches(name, [*EVENT_TYPES, *recorded], n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        problem = f"no event type {name!r}: not one of kasmina's, and this ledger has recorded "
+        if not follow:
+            raise KasminaError(f"{problem}none{hint}")
+        line = f"warning: {problem}none yet{hint}; following in case it comes"
+        err.print(visible(line), highlight=False, markup=False)
 
 
 def _marked(

@@ -8,12 +8,14 @@ that page (``kasmina/_docs``), and a source checkout reads it in place.
 from __future__ import annotations
 
 import re
+import shlex
 from functools import cache
 from pathlib import Path
 
 from kasmina.errors import KasminaError
 
 _RECIPE = re.compile(r"```sql\n-- recipe: ([a-z0-9-]+)\n(.*?)```", re.S)
+_EXAMPLE = re.compile(r"^-- e\.g\. (.*)$", re.M)
 
 
 @cache
@@ -32,3 +34,19 @@ def recipe(name: str) -> str:
     if found is None:
         raise KasminaError(f"no recipe {name!r}; the cookbook has: {', '.join(recipes())}")
     return found
+
+
+def example(name: str) -> dict[str, str]:
+    """The parameters a recipe is shown with (its ``-- e.g. --param NAME=VALUE`` line).
+
+    The tests and the SQL bench ask the demo run these, so the page is the
+    one place they are written.
+    """
+    found = _EXAMPLE.search(recipe(name))
+    if found is None:
+        return {}
+    from kasmina.ledger.sqlparams import parse_params
+
+    words = shlex.split(found.group(1))
+    pairs = zip(words, words[1:], strict=False)
+    return parse_params([value for flag, value in pairs if flag == "--param"])

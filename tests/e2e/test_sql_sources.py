@@ -87,6 +87,9 @@ def test_a_recipe_asks_for_the_seed_it_is_about(
             f"WHERE seed_id = '{seed}' ORDER BY position",
         )
         assert moves and [{k: m[k] for k in by_hand[0]} for m in moves] == by_hand
+    # A seed id that looks like a number is still compared as text (PostgreSQL refuses
+    # text = integer).
+    assert _rows(url, capsys, "--recipe", "seed-moves", "--param", "seed=42") == []
 
 
 def test_the_query_comes_from_one_place(url: str, capsys: pytest.CaptureFixture[str]) -> None:

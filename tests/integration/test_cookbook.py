@@ -26,18 +26,14 @@ from helpers import copy_run
 
 from kasmina.events import StoredEvent
 from kasmina.ledger import Ledger
+from kasmina.recipes import example
 from kasmina.stages import SeedStage, is_legal
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "sql.md"
 RECIPE = re.compile(r"```sql\n-- recipe: ([a-z-]+)\n(.*?)```", re.S)
 RECIPES = dict(RECIPE.findall(PAGE.read_text()))
-#: What the recipes that take parameters are asked about the demo run.
-PARAMS = {
-    "seed-moves": {"seed": "seed-1"},
-    "alpha-curve": {"seed": "seed-2"},
-    "slots-at-epoch": {"epoch": "12"},
-    "own-metric": {"metric": "live_seeds"},
-}
+#: What the recipes that take parameters are asked: the page's own `-- e.g.` lines.
+PARAMS = {name: example(name) for name in RECIPES if example(name)}
 Row = tuple[Any, ...]
 
 
@@ -372,6 +368,7 @@ def run(demo_ledgers: dict[str, Ledger]) -> Run:
 def test_the_cookbook_has_a_dozen_recipes_each_with_an_oracle() -> None:
     assert len(RECIPES) >= 12
     assert set(ORACLES) == set(RECIPES)
+    assert set(PARAMS) == {"seed-moves", "alpha-curve", "slots-at-epoch", "own-metric"}
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))

@@ -24,7 +24,7 @@ from kasmina.cli import main
 from kasmina.errors import WouldLoseData
 from kasmina.ledger import Ledger, migrate
 from kasmina.ledger.schema import VIEWS
-from kasmina.recipes import recipes
+from kasmina.recipes import example, recipes
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "ledger_0005_124ed2c.db"
 OLD_RUN = "old-demo"
@@ -219,8 +219,7 @@ def _everything(url: str) -> dict[str, list[str]]:
     out = {view: sorted(map(repr, rawdb.run(url, f"SELECT * FROM {view}"))) for view in VIEWS}
     with Ledger.open(url, create=False) as ledger:
         for name, sql in recipes().items():
-            given = {"run": OLD_RUN, "seed": "seed-1", "epoch": "1", "metric": "live_seeds"}
-            params = {k: v for k, v in given.items() if re.search(rf":{k}\b", sql)}
+            params = example(name) | ({"run": OLD_RUN} if re.search(r":run\b", sql) else {})
             out[name] = [repr(tuple(row)) for row in ledger.sql(sql, params=params)[1]]
     return out
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
+from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
@@ -54,7 +55,7 @@ def round_robin(slot_ids: Sequence[str], world_size: int) -> dict[str, int]:
 
 
 def broadcast(value: object) -> object:
-    """Rank 0's `value` on every rank (a collective); the other ranks' values are not sent."""
+    """Rank 0's `value` on every rank (a collective); the other ranks send only padding."""
     rank, _ = world()
     sent = _exchange(pickle.dumps(value) if rank == 0 else b"")
     return value if rank == 0 else pickle.loads(sent[0])
@@ -65,8 +66,8 @@ def gather(value: object) -> list[object]:
     return [pickle.loads(b) for b in _exchange(pickle.dumps(value))]
 
 
-# The handles of kasmina's last collectives, kept on purpose (see `_exchange`).
-_finished: list[dist.Work] = []
+# The handles of kasmina's latest collectives, kept on purpose (see `_exchange`).
+_finished: deque[dist.Work] = deque(maxlen=64)
 
 
 def _exchange(payload: bytes) -> list[bytes]:
@@ -78,11 +79,13 @@ def _exchange(payload: bytes) -> list[bytes]:
     the collective's tensors, which needs the GIL; a rank that is already
     shutting its interpreter down by then (one that exits right after
     `DistributedRun.finish`) kills the thread inside C++ and aborts with
-    SIGABRT. Holding every handle until kasmina's next collective means the
-    main thread frees them, with the GIL, and the worker never needs it.
+    SIGABRT. The handles of the last 32 exchanges are held here, so the
+    worker's hold is never the last: by the time one leaves the queue, its
+    worker has long let go, and the main thread frees it with the GIL. (Only
+    until the next exchange is not enough: ranks often exchange back to back,
+    before the worker has let go of the previous one.)
     """
     _, size = world()
-    _finished.clear()
     device = _object_device()
     length = torch.tensor([len(payload)], dtype=torch.int64, device=device)
     lengths = [torch.empty_like(length) for _ in range(size)]
@@ -104,10 +107,21 @@ def _settle(work: dist.Work | None) -> None:
 
 
 def _object_device() -> torch.device:
-    """Where the default group carries bytes: the CPU unless its backend is GPU-only."""
-    if str(dist.get_backend()).lower() == "nccl":
+    """Where the default group carries bytes: the CPU if it can, else its first device.
+
+    The backend reads ``nccl``, ``gloo``, or device pairs such as
+    ``cuda:nccl`` and ``cpu:gloo,cuda:nccl``.
+    """
+    backend = str(dist.get_backend()).lower()
+    pairs = [part.split(":", 1) for part in backend.split(",")]
+    if all(len(pair) == 2 for pair in pairs):
+        kinds = [pair[0] for pair in pairs]
+        kind = "cpu" if "cpu" in kinds else kinds[0]
+    else:
+        kind = "cuda" if backend == "nccl" else "cpu"
+    if kind == "cuda":
         return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
+    return torch.device(kind)
 
 
 def agree(result: GateResult) -> GateResult:
