@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from kasmina import events
 from kasmina.cli import main
 from kasmina.events import Payload, register
 from kasmina.ledger import Ledger
@@ -18,9 +19,8 @@ from kasmina.replay.synthetic import synthetic_run
 BIN = str(Path(sys.executable).with_name("kasmina"))
 
 
-@register
 class HistoryFilterSpike(Payload):
-    """A user's own event type: this test process knows it, the CLI's does not."""
+    """A user's own event type: this test registers it, the CLI's process does not."""
 
     value: float
 
@@ -101,11 +101,15 @@ def test_following_a_type_not_recorded_yet_warns_and_follows(
 
 def test_a_users_own_type_recorded_here_is_taken_without_its_class(run_url: str) -> None:
     """The CLI has not imported the user's module, yet their type is in the ledger."""
-    with Ledger.open(run_url) as ledger:
-        run = ledger.start_run(name="own", seed=0)
-        run.recorder.emit(HistoryFilterSpike(value=3.5), stream_id="run", epoch=0)
-        run.finish()
-        assert "HistoryFilterSpike" in ledger.event_types()
+    register(HistoryFilterSpike)
+    try:
+        with Ledger.open(run_url) as ledger:
+            run = ledger.start_run(name="own", seed=0)
+            run.recorder.emit(HistoryFilterSpike(value=3.5), stream_id="run", epoch=0)
+            run.finish()
+            assert "HistoryFilterSpike" in ledger.event_types()
+    finally:
+        events._REGISTRY.pop("HistoryFilterSpike", None)
     env = {k: v for k, v in os.environ.items() if k != "KASMINA_DB"}
     args = ["--db", run_url, "history", run.run_id, "--format", "jsonl", "--type"]
     found = subprocess.run(
