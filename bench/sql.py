@@ -39,18 +39,13 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from kasmina.ledger import Ledger  # noqa: E402
 from kasmina.ledger.sqlparams import bind  # noqa: E402
-from kasmina.recipes import example  # noqa: E402
+from kasmina.recipes import example, recipes  # noqa: E402
 from kasmina.replay.synthetic import synthetic_run  # noqa: E402
 
-RECIPE = re.compile(r"```sql\n-- recipe: ([a-z-]+)\n(.*?)```", re.S)
 BASELINE = "SELECT SUM(LENGTH(payload)) FROM events"
 SLOTS = 8
 GC_PERIOD = 40
 TARGET_S = 1.0
-
-
-def recipes() -> dict[str, str]:
-    return dict(RECIPE.findall((ROOT / "docs" / "sql.md").read_text()))
 
 
 def event_count(path: Path) -> int:
